@@ -1,0 +1,216 @@
+//! The engine's public face: what the signaling layer sends in and gets back.
+//!
+//! The signaling layer never touches a peer connection. It starts the [`Sfu`], calls
+//! [`Sfu::join`] once per participant and then talks to that participant's connection through the
+//! returned [`Participant`] handle; everything the engine has to say to the participant (SDP,
+//! candidates, room events, errors) arrives on the participant's [`Event`] channel.
+
+use std::net::{IpAddr, SocketAddr};
+
+use tokio::sync::{mpsc, oneshot};
+
+/// How the engine is set up.
+#[derive(Debug, Clone)]
+pub struct SfuConfig {
+    /// Where the media driver's UDP socket binds (one port for every connection).
+    pub media_bind: SocketAddr,
+    /// The addresses announced in host candidates, with the socket's port. Empty means the bound
+    /// address (which must then not be a wildcard).
+    pub announce_ips: Vec<IpAddr>,
+    /// Test-only fault injection: the fraction (0.0–1.0) of incoming RTP datagrams to drop.
+    pub inject_loss: f64,
+}
+
+impl Default for SfuConfig {
+    fn default() -> Self {
+        Self {
+            media_bind: SocketAddr::from(([127, 0, 0, 1], 0)),
+            announce_ips: Vec::new(),
+            inject_loss: 0.0,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MediaKind {
+    Audio,
+    Video,
+}
+
+impl MediaKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            MediaKind::Audio => "audio",
+            MediaKind::Video => "video",
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TrackInfo {
+    pub id: String,
+    pub kind: MediaKind,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ParticipantInfo {
+    pub id: String,
+    pub name: String,
+    pub tracks: Vec<TrackInfo>,
+}
+
+/// What `join` returns besides the handle: who is already there.
+#[derive(Debug, Clone)]
+pub struct JoinInfo {
+    pub participant_id: String,
+    pub participants: Vec<ParticipantInfo>,
+}
+
+/// An ICE candidate in the browser's `RTCIceCandidateInit` shape.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Candidate {
+    pub candidate: String,
+    pub sdp_mid: Option<String>,
+    pub sdp_mline_index: Option<u16>,
+    pub username_fragment: Option<String>,
+}
+
+/// The kinds of error the engine reports to a participant.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrorKind {
+    InvalidSdp,
+    InvalidCandidate,
+    Internal,
+}
+
+/// Everything the engine tells one participant.
+#[derive(Debug, Clone)]
+pub enum Event {
+    ParticipantJoined(ParticipantInfo),
+    ParticipantLeft { participant_id: String },
+    TrackPublished { participant_id: String, track: TrackInfo },
+    TrackUnpublished { participant_id: String, track_id: String },
+    /// The server renegotiates: send this offer to the client.
+    Offer(String),
+    /// The answer to the client's offer.
+    Answer(String),
+    Candidate(Candidate),
+    Error { kind: ErrorKind, message: String },
+    /// The engine removed the participant (media connection failed or closed).
+    Closed { reason: String },
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum SfuError {
+    #[error("the media engine has stopped")]
+    Stopped,
+    #[error("could not create the peer connection: {0}")]
+    PeerConnection(String),
+}
+
+pub(crate) type ParticipantKey = u64;
+
+pub(crate) enum Command {
+    Join {
+        room: String,
+        name: String,
+        events: mpsc::UnboundedSender<Event>,
+        reply: oneshot::Sender<Result<(ParticipantKey, JoinInfo), SfuError>>,
+    },
+    Offer { key: ParticipantKey, sdp: String },
+    Answer { key: ParticipantKey, sdp: String },
+    Candidate { key: ParticipantKey, candidate: Candidate },
+    Leave { key: ParticipantKey },
+    Stats { reply: oneshot::Sender<DriverStats> },
+}
+
+/// Counters of one media driver, for tests and (later) metrics.
+#[derive(Debug, Clone, Default)]
+pub struct DriverStats {
+    pub participants: usize,
+    pub rooms: usize,
+    pub published_tracks: usize,
+    pub datagrams_in: u64,
+    pub datagrams_unknown_source: u64,
+    pub datagrams_dropped_injected: u64,
+    pub rtp_forwarded: u64,
+    pub forward_errors: u64,
+    pub keyframe_requests: u64,
+    pub handle_read_errors: u64,
+    pub connection_panics: u64,
+}
+
+/// A running engine. Cloning it is cheap; the driver stops when every clone and every
+/// participant handle is dropped.
+#[derive(Clone)]
+pub struct Sfu {
+    commands: mpsc::UnboundedSender<Command>,
+    media_addr: SocketAddr,
+}
+
+impl Sfu {
+    /// Binds the media socket and starts the media driver on its own thread.
+    pub fn start(config: SfuConfig) -> std::io::Result<Sfu> {
+        let (commands, media_addr) = crate::driver::spawn(config)?;
+        Ok(Sfu { commands, media_addr })
+    }
+
+    /// The address the media socket is bound to.
+    pub fn media_addr(&self) -> SocketAddr {
+        self.media_addr
+    }
+
+    /// Adds a participant to `room` (created on first join). Events for it arrive on the returned
+    /// receiver, starting with nothing: the caller already has the [`JoinInfo`].
+    pub async fn join(
+        &self,
+        room: &str,
+        name: &str,
+    ) -> Result<(Participant, JoinInfo, mpsc::UnboundedReceiver<Event>), SfuError> {
+        let (events, events_rx) = mpsc::unbounded_channel();
+        let (reply, reply_rx) = oneshot::channel();
+        self.commands
+            .send(Command::Join { room: room.to_owned(), name: name.to_owned(), events, reply })
+            .map_err(|_| SfuError::Stopped)?;
+        let (key, info) = reply_rx.await.map_err(|_| SfuError::Stopped)??;
+        let participant = Participant { key, id: info.participant_id.clone(), commands: self.commands.clone() };
+        Ok((participant, info, events_rx))
+    }
+
+    pub async fn stats(&self) -> Result<DriverStats, SfuError> {
+        let (reply, rx) = oneshot::channel();
+        self.commands.send(Command::Stats { reply }).map_err(|_| SfuError::Stopped)?;
+        rx.await.map_err(|_| SfuError::Stopped)
+    }
+}
+
+/// One participant's handle. Dropping it removes the participant from its room.
+pub struct Participant {
+    key: ParticipantKey,
+    id: String,
+    commands: mpsc::UnboundedSender<Command>,
+}
+
+impl Participant {
+    pub fn id(&self) -> &str {
+        &self.id
+    }
+
+    pub fn offer(&self, sdp: String) {
+        let _ = self.commands.send(Command::Offer { key: self.key, sdp });
+    }
+
+    pub fn answer(&self, sdp: String) {
+        let _ = self.commands.send(Command::Answer { key: self.key, sdp });
+    }
+
+    pub fn candidate(&self, candidate: Candidate) {
+        let _ = self.commands.send(Command::Candidate { key: self.key, candidate });
+    }
+}
+
+impl Drop for Participant {
+    fn drop(&mut self) {
+        let _ = self.commands.send(Command::Leave { key: self.key });
+    }
+}

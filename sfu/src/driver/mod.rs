@@ -1,0 +1,1065 @@
+//! The media driver: one task, one UDP socket, every `rtc` peer connection placed on it.
+//!
+//! It owns its connections outright; signaling sessions talk to it with [`Command`]s and hear back
+//! through each participant's [`Event`] channel. Per datagram it:
+//! 1. stamps the arrival time,
+//! 2. finds the connection: by source address once that address was pinned (the connection
+//!    answered a connectivity check from it with a binding success), else by the server ufrag in a
+//!    STUN binding request; anything else is dropped and counted,
+//! 3. hands the datagram to the connection and then *services* it: sends what it wrote, handles
+//!    its events (tracks opening, state changes) and the media it decrypted.
+//!
+//! Media routing (start at [`Driver::on_rtp`]): a publisher's RTP packet is unwrapped once on its
+//! published track, then each subscriber's forwarder decides (start at a keyframe, rewrite the
+//! sequence number) and the packet, with the subscriber's SSRC and payload type and no header
+//! extensions, is written to that subscriber's connection. The payload is shared, not copied.
+//!
+//! Each connection's timer lives in one [`TimerQueue`]; nothing scans all connections.
+//!
+//! The driver also keeps the rooms it serves. With one driver that is every room; several drivers
+//! (one per core) will split rooms' subscribers across them with per-driver fan-out queues.
+
+mod timers;
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::rc::Rc;
+use std::time::{Duration, Instant};
+
+use bytes::BytesMut;
+use rand::distr::{Alphanumeric, SampleString};
+use rtc::media_stream::MediaStreamTrack;
+use rtc::peer_connection::event::{RTCPeerConnectionEvent, RTCTrackEvent, RTCTrackEventInit};
+use rtc::peer_connection::message::{RTCMessage, TaggedRTCMessage};
+use rtc::peer_connection::sdp::RTCSessionDescription;
+use rtc::peer_connection::state::RTCPeerConnectionState;
+use rtc::peer_connection::transport::RTCIceCandidateInit;
+use rtc::peer_connection::RTCPeerConnection;
+use rtc::rtcp::payload_feedbacks::full_intra_request::FullIntraRequest;
+use rtc::rtcp::payload_feedbacks::picture_loss_indication::PictureLossIndication;
+use rtc::rtp;
+use rtc::rtp_transceiver::rtp_sender::{
+    RTCRtpCodec, RTCRtpCodingParameters, RTCRtpEncodingParameters, RtpCodecKind,
+};
+use rtc::rtp_transceiver::{
+    RTCRtpReceiverId, RTCRtpSenderId, RTCRtpTransceiverDirection, RTCRtpTransceiverInit,
+};
+use rtc::sansio::Protocol;
+use rtc::shared::{TaggedBytesMut, TransportContext, TransportProtocol};
+use tokio::net::UdpSocket;
+use tokio::sync::mpsc;
+use tracing::{debug, info, warn};
+
+use crate::api::{
+    Candidate, Command, DriverStats, ErrorKind, Event, JoinInfo, MediaKind, ParticipantInfo,
+    ParticipantKey, SfuConfig, SfuError, TrackInfo,
+};
+use crate::engine::classify::{
+    classify, is_stun_binding_success, stun_binding_local_ufrag, DatagramKind,
+};
+use crate::engine::codec::Codec;
+use crate::engine::keyframe::KeyframeThrottle;
+use crate::engine::rewriter::{DropReason, RtpRewriter, Verdict};
+use crate::engine::seq::SeqUnwrapper;
+use crate::peer;
+use timers::TimerQueue;
+
+/// Receive and send buffers of the shared socket: every connection's burst lands in the one
+/// receive buffer, and its overflow was the real source of loss in the prototype.
+const SOCKET_BUFFER_BYTES: usize = 4 << 20;
+/// Datagrams read per wake-up before timers and commands get a turn.
+const READ_BATCH: usize = 256;
+const MAX_DATAGRAM: usize = 2048;
+
+type TrackKey = u64;
+
+/// Binds the media socket and starts a driver on its own thread with its own single-threaded
+/// runtime. Returns the command channel and the socket's address.
+pub(crate) fn spawn(
+    config: SfuConfig,
+) -> std::io::Result<(mpsc::UnboundedSender<Command>, SocketAddr)> {
+    let std_socket = bind_socket(config.media_bind)?;
+    let local_addr = std_socket.local_addr()?;
+    let host_candidates: Vec<SocketAddr> = if config.announce_ips.is_empty() {
+        vec![local_addr]
+    } else {
+        config.announce_ips.iter().map(|ip| SocketAddr::new(*ip, local_addr.port())).collect()
+    };
+    let (tx, rx) = mpsc::unbounded_channel();
+    std::thread::Builder::new().name("fanout-media".into()).spawn(move || {
+        let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+            Ok(rt) => rt,
+            Err(err) => {
+                warn!(%err, "media driver runtime failed to start");
+                return;
+            }
+        };
+        runtime.block_on(async move {
+            let socket = match UdpSocket::from_std(std_socket) {
+                Ok(s) => Rc::new(s),
+                Err(err) => {
+                    warn!(%err, "media socket unusable");
+                    return;
+                }
+            };
+            let driver = Driver::new(socket, local_addr, host_candidates, config.inject_loss);
+            driver.run(rx).await;
+        });
+    })?;
+    Ok((tx, local_addr))
+}
+
+fn bind_socket(addr: SocketAddr) -> std::io::Result<std::net::UdpSocket> {
+    use socket2::{Domain, Protocol as SockProtocol, Socket, Type};
+    let socket = Socket::new(Domain::for_address(addr), Type::DGRAM, Some(SockProtocol::UDP))?;
+    if addr.is_ipv6() {
+        socket.set_only_v6(false).ok();
+    }
+    // The kernel caps these at net.core.rmem_max / wmem_max; log what was granted.
+    let _ = socket.set_recv_buffer_size(SOCKET_BUFFER_BYTES);
+    let _ = socket.set_send_buffer_size(SOCKET_BUFFER_BYTES);
+    socket.bind(&addr.into())?;
+    socket.set_nonblocking(true)?;
+    info!(
+        %addr,
+        recv_buffer = socket.recv_buffer_size().unwrap_or(0),
+        send_buffer = socket.send_buffer_size().unwrap_or(0),
+        "media socket bound (the kernel reports twice the usable size; raise net.core.rmem_max if it is far below the 4 MiB asked)"
+    );
+    Ok(socket.into())
+}
+
+/// One participant's connection and what the driver knows about it.
+struct Peer {
+    id: String,
+    name: String,
+    room: String,
+    pc: RTCPeerConnection,
+    events: mpsc::UnboundedSender<Event>,
+    ufrag: String,
+    /// Source addresses pinned to this connection.
+    addrs: Vec<SocketAddr>,
+    /// The deadline currently scheduled in the timer queue.
+    timer: Option<Instant>,
+    /// Whether the peer is waiting in the service queue.
+    queued: bool,
+    connected: bool,
+    /// The server's offer awaits the client's answer.
+    offer_outstanding: bool,
+    /// Tracks were added or removed since the last offer.
+    negotiation_needed: bool,
+    candidates_sent: bool,
+    /// Client candidates that arrived before any remote description.
+    early_candidates: Vec<RTCIceCandidateInit>,
+    /// rtc's receiver track id → the published track.
+    published: HashMap<String, TrackKey>,
+    /// Subscribed tracks: track → the sender on this connection.
+    subscribed: HashMap<TrackKey, Subscription>,
+    /// This connection's sender SSRCs → the track each carries (to route PLI/FIR upstream).
+    track_by_ssrc: HashMap<u32, TrackKey>,
+}
+
+struct Subscription {
+    sender_id: RTCRtpSenderId,
+    ssrc: u32,
+    /// Included in an offer the client has not answered yet.
+    offered: bool,
+    /// Included in an offer the client answered.
+    negotiated: bool,
+}
+
+/// A published track: one incoming stream and its subscribers' forwarders.
+struct Track {
+    id: String,
+    kind: MediaKind,
+    publisher: ParticipantKey,
+    receiver_id: RTCRtpReceiverId,
+    codec: Codec,
+    rtc_codec: RTCRtpCodec,
+    /// The SSRC forwarded (the first one seen; further simulcast layers are not forwarded yet).
+    media_ssrc: u32,
+    unwrapper: SeqUnwrapper,
+    keyframes: KeyframeThrottle,
+    forwarders: Vec<Forwarder>,
+}
+
+struct Forwarder {
+    subscriber: ParticipantKey,
+    sender_id: RTCRtpSenderId,
+    ssrc: u32,
+    /// The subscriber leg's payload type, once negotiated.
+    payload_type: u8,
+    active: bool,
+    rewriter: RtpRewriter,
+}
+
+struct Driver {
+    socket: Rc<UdpSocket>,
+    local_addr: SocketAddr,
+    host_candidates: Vec<SocketAddr>,
+    inject_loss: f64,
+    peers: HashMap<ParticipantKey, Peer>,
+    tracks: HashMap<TrackKey, Track>,
+    rooms: HashMap<String, Vec<ParticipantKey>>,
+    by_ufrag: HashMap<String, ParticipantKey>,
+    by_addr: HashMap<SocketAddr, ParticipantKey>,
+    timers: TimerQueue<ParticipantKey>,
+    /// Peers to service (their writes, events and reads to drain).
+    queue: Vec<ParticipantKey>,
+    /// Peers to remove once the current step is done, with the reason.
+    removals: Vec<(ParticipantKey, String)>,
+    /// Reused buffers for draining a connection.
+    event_buf: Vec<RTCPeerConnectionEvent>,
+    read_buf: Vec<TaggedRTCMessage>,
+    next_key: u64,
+    stats: DriverStats,
+}
+
+/// Runs `f` on one connection; a panic inside `rtc` is contained to that connection.
+fn guarded<T>(f: impl FnOnce() -> T) -> Option<T> {
+    catch_unwind(AssertUnwindSafe(f)).ok()
+}
+
+fn random_id(prefix: &str) -> String {
+    format!("{prefix}{}", Alphanumeric.sample_string(&mut rand::rng(), 12))
+}
+
+impl Driver {
+    fn new(
+        socket: Rc<UdpSocket>,
+        local_addr: SocketAddr,
+        host_candidates: Vec<SocketAddr>,
+        inject_loss: f64,
+    ) -> Self {
+        Self {
+            socket,
+            local_addr,
+            host_candidates,
+            inject_loss,
+            peers: HashMap::new(),
+            tracks: HashMap::new(),
+            rooms: HashMap::new(),
+            by_ufrag: HashMap::new(),
+            by_addr: HashMap::new(),
+            timers: TimerQueue::new(),
+            queue: Vec::new(),
+            removals: Vec::new(),
+            event_buf: Vec::new(),
+            read_buf: Vec::new(),
+            next_key: 1,
+            stats: DriverStats::default(),
+        }
+    }
+
+    async fn run(mut self, mut commands: mpsc::UnboundedReceiver<Command>) {
+        let socket = self.socket.clone();
+        let mut buf = vec![0u8; MAX_DATAGRAM];
+        loop {
+            let deadline = self
+                .timers
+                .next_deadline()
+                .unwrap_or_else(|| Instant::now() + Duration::from_secs(3600));
+            tokio::select! {
+                biased;
+                cmd = commands.recv() => match cmd {
+                    Some(cmd) => self.on_command(cmd),
+                    None => break,
+                },
+                ready = socket.readable() => {
+                    if ready.is_ok() {
+                        self.read_datagrams(&socket, &mut buf);
+                    }
+                }
+                _ = tokio::time::sleep_until(deadline.into()) => {}
+            }
+            self.fire_timers(Instant::now());
+            self.settle();
+        }
+        let keys: Vec<_> = self.peers.keys().copied().collect();
+        for key in keys {
+            self.remove_peer(key, "server stopping");
+        }
+        info!("media driver stopped");
+    }
+
+    fn read_datagrams(&mut self, socket: &UdpSocket, buf: &mut [u8]) {
+        for _ in 0..READ_BATCH {
+            match socket.try_recv_from(buf) {
+                Ok((n, src)) => {
+                    let now = Instant::now();
+                    self.on_datagram(&buf[..n], src, now);
+                    self.settle();
+                }
+                Err(err) if err.kind() == std::io::ErrorKind::WouldBlock => return,
+                Err(err) => {
+                    // ICMP errors (port unreachable from a gone client) surface here on Linux.
+                    debug!(%err, "media socket receive error");
+                }
+            }
+        }
+    }
+
+    /// Services queued peers until nothing is left, then performs removals.
+    fn settle(&mut self) {
+        loop {
+            while let Some(key) = self.queue.pop() {
+                self.service(key);
+            }
+            if self.removals.is_empty() {
+                break;
+            }
+            let removals = std::mem::take(&mut self.removals);
+            for (key, reason) in removals {
+                self.remove_peer(key, &reason);
+            }
+        }
+        if self.timers.len() > 4 * self.peers.len() + 64 {
+            let peers = &self.peers;
+            self.timers.compact(|at, key| peers.get(&key).is_some_and(|p| p.timer == Some(at)));
+        }
+    }
+
+    fn enqueue(&mut self, key: ParticipantKey) {
+        if let Some(peer) = self.peers.get_mut(&key) {
+            if !peer.queued {
+                peer.queued = true;
+                self.queue.push(key);
+            }
+        }
+    }
+
+    fn fail_peer(&mut self, key: ParticipantKey, reason: &str) {
+        self.stats.connection_panics += 1;
+        warn!(participant = key, reason, "connection failed inside rtc; removing it");
+        self.removals.push((key, reason.to_owned()));
+    }
+
+    fn fire_timers(&mut self, now: Instant) {
+        while let Some((at, key)) = self.timers.pop_due(now) {
+            let Some(peer) = self.peers.get_mut(&key) else { continue };
+            if peer.timer != Some(at) {
+                continue; // stale entry
+            }
+            peer.timer = None;
+            match guarded(|| peer.pc.handle_timeout(now)) {
+                Some(Ok(())) => {}
+                Some(Err(err)) => debug!(participant = key, %err, "handle_timeout"),
+                None => self.fail_peer(key, "panic in handle_timeout"),
+            }
+            self.enqueue(key);
+        }
+    }
+
+    fn on_datagram(&mut self, data: &[u8], src: SocketAddr, now: Instant) {
+        self.stats.datagrams_in += 1;
+        if self.inject_loss > 0.0
+            && classify(data) == DatagramKind::Rtp
+            && rand::random::<f64>() < self.inject_loss
+        {
+            self.stats.datagrams_dropped_injected += 1;
+            return;
+        }
+        let key = match self.by_addr.get(&src) {
+            Some(&key) => key,
+            None => match stun_binding_local_ufrag(data).and_then(|u| self.by_ufrag.get(u)) {
+                Some(&key) => key,
+                None => {
+                    self.stats.datagrams_unknown_source += 1;
+                    return;
+                }
+            },
+        };
+        let Some(peer) = self.peers.get_mut(&key) else { return };
+        let msg = TaggedBytesMut {
+            now,
+            transport: TransportContext {
+                local_addr: self.local_addr,
+                peer_addr: src,
+                ecn: None,
+                transport_protocol: TransportProtocol::UDP,
+            },
+            message: BytesMut::from(data),
+        };
+        match guarded(|| peer.pc.handle_read(msg)) {
+            Some(Ok(())) => {}
+            Some(Err(err)) => {
+                self.stats.handle_read_errors += 1;
+                debug!(participant = key, %src, %err, "datagram rejected");
+            }
+            None => self.fail_peer(key, "panic in handle_read"),
+        }
+        self.enqueue(key);
+    }
+
+    /// Drains one connection: sends its datagrams, then handles its events and decrypted media.
+    fn service(&mut self, key: ParticipantKey) {
+        let mut events = std::mem::take(&mut self.event_buf);
+        let mut reads = std::mem::take(&mut self.read_buf);
+        {
+            let Some(peer) = self.peers.get_mut(&key) else { return };
+            peer.queued = false;
+            let drained = guarded(|| {
+                while let Some(out) = peer.pc.poll_write() {
+                    let dst = out.transport.peer_addr;
+                    if is_stun_binding_success(&out.message) && !peer.addrs.contains(&dst) {
+                        // The connection accepted a connectivity check from `dst`: pin it.
+                        peer.addrs.push(dst);
+                        self.by_addr.insert(dst, key);
+                        debug!(participant = %peer.id, %dst, "source address pinned");
+                    }
+                    if let Err(err) = self.socket.try_send_to(&out.message, dst) {
+                        debug!(%dst, %err, "media send failed");
+                    }
+                }
+                while let Some(ev) = peer.pc.poll_event() {
+                    events.push(ev);
+                }
+                while let Some(msg) = peer.pc.poll_read() {
+                    reads.push(msg);
+                }
+                peer.pc.poll_timeout()
+            });
+            match drained {
+                Some(deadline) => {
+                    if deadline != peer.timer {
+                        peer.timer = deadline;
+                        if let Some(at) = deadline {
+                            self.timers.schedule(at, key);
+                        }
+                    }
+                }
+                None => self.fail_peer(key, "panic while draining"),
+            }
+        }
+        for ev in events.drain(..) {
+            self.on_peer_event(key, ev);
+        }
+        for msg in reads.drain(..) {
+            self.on_peer_message(key, msg);
+        }
+        self.event_buf = events;
+        self.read_buf = reads;
+    }
+
+    fn on_peer_event(&mut self, key: ParticipantKey, ev: RTCPeerConnectionEvent) {
+        match ev {
+            RTCPeerConnectionEvent::OnConnectionStateChangeEvent(state) => {
+                debug!(participant = key, %state, "connection state");
+                match state {
+                    RTCPeerConnectionState::Connected => {
+                        if let Some(peer) = self.peers.get_mut(&key) {
+                            peer.connected = true;
+                        }
+                        self.activate_forwarders(key, Instant::now());
+                    }
+                    RTCPeerConnectionState::Failed | RTCPeerConnectionState::Closed => {
+                        self.removals.push((key, format!("media connection {state}")));
+                    }
+                    _ => {}
+                }
+            }
+            RTCPeerConnectionEvent::OnTrack(RTCTrackEvent::OnOpen(init)) => {
+                self.publish_track(key, init);
+            }
+            RTCPeerConnectionEvent::OnTrack(RTCTrackEvent::OnClose(track_id)) => {
+                let tkey = self.peers.get_mut(&key).and_then(|p| p.published.remove(&track_id));
+                if let Some(tkey) = tkey {
+                    self.unpublish_track(tkey);
+                }
+            }
+            _ => {}
+        }
+    }
+
+    fn on_peer_message(&mut self, key: ParticipantKey, msg: TaggedRTCMessage) {
+        match msg.message {
+            RTCMessage::RtpPacket(track_id, packet) => self.on_rtp(key, &track_id, packet, msg.now),
+            RTCMessage::RtcpPacket(_, packets) => {
+                for p in &packets {
+                    let any = p.as_any();
+                    let media_ssrc = if let Some(pli) = any.downcast_ref::<PictureLossIndication>() {
+                        pli.media_ssrc
+                    } else if let Some(fir) = any.downcast_ref::<FullIntraRequest>() {
+                        fir.fir.first().map_or(fir.media_ssrc, |e| e.ssrc)
+                    } else {
+                        continue;
+                    };
+                    let tkey = self.peers.get(&key).and_then(|p| p.track_by_ssrc.get(&media_ssrc));
+                    if let Some(&tkey) = tkey {
+                        self.request_keyframe(tkey, msg.now);
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+
+    /// The hot path: one publisher packet to every subscriber of its track.
+    fn on_rtp(&mut self, key: ParticipantKey, track_id: &str, packet: rtp::Packet, now: Instant) {
+        let Some(&tkey) = self.peers.get(&key).and_then(|p| p.published.get(track_id)) else {
+            return;
+        };
+        let Some(track) = self.tracks.get_mut(&tkey) else { return };
+        if packet.header.ssrc != track.media_ssrc {
+            return;
+        }
+        let ext_seq = track.unwrapper.unwrap(packet.header.sequence_number);
+        let keyframe = track.codec.is_keyframe_start(&packet.payload);
+        let mut wants_keyframe = false;
+        for fwd in track.forwarders.iter_mut().filter(|f| f.active) {
+            match fwd.rewriter.process(ext_seq, packet.header.timestamp, keyframe) {
+                Verdict::Forward { seq, timestamp } => {
+                    let out = rtp::Packet {
+                        header: rtp::header::Header {
+                            version: 2,
+                            padding: packet.header.padding,
+                            marker: packet.header.marker,
+                            payload_type: fwd.payload_type,
+                            sequence_number: seq,
+                            timestamp,
+                            ssrc: fwd.ssrc,
+                            ..Default::default()
+                        },
+                        payload: packet.payload.clone(),
+                    };
+                    let Some(sub) = self.peers.get_mut(&fwd.subscriber) else { continue };
+                    let written =
+                        guarded(|| sub.pc.rtp_sender(fwd.sender_id).map(|mut s| s.write_rtp(now, out)));
+                    match written {
+                        Some(Some(Ok(()))) => self.stats.rtp_forwarded += 1,
+                        Some(_) => self.stats.forward_errors += 1,
+                        None => {
+                            self.stats.connection_panics += 1;
+                            self.removals.push((fwd.subscriber, "panic in write_rtp".into()));
+                        }
+                    }
+                    if !sub.queued {
+                        sub.queued = true;
+                        self.queue.push(fwd.subscriber);
+                    }
+                }
+                Verdict::Drop(DropReason::WaitingForKeyframe) => wants_keyframe = true,
+                Verdict::Drop(DropReason::BeforeStart) => {}
+            }
+        }
+        if wants_keyframe {
+            self.request_keyframe(tkey, now);
+        }
+    }
+
+    /// Sends a PLI for the track's stream to its publisher, at most once per throttle interval.
+    fn request_keyframe(&mut self, tkey: TrackKey, now: Instant) {
+        let Some(track) = self.tracks.get_mut(&tkey) else { return };
+        if !track.codec.is_video() || !track.keyframes.request(now) {
+            return;
+        }
+        let publisher = track.publisher;
+        let (receiver_id, media_ssrc) = (track.receiver_id, track.media_ssrc);
+        let Some(peer) = self.peers.get_mut(&publisher) else { return };
+        let pli = PictureLossIndication { sender_ssrc: 0, media_ssrc };
+        let sent = guarded(|| {
+            peer.pc.rtp_receiver(receiver_id).map(|mut r| r.write_rtcp(now, vec![Box::new(pli)]))
+        });
+        if matches!(sent, Some(Some(Ok(())))) {
+            self.stats.keyframe_requests += 1;
+        }
+        self.enqueue(publisher);
+    }
+
+    fn on_command(&mut self, cmd: Command) {
+        match cmd {
+            Command::Join { room, name, events, reply } => {
+                let _ = reply.send(self.join(room, name, events));
+            }
+            Command::Offer { key, sdp } => self.on_remote_offer(key, sdp),
+            Command::Answer { key, sdp } => self.on_remote_answer(key, sdp),
+            Command::Candidate { key, candidate } => self.on_remote_candidate(key, candidate),
+            Command::Leave { key } => self.remove_peer(key, "left"),
+            Command::Stats { reply } => {
+                let mut stats = self.stats.clone();
+                stats.participants = self.peers.len();
+                stats.rooms = self.rooms.len();
+                stats.published_tracks = self.tracks.len();
+                let _ = reply.send(stats);
+            }
+        }
+    }
+
+    fn join(
+        &mut self,
+        room: String,
+        name: String,
+        events: mpsc::UnboundedSender<Event>,
+    ) -> Result<(ParticipantKey, JoinInfo), SfuError> {
+        let now = Instant::now();
+        let key = self.next_key;
+        self.next_key += 1;
+        let id = random_id("PA_");
+        let ufrag = Alphanumeric.sample_string(&mut rand::rng(), 16);
+        let pwd = Alphanumeric.sample_string(&mut rand::rng(), 32);
+        let pc = guarded(|| peer::new_peer_connection(now, &ufrag, &pwd, &self.host_candidates))
+            .ok_or_else(|| SfuError::PeerConnection("panic".into()))?
+            .map_err(|e| SfuError::PeerConnection(e.to_string()))?;
+
+        let existing_members = self.rooms.get(&room).cloned().unwrap_or_default();
+        let participants: Vec<ParticipantInfo> = existing_members
+            .iter()
+            .filter_map(|k| self.peers.get(k))
+            .map(|p| self.info_of(p))
+            .collect();
+        self.rooms.entry(room.clone()).or_default().push(key);
+
+        let peer = Peer {
+            id: id.clone(),
+            name: name.clone(),
+            room: room.clone(),
+            pc,
+            events,
+            ufrag: ufrag.clone(),
+            addrs: Vec::new(),
+            timer: None,
+            queued: false,
+            connected: false,
+            offer_outstanding: false,
+            negotiation_needed: false,
+            candidates_sent: false,
+            early_candidates: Vec::new(),
+            published: HashMap::new(),
+            subscribed: HashMap::new(),
+            track_by_ssrc: HashMap::new(),
+        };
+        let joined = ParticipantInfo { id: id.clone(), name, tracks: Vec::new() };
+        self.by_ufrag.insert(ufrag, key);
+        self.peers.insert(key, peer);
+        for other in &existing_members {
+            self.send_event(*other, Event::ParticipantJoined(joined.clone()));
+        }
+        // Auto-subscribe to everything already published in the room.
+        let existing_tracks: Vec<TrackKey> = self
+            .tracks
+            .iter()
+            .filter(|(_, t)| existing_members.contains(&t.publisher))
+            .map(|(k, _)| *k)
+            .collect();
+        for tkey in existing_tracks {
+            self.subscribe(key, tkey);
+        }
+        info!(participant = %id, %room, "joined");
+        self.enqueue(key);
+        Ok((key, JoinInfo { participant_id: id, participants }))
+    }
+
+    fn info_of(&self, peer: &Peer) -> ParticipantInfo {
+        let tracks = peer
+            .published
+            .values()
+            .filter_map(|k| self.tracks.get(k))
+            .map(|t| TrackInfo { id: t.id.clone(), kind: t.kind })
+            .collect();
+        ParticipantInfo { id: peer.id.clone(), name: peer.name.clone(), tracks }
+    }
+
+    fn send_event(&self, key: ParticipantKey, event: Event) {
+        if let Some(peer) = self.peers.get(&key) {
+            let _ = peer.events.send(event);
+        }
+    }
+
+    fn send_error(&self, key: ParticipantKey, kind: ErrorKind, message: String) {
+        self.send_event(key, Event::Error { kind, message });
+    }
+
+    fn publish_track(&mut self, key: ParticipantKey, init: RTCTrackEventInit) {
+        let Some(peer) = self.peers.get_mut(&key) else { return };
+        if peer.published.contains_key(&init.track_id) {
+            return; // another simulcast layer of a known track
+        }
+        let Some((kind, rtc_codec)) = peer.pc.rtp_receiver(init.receiver_id).and_then(|r| {
+            let track = r.track();
+            let kind = match track.kind() {
+                RtpCodecKind::Audio => MediaKind::Audio,
+                _ => MediaKind::Video,
+            };
+            track.codec(init.ssrc).cloned().map(|c| (kind, c))
+        }) else {
+            return;
+        };
+        let Some(codec) = Codec::from_mime(&rtc_codec.mime_type) else {
+            warn!(mime = %rtc_codec.mime_type, "published codec not forwarded");
+            return;
+        };
+        let tkey = self.next_key;
+        self.next_key += 1;
+        let track_id = random_id("TR_");
+        peer.published.insert(init.track_id, tkey);
+        let publisher_id = peer.id.clone();
+        let room = peer.room.clone();
+        info!(participant = %publisher_id, track = %track_id, codec = %rtc_codec.mime_type, ssrc = init.ssrc, "track published");
+        self.tracks.insert(
+            tkey,
+            Track {
+                id: track_id.clone(),
+                kind,
+                publisher: key,
+                receiver_id: init.receiver_id,
+                codec,
+                rtc_codec,
+                media_ssrc: init.ssrc,
+                unwrapper: SeqUnwrapper::new(),
+                keyframes: KeyframeThrottle::default(),
+                forwarders: Vec::new(),
+            },
+        );
+        let others: Vec<ParticipantKey> = self
+            .rooms
+            .get(&room)
+            .map(|m| m.iter().copied().filter(|k| *k != key).collect())
+            .unwrap_or_default();
+        let track = TrackInfo { id: track_id, kind };
+        for other in others {
+            self.send_event(
+                other,
+                Event::TrackPublished { participant_id: publisher_id.clone(), track: track.clone() },
+            );
+            self.subscribe(other, tkey);
+        }
+    }
+
+    /// Adds the track to the subscriber's connection and renegotiates.
+    fn subscribe(&mut self, sub_key: ParticipantKey, tkey: TrackKey) {
+        let Some(track) = self.tracks.get_mut(&tkey) else { return };
+        let Some(publisher_id) = self.peers.get(&track.publisher).map(|p| p.id.clone()) else {
+            return;
+        };
+        let Some(sub) = self.peers.get_mut(&sub_key) else { return };
+        let ssrc = rand::random::<u32>();
+        let kind = match track.kind {
+            MediaKind::Audio => RtpCodecKind::Audio,
+            MediaKind::Video => RtpCodecKind::Video,
+        };
+        // The publisher's participant id is the MediaStream id (msid), so the client can tell
+        // whose media an incoming track is.
+        let local_track = MediaStreamTrack::new(
+            publisher_id.clone(),
+            track.id.clone(),
+            track.id.clone(),
+            kind,
+            vec![RTCRtpEncodingParameters {
+                rtp_coding_parameters: RTCRtpCodingParameters {
+                    ssrc: Some(ssrc),
+                    ..Default::default()
+                },
+                codec: track.rtc_codec.clone(),
+                ..Default::default()
+            }],
+        );
+        let init = RTCRtpTransceiverInit {
+            direction: RTCRtpTransceiverDirection::Sendonly,
+            streams: vec![publisher_id],
+            send_encodings: vec![],
+        };
+        let added = guarded(|| {
+            let tid = sub.pc.add_transceiver_from_track(local_track, Some(init))?;
+            Ok::<_, rtc::shared::error::Error>(sub.pc.rtp_transceiver(tid).and_then(|t| t.sender()))
+        });
+        let sender_id = match added {
+            Some(Ok(Some(id))) => id,
+            Some(Ok(None)) => return,
+            Some(Err(err)) => {
+                warn!(%err, "could not add a track to a subscriber");
+                return;
+            }
+            None => {
+                self.fail_peer(sub_key, "panic in add_transceiver");
+                return;
+            }
+        };
+        sub.subscribed.insert(
+            tkey,
+            Subscription { sender_id, ssrc, offered: false, negotiated: false },
+        );
+        sub.track_by_ssrc.insert(ssrc, tkey);
+        sub.negotiation_needed = true;
+        track.forwarders.push(Forwarder {
+            subscriber: sub_key,
+            sender_id,
+            ssrc,
+            payload_type: 0,
+            active: false,
+            rewriter: RtpRewriter::new(rand::random()),
+        });
+        self.maybe_offer(sub_key);
+    }
+
+    /// Removes a published track from every subscriber and tells the room.
+    fn unpublish_track(&mut self, tkey: TrackKey) {
+        let Some(track) = self.tracks.remove(&tkey) else { return };
+        let publisher_id = self.peers.get(&track.publisher).map(|p| p.id.clone());
+        let room_members = self
+            .peers
+            .get(&track.publisher)
+            .and_then(|p| self.rooms.get(&p.room))
+            .cloned()
+            .unwrap_or_default();
+        for fwd in &track.forwarders {
+            if let Some(sub) = self.peers.get_mut(&fwd.subscriber) {
+                sub.subscribed.remove(&tkey);
+                sub.track_by_ssrc.remove(&fwd.ssrc);
+                let _ = guarded(|| sub.pc.remove_track(fwd.sender_id));
+                sub.negotiation_needed = true;
+            }
+            self.maybe_offer(fwd.subscriber);
+        }
+        if let Some(publisher_id) = publisher_id {
+            for member in room_members.into_iter().filter(|k| *k != track.publisher) {
+                self.send_event(
+                    member,
+                    Event::TrackUnpublished {
+                        participant_id: publisher_id.clone(),
+                        track_id: track.id.clone(),
+                    },
+                );
+            }
+        }
+    }
+
+    /// Sends the server's offer if the subscriber's tracks changed and no offer is outstanding.
+    fn maybe_offer(&mut self, key: ParticipantKey) {
+        let Some(peer) = self.peers.get_mut(&key) else { return };
+        if !peer.negotiation_needed || peer.offer_outstanding {
+            return;
+        }
+        let now = Instant::now();
+        let result = guarded(|| {
+            let offer = peer.pc.create_offer(None)?;
+            peer.pc.set_local_description(now, offer)?;
+            Ok::<_, rtc::shared::error::Error>(peer.pc.local_description().map(|d| d.sdp))
+        });
+        match result {
+            Some(Ok(Some(sdp))) => {
+                peer.negotiation_needed = false;
+                peer.offer_outstanding = true;
+                for sub in peer.subscribed.values_mut() {
+                    sub.offered = true;
+                }
+                let _ = peer.events.send(Event::Offer(sdp));
+                self.send_candidates_once(key);
+            }
+            Some(Ok(None)) => {}
+            Some(Err(err)) => {
+                warn!(participant = key, %err, "could not create an offer");
+                self.send_error(key, ErrorKind::Internal, format!("server offer failed: {err}"));
+            }
+            None => self.fail_peer(key, "panic in create_offer"),
+        }
+        self.enqueue(key);
+    }
+
+    /// The server's host candidates, trickled once after the first SDP it sends.
+    fn send_candidates_once(&mut self, key: ParticipantKey) {
+        let Some(peer) = self.peers.get_mut(&key) else { return };
+        if peer.candidates_sent {
+            return;
+        }
+        peer.candidates_sent = true;
+        let mid = peer.pc.local_description().and_then(|d| first_mid(&d.sdp));
+        let Ok(inits) = peer::host_candidate_inits(&self.host_candidates) else { return };
+        for init in inits {
+            let _ = peer.events.send(Event::Candidate(Candidate {
+                candidate: format!("candidate:{}", init.candidate.trim_start_matches("candidate:")),
+                sdp_mid: mid.clone(),
+                sdp_mline_index: Some(0),
+                username_fragment: Some(peer.ufrag.clone()),
+            }));
+        }
+    }
+
+    fn on_remote_offer(&mut self, key: ParticipantKey, sdp: String) {
+        let Some(peer) = self.peers.get_mut(&key) else { return };
+        if peer.offer_outstanding {
+            // Perfect negotiation: the server is impolite and ignores a colliding offer; the
+            // client rolls back, answers ours, and offers again.
+            debug!(participant = %peer.id, "ignoring colliding client offer");
+            return;
+        }
+        let now = Instant::now();
+        let result = guarded(|| {
+            let offer = RTCSessionDescription::offer(sdp).map_err(|e| (ErrorKind::InvalidSdp, e))?;
+            peer.pc.set_remote_description(now, offer).map_err(|e| (ErrorKind::InvalidSdp, e))?;
+            let answer = peer.pc.create_answer(None).map_err(|e| (ErrorKind::InvalidSdp, e))?;
+            peer.pc.set_local_description(now, answer).map_err(|e| (ErrorKind::Internal, e))?;
+            Ok(peer.pc.local_description().map(|d| d.sdp))
+        });
+        match result {
+            Some(Ok(Some(sdp))) => {
+                let _ = peer.events.send(Event::Answer(sdp));
+                let early = std::mem::take(&mut peer.early_candidates);
+                for c in early {
+                    let _ = guarded(|| peer.pc.add_remote_candidate(c));
+                }
+                self.send_candidates_once(key);
+                // Subscriptions offered before may now be negotiated too (an answer covers them).
+                self.maybe_offer(key);
+            }
+            Some(Ok(None)) => {}
+            Some(Err((kind, err))) => {
+                self.send_error(key, kind, format!("offer rejected: {err}"));
+            }
+            None => self.fail_peer(key, "panic applying an offer"),
+        }
+        self.enqueue(key);
+    }
+
+    fn on_remote_answer(&mut self, key: ParticipantKey, sdp: String) {
+        let Some(peer) = self.peers.get_mut(&key) else { return };
+        if !peer.offer_outstanding {
+            self.send_error(key, ErrorKind::InvalidSdp, "answer without an outstanding offer".into());
+            return;
+        }
+        let now = Instant::now();
+        let result = guarded(|| {
+            let answer = RTCSessionDescription::answer(sdp)?;
+            peer.pc.set_remote_description(now, answer)
+        });
+        match result {
+            Some(Ok(())) => {
+                peer.offer_outstanding = false;
+                for sub in peer.subscribed.values_mut() {
+                    if sub.offered {
+                        sub.negotiated = true;
+                    }
+                }
+                let early = std::mem::take(&mut peer.early_candidates);
+                for c in early {
+                    let _ = guarded(|| peer.pc.add_remote_candidate(c));
+                }
+                self.activate_forwarders(key, now);
+                self.maybe_offer(key);
+            }
+            Some(Err(err)) => {
+                self.send_error(key, ErrorKind::InvalidSdp, format!("answer rejected: {err}"));
+            }
+            None => self.fail_peer(key, "panic applying an answer"),
+        }
+        self.enqueue(key);
+    }
+
+    fn on_remote_candidate(&mut self, key: ParticipantKey, c: Candidate) {
+        let Some(peer) = self.peers.get_mut(&key) else { return };
+        let init = RTCIceCandidateInit {
+            candidate: c.candidate,
+            sdp_mid: c.sdp_mid,
+            sdp_mline_index: c.sdp_mline_index,
+            username_fragment: c.username_fragment,
+            ..Default::default()
+        };
+        if init.candidate.is_empty() {
+            return; // end of candidates
+        }
+        if peer.pc.remote_description().is_none() {
+            if peer.early_candidates.len() < 64 {
+                peer.early_candidates.push(init);
+            }
+            return;
+        }
+        match guarded(|| peer.pc.add_remote_candidate(init)) {
+            Some(Ok(())) => {}
+            Some(Err(err)) => {
+                self.send_error(key, ErrorKind::InvalidCandidate, format!("candidate rejected: {err}"))
+            }
+            None => self.fail_peer(key, "panic adding a candidate"),
+        }
+        self.enqueue(key);
+    }
+
+    /// Starts forwarding every negotiated subscription of a connected subscriber, asking each
+    /// video publisher for a keyframe so the new leg starts with a picture.
+    fn activate_forwarders(&mut self, key: ParticipantKey, now: Instant) {
+        let Some(sub) = self.peers.get_mut(&key) else { return };
+        if !sub.connected {
+            return;
+        }
+        let mut to_request = Vec::new();
+        for (&tkey, subscription) in &sub.subscribed {
+            if !subscription.negotiated {
+                continue;
+            }
+            let Some(track) = self.tracks.get_mut(&tkey) else { continue };
+            let Some(fwd) = track.forwarders.iter_mut().find(|f| f.subscriber == key) else {
+                continue;
+            };
+            if fwd.active {
+                continue;
+            }
+            let mime = &track.rtc_codec.mime_type;
+            let pt = sub.pc.rtp_sender(fwd.sender_id).and_then(|mut s| {
+                let codecs = &s.get_parameters().rtp_parameters.codecs;
+                codecs
+                    .iter()
+                    .find(|c| {
+                        c.rtp_codec.mime_type.eq_ignore_ascii_case(mime)
+                            && c.rtp_codec.sdp_fmtp_line == track.rtc_codec.sdp_fmtp_line
+                    })
+                    .or_else(|| codecs.iter().find(|c| c.rtp_codec.mime_type.eq_ignore_ascii_case(mime)))
+                    .map(|c| c.payload_type)
+            });
+            let Some(pt) = pt else {
+                warn!(participant = %sub.id, %mime, "subscriber leg has no matching codec");
+                continue;
+            };
+            fwd.payload_type = pt;
+            fwd.active = true;
+            to_request.push(tkey);
+        }
+        for tkey in to_request {
+            self.request_keyframe(tkey, now);
+        }
+    }
+
+    fn remove_peer(&mut self, key: ParticipantKey, reason: &str) {
+        let Some(peer) = self.peers.get(&key) else { return };
+        let published: Vec<TrackKey> = peer.published.values().copied().collect();
+        let subscribed: Vec<TrackKey> = peer.subscribed.keys().copied().collect();
+        for tkey in published {
+            self.unpublish_track(tkey);
+        }
+        for tkey in subscribed {
+            if let Some(track) = self.tracks.get_mut(&tkey) {
+                track.forwarders.retain(|f| f.subscriber != key);
+            }
+        }
+        let Some(mut peer) = self.peers.remove(&key) else { return };
+        let _ = guarded(|| peer.pc.close());
+        // Flush the close (DTLS close_notify) to the client.
+        let _ = guarded(|| {
+            while let Some(out) = peer.pc.poll_write() {
+                let _ = self.socket.try_send_to(&out.message, out.transport.peer_addr);
+            }
+        });
+        self.by_ufrag.remove(&peer.ufrag);
+        for addr in &peer.addrs {
+            if self.by_addr.get(addr) == Some(&key) {
+                self.by_addr.remove(addr);
+            }
+        }
+        let mut room_empty = false;
+        if let Some(members) = self.rooms.get_mut(&peer.room) {
+            members.retain(|k| *k != key);
+            room_empty = members.is_empty();
+        }
+        if room_empty {
+            self.rooms.remove(&peer.room);
+        }
+        let members = self.rooms.get(&peer.room).cloned().unwrap_or_default();
+        for member in members {
+            self.send_event(member, Event::ParticipantLeft { participant_id: peer.id.clone() });
+        }
+        let _ = peer.events.send(Event::Closed { reason: reason.to_owned() });
+        info!(participant = %peer.id, room = %peer.room, reason, "left");
+    }
+}
+
+fn first_mid(sdp: &str) -> Option<String> {
+    sdp.lines().find_map(|l| l.strip_prefix("a=mid:")).map(|m| m.trim().to_owned())
+}

@@ -1,0 +1,24 @@
+//! Fanout's media engine.
+//!
+//! # Layout
+//! - [`api`]: what the signaling layer uses: [`Sfu`], [`Participant`], [`Event`].
+//! - `driver`: the media driver, one task on its own thread that owns one UDP socket and every
+//!   `rtc` peer connection placed on it. It demultiplexes datagrams (by ICE ufrag for new flows,
+//!   by source address once a connectivity check was accepted), runs every connection's timers
+//!   from one timer heap, and routes media: **packet in → published track → forwarders → packet
+//!   out**. Other tasks talk to it only through messages; nothing on the media path takes a lock.
+//! - `peer`: thin glue that configures `rtc` connections (ICE-lite, codecs, interceptors).
+//! - [`engine`]: the pure decisions (sequence unwrapping, rewriting, keyframe detection and
+//!   throttling, datagram classification), told the time and tested without a network.
+//!
+//! Start reading at `driver/mod.rs`, `Driver::on_rtp`.
+
+pub mod api;
+mod driver;
+pub mod engine;
+mod peer;
+
+pub use api::{
+    Candidate, DriverStats, ErrorKind, Event, JoinInfo, MediaKind, Participant, ParticipantInfo,
+    Sfu, SfuConfig, SfuError, TrackInfo,
+};

@@ -1,0 +1,235 @@
+//! Thin glue to `rtc`: how the server's peer connections are configured.
+//!
+//! Every setting here answers a trap recorded in `shared/WEBRTC-RS-NOTES.md`: ICE-lite with the DTLS
+//! server role and a per-connection ufrag (so one UDP port can serve every connection), a 1024-packet
+//! SRTP replay window and a bounded NACK generator (so retransmissions survive on publishers'
+//! legs), and an interceptor that lets subscribers' PLI/FIR reach the application.
+
+use std::collections::VecDeque;
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use rtc::interceptor::{
+    Attribute, Interceptor, NackGeneratorBuilder, NackResponderBuilder, Packet, Registry, Slot,
+    StreamInfo, TaggedPacket,
+};
+use rtc::peer_connection::configuration::interceptor_registry::{
+    configure_rtcp_reports, configure_simulcast_extension_headers, configure_twcc_receiver_only,
+};
+use rtc::peer_connection::configuration::media_engine::{
+    MediaEngine, MIME_TYPE_H264, MIME_TYPE_OPUS, MIME_TYPE_VP8,
+};
+use rtc::peer_connection::configuration::setting_engine::SettingEngineBuilder;
+use rtc::peer_connection::configuration::RTCConfigurationBuilder;
+use rtc::peer_connection::transport::{
+    CandidateConfig, CandidateHostConfig, RTCDtlsRole, RTCIceCandidate, RTCIceCandidateInit,
+};
+use rtc::peer_connection::{RTCPeerConnection, RTCPeerConnectionBuilder};
+use rtc::rtcp::payload_feedbacks::full_intra_request::FullIntraRequest;
+use rtc::rtcp::payload_feedbacks::picture_loss_indication::PictureLossIndication;
+use rtc::rtp_transceiver::rtp_sender::{
+    RTCPFeedback, RTCRtpCodec, RTCRtpCodecParameters, RtpCodecKind,
+};
+use rtc::sansio::Protocol;
+use rtc::shared::error::Error as RtcError;
+
+/// libwebrtc's and Firefox's SRTP replay window; rtc's default of 64 rejects legitimate late
+/// retransmissions of a video burst (the stall described in the notes).
+const SRTP_REPLAY_WINDOW: usize = 1024;
+/// A lost packet is asked for at most this many times, then given up on.
+const MAX_NACKS_PER_PACKET: u16 = 10;
+/// ICE consent: with no datagram for this long the connection is disconnected, then failed; a
+/// failed connection's participant is removed (the "lost network" case).
+const ICE_DISCONNECTED_TIMEOUT: Duration = Duration::from_secs(2);
+const ICE_FAILED_TIMEOUT: Duration = Duration::from_secs(4);
+const ICE_KEEPALIVE: Duration = Duration::from_secs(1);
+
+/// Lets subscribers' keyframe requests (PLI, FIR) out of the interceptor chain to the application,
+/// which relays them to the publisher. Everything else stays with the interceptors.
+#[derive(Default)]
+struct DeliverKeyframeRequests {
+    reads: VecDeque<TaggedPacket>,
+    writes: VecDeque<TaggedPacket>,
+}
+
+impl Protocol<TaggedPacket, TaggedPacket, ()> for DeliverKeyframeRequests {
+    type Rout = TaggedPacket;
+    type Wout = TaggedPacket;
+    type Eout = ();
+    type Error = RtcError;
+    type Time = Instant;
+
+    fn handle_read(&mut self, mut msg: TaggedPacket) -> Result<(), Self::Error> {
+        if let Packet::Rtcp(packets) = &msg.message.packet {
+            let wanted = packets.iter().any(|p| {
+                p.as_any().downcast_ref::<PictureLossIndication>().is_some()
+                    || p.as_any().downcast_ref::<FullIntraRequest>().is_some()
+            });
+            if wanted {
+                msg.message.add(Attribute::DeliverToApplication);
+            }
+        }
+        self.reads.push_back(msg);
+        Ok(())
+    }
+
+    fn poll_read(&mut self) -> Option<Self::Rout> {
+        self.reads.pop_front()
+    }
+
+    fn handle_write(&mut self, msg: TaggedPacket) -> Result<(), Self::Error> {
+        self.writes.push_back(msg);
+        Ok(())
+    }
+
+    fn poll_write(&mut self) -> Option<Self::Wout> {
+        self.writes.pop_front()
+    }
+
+    fn handle_timeout(&mut self, _now: Instant) -> Result<(), Self::Error> {
+        Ok(())
+    }
+
+    fn poll_timeout(&mut self) -> Option<Self::Time> {
+        None
+    }
+}
+
+impl Interceptor for DeliverKeyframeRequests {
+    fn bind_local_stream(&mut self, _info: &StreamInfo) {}
+    fn unbind_local_stream(&mut self, _info: &StreamInfo) {}
+    fn bind_remote_stream(&mut self, _info: &StreamInfo) {}
+    fn unbind_remote_stream(&mut self, _info: &StreamInfo) {}
+}
+
+fn video_feedback() -> Vec<RTCPFeedback> {
+    ["goog-remb", "ccm fir", "nack", "nack pli"]
+        .iter()
+        .map(|fb| {
+            let (typ, parameter) = fb.split_once(' ').unwrap_or((fb, ""));
+            RTCPFeedback { typ: typ.to_owned(), parameter: parameter.to_owned() }
+        })
+        .collect()
+}
+
+/// The codecs Fanout forwards, in order of preference: Opus; VP8, then H.264 (constrained
+/// baseline and baseline, packetization mode 1, which is what browsers send).
+pub(crate) fn media_engine() -> Result<MediaEngine, RtcError> {
+    let mut me = MediaEngine::default();
+    me.register_codec(
+        RTCRtpCodecParameters {
+            rtp_codec: RTCRtpCodec {
+                mime_type: MIME_TYPE_OPUS.to_owned(),
+                clock_rate: 48000,
+                channels: 2,
+                sdp_fmtp_line: "minptime=10;useinbandfec=1".to_owned(),
+                rtcp_feedback: vec![],
+            },
+            payload_type: 111,
+            ..Default::default()
+        },
+        RtpCodecKind::Audio,
+    )?;
+    let video = [
+        (MIME_TYPE_VP8, "", 96),
+        (
+            MIME_TYPE_H264,
+            "level-asymmetry-allowed=1;packetization-mode=1;profile-level-id=42e01f",
+            102,
+        ),
+        (
+            MIME_TYPE_H264,
+            "level-asymmetry-allowed=1;packetization-mode=1;profile-level-id=42001f",
+            127,
+        ),
+    ];
+    for (mime, fmtp, pt) in video {
+        me.register_codec(
+            RTCRtpCodecParameters {
+                rtp_codec: RTCRtpCodec {
+                    mime_type: mime.to_owned(),
+                    clock_rate: 90000,
+                    channels: 0,
+                    sdp_fmtp_line: fmtp.to_owned(),
+                    rtcp_feedback: video_feedback(),
+                },
+                payload_type: pt,
+                ..Default::default()
+            },
+            RtpCodecKind::Video,
+        )?;
+    }
+    Ok(me)
+}
+
+/// The default interceptor set of `rtc`, rebuilt by hand with the NACK generator bounded, plus the
+/// keyframe-request tap.
+fn interceptors(me: &mut MediaEngine) -> Result<Registry, RtcError> {
+    let registry = Registry::new()
+        .with(Slot::NackResponder, NackResponderBuilder::new().build())
+        .with(
+            Slot::NackGenerator,
+            NackGeneratorBuilder::new().with_max_nacks_per_packet(MAX_NACKS_PER_PACKET).build(),
+        )
+        // Application-ward of the default chain, as rtc's rtcp-processing example places its tap.
+        .with(Slot::from(14_000), DeliverKeyframeRequests::default());
+    configure_simulcast_extension_headers(me)?;
+    let registry = configure_twcc_receiver_only(registry, me)?;
+    Ok(configure_rtcp_reports(registry))
+}
+
+/// A new server-side peer connection, ICE-lite with the given credentials, already holding the
+/// host candidates of the shared media socket.
+pub(crate) fn new_peer_connection(
+    now: Instant,
+    ufrag: &str,
+    pwd: &str,
+    host_candidates: &[SocketAddr],
+) -> Result<RTCPeerConnection, RtcError> {
+    let mut me = media_engine()?;
+    let registry = interceptors(&mut me)?;
+    let se = SettingEngineBuilder::new()
+        .with_lite(true)
+        .with_answering_dtls_role(RTCDtlsRole::Server)
+        .with_ice_credentials(ufrag.to_owned(), pwd.to_owned())
+        .with_srtp_replay_protection_window(SRTP_REPLAY_WINDOW)
+        .with_ice_timeouts(
+            Some(ICE_DISCONNECTED_TIMEOUT),
+            Some(ICE_FAILED_TIMEOUT),
+            Some(ICE_KEEPALIVE),
+        )
+        .build();
+    let mut pc = RTCPeerConnectionBuilder::new()
+        .with_configuration(RTCConfigurationBuilder::new().build())
+        .with_media_engine(me)
+        .with_setting_engine(se)
+        .with_interceptor_registry(registry)
+        .build(now)?;
+    for init in host_candidate_inits(host_candidates)? {
+        pc.add_local_candidate(init)?;
+    }
+    Ok(pc)
+}
+
+/// The shared socket's host candidates, as `RTCIceCandidateInit`s.
+pub(crate) fn host_candidate_inits(
+    addrs: &[SocketAddr],
+) -> Result<Vec<RTCIceCandidateInit>, RtcError> {
+    addrs
+        .iter()
+        .map(|addr| {
+            let candidate = CandidateHostConfig {
+                base_config: CandidateConfig {
+                    network: "udp".to_owned(),
+                    address: addr.ip().to_string(),
+                    port: addr.port(),
+                    component: 1,
+                    ..Default::default()
+                },
+                ..Default::default()
+            }
+            .new_candidate_host()?;
+            RTCIceCandidate::from(&candidate).to_json()
+        })
+        .collect()
+}

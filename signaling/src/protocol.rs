@@ -1,0 +1,245 @@
+//! The signaling wire protocol, version 1: every message a JSON object tagged by `type`.
+//! Documented, with an example exchange, in `docs/protocol.md`; keep the two in step.
+
+use serde::{Deserialize, Serialize};
+
+pub const PROTOCOL_VERSION: u32 = 1;
+/// The largest text frame accepted; larger ones get `message_too_large` and the socket closes.
+pub const MAX_MESSAGE_BYTES: usize = 64 * 1024;
+pub const MAX_ROOM_CHARS: usize = 128;
+pub const MAX_NAME_CHARS: usize = 128;
+
+/// A candidate in the browser's `RTCIceCandidateInit` shape (camelCase on the wire).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct IceCandidate {
+    pub candidate: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sdp_mid: Option<String>,
+    #[serde(default, rename = "sdpMLineIndex", skip_serializing_if = "Option::is_none")]
+    pub sdp_mline_index: Option<u16>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub username_fragment: Option<String>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum ClientMessage {
+    Join {
+        v: u32,
+        room: String,
+        name: String,
+        #[serde(default)]
+        token: Option<String>,
+    },
+    Offer {
+        sdp: String,
+    },
+    Answer {
+        sdp: String,
+    },
+    Candidate {
+        candidate: Option<IceCandidate>,
+    },
+    Leave {},
+}
+
+/// The `type` values a client may send, to tell an unknown type from a malformed message.
+pub const CLIENT_TYPES: &[&str] = &["join", "offer", "answer", "candidate", "leave"];
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Track {
+    pub id: String,
+    pub kind: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Participant {
+    pub id: String,
+    pub name: String,
+    pub tracks: Vec<Track>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct IceServer {
+    pub urls: Vec<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub username: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub credential: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum ServerMessage {
+    Joined {
+        v: u32,
+        room: String,
+        participant_id: String,
+        participants: Vec<Participant>,
+        ice_servers: Vec<IceServer>,
+    },
+    ParticipantJoined {
+        participant: Participant,
+    },
+    ParticipantLeft {
+        participant_id: String,
+    },
+    TrackPublished {
+        participant_id: String,
+        track: Track,
+    },
+    TrackUnpublished {
+        participant_id: String,
+        track_id: String,
+    },
+    Offer {
+        sdp: String,
+    },
+    Answer {
+        sdp: String,
+    },
+    Candidate {
+        candidate: IceCandidate,
+    },
+    Error {
+        code: ErrorCode,
+        message: String,
+    },
+}
+
+/// Every error the server sends, as a stable snake_case code.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ErrorCode {
+    BadJson,
+    UnknownType,
+    InvalidMessage,
+    UnsupportedVersion,
+    NotJoined,
+    AlreadyJoined,
+    InvalidSdp,
+    InvalidCandidate,
+    MessageTooLarge,
+    InternalError,
+}
+
+impl ErrorCode {
+    /// Whether the server closes the socket after sending this error.
+    pub fn closes(self) -> bool {
+        matches!(
+            self,
+            ErrorCode::UnsupportedVersion | ErrorCode::MessageTooLarge | ErrorCode::InternalError
+        )
+    }
+}
+
+/// Why a text frame could not become a [`ClientMessage`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ParseError {
+    pub code: ErrorCode,
+    pub message: String,
+}
+
+/// Parses one text frame, telling malformed JSON, unknown types and malformed messages apart.
+pub fn parse_client_message(text: &str) -> Result<ClientMessage, ParseError> {
+    if text.len() > MAX_MESSAGE_BYTES {
+        return Err(ParseError {
+            code: ErrorCode::MessageTooLarge,
+            message: format!("message of {} bytes exceeds the limit of {MAX_MESSAGE_BYTES}", text.len()),
+        });
+    }
+    let value: serde_json::Value = serde_json::from_str(text).map_err(|e| ParseError {
+        code: ErrorCode::BadJson,
+        message: format!("not valid JSON: {e}"),
+    })?;
+    let Some(object) = value.as_object() else {
+        return Err(ParseError { code: ErrorCode::BadJson, message: "expected a JSON object".into() });
+    };
+    match object.get("type").and_then(|t| t.as_str()) {
+        Some(t) if CLIENT_TYPES.contains(&t) => {}
+        Some(t) => {
+            return Err(ParseError {
+                code: ErrorCode::UnknownType,
+                message: format!("unknown message type {t:?}"),
+            })
+        }
+        None => {
+            return Err(ParseError {
+                code: ErrorCode::UnknownType,
+                message: "missing string field \"type\"".into(),
+            })
+        }
+    }
+    serde_json::from_value(value).map_err(|e| ParseError {
+        code: ErrorCode::InvalidMessage,
+        message: format!("malformed message: {e}"),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn code(text: &str) -> ErrorCode {
+        parse_client_message(text).unwrap_err().code
+    }
+
+    #[test]
+    fn parses_every_client_type() {
+        assert!(matches!(
+            parse_client_message(r#"{"type":"join","v":1,"room":"r","name":"n"}"#),
+            Ok(ClientMessage::Join { v: 1, token: None, .. })
+        ));
+        assert!(matches!(
+            parse_client_message(r#"{"type":"offer","sdp":"v=0"}"#),
+            Ok(ClientMessage::Offer { .. })
+        ));
+        assert!(matches!(
+            parse_client_message(r#"{"type":"candidate","candidate":null}"#),
+            Ok(ClientMessage::Candidate { candidate: None })
+        ));
+        let c = parse_client_message(
+            r#"{"type":"candidate","candidate":{"candidate":"candidate:1 1 udp 1 127.0.0.1 9 typ host","sdpMid":"0","sdpMLineIndex":0,"usernameFragment":"u"}}"#,
+        )
+        .unwrap();
+        let ClientMessage::Candidate { candidate: Some(c) } = c else { panic!() };
+        assert_eq!(c.sdp_mline_index, Some(0));
+        assert_eq!(c.sdp_mid.as_deref(), Some("0"));
+        assert!(matches!(parse_client_message(r#"{"type":"leave"}"#), Ok(ClientMessage::Leave {})));
+    }
+
+    #[test]
+    fn classifies_bad_input() {
+        assert_eq!(code("{not json"), ErrorCode::BadJson);
+        assert_eq!(code("[1,2]"), ErrorCode::BadJson);
+        assert_eq!(code(r#"{"type":"dance"}"#), ErrorCode::UnknownType);
+        assert_eq!(code(r#"{"no_type":1}"#), ErrorCode::UnknownType);
+        assert_eq!(code(r#"{"type":7}"#), ErrorCode::UnknownType);
+        assert_eq!(code(r#"{"type":"join","room":"r"}"#), ErrorCode::InvalidMessage);
+        assert_eq!(code(r#"{"type":"offer","sdp":5}"#), ErrorCode::InvalidMessage);
+        let big = format!(r#"{{"type":"offer","sdp":"{}"}}"#, "a".repeat(MAX_MESSAGE_BYTES));
+        assert_eq!(code(&big), ErrorCode::MessageTooLarge);
+    }
+
+    #[test]
+    fn server_messages_serialize_with_snake_case_tags() {
+        let m = ServerMessage::Error { code: ErrorCode::NotJoined, message: "x".into() };
+        assert_eq!(
+            serde_json::to_string(&m).unwrap(),
+            r#"{"type":"error","code":"not_joined","message":"x"}"#
+        );
+        let m = ServerMessage::Candidate {
+            candidate: IceCandidate {
+                candidate: "candidate:1".into(),
+                sdp_mid: Some("0".into()),
+                sdp_mline_index: Some(0),
+                username_fragment: None,
+            },
+        };
+        assert_eq!(
+            serde_json::to_string(&m).unwrap(),
+            r#"{"type":"candidate","candidate":{"candidate":"candidate:1","sdpMid":"0","sdpMLineIndex":0}}"#
+        );
+    }
+}
