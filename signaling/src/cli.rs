@@ -103,8 +103,8 @@ mod tests {
     fn defaults_bind_loopback_and_media_on_the_same_ip() {
         let cli = Cli::try_parse_from(["fanout", "serve"]).unwrap();
         let Command::Serve(args) = cli.command;
-        assert_eq!(args.bind, "127.0.0.1:7880".parse().unwrap());
-        assert_eq!(args.media_bind(), "127.0.0.1:7882".parse().unwrap());
+        assert_eq!(args.bind, "127.0.0.1:7880".parse::<SocketAddr>().unwrap());
+        assert_eq!(args.media_bind(), "127.0.0.1:7882".parse::<SocketAddr>().unwrap());
         assert_eq!(args.announce_ips(), vec![IpAddr::from([127, 0, 0, 1])]);
     }
 

@@ -1,0 +1,195 @@
+//! Bad input on the signaling socket: each case gets its stable error code, the connection is kept
+//! or closed as docs/protocol.md says, and the server keeps serving everyone else.
+
+use std::time::Duration;
+
+use fanout_signaling::server::{self, AppState};
+use fanout_signaling::session::SessionContext;
+use futures_util::{SinkExt, StreamExt};
+use serde_json::{json, Value};
+use sfu::{Sfu, SfuConfig};
+use tokio::net::TcpStream;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::{connect_async, MaybeTlsStream, WebSocketStream};
+
+type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
+
+async fn start_server() -> String {
+    let sfu = Sfu::start(SfuConfig::default()).expect("media socket");
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let app = server::app(
+        AppState { session: SessionContext { sfu, ice_servers: vec![] }, dev: true },
+        None,
+    );
+    tokio::spawn(server::run(listener, app, std::future::pending()));
+    format!("ws://{addr}/ws")
+}
+
+async fn connect(url: &str) -> Ws {
+    connect_async(url).await.expect("websocket connects").0
+}
+
+/// The next JSON message, skipping pings; `None` when the socket closed.
+async fn next_json(ws: &mut Ws) -> Option<Value> {
+    loop {
+        let msg = tokio::time::timeout(Duration::from_secs(5), ws.next())
+            .await
+            .expect("server answers within 5 s")?;
+        match msg {
+            Ok(Message::Text(t)) => return Some(serde_json::from_str(&t).expect("server sends JSON")),
+            Ok(Message::Close(_)) | Err(_) => return None,
+            Ok(_) => continue,
+        }
+    }
+}
+
+async fn send(ws: &mut Ws, text: impl Into<String>) {
+    ws.send(Message::Text(text.into().into())).await.unwrap();
+}
+
+async fn expect_error(ws: &mut Ws, code: &str) {
+    let msg = next_json(ws).await.expect("an error message");
+    assert_eq!(msg["type"], "error", "{msg}");
+    assert_eq!(msg["code"], code, "{msg}");
+    assert!(msg["message"].as_str().is_some_and(|m| !m.is_empty()));
+}
+
+async fn expect_closed(ws: &mut Ws) {
+    assert!(next_json(ws).await.is_none(), "socket should be closed");
+}
+
+async fn join(ws: &mut Ws, room: &str, name: &str) -> Value {
+    send(ws, json!({"type": "join", "v": 1, "room": room, "name": name}).to_string()).await;
+    let joined = next_json(ws).await.expect("joined");
+    assert_eq!(joined["type"], "joined", "{joined}");
+    joined
+}
+
+/// A minimal but valid audio-only offer, as a browser would send it.
+const AUDIO_OFFER: &str = "v=0\r\n\
+o=- 4611731400430051336 2 IN IP4 127.0.0.1\r\n\
+s=-\r\n\
+t=0 0\r\n\
+a=group:BUNDLE 0\r\n\
+a=msid-semantic: WMS stream\r\n\
+m=audio 9 UDP/TLS/RTP/SAVPF 111\r\n\
+c=IN IP4 0.0.0.0\r\n\
+a=rtcp:9 IN IP4 0.0.0.0\r\n\
+a=ice-ufrag:abcd\r\n\
+a=ice-pwd:abcdefghijklmnopqrstuvwx\r\n\
+a=fingerprint:sha-256 6B:8B:F0:65:5F:78:E2:51:3B:AC:6F:F3:3F:46:1B:35:DC:B8:5F:64:1A:24:C2:43:F0:A1:58:D0:A1:2C:19:08\r\n\
+a=setup:actpass\r\n\
+a=mid:0\r\n\
+a=sendonly\r\n\
+a=msid:stream track\r\n\
+a=rtcp-mux\r\n\
+a=rtpmap:111 opus/48000/2\r\n\
+a=fmtp:111 minptime=10;useinbandfec=1\r\n\
+a=ssrc:1111 cname:test\r\n";
+
+#[tokio::test]
+async fn every_bad_message_gets_its_code_and_the_session_survives_where_it_should() {
+    let url = start_server().await;
+    let mut ws = connect(&url).await;
+
+    send(&mut ws, "{not json").await;
+    expect_error(&mut ws, "bad_json").await;
+    send(&mut ws, "[1, 2, 3]").await;
+    expect_error(&mut ws, "bad_json").await;
+    send(&mut ws, r#"{"type":"dance"}"#).await;
+    expect_error(&mut ws, "unknown_type").await;
+    send(&mut ws, r#"{"sdp":"x"}"#).await;
+    expect_error(&mut ws, "unknown_type").await;
+    send(&mut ws, r#"{"type":"offer","sdp":"v=0"}"#).await;
+    expect_error(&mut ws, "not_joined").await;
+    send(&mut ws, r#"{"type":"join","v":1,"room":"","name":"a"}"#).await;
+    expect_error(&mut ws, "invalid_message").await;
+    send(&mut ws, json!({"type":"join","v":1,"room":"r","name":"x".repeat(129)}).to_string()).await;
+    expect_error(&mut ws, "invalid_message").await;
+    send(&mut ws, r#"{"type":"join","v":1,"room":"r"}"#).await;
+    expect_error(&mut ws, "invalid_message").await;
+    ws.send(Message::Binary(vec![1, 2, 3].into())).await.unwrap();
+    expect_error(&mut ws, "invalid_message").await;
+
+    // After all that, the same socket can still join.
+    let joined = join(&mut ws, "bad-input", "alice").await;
+    assert_eq!(joined["v"], 1);
+    assert!(joined["participant_id"].as_str().unwrap().starts_with("PA_"));
+
+    send(&mut ws, json!({"type":"join","v":1,"room":"other","name":"again"}).to_string()).await;
+    expect_error(&mut ws, "already_joined").await;
+    send(&mut ws, r#"{"type":"offer","sdp":"this is not sdp"}"#).await;
+    expect_error(&mut ws, "invalid_sdp").await;
+    send(&mut ws, r#"{"type":"answer","sdp":"v=0"}"#).await;
+    expect_error(&mut ws, "invalid_sdp").await;
+
+    // A valid offer still works after invalid ones, and is answered.
+    send(&mut ws, json!({"type":"offer","sdp": AUDIO_OFFER}).to_string()).await;
+    let answer = next_json(&mut ws).await.unwrap();
+    assert_eq!(answer["type"], "answer", "{answer}");
+    let sdp = answer["sdp"].as_str().unwrap();
+    assert!(sdp.contains("a=ice-lite"), "the server is ICE-lite: {sdp}");
+    assert!(sdp.contains("a=setup:passive"), "the server takes the DTLS server role: {sdp}");
+    assert!(sdp.contains("typ host"), "the answer carries the server's host candidate: {sdp}");
+    let cand = next_json(&mut ws).await.unwrap();
+    assert_eq!(cand["type"], "candidate", "{cand}");
+    assert!(cand["candidate"]["candidate"].as_str().unwrap().starts_with("candidate:"));
+
+    send(&mut ws, json!({"type":"candidate","candidate":{"candidate":"candidate:garbage","sdpMid":"0","sdpMLineIndex":0}}).to_string()).await;
+    expect_error(&mut ws, "invalid_candidate").await;
+    // End-of-candidates is fine and answered with nothing.
+    send(&mut ws, r#"{"type":"candidate","candidate":null}"#).await;
+
+    // Oversized: error, then the socket closes.
+    let big = json!({"type":"offer","sdp":"a".repeat(70 * 1024)}).to_string();
+    send(&mut ws, big).await;
+    expect_error(&mut ws, "message_too_large").await;
+    expect_closed(&mut ws).await;
+}
+
+#[tokio::test]
+async fn unsupported_version_closes_the_socket() {
+    let url = start_server().await;
+    let mut ws = connect(&url).await;
+    send(&mut ws, r#"{"type":"join","v":2,"room":"r","name":"n"}"#).await;
+    expect_error(&mut ws, "unsupported_version").await;
+    expect_closed(&mut ws).await;
+}
+
+#[tokio::test]
+async fn others_are_told_when_a_participant_joins_and_leaves() {
+    let url = start_server().await;
+    let mut a = connect(&url).await;
+    let mut b = connect(&url).await;
+    let a_joined = join(&mut a, "presence", "alice").await;
+    let b_joined = join(&mut b, "presence", "bob").await;
+    let a_id = a_joined["participant_id"].as_str().unwrap().to_owned();
+    let b_id = b_joined["participant_id"].as_str().unwrap().to_owned();
+    assert_eq!(b_joined["participants"][0]["id"], a_id.as_str());
+    assert_eq!(b_joined["participants"][0]["name"], "alice");
+    let pj = next_json(&mut a).await.unwrap();
+    assert_eq!(pj["type"], "participant_joined");
+    assert_eq!(pj["participant"]["id"], b_id.as_str());
+    assert_eq!(pj["participant"]["name"], "bob");
+
+    // Garbage from bob does not disturb alice.
+    send(&mut b, "garbage").await;
+    expect_error(&mut b, "bad_json").await;
+
+    send(&mut b, r#"{"type":"leave"}"#).await;
+    expect_closed(&mut b).await;
+    let left = next_json(&mut a).await.unwrap();
+    assert_eq!(left["type"], "participant_left", "{left}");
+    assert_eq!(left["participant_id"], b_id.as_str());
+
+    // A socket that simply drops counts as leaving too.
+    let mut c = connect(&url).await;
+    let c_joined = join(&mut c, "presence", "carol").await;
+    let c_id = c_joined["participant_id"].as_str().unwrap().to_owned();
+    assert_eq!(next_json(&mut a).await.unwrap()["type"], "participant_joined");
+    drop(c);
+    let left = next_json(&mut a).await.unwrap();
+    assert_eq!(left["type"], "participant_left", "{left}");
+    assert_eq!(left["participant_id"], c_id.as_str());
+}
