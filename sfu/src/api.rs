@@ -87,17 +87,30 @@ pub enum ErrorKind {
 #[derive(Debug, Clone)]
 pub enum Event {
     ParticipantJoined(ParticipantInfo),
-    ParticipantLeft { participant_id: String },
-    TrackPublished { participant_id: String, track: TrackInfo },
-    TrackUnpublished { participant_id: String, track_id: String },
+    ParticipantLeft {
+        participant_id: String,
+    },
+    TrackPublished {
+        participant_id: String,
+        track: TrackInfo,
+    },
+    TrackUnpublished {
+        participant_id: String,
+        track_id: String,
+    },
     /// The server renegotiates: send this offer to the client.
     Offer(String),
     /// The answer to the client's offer.
     Answer(String),
     Candidate(Candidate),
-    Error { kind: ErrorKind, message: String },
+    Error {
+        kind: ErrorKind,
+        message: String,
+    },
     /// The engine removed the participant (media connection failed or closed).
-    Closed { reason: String },
+    Closed {
+        reason: String,
+    },
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -117,11 +130,24 @@ pub(crate) enum Command {
         events: mpsc::UnboundedSender<Event>,
         reply: oneshot::Sender<Result<(ParticipantKey, JoinInfo), SfuError>>,
     },
-    Offer { key: ParticipantKey, sdp: String },
-    Answer { key: ParticipantKey, sdp: String },
-    Candidate { key: ParticipantKey, candidate: Candidate },
-    Leave { key: ParticipantKey },
-    Stats { reply: oneshot::Sender<DriverStats> },
+    Offer {
+        key: ParticipantKey,
+        sdp: String,
+    },
+    Answer {
+        key: ParticipantKey,
+        sdp: String,
+    },
+    Candidate {
+        key: ParticipantKey,
+        candidate: Candidate,
+    },
+    Leave {
+        key: ParticipantKey,
+    },
+    Stats {
+        reply: oneshot::Sender<DriverStats>,
+    },
 }
 
 /// Counters of one media driver, for tests and (later) metrics.
@@ -152,7 +178,10 @@ impl Sfu {
     /// Binds the media socket and starts the media driver on its own thread.
     pub fn start(config: SfuConfig) -> std::io::Result<Sfu> {
         let (commands, media_addr) = crate::driver::spawn(config)?;
-        Ok(Sfu { commands, media_addr })
+        Ok(Sfu {
+            commands,
+            media_addr,
+        })
     }
 
     /// The address the media socket is bound to.
@@ -170,16 +199,27 @@ impl Sfu {
         let (events, events_rx) = mpsc::unbounded_channel();
         let (reply, reply_rx) = oneshot::channel();
         self.commands
-            .send(Command::Join { room: room.to_owned(), name: name.to_owned(), events, reply })
+            .send(Command::Join {
+                room: room.to_owned(),
+                name: name.to_owned(),
+                events,
+                reply,
+            })
             .map_err(|_| SfuError::Stopped)?;
         let (key, info) = reply_rx.await.map_err(|_| SfuError::Stopped)??;
-        let participant = Participant { key, id: info.participant_id.clone(), commands: self.commands.clone() };
+        let participant = Participant {
+            key,
+            id: info.participant_id.clone(),
+            commands: self.commands.clone(),
+        };
         Ok((participant, info, events_rx))
     }
 
     pub async fn stats(&self) -> Result<DriverStats, SfuError> {
         let (reply, rx) = oneshot::channel();
-        self.commands.send(Command::Stats { reply }).map_err(|_| SfuError::Stopped)?;
+        self.commands
+            .send(Command::Stats { reply })
+            .map_err(|_| SfuError::Stopped)?;
         rx.await.map_err(|_| SfuError::Stopped)
     }
 }
@@ -205,7 +245,10 @@ impl Participant {
     }
 
     pub fn candidate(&self, candidate: Candidate) {
-        let _ = self.commands.send(Command::Candidate { key: self.key, candidate });
+        let _ = self.commands.send(Command::Candidate {
+            key: self.key,
+            candidate,
+        });
     }
 }
 

@@ -107,7 +107,10 @@ fn video_feedback() -> Vec<RTCPFeedback> {
         .iter()
         .map(|fb| {
             let (typ, parameter) = fb.split_once(' ').unwrap_or((fb, ""));
-            RTCPFeedback { typ: typ.to_owned(), parameter: parameter.to_owned() }
+            RTCPFeedback {
+                typ: typ.to_owned(),
+                parameter: parameter.to_owned(),
+            }
         })
         .collect()
 }
@@ -126,7 +129,6 @@ pub(crate) fn media_engine() -> Result<MediaEngine, RtcError> {
                 rtcp_feedback: vec![],
             },
             payload_type: 111,
-            ..Default::default()
         },
         RtpCodecKind::Audio,
     )?;
@@ -154,7 +156,6 @@ pub(crate) fn media_engine() -> Result<MediaEngine, RtcError> {
                     rtcp_feedback: video_feedback(),
                 },
                 payload_type: pt,
-                ..Default::default()
             },
             RtpCodecKind::Video,
         )?;
@@ -169,7 +170,9 @@ fn interceptors(me: &mut MediaEngine) -> Result<Registry, RtcError> {
         .with(Slot::NackResponder, NackResponderBuilder::new().build())
         .with(
             Slot::NackGenerator,
-            NackGeneratorBuilder::new().with_max_nacks_per_packet(MAX_NACKS_PER_PACKET).build(),
+            NackGeneratorBuilder::new()
+                .with_max_nacks_per_packet(MAX_NACKS_PER_PACKET)
+                .build(),
         )
         // Application-ward of the default chain, as rtc's rtcp-processing example places its tap.
         .with(Slot::from(14_000), DeliverKeyframeRequests::default());

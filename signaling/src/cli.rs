@@ -6,7 +6,11 @@ use std::path::PathBuf;
 use clap::{Parser, Subcommand};
 
 #[derive(Debug, Parser)]
-#[command(name = "fanout", version, about = "Fanout: a WebRTC Selective Forwarding Unit")]
+#[command(
+    name = "fanout",
+    version,
+    about = "Fanout: a WebRTC Selective Forwarding Unit"
+)]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,
@@ -34,7 +38,11 @@ pub struct ServeArgs {
 
     /// Address(es) announced to clients in ICE candidates (repeat or comma-separate).
     /// Default: the media IP; when that is a wildcard, this host's non-loopback addresses.
-    #[arg(long = "announce-ip", env = "FANOUT_ANNOUNCE_IPS", value_delimiter = ',')]
+    #[arg(
+        long = "announce-ip",
+        env = "FANOUT_ANNOUNCE_IPS",
+        value_delimiter = ','
+    )]
     pub announce_ips: Vec<IpAddr>,
 
     /// Local development mode: relaxed security for running on a laptop (later: no access
@@ -56,7 +64,12 @@ pub struct ServeArgs {
 
     /// Testing only: drop this percentage (0-100) of incoming RTP datagrams, to exercise NACK
     /// and retransmission paths under loss.
-    #[arg(long, env = "FANOUT_INJECT_LOSS", default_value_t = 0.0, hide_short_help = true)]
+    #[arg(
+        long,
+        env = "FANOUT_INJECT_LOSS",
+        default_value_t = 0.0,
+        hide_short_help = true
+    )]
     pub inject_loss: f64,
 }
 
@@ -104,7 +117,10 @@ mod tests {
         let cli = Cli::try_parse_from(["fanout", "serve"]).unwrap();
         let Command::Serve(args) = cli.command;
         assert_eq!(args.bind, "127.0.0.1:7880".parse::<SocketAddr>().unwrap());
-        assert_eq!(args.media_bind(), "127.0.0.1:7882".parse::<SocketAddr>().unwrap());
+        assert_eq!(
+            args.media_bind(),
+            "127.0.0.1:7882".parse::<SocketAddr>().unwrap()
+        );
         assert_eq!(args.announce_ips(), vec![IpAddr::from([127, 0, 0, 1])]);
     }
 
@@ -121,7 +137,12 @@ mod tests {
     #[test]
     fn explicit_announce_wins() {
         let cli = Cli::try_parse_from([
-            "fanout", "serve", "--announce-ip", "203.0.113.5,198.51.100.7", "--udp-port", "9000",
+            "fanout",
+            "serve",
+            "--announce-ip",
+            "203.0.113.5,198.51.100.7",
+            "--udp-port",
+            "9000",
         ])
         .unwrap();
         let Command::Serve(args) = cli.command;

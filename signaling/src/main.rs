@@ -35,9 +35,12 @@ fn main() -> ExitCode {
 }
 
 fn init_logging(format: LogFormat) {
-    let filter = EnvFilter::try_from_env("FANOUT_LOG")
-        .unwrap_or_else(|_| EnvFilter::new("info,rtc=warn,rtc_ice=warn,rtc_dtls=warn,rtc_srtp=error"));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let filter = EnvFilter::try_from_env("FANOUT_LOG").unwrap_or_else(|_| {
+        EnvFilter::new("info,rtc=warn,rtc_ice=warn,rtc_dtls=warn,rtc_srtp=error")
+    });
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
     match format {
         LogFormat::Pretty => builder.init(),
         LogFormat::Json => builder.json().init(),
@@ -46,10 +49,16 @@ fn init_logging(format: LogFormat) {
 
 async fn serve(args: ServeArgs) -> Result<(), String> {
     if !(0.0..=100.0).contains(&args.inject_loss) {
-        return Err(format!("--inject-loss must be between 0 and 100, got {}", args.inject_loss));
+        return Err(format!(
+            "--inject-loss must be between 0 and 100, got {}",
+            args.inject_loss
+        ));
     }
     if args.inject_loss > 0.0 {
-        warn!(percent = args.inject_loss, "TESTING: dropping incoming RTP on purpose");
+        warn!(
+            percent = args.inject_loss,
+            "TESTING: dropping incoming RTP on purpose"
+        );
     }
     if args.dev {
         info!("development mode (--dev)");
@@ -68,9 +77,19 @@ async fn serve(args: ServeArgs) -> Result<(), String> {
     let ice_servers = if args.ice_servers.is_empty() {
         Vec::new()
     } else {
-        vec![IceServer { urls: args.ice_servers.clone(), username: None, credential: None }]
+        vec![IceServer {
+            urls: args.ice_servers.clone(),
+            username: None,
+            credential: None,
+        }]
     };
-    let state = AppState { session: SessionContext { sfu: sfu.clone(), ice_servers }, dev: args.dev };
+    let state = AppState {
+        session: SessionContext {
+            sfu: sfu.clone(),
+            ice_servers,
+        },
+        dev: args.dev,
+    };
     let app = server::app(state, Some(args.static_dir.clone()));
     info!(
         http = %http_addr,
@@ -79,10 +98,23 @@ async fn serve(args: ServeArgs) -> Result<(), String> {
         static_dir = %args.static_dir.display(),
         "Fanout is running"
     );
-    let host = if http_addr.ip().is_unspecified() { "127.0.0.1".to_owned() } else { http_addr.ip().to_string() };
-    let host = if host.contains(':') { format!("[{host}]") } else { host };
-    println!("Fanout is running. Open http://{host}:{}/?room=demo in two browser tabs.", http_addr.port());
-    server::run(listener, app, shutdown_signal()).await.map_err(|e| e.to_string())?;
+    let host = if http_addr.ip().is_unspecified() {
+        "127.0.0.1".to_owned()
+    } else {
+        http_addr.ip().to_string()
+    };
+    let host = if host.contains(':') {
+        format!("[{host}]")
+    } else {
+        host
+    };
+    println!(
+        "Fanout is running. Open http://{host}:{}/?room=demo in two browser tabs.",
+        http_addr.port()
+    );
+    server::run(listener, app, shutdown_signal())
+        .await
+        .map_err(|e| e.to_string())?;
     info!("stopped");
     Ok(())
 }
@@ -93,7 +125,8 @@ async fn shutdown_signal() {
     };
     #[cfg(unix)]
     let term = async {
-        if let Ok(mut s) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+        if let Ok(mut s) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        {
             s.recv().await;
         }
     };

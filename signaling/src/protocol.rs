@@ -16,7 +16,11 @@ pub struct IceCandidate {
     pub candidate: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sdp_mid: Option<String>,
-    #[serde(default, rename = "sdpMLineIndex", skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        rename = "sdpMLineIndex",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub sdp_mline_index: Option<u16>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub username_fragment: Option<String>,
@@ -146,7 +150,10 @@ pub fn parse_client_message(text: &str) -> Result<ClientMessage, ParseError> {
     if text.len() > MAX_MESSAGE_BYTES {
         return Err(ParseError {
             code: ErrorCode::MessageTooLarge,
-            message: format!("message of {} bytes exceeds the limit of {MAX_MESSAGE_BYTES}", text.len()),
+            message: format!(
+                "message of {} bytes exceeds the limit of {MAX_MESSAGE_BYTES}",
+                text.len()
+            ),
         });
     }
     let value: serde_json::Value = serde_json::from_str(text).map_err(|e| ParseError {
@@ -154,7 +161,10 @@ pub fn parse_client_message(text: &str) -> Result<ClientMessage, ParseError> {
         message: format!("not valid JSON: {e}"),
     })?;
     let Some(object) = value.as_object() else {
-        return Err(ParseError { code: ErrorCode::BadJson, message: "expected a JSON object".into() });
+        return Err(ParseError {
+            code: ErrorCode::BadJson,
+            message: "expected a JSON object".into(),
+        });
     };
     match object.get("type").and_then(|t| t.as_str()) {
         Some(t) if CLIENT_TYPES.contains(&t) => {}
@@ -189,7 +199,11 @@ mod tests {
     fn parses_every_client_type() {
         assert!(matches!(
             parse_client_message(r#"{"type":"join","v":1,"room":"r","name":"n"}"#),
-            Ok(ClientMessage::Join { v: 1, token: None, .. })
+            Ok(ClientMessage::Join {
+                v: 1,
+                token: None,
+                ..
+            })
         ));
         assert!(matches!(
             parse_client_message(r#"{"type":"offer","sdp":"v=0"}"#),
@@ -203,10 +217,15 @@ mod tests {
             r#"{"type":"candidate","candidate":{"candidate":"candidate:1 1 udp 1 127.0.0.1 9 typ host","sdpMid":"0","sdpMLineIndex":0,"usernameFragment":"u"}}"#,
         )
         .unwrap();
-        let ClientMessage::Candidate { candidate: Some(c) } = c else { panic!() };
+        let ClientMessage::Candidate { candidate: Some(c) } = c else {
+            panic!()
+        };
         assert_eq!(c.sdp_mline_index, Some(0));
         assert_eq!(c.sdp_mid.as_deref(), Some("0"));
-        assert!(matches!(parse_client_message(r#"{"type":"leave"}"#), Ok(ClientMessage::Leave {})));
+        assert!(matches!(
+            parse_client_message(r#"{"type":"leave"}"#),
+            Ok(ClientMessage::Leave {})
+        ));
     }
 
     #[test]
@@ -216,15 +235,27 @@ mod tests {
         assert_eq!(code(r#"{"type":"dance"}"#), ErrorCode::UnknownType);
         assert_eq!(code(r#"{"no_type":1}"#), ErrorCode::UnknownType);
         assert_eq!(code(r#"{"type":7}"#), ErrorCode::UnknownType);
-        assert_eq!(code(r#"{"type":"join","room":"r"}"#), ErrorCode::InvalidMessage);
-        assert_eq!(code(r#"{"type":"offer","sdp":5}"#), ErrorCode::InvalidMessage);
-        let big = format!(r#"{{"type":"offer","sdp":"{}"}}"#, "a".repeat(MAX_MESSAGE_BYTES));
+        assert_eq!(
+            code(r#"{"type":"join","room":"r"}"#),
+            ErrorCode::InvalidMessage
+        );
+        assert_eq!(
+            code(r#"{"type":"offer","sdp":5}"#),
+            ErrorCode::InvalidMessage
+        );
+        let big = format!(
+            r#"{{"type":"offer","sdp":"{}"}}"#,
+            "a".repeat(MAX_MESSAGE_BYTES)
+        );
         assert_eq!(code(&big), ErrorCode::MessageTooLarge);
     }
 
     #[test]
     fn server_messages_serialize_with_snake_case_tags() {
-        let m = ServerMessage::Error { code: ErrorCode::NotJoined, message: "x".into() };
+        let m = ServerMessage::Error {
+            code: ErrorCode::NotJoined,
+            message: "x".into(),
+        };
         assert_eq!(
             serde_json::to_string(&m).unwrap(),
             r#"{"type":"error","code":"not_joined","message":"x"}"#

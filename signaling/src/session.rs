@@ -81,7 +81,10 @@ where
             };
             if let Flow::Close(code, reason) = flow {
                 let _ = sink
-                    .send(Message::Close(Some(CloseFrame { code, reason: Utf8Bytes::from_static(reason) })))
+                    .send(Message::Close(Some(CloseFrame {
+                        code,
+                        reason: Utf8Bytes::from_static(reason),
+                    })))
                     .await;
                 break;
             }
@@ -107,11 +110,19 @@ async fn send<S: Sink<Message> + Unpin>(sink: &mut S, msg: &ServerMessage) -> bo
     }
 }
 
-async fn send_error<S: Sink<Message> + Unpin>(sink: &mut S, code: ErrorCode, message: String) -> Flow {
+async fn send_error<S: Sink<Message> + Unpin>(
+    sink: &mut S,
+    code: ErrorCode,
+    message: String,
+) -> Flow {
     debug!(?code, %message, "client error");
     send(sink, &ServerMessage::Error { code, message }).await;
     if code.closes() {
-        let close_code = if code == ErrorCode::MessageTooLarge { 1009 } else { 1008 };
+        let close_code = if code == ErrorCode::MessageTooLarge {
+            1009
+        } else {
+            1008
+        };
         Flow::Close(close_code, "protocol error")
     } else {
         Flow::Continue
@@ -127,8 +138,12 @@ async fn handle_frame<S: Sink<Message> + Unpin>(
     let text = match frame {
         Message::Text(text) => text,
         Message::Binary(_) => {
-            return send_error(sink, ErrorCode::InvalidMessage, "binary frames are not accepted".into())
-                .await
+            return send_error(
+                sink,
+                ErrorCode::InvalidMessage,
+                "binary frames are not accepted".into(),
+            )
+            .await
         }
         Message::Close(_) => return Flow::Close(1000, "bye"),
         Message::Ping(_) | Message::Pong(_) => return Flow::Continue,
@@ -138,7 +153,15 @@ async fn handle_frame<S: Sink<Message> + Unpin>(
         Err(e) => return send_error(sink, e.code, e.message).await,
     };
     match (msg, joined.as_ref()) {
-        (ClientMessage::Join { v, room, name, token: _ }, None) => {
+        (
+            ClientMessage::Join {
+                v,
+                room,
+                name,
+                token: _,
+            },
+            None,
+        ) => {
             if v != PROTOCOL_VERSION {
                 return send_error(
                     sink,
@@ -168,7 +191,11 @@ async fn handle_frame<S: Sink<Message> + Unpin>(
             match ctx.sfu.join(&room, &name).await {
                 Ok((participant, info, events)) => {
                     tracing::Span::current().record("participant", participant.id());
-                    let participants = info.participants.into_iter().map(to_wire_participant).collect();
+                    let participants = info
+                        .participants
+                        .into_iter()
+                        .map(to_wire_participant)
+                        .collect();
                     let ok = send(
                         sink,
                         &ServerMessage::Joined {
@@ -180,18 +207,33 @@ async fn handle_frame<S: Sink<Message> + Unpin>(
                         },
                     )
                     .await;
-                    *joined = Some(Joined { participant, events });
+                    *joined = Some(Joined {
+                        participant,
+                        events,
+                    });
                     if ok {
                         Flow::Continue
                     } else {
                         Flow::Close(1011, "send failed")
                     }
                 }
-                Err(err) => send_error(sink, ErrorCode::InternalError, format!("join failed: {err}")).await,
+                Err(err) => {
+                    send_error(
+                        sink,
+                        ErrorCode::InternalError,
+                        format!("join failed: {err}"),
+                    )
+                    .await
+                }
             }
         }
         (ClientMessage::Join { .. }, Some(_)) => {
-            send_error(sink, ErrorCode::AlreadyJoined, "this socket has already joined a room".into()).await
+            send_error(
+                sink,
+                ErrorCode::AlreadyJoined,
+                "this socket has already joined a room".into(),
+            )
+            .await
         }
         (_, None) => send_error(sink, ErrorCode::NotJoined, "send join first".into()).await,
         (ClientMessage::Offer { sdp }, Some(j)) => {
@@ -226,19 +268,34 @@ fn to_wire_participant(p: sfu::ParticipantInfo) -> crate::protocol::Participant 
 }
 
 fn to_wire_track(t: sfu::TrackInfo) -> crate::protocol::Track {
-    crate::protocol::Track { id: t.id, kind: t.kind.as_str().to_owned() }
+    crate::protocol::Track {
+        id: t.id,
+        kind: t.kind.as_str().to_owned(),
+    }
 }
 
 async fn forward_event<S: Sink<Message> + Unpin>(sink: &mut S, event: Event) -> Flow {
     let msg = match event {
-        Event::ParticipantJoined(p) => ServerMessage::ParticipantJoined { participant: to_wire_participant(p) },
-        Event::ParticipantLeft { participant_id } => ServerMessage::ParticipantLeft { participant_id },
-        Event::TrackPublished { participant_id, track } => {
-            ServerMessage::TrackPublished { participant_id, track: to_wire_track(track) }
+        Event::ParticipantJoined(p) => ServerMessage::ParticipantJoined {
+            participant: to_wire_participant(p),
+        },
+        Event::ParticipantLeft { participant_id } => {
+            ServerMessage::ParticipantLeft { participant_id }
         }
-        Event::TrackUnpublished { participant_id, track_id } => {
-            ServerMessage::TrackUnpublished { participant_id, track_id }
-        }
+        Event::TrackPublished {
+            participant_id,
+            track,
+        } => ServerMessage::TrackPublished {
+            participant_id,
+            track: to_wire_track(track),
+        },
+        Event::TrackUnpublished {
+            participant_id,
+            track_id,
+        } => ServerMessage::TrackUnpublished {
+            participant_id,
+            track_id,
+        },
         Event::Offer(sdp) => ServerMessage::Offer { sdp },
         Event::Answer(sdp) => ServerMessage::Answer { sdp },
         Event::Candidate(c) => ServerMessage::Candidate {

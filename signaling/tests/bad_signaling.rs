@@ -19,7 +19,13 @@ async fn start_server() -> String {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let app = server::app(
-        AppState { session: SessionContext { sfu, ice_servers: vec![] }, dev: true },
+        AppState {
+            session: SessionContext {
+                sfu,
+                ice_servers: vec![],
+            },
+            dev: true,
+        },
         None,
     );
     tokio::spawn(server::run(listener, app, std::future::pending()));
@@ -37,7 +43,9 @@ async fn next_json(ws: &mut Ws) -> Option<Value> {
             .await
             .expect("server answers within 5 s")?;
         match msg {
-            Ok(Message::Text(t)) => return Some(serde_json::from_str(&t).expect("server sends JSON")),
+            Ok(Message::Text(t)) => {
+                return Some(serde_json::from_str(&t).expect("server sends JSON"))
+            }
             Ok(Message::Close(_)) | Err(_) => return None,
             Ok(_) => continue,
         }
@@ -60,7 +68,11 @@ async fn expect_closed(ws: &mut Ws) {
 }
 
 async fn join(ws: &mut Ws, room: &str, name: &str) -> Value {
-    send(ws, json!({"type": "join", "v": 1, "room": room, "name": name}).to_string()).await;
+    send(
+        ws,
+        json!({"type": "join", "v": 1, "room": room, "name": name}).to_string(),
+    )
+    .await;
     let joined = next_json(ws).await.expect("joined");
     assert_eq!(joined["type"], "joined", "{joined}");
     joined
@@ -105,19 +117,32 @@ async fn every_bad_message_gets_its_code_and_the_session_survives_where_it_shoul
     expect_error(&mut ws, "not_joined").await;
     send(&mut ws, r#"{"type":"join","v":1,"room":"","name":"a"}"#).await;
     expect_error(&mut ws, "invalid_message").await;
-    send(&mut ws, json!({"type":"join","v":1,"room":"r","name":"x".repeat(129)}).to_string()).await;
+    send(
+        &mut ws,
+        json!({"type":"join","v":1,"room":"r","name":"x".repeat(129)}).to_string(),
+    )
+    .await;
     expect_error(&mut ws, "invalid_message").await;
     send(&mut ws, r#"{"type":"join","v":1,"room":"r"}"#).await;
     expect_error(&mut ws, "invalid_message").await;
-    ws.send(Message::Binary(vec![1, 2, 3].into())).await.unwrap();
+    ws.send(Message::Binary(vec![1, 2, 3].into()))
+        .await
+        .unwrap();
     expect_error(&mut ws, "invalid_message").await;
 
     // After all that, the same socket can still join.
     let joined = join(&mut ws, "bad-input", "alice").await;
     assert_eq!(joined["v"], 1);
-    assert!(joined["participant_id"].as_str().unwrap().starts_with("PA_"));
+    assert!(joined["participant_id"]
+        .as_str()
+        .unwrap()
+        .starts_with("PA_"));
 
-    send(&mut ws, json!({"type":"join","v":1,"room":"other","name":"again"}).to_string()).await;
+    send(
+        &mut ws,
+        json!({"type":"join","v":1,"room":"other","name":"again"}).to_string(),
+    )
+    .await;
     expect_error(&mut ws, "already_joined").await;
     send(&mut ws, r#"{"type":"offer","sdp":"this is not sdp"}"#).await;
     expect_error(&mut ws, "invalid_sdp").await;
@@ -125,16 +150,29 @@ async fn every_bad_message_gets_its_code_and_the_session_survives_where_it_shoul
     expect_error(&mut ws, "invalid_sdp").await;
 
     // A valid offer still works after invalid ones, and is answered.
-    send(&mut ws, json!({"type":"offer","sdp": AUDIO_OFFER}).to_string()).await;
+    send(
+        &mut ws,
+        json!({"type":"offer","sdp": AUDIO_OFFER}).to_string(),
+    )
+    .await;
     let answer = next_json(&mut ws).await.unwrap();
     assert_eq!(answer["type"], "answer", "{answer}");
     let sdp = answer["sdp"].as_str().unwrap();
     assert!(sdp.contains("a=ice-lite"), "the server is ICE-lite: {sdp}");
-    assert!(sdp.contains("a=setup:passive"), "the server takes the DTLS server role: {sdp}");
-    assert!(sdp.contains("typ host"), "the answer carries the server's host candidate: {sdp}");
+    assert!(
+        sdp.contains("a=setup:passive"),
+        "the server takes the DTLS server role: {sdp}"
+    );
+    assert!(
+        sdp.contains("typ host"),
+        "the answer carries the server's host candidate: {sdp}"
+    );
     let cand = next_json(&mut ws).await.unwrap();
     assert_eq!(cand["type"], "candidate", "{cand}");
-    assert!(cand["candidate"]["candidate"].as_str().unwrap().starts_with("candidate:"));
+    assert!(cand["candidate"]["candidate"]
+        .as_str()
+        .unwrap()
+        .starts_with("candidate:"));
 
     send(&mut ws, json!({"type":"candidate","candidate":{"candidate":"candidate:garbage","sdpMid":"0","sdpMLineIndex":0}}).to_string()).await;
     expect_error(&mut ws, "invalid_candidate").await;
@@ -187,7 +225,10 @@ async fn others_are_told_when_a_participant_joins_and_leaves() {
     let mut c = connect(&url).await;
     let c_joined = join(&mut c, "presence", "carol").await;
     let c_id = c_joined["participant_id"].as_str().unwrap().to_owned();
-    assert_eq!(next_json(&mut a).await.unwrap()["type"], "participant_joined");
+    assert_eq!(
+        next_json(&mut a).await.unwrap()["type"],
+        "participant_joined"
+    );
     drop(c);
     let left = next_json(&mut a).await.unwrap();
     assert_eq!(left["type"], "participant_left", "{left}");

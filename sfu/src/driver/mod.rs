@@ -84,35 +84,48 @@ pub(crate) fn spawn(
     let host_candidates: Vec<SocketAddr> = if config.announce_ips.is_empty() {
         vec![local_addr]
     } else {
-        config.announce_ips.iter().map(|ip| SocketAddr::new(*ip, local_addr.port())).collect()
+        config
+            .announce_ips
+            .iter()
+            .map(|ip| SocketAddr::new(*ip, local_addr.port()))
+            .collect()
     };
     let (tx, rx) = mpsc::unbounded_channel();
-    std::thread::Builder::new().name("fanout-media".into()).spawn(move || {
-        let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
-            Ok(rt) => rt,
-            Err(err) => {
-                warn!(%err, "media driver runtime failed to start");
-                return;
-            }
-        };
-        runtime.block_on(async move {
-            let socket = match UdpSocket::from_std(std_socket) {
-                Ok(s) => Rc::new(s),
+    std::thread::Builder::new()
+        .name("fanout-media".into())
+        .spawn(move || {
+            let runtime = match tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            {
+                Ok(rt) => rt,
                 Err(err) => {
-                    warn!(%err, "media socket unusable");
+                    warn!(%err, "media driver runtime failed to start");
                     return;
                 }
             };
-            let driver = Driver::new(socket, local_addr, host_candidates, config.inject_loss);
-            driver.run(rx).await;
-        });
-    })?;
+            runtime.block_on(async move {
+                let socket = match UdpSocket::from_std(std_socket) {
+                    Ok(s) => Rc::new(s),
+                    Err(err) => {
+                        warn!(%err, "media socket unusable");
+                        return;
+                    }
+                };
+                let driver = Driver::new(socket, local_addr, host_candidates, config.inject_loss);
+                driver.run(rx).await;
+            });
+        })?;
     Ok((tx, local_addr))
 }
 
 fn bind_socket(addr: SocketAddr) -> std::io::Result<std::net::UdpSocket> {
     use socket2::{Domain, Protocol as SockProtocol, Socket, Type};
-    let socket = Socket::new(Domain::for_address(addr), Type::DGRAM, Some(SockProtocol::UDP))?;
+    let socket = Socket::new(
+        Domain::for_address(addr),
+        Type::DGRAM,
+        Some(SockProtocol::UDP),
+    )?;
     if addr.is_ipv6() {
         socket.set_only_v6(false).ok();
     }
@@ -161,8 +174,6 @@ struct Peer {
 }
 
 struct Subscription {
-    sender_id: RTCRtpSenderId,
-    ssrc: u32,
     /// Included in an offer the client has not answered yet.
     offered: bool,
     /// Included in an offer the client answered.
@@ -222,7 +233,10 @@ fn guarded<T>(f: impl FnOnce() -> T) -> Option<T> {
 }
 
 fn random_id(prefix: &str) -> String {
-    format!("{prefix}{}", Alphanumeric.sample_string(&mut rand::rng(), 12))
+    format!(
+        "{prefix}{}",
+        Alphanumeric.sample_string(&mut rand::rng(), 12)
+    )
 }
 
 impl Driver {
@@ -316,7 +330,8 @@ impl Driver {
         }
         if self.timers.len() > 4 * self.peers.len() + 64 {
             let peers = &self.peers;
-            self.timers.compact(|at, key| peers.get(&key).is_some_and(|p| p.timer == Some(at)));
+            self.timers
+                .compact(|at, key| peers.get(&key).is_some_and(|p| p.timer == Some(at)));
         }
     }
 
@@ -331,13 +346,18 @@ impl Driver {
 
     fn fail_peer(&mut self, key: ParticipantKey, reason: &str) {
         self.stats.connection_panics += 1;
-        warn!(participant = key, reason, "connection failed inside rtc; removing it");
+        warn!(
+            participant = key,
+            reason, "connection failed inside rtc; removing it"
+        );
         self.removals.push((key, reason.to_owned()));
     }
 
     fn fire_timers(&mut self, now: Instant) {
         while let Some((at, key)) = self.timers.pop_due(now) {
-            let Some(peer) = self.peers.get_mut(&key) else { continue };
+            let Some(peer) = self.peers.get_mut(&key) else {
+                continue;
+            };
             if peer.timer != Some(at) {
                 continue; // stale entry
             }
@@ -370,7 +390,9 @@ impl Driver {
                 }
             },
         };
-        let Some(peer) = self.peers.get_mut(&key) else { return };
+        let Some(peer) = self.peers.get_mut(&key) else {
+            return;
+        };
         let msg = TaggedBytesMut {
             now,
             transport: TransportContext {
@@ -397,7 +419,9 @@ impl Driver {
         let mut events = std::mem::take(&mut self.event_buf);
         let mut reads = std::mem::take(&mut self.read_buf);
         {
-            let Some(peer) = self.peers.get_mut(&key) else { return };
+            let Some(peer) = self.peers.get_mut(&key) else {
+                return;
+            };
             peer.queued = false;
             let drained = guarded(|| {
                 while let Some(out) = peer.pc.poll_write() {
@@ -454,7 +478,8 @@ impl Driver {
                         self.activate_forwarders(key, Instant::now());
                     }
                     RTCPeerConnectionState::Failed | RTCPeerConnectionState::Closed => {
-                        self.removals.push((key, format!("media connection {state}")));
+                        self.removals
+                            .push((key, format!("media connection {state}")));
                     }
                     _ => {}
                 }
@@ -463,7 +488,10 @@ impl Driver {
                 self.publish_track(key, init);
             }
             RTCPeerConnectionEvent::OnTrack(RTCTrackEvent::OnClose(track_id)) => {
-                let tkey = self.peers.get_mut(&key).and_then(|p| p.published.remove(&track_id));
+                let tkey = self
+                    .peers
+                    .get_mut(&key)
+                    .and_then(|p| p.published.remove(&track_id));
                 if let Some(tkey) = tkey {
                     self.unpublish_track(tkey);
                 }
@@ -478,14 +506,18 @@ impl Driver {
             RTCMessage::RtcpPacket(_, packets) => {
                 for p in &packets {
                     let any = p.as_any();
-                    let media_ssrc = if let Some(pli) = any.downcast_ref::<PictureLossIndication>() {
+                    let media_ssrc = if let Some(pli) = any.downcast_ref::<PictureLossIndication>()
+                    {
                         pli.media_ssrc
                     } else if let Some(fir) = any.downcast_ref::<FullIntraRequest>() {
                         fir.fir.first().map_or(fir.media_ssrc, |e| e.ssrc)
                     } else {
                         continue;
                     };
-                    let tkey = self.peers.get(&key).and_then(|p| p.track_by_ssrc.get(&media_ssrc));
+                    let tkey = self
+                        .peers
+                        .get(&key)
+                        .and_then(|p| p.track_by_ssrc.get(&media_ssrc));
                     if let Some(&tkey) = tkey {
                         self.request_keyframe(tkey, msg.now);
                     }
@@ -500,7 +532,9 @@ impl Driver {
         let Some(&tkey) = self.peers.get(&key).and_then(|p| p.published.get(track_id)) else {
             return;
         };
-        let Some(track) = self.tracks.get_mut(&tkey) else { return };
+        let Some(track) = self.tracks.get_mut(&tkey) else {
+            return;
+        };
         if packet.header.ssrc != track.media_ssrc {
             return;
         }
@@ -508,7 +542,10 @@ impl Driver {
         let keyframe = track.codec.is_keyframe_start(&packet.payload);
         let mut wants_keyframe = false;
         for fwd in track.forwarders.iter_mut().filter(|f| f.active) {
-            match fwd.rewriter.process(ext_seq, packet.header.timestamp, keyframe) {
+            match fwd
+                .rewriter
+                .process(ext_seq, packet.header.timestamp, keyframe)
+            {
                 Verdict::Forward { seq, timestamp } => {
                     let out = rtp::Packet {
                         header: rtp::header::Header {
@@ -523,15 +560,21 @@ impl Driver {
                         },
                         payload: packet.payload.clone(),
                     };
-                    let Some(sub) = self.peers.get_mut(&fwd.subscriber) else { continue };
-                    let written =
-                        guarded(|| sub.pc.rtp_sender(fwd.sender_id).map(|mut s| s.write_rtp(now, out)));
+                    let Some(sub) = self.peers.get_mut(&fwd.subscriber) else {
+                        continue;
+                    };
+                    let written = guarded(|| {
+                        sub.pc
+                            .rtp_sender(fwd.sender_id)
+                            .map(|mut s| s.write_rtp(now, out))
+                    });
                     match written {
                         Some(Some(Ok(()))) => self.stats.rtp_forwarded += 1,
                         Some(_) => self.stats.forward_errors += 1,
                         None => {
                             self.stats.connection_panics += 1;
-                            self.removals.push((fwd.subscriber, "panic in write_rtp".into()));
+                            self.removals
+                                .push((fwd.subscriber, "panic in write_rtp".into()));
                         }
                     }
                     if !sub.queued {
@@ -550,16 +593,25 @@ impl Driver {
 
     /// Sends a PLI for the track's stream to its publisher, at most once per throttle interval.
     fn request_keyframe(&mut self, tkey: TrackKey, now: Instant) {
-        let Some(track) = self.tracks.get_mut(&tkey) else { return };
+        let Some(track) = self.tracks.get_mut(&tkey) else {
+            return;
+        };
         if !track.codec.is_video() || !track.keyframes.request(now) {
             return;
         }
         let publisher = track.publisher;
         let (receiver_id, media_ssrc) = (track.receiver_id, track.media_ssrc);
-        let Some(peer) = self.peers.get_mut(&publisher) else { return };
-        let pli = PictureLossIndication { sender_ssrc: 0, media_ssrc };
+        let Some(peer) = self.peers.get_mut(&publisher) else {
+            return;
+        };
+        let pli = PictureLossIndication {
+            sender_ssrc: 0,
+            media_ssrc,
+        };
         let sent = guarded(|| {
-            peer.pc.rtp_receiver(receiver_id).map(|mut r| r.write_rtcp(now, vec![Box::new(pli)]))
+            peer.pc
+                .rtp_receiver(receiver_id)
+                .map(|mut r| r.write_rtcp(now, vec![Box::new(pli)]))
         });
         if matches!(sent, Some(Some(Ok(())))) {
             self.stats.keyframe_requests += 1;
@@ -569,7 +621,12 @@ impl Driver {
 
     fn on_command(&mut self, cmd: Command) {
         match cmd {
-            Command::Join { room, name, events, reply } => {
+            Command::Join {
+                room,
+                name,
+                events,
+                reply,
+            } => {
                 let _ = reply.send(self.join(room, name, events));
             }
             Command::Offer { key, sdp } => self.on_remote_offer(key, sdp),
@@ -629,7 +686,11 @@ impl Driver {
             subscribed: HashMap::new(),
             track_by_ssrc: HashMap::new(),
         };
-        let joined = ParticipantInfo { id: id.clone(), name, tracks: Vec::new() };
+        let joined = ParticipantInfo {
+            id: id.clone(),
+            name,
+            tracks: Vec::new(),
+        };
         self.by_ufrag.insert(ufrag, key);
         self.peers.insert(key, peer);
         for other in &existing_members {
@@ -647,7 +708,13 @@ impl Driver {
         }
         info!(participant = %id, %room, "joined");
         self.enqueue(key);
-        Ok((key, JoinInfo { participant_id: id, participants }))
+        Ok((
+            key,
+            JoinInfo {
+                participant_id: id,
+                participants,
+            },
+        ))
     }
 
     fn info_of(&self, peer: &Peer) -> ParticipantInfo {
@@ -655,9 +722,16 @@ impl Driver {
             .published
             .values()
             .filter_map(|k| self.tracks.get(k))
-            .map(|t| TrackInfo { id: t.id.clone(), kind: t.kind })
+            .map(|t| TrackInfo {
+                id: t.id.clone(),
+                kind: t.kind,
+            })
             .collect();
-        ParticipantInfo { id: peer.id.clone(), name: peer.name.clone(), tracks }
+        ParticipantInfo {
+            id: peer.id.clone(),
+            name: peer.name.clone(),
+            tracks,
+        }
     }
 
     fn send_event(&self, key: ParticipantKey, event: Event) {
@@ -671,7 +745,9 @@ impl Driver {
     }
 
     fn publish_track(&mut self, key: ParticipantKey, init: RTCTrackEventInit) {
-        let Some(peer) = self.peers.get_mut(&key) else { return };
+        let Some(peer) = self.peers.get_mut(&key) else {
+            return;
+        };
         if peer.published.contains_key(&init.track_id) {
             return; // another simulcast layer of a known track
         }
@@ -720,7 +796,10 @@ impl Driver {
         for other in others {
             self.send_event(
                 other,
-                Event::TrackPublished { participant_id: publisher_id.clone(), track: track.clone() },
+                Event::TrackPublished {
+                    participant_id: publisher_id.clone(),
+                    track: track.clone(),
+                },
             );
             self.subscribe(other, tkey);
         }
@@ -728,11 +807,15 @@ impl Driver {
 
     /// Adds the track to the subscriber's connection and renegotiates.
     fn subscribe(&mut self, sub_key: ParticipantKey, tkey: TrackKey) {
-        let Some(track) = self.tracks.get_mut(&tkey) else { return };
+        let Some(track) = self.tracks.get_mut(&tkey) else {
+            return;
+        };
         let Some(publisher_id) = self.peers.get(&track.publisher).map(|p| p.id.clone()) else {
             return;
         };
-        let Some(sub) = self.peers.get_mut(&sub_key) else { return };
+        let Some(sub) = self.peers.get_mut(&sub_key) else {
+            return;
+        };
         let ssrc = rand::random::<u32>();
         let kind = match track.kind {
             MediaKind::Audio => RtpCodecKind::Audio,
@@ -777,7 +860,10 @@ impl Driver {
         };
         sub.subscribed.insert(
             tkey,
-            Subscription { sender_id, ssrc, offered: false, negotiated: false },
+            Subscription {
+                offered: false,
+                negotiated: false,
+            },
         );
         sub.track_by_ssrc.insert(ssrc, tkey);
         sub.negotiation_needed = true;
@@ -794,7 +880,9 @@ impl Driver {
 
     /// Removes a published track from every subscriber and tells the room.
     fn unpublish_track(&mut self, tkey: TrackKey) {
-        let Some(track) = self.tracks.remove(&tkey) else { return };
+        let Some(track) = self.tracks.remove(&tkey) else {
+            return;
+        };
         let publisher_id = self.peers.get(&track.publisher).map(|p| p.id.clone());
         let room_members = self
             .peers
@@ -826,7 +914,9 @@ impl Driver {
 
     /// Sends the server's offer if the subscriber's tracks changed and no offer is outstanding.
     fn maybe_offer(&mut self, key: ParticipantKey) {
-        let Some(peer) = self.peers.get_mut(&key) else { return };
+        let Some(peer) = self.peers.get_mut(&key) else {
+            return;
+        };
         if !peer.negotiation_needed || peer.offer_outstanding {
             return;
         }
@@ -849,7 +939,11 @@ impl Driver {
             Some(Ok(None)) => {}
             Some(Err(err)) => {
                 warn!(participant = key, %err, "could not create an offer");
-                self.send_error(key, ErrorKind::Internal, format!("server offer failed: {err}"));
+                self.send_error(
+                    key,
+                    ErrorKind::Internal,
+                    format!("server offer failed: {err}"),
+                );
             }
             None => self.fail_peer(key, "panic in create_offer"),
         }
@@ -858,16 +952,23 @@ impl Driver {
 
     /// The server's host candidates, trickled once after the first SDP it sends.
     fn send_candidates_once(&mut self, key: ParticipantKey) {
-        let Some(peer) = self.peers.get_mut(&key) else { return };
+        let Some(peer) = self.peers.get_mut(&key) else {
+            return;
+        };
         if peer.candidates_sent {
             return;
         }
         peer.candidates_sent = true;
         let mid = peer.pc.local_description().and_then(|d| first_mid(&d.sdp));
-        let Ok(inits) = peer::host_candidate_inits(&self.host_candidates) else { return };
+        let Ok(inits) = peer::host_candidate_inits(&self.host_candidates) else {
+            return;
+        };
         for init in inits {
             let _ = peer.events.send(Event::Candidate(Candidate {
-                candidate: format!("candidate:{}", init.candidate.trim_start_matches("candidate:")),
+                candidate: format!(
+                    "candidate:{}",
+                    init.candidate.trim_start_matches("candidate:")
+                ),
                 sdp_mid: mid.clone(),
                 sdp_mline_index: Some(0),
                 username_fragment: Some(peer.ufrag.clone()),
@@ -876,7 +977,9 @@ impl Driver {
     }
 
     fn on_remote_offer(&mut self, key: ParticipantKey, sdp: String) {
-        let Some(peer) = self.peers.get_mut(&key) else { return };
+        let Some(peer) = self.peers.get_mut(&key) else {
+            return;
+        };
         if peer.offer_outstanding {
             // Perfect negotiation: the server is impolite and ignores a colliding offer; the
             // client rolls back, answers ours, and offers again.
@@ -885,10 +988,18 @@ impl Driver {
         }
         let now = Instant::now();
         let result = guarded(|| {
-            let offer = RTCSessionDescription::offer(sdp).map_err(|e| (ErrorKind::InvalidSdp, e))?;
-            peer.pc.set_remote_description(now, offer).map_err(|e| (ErrorKind::InvalidSdp, e))?;
-            let answer = peer.pc.create_answer(None).map_err(|e| (ErrorKind::InvalidSdp, e))?;
-            peer.pc.set_local_description(now, answer).map_err(|e| (ErrorKind::Internal, e))?;
+            let offer =
+                RTCSessionDescription::offer(sdp).map_err(|e| (ErrorKind::InvalidSdp, e))?;
+            peer.pc
+                .set_remote_description(now, offer)
+                .map_err(|e| (ErrorKind::InvalidSdp, e))?;
+            let answer = peer
+                .pc
+                .create_answer(None)
+                .map_err(|e| (ErrorKind::InvalidSdp, e))?;
+            peer.pc
+                .set_local_description(now, answer)
+                .map_err(|e| (ErrorKind::Internal, e))?;
             Ok(peer.pc.local_description().map(|d| d.sdp))
         });
         match result {
@@ -912,9 +1023,15 @@ impl Driver {
     }
 
     fn on_remote_answer(&mut self, key: ParticipantKey, sdp: String) {
-        let Some(peer) = self.peers.get_mut(&key) else { return };
+        let Some(peer) = self.peers.get_mut(&key) else {
+            return;
+        };
         if !peer.offer_outstanding {
-            self.send_error(key, ErrorKind::InvalidSdp, "answer without an outstanding offer".into());
+            self.send_error(
+                key,
+                ErrorKind::InvalidSdp,
+                "answer without an outstanding offer".into(),
+            );
             return;
         }
         let now = Instant::now();
@@ -938,7 +1055,11 @@ impl Driver {
                 self.maybe_offer(key);
             }
             Some(Err(err)) => {
-                self.send_error(key, ErrorKind::InvalidSdp, format!("answer rejected: {err}"));
+                self.send_error(
+                    key,
+                    ErrorKind::InvalidSdp,
+                    format!("answer rejected: {err}"),
+                );
             }
             None => self.fail_peer(key, "panic applying an answer"),
         }
@@ -946,7 +1067,9 @@ impl Driver {
     }
 
     fn on_remote_candidate(&mut self, key: ParticipantKey, c: Candidate) {
-        let Some(peer) = self.peers.get_mut(&key) else { return };
+        let Some(peer) = self.peers.get_mut(&key) else {
+            return;
+        };
         let init = RTCIceCandidateInit {
             candidate: c.candidate,
             sdp_mid: c.sdp_mid,
@@ -965,9 +1088,11 @@ impl Driver {
         }
         match guarded(|| peer.pc.add_remote_candidate(init)) {
             Some(Ok(())) => {}
-            Some(Err(err)) => {
-                self.send_error(key, ErrorKind::InvalidCandidate, format!("candidate rejected: {err}"))
-            }
+            Some(Err(err)) => self.send_error(
+                key,
+                ErrorKind::InvalidCandidate,
+                format!("candidate rejected: {err}"),
+            ),
             None => self.fail_peer(key, "panic adding a candidate"),
         }
         self.enqueue(key);
@@ -976,7 +1101,9 @@ impl Driver {
     /// Starts forwarding every negotiated subscription of a connected subscriber, asking each
     /// video publisher for a keyframe so the new leg starts with a picture.
     fn activate_forwarders(&mut self, key: ParticipantKey, now: Instant) {
-        let Some(sub) = self.peers.get_mut(&key) else { return };
+        let Some(sub) = self.peers.get_mut(&key) else {
+            return;
+        };
         if !sub.connected {
             return;
         }
@@ -985,7 +1112,9 @@ impl Driver {
             if !subscription.negotiated {
                 continue;
             }
-            let Some(track) = self.tracks.get_mut(&tkey) else { continue };
+            let Some(track) = self.tracks.get_mut(&tkey) else {
+                continue;
+            };
             let Some(fwd) = track.forwarders.iter_mut().find(|f| f.subscriber == key) else {
                 continue;
             };
@@ -1001,7 +1130,11 @@ impl Driver {
                         c.rtp_codec.mime_type.eq_ignore_ascii_case(mime)
                             && c.rtp_codec.sdp_fmtp_line == track.rtc_codec.sdp_fmtp_line
                     })
-                    .or_else(|| codecs.iter().find(|c| c.rtp_codec.mime_type.eq_ignore_ascii_case(mime)))
+                    .or_else(|| {
+                        codecs
+                            .iter()
+                            .find(|c| c.rtp_codec.mime_type.eq_ignore_ascii_case(mime))
+                    })
                     .map(|c| c.payload_type)
             });
             let Some(pt) = pt else {
@@ -1018,7 +1151,9 @@ impl Driver {
     }
 
     fn remove_peer(&mut self, key: ParticipantKey, reason: &str) {
-        let Some(peer) = self.peers.get(&key) else { return };
+        let Some(peer) = self.peers.get(&key) else {
+            return;
+        };
         let published: Vec<TrackKey> = peer.published.values().copied().collect();
         let subscribed: Vec<TrackKey> = peer.subscribed.keys().copied().collect();
         for tkey in published {
@@ -1029,12 +1164,16 @@ impl Driver {
                 track.forwarders.retain(|f| f.subscriber != key);
             }
         }
-        let Some(mut peer) = self.peers.remove(&key) else { return };
+        let Some(mut peer) = self.peers.remove(&key) else {
+            return;
+        };
         let _ = guarded(|| peer.pc.close());
         // Flush the close (DTLS close_notify) to the client.
         let _ = guarded(|| {
             while let Some(out) = peer.pc.poll_write() {
-                let _ = self.socket.try_send_to(&out.message, out.transport.peer_addr);
+                let _ = self
+                    .socket
+                    .try_send_to(&out.message, out.transport.peer_addr);
             }
         });
         self.by_ufrag.remove(&peer.ufrag);
@@ -1053,13 +1192,22 @@ impl Driver {
         }
         let members = self.rooms.get(&peer.room).cloned().unwrap_or_default();
         for member in members {
-            self.send_event(member, Event::ParticipantLeft { participant_id: peer.id.clone() });
+            self.send_event(
+                member,
+                Event::ParticipantLeft {
+                    participant_id: peer.id.clone(),
+                },
+            );
         }
-        let _ = peer.events.send(Event::Closed { reason: reason.to_owned() });
+        let _ = peer.events.send(Event::Closed {
+            reason: reason.to_owned(),
+        });
         info!(participant = %peer.id, room = %peer.room, reason, "left");
     }
 }
 
 fn first_mid(sdp: &str) -> Option<String> {
-    sdp.lines().find_map(|l| l.strip_prefix("a=mid:")).map(|m| m.trim().to_owned())
+    sdp.lines()
+        .find_map(|l| l.strip_prefix("a=mid:"))
+        .map(|m| m.trim().to_owned())
 }

@@ -15,7 +15,9 @@ pub(crate) struct TimerQueue<K: Ord + Copy> {
 
 impl<K: Ord + Copy> TimerQueue<K> {
     pub(crate) fn new() -> Self {
-        Self { heap: BinaryHeap::new() }
+        Self {
+            heap: BinaryHeap::new(),
+        }
     }
 
     pub(crate) fn schedule(&mut self, at: Instant, key: K) {

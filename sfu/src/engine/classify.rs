@@ -134,6 +134,9 @@ mod tests {
         long[2..4].copy_from_slice(&1000u16.to_be_bytes());
         assert_eq!(stun_binding_local_ufrag(&long), None);
         assert_eq!(stun_binding_local_ufrag(&binding_request(b":x")), None);
-        assert_eq!(stun_binding_local_ufrag(&binding_request(&[0xff, 0xfe])), None);
+        assert_eq!(
+            stun_binding_local_ufrag(&binding_request(&[0xff, 0xfe])),
+            None
+        );
     }
 }

@@ -42,7 +42,9 @@ impl Codec {
 /// VP8 (RFC 7741): the payload descriptor has S=1 and partition id 0, and the VP8 frame header that
 /// follows it has the inverse keyframe bit P = 0.
 pub fn vp8_is_keyframe_start(payload: &[u8]) -> bool {
-    let Some(&b0) = payload.first() else { return false };
+    let Some(&b0) = payload.first() else {
+        return false;
+    };
     let extended = b0 & 0x80 != 0;
     let start = b0 & 0x10 != 0;
     let partition = b0 & 0x07;
@@ -51,11 +53,15 @@ pub fn vp8_is_keyframe_start(payload: &[u8]) -> bool {
     }
     let mut i = 1;
     if extended {
-        let Some(&x) = payload.get(i) else { return false };
+        let Some(&x) = payload.get(i) else {
+            return false;
+        };
         i += 1;
         if x & 0x80 != 0 {
             // I: picture id, 7 or 15 bits (M flag).
-            let Some(&p) = payload.get(i) else { return false };
+            let Some(&p) = payload.get(i) else {
+                return false;
+            };
             i += if p & 0x80 != 0 { 2 } else { 1 };
         }
         if x & 0x40 != 0 {
@@ -75,14 +81,18 @@ const H264_FU_A: u8 = 28;
 
 /// H.264 (RFC 6184): an IDR slice or an SPS, alone, inside a STAP-A, or at the start of a FU-A.
 pub fn h264_is_keyframe_start(payload: &[u8]) -> bool {
-    let Some(&b0) = payload.first() else { return false };
+    let Some(&b0) = payload.first() else {
+        return false;
+    };
     let is_key = |nal_type: u8| nal_type == H264_IDR || nal_type == H264_SPS;
     match b0 & 0x1f {
         H264_STAP_A => {
             let mut i = 1;
             while i + 2 < payload.len() {
                 let size = usize::from(u16::from_be_bytes([payload[i], payload[i + 1]]));
-                let Some(&nal) = payload.get(i + 2) else { return false };
+                let Some(&nal) = payload.get(i + 2) else {
+                    return false;
+                };
                 if size == 0 {
                     return false;
                 }
@@ -117,8 +127,12 @@ mod tests {
     #[test]
     fn vp8_with_extended_fields() {
         // X=1,S=1; I=1,L=1,T=1; 15-bit picture id (2 bytes); TL0PICIDX; TID byte; then P=0.
-        assert!(vp8_is_keyframe_start(&[0x90, 0xe0, 0x81, 0x23, 0x05, 0x20, 0x10]));
-        assert!(!vp8_is_keyframe_start(&[0x90, 0xe0, 0x81, 0x23, 0x05, 0x20, 0x11]));
+        assert!(vp8_is_keyframe_start(&[
+            0x90, 0xe0, 0x81, 0x23, 0x05, 0x20, 0x10
+        ]));
+        assert!(!vp8_is_keyframe_start(&[
+            0x90, 0xe0, 0x81, 0x23, 0x05, 0x20, 0x11
+        ]));
         // 7-bit picture id only.
         assert!(vp8_is_keyframe_start(&[0x90, 0x80, 0x12, 0x00]));
     }
@@ -136,8 +150,10 @@ mod tests {
         assert!(h264_is_keyframe_start(&[0x65, 0x88])); // IDR
         assert!(h264_is_keyframe_start(&[0x67, 0x42])); // SPS
         assert!(!h264_is_keyframe_start(&[0x41, 0x9a])); // non-IDR slice
-        // STAP-A holding SPS (size 2) then PPS.
-        assert!(h264_is_keyframe_start(&[0x78, 0x00, 0x02, 0x67, 0x42, 0x00, 0x01, 0x68]));
+                                                         // STAP-A holding SPS (size 2) then PPS.
+        assert!(h264_is_keyframe_start(&[
+            0x78, 0x00, 0x02, 0x67, 0x42, 0x00, 0x01, 0x68
+        ]));
         // STAP-A with only a non-IDR slice.
         assert!(!h264_is_keyframe_start(&[0x78, 0x00, 0x02, 0x41, 0x9a]));
         // FU-A start of an IDR; FU-A continuation of an IDR.

@@ -17,7 +17,10 @@ pub struct KeyframeThrottle {
 
 impl KeyframeThrottle {
     pub fn new(min_interval: Duration) -> Self {
-        Self { min_interval, last_sent: None }
+        Self {
+            min_interval,
+            last_sent: None,
+        }
     }
 
     /// Whether a request made at `now` should go out; if so it is recorded as sent.

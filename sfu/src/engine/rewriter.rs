@@ -36,7 +36,10 @@ pub struct RtpRewriter {
 
 impl RtpRewriter {
     pub fn new(initial_out_seq: u16) -> Self {
-        Self { initial_out_seq, start_in: None }
+        Self {
+            initial_out_seq,
+            start_in: None,
+        }
     }
 
     pub fn started(&self) -> bool {
@@ -84,10 +87,16 @@ mod tests {
     #[test]
     fn waits_for_keyframe_then_counts_from_initial() {
         let mut r = RtpRewriter::new(1000);
-        assert_eq!(r.process(50, 0, false), Verdict::Drop(DropReason::WaitingForKeyframe));
+        assert_eq!(
+            r.process(50, 0, false),
+            Verdict::Drop(DropReason::WaitingForKeyframe)
+        );
         assert_eq!(fwd_seq(r.process(51, 0, true)), 1000);
         assert_eq!(fwd_seq(r.process(52, 0, false)), 1001);
-        assert_eq!(r.process(49, 0, false), Verdict::Drop(DropReason::BeforeStart));
+        assert_eq!(
+            r.process(49, 0, false),
+            Verdict::Drop(DropReason::BeforeStart)
+        );
     }
 
     #[test]
@@ -101,12 +110,21 @@ mod tests {
     #[test]
     fn output_wraps_and_timestamps_pass_through() {
         let mut r = RtpRewriter::new(65534);
-        assert_eq!(r.process(10, 90_000, true), Verdict::Forward { seq: 65534, timestamp: 90_000 });
+        assert_eq!(
+            r.process(10, 90_000, true),
+            Verdict::Forward {
+                seq: 65534,
+                timestamp: 90_000
+            }
+        );
         assert_eq!(fwd_seq(r.process(11, 0, false)), 65535);
         assert_eq!(fwd_seq(r.process(12, 0, false)), 0);
         assert_eq!(
             r.process(13, u32::MAX, false),
-            Verdict::Forward { seq: 1, timestamp: u32::MAX }
+            Verdict::Forward {
+                seq: 1,
+                timestamp: u32::MAX
+            }
         );
     }
 
@@ -140,6 +158,9 @@ mod tests {
         assert!(matches!(r.process(1, 0, true), Verdict::Forward { .. }));
         r.restart();
         assert!(!r.started());
-        assert_eq!(r.process(2, 0, false), Verdict::Drop(DropReason::WaitingForKeyframe));
+        assert_eq!(
+            r.process(2, 0, false),
+            Verdict::Drop(DropReason::WaitingForKeyframe)
+        );
     }
 }

@@ -1,0 +1,233 @@
+//! Garbage on the shared media port: random bytes, truncated STUN, DTLS, RTP and RTCP, unknown
+//! ufrags, and garbage from an address the server has pinned to a real connection after a valid
+//! connectivity check. Nothing panics, nothing is pinned that should not be, and the server keeps
+//! serving: a new participant can still join and negotiate.
+
+use std::time::Duration;
+
+use fanout_signaling::server::{self, AppState};
+use fanout_signaling::session::SessionContext;
+use futures_util::{SinkExt, StreamExt};
+use rand::{Rng, RngCore};
+use serde_json::{json, Value};
+use sfu::{Sfu, SfuConfig};
+use tokio::net::{TcpStream, UdpSocket};
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::{connect_async, MaybeTlsStream, WebSocketStream};
+
+type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
+
+const AUDIO_OFFER: &str = "v=0\r\n\
+o=- 4611731400430051336 2 IN IP4 127.0.0.1\r\n\
+s=-\r\n\
+t=0 0\r\n\
+a=group:BUNDLE 0\r\n\
+m=audio 9 UDP/TLS/RTP/SAVPF 111\r\n\
+c=IN IP4 0.0.0.0\r\n\
+a=ice-ufrag:clnt\r\n\
+a=ice-pwd:abcdefghijklmnopqrstuvwx\r\n\
+a=fingerprint:sha-256 6B:8B:F0:65:5F:78:E2:51:3B:AC:6F:F3:3F:46:1B:35:DC:B8:5F:64:1A:24:C2:43:F0:A1:58:D0:A1:2C:19:08\r\n\
+a=setup:actpass\r\n\
+a=mid:0\r\n\
+a=sendonly\r\n\
+a=msid:stream track\r\n\
+a=rtcp-mux\r\n\
+a=rtpmap:111 opus/48000/2\r\n\
+a=ssrc:1111 cname:test\r\n";
+
+async fn next_json(ws: &mut Ws) -> Value {
+    loop {
+        let msg = tokio::time::timeout(Duration::from_secs(5), ws.next())
+            .await
+            .expect("server answers")
+            .expect("socket open")
+            .expect("no websocket error");
+        if let Message::Text(t) = msg {
+            return serde_json::from_str(&t).unwrap();
+        }
+    }
+}
+
+/// Joins and offers; returns the socket and the server's ufrag and pwd from its answer.
+async fn join_and_offer(url: &str, name: &str) -> (Ws, String, String) {
+    let (mut ws, _) = connect_async(url).await.unwrap();
+    ws.send(Message::Text(
+        json!({"type":"join","v":1,"room":"garbage","name":name})
+            .to_string()
+            .into(),
+    ))
+    .await
+    .unwrap();
+    loop {
+        if next_json(&mut ws).await["type"] == "joined" {
+            break;
+        }
+    }
+    ws.send(Message::Text(
+        json!({"type":"offer","sdp":AUDIO_OFFER}).to_string().into(),
+    ))
+    .await
+    .unwrap();
+    let answer = loop {
+        let m = next_json(&mut ws).await;
+        if m["type"] == "answer" {
+            break m;
+        }
+    };
+    let sdp = answer["sdp"].as_str().unwrap();
+    let attr = |name: &str| {
+        sdp.lines()
+            .find_map(|l| l.strip_prefix(name))
+            .map(|v| v.trim().to_owned())
+            .expect("attribute in answer")
+    };
+    (ws, attr("a=ice-ufrag:"), attr("a=ice-pwd:"))
+}
+
+fn put_attr(m: &mut Vec<u8>, typ: u16, value: &[u8]) {
+    m.extend_from_slice(&typ.to_be_bytes());
+    m.extend_from_slice(&(value.len() as u16).to_be_bytes());
+    m.extend_from_slice(value);
+    while !m.len().is_multiple_of(4) {
+        m.push(0);
+    }
+}
+
+fn set_len(m: &mut [u8], body_len: usize) {
+    m[2..4].copy_from_slice(&(body_len as u16).to_be_bytes());
+}
+
+/// A STUN binding request as a controlling ICE agent sends it, with MESSAGE-INTEGRITY keyed by
+/// the server's ice-pwd and a FINGERPRINT (RFC 8489, RFC 8445).
+fn binding_request(username: &str, pwd: &str, valid_integrity: bool) -> Vec<u8> {
+    let mut m = vec![0x00, 0x01, 0, 0, 0x21, 0x12, 0xa4, 0x42];
+    let mut txid = [0u8; 12];
+    rand::rng().fill_bytes(&mut txid);
+    m.extend_from_slice(&txid);
+    put_attr(&mut m, 0x0006, username.as_bytes());
+    put_attr(&mut m, 0x0024, &0x6e7f_1effu32.to_be_bytes()); // PRIORITY
+    put_attr(&mut m, 0x802a, &42u64.to_be_bytes()); // ICE-CONTROLLING
+                                                    // No USE-CANDIDATE: rtc's controlled agent answers such a check at once (with USE-CANDIDATE it
+                                                    // first runs its own triggered check, which this fake client would have to answer).
+    let body = m.len() - 20 + 24;
+    set_len(&mut m, body);
+    let key = ring::hmac::Key::new(ring::hmac::HMAC_SHA1_FOR_LEGACY_USE_ONLY, pwd.as_bytes());
+    let mut mac = ring::hmac::sign(&key, &m).as_ref().to_vec();
+    if !valid_integrity {
+        mac[0] ^= 0xff;
+    }
+    put_attr(&mut m, 0x0008, &mac);
+    let body = m.len() - 20 + 8;
+    set_len(&mut m, body);
+    let crc = crc::Crc::<u32>::new(&crc::CRC_32_ISO_HDLC).checksum(&m) ^ 0x5354_554e;
+    put_attr(&mut m, 0x8028, &crc.to_be_bytes());
+    m
+}
+
+/// Whether a STUN message of type `typ` arrives within half a second (other datagrams, such as
+/// the server's own checks, are skipped).
+async fn stun_arrives(sock: &UdpSocket, typ: u16) -> bool {
+    let mut buf = [0u8; 1500];
+    let deadline = tokio::time::Instant::now() + Duration::from_millis(500);
+    loop {
+        match tokio::time::timeout_at(deadline, sock.recv(&mut buf)).await {
+            Ok(Ok(n)) if n >= 20 && u16::from_be_bytes([buf[0], buf[1]]) == typ => return true,
+            Ok(Ok(_)) => continue,
+            _ => return false,
+        }
+    }
+}
+
+fn garbage(rng: &mut impl Rng) -> Vec<u8> {
+    let len = rng.random_range(0..1400);
+    let mut g = vec![0u8; len];
+    rng.fill_bytes(&mut g);
+    if let Some(first) = g.first_mut() {
+        // Steer the first byte into each RFC 7983 range in turn: STUN, DTLS, RTP/RTCP, other.
+        *first = match rng.random_range(0..5) {
+            0 => rng.random_range(0..4),
+            1 => rng.random_range(20..64),
+            2 => 0x80,
+            3 => 0x80 | rng.random_range(0..64),
+            _ => *first,
+        };
+    }
+    if g.len() > 1 && g[0] & 0xc0 == 0x80 && rng.random_bool(0.5) {
+        g[1] = rng.random_range(192..224); // RTCP packet types
+    }
+    g
+}
+
+#[tokio::test]
+async fn garbage_datagrams_are_dropped_and_the_server_keeps_serving() {
+    let sfu = Sfu::start(SfuConfig::default()).unwrap();
+    let media = sfu.media_addr();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("ws://{}/ws", listener.local_addr().unwrap());
+    let app = server::app(
+        AppState {
+            session: SessionContext {
+                sfu: sfu.clone(),
+                ice_servers: vec![],
+            },
+            dev: true,
+        },
+        None,
+    );
+    tokio::spawn(server::run(listener, app, std::future::pending()));
+    let (_ws, ufrag, pwd) = join_and_offer(&url, "victim").await;
+
+    let attacker = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    attacker.connect(media).await.unwrap();
+    let mut rng = rand::rng();
+
+    // 1. Unknown source, random garbage of every kind: silently dropped.
+    for _ in 0..2000 {
+        attacker.send(&garbage(&mut rng)).await.unwrap();
+    }
+    // Unknown ufrag, and a known ufrag with a wrong password: no success response.
+    attacker
+        .send(&binding_request("nosuchufrag:clnt", &pwd, true))
+        .await
+        .unwrap();
+    attacker
+        .send(&binding_request(&format!("{ufrag}:clnt"), &pwd, false))
+        .await
+        .unwrap();
+    assert!(
+        !stun_arrives(&attacker, 0x0101).await,
+        "a bad check must not succeed"
+    );
+    // Truncations of a valid check with the right ufrag reach the connection's STUN parser.
+    let valid = binding_request(&format!("{ufrag}:clnt"), &pwd, true);
+    for len in 20..valid.len() {
+        attacker.send(&valid[..len]).await.unwrap();
+    }
+    let before = sfu.stats().await.unwrap();
+    assert!(before.datagrams_unknown_source >= 1500, "{before:?}");
+    assert_eq!(before.connection_panics, 0);
+
+    // 2. A valid check pins the attacker's address to the victim's connection...
+    attacker.send(&valid).await.unwrap();
+    assert!(
+        stun_arrives(&attacker, 0x0101).await,
+        "a valid check succeeds"
+    );
+    // ...and garbage from it now reaches the connection's DTLS/SRTP/RTCP handlers.
+    for _ in 0..3000 {
+        attacker.send(&garbage(&mut rng)).await.unwrap();
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let after = sfu.stats().await.unwrap();
+    assert_eq!(after.connection_panics, 0, "{after:?}");
+    assert!(
+        after.datagrams_in >= before.datagrams_in + 3000,
+        "{after:?}"
+    );
+
+    // 3. The server still serves: another participant joins the room and negotiates.
+    let (_ws2, ufrag2, _) = join_and_offer(&url, "bystander").await;
+    assert_ne!(ufrag2, ufrag);
+    let stats = sfu.stats().await.unwrap();
+    assert_eq!(stats.participants, 2, "{stats:?}");
+}
