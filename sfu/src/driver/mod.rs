@@ -890,15 +890,6 @@ impl Driver {
             .and_then(|p| self.rooms.get(&p.room))
             .cloned()
             .unwrap_or_default();
-        for fwd in &track.forwarders {
-            if let Some(sub) = self.peers.get_mut(&fwd.subscriber) {
-                sub.subscribed.remove(&tkey);
-                sub.track_by_ssrc.remove(&fwd.ssrc);
-                let _ = guarded(|| sub.pc.remove_track(fwd.sender_id));
-                sub.negotiation_needed = true;
-            }
-            self.maybe_offer(fwd.subscriber);
-        }
         if let Some(publisher_id) = publisher_id {
             for member in room_members.into_iter().filter(|k| *k != track.publisher) {
                 self.send_event(
@@ -909,6 +900,15 @@ impl Driver {
                     },
                 );
             }
+        }
+        for fwd in &track.forwarders {
+            if let Some(sub) = self.peers.get_mut(&fwd.subscriber) {
+                sub.subscribed.remove(&tkey);
+                sub.track_by_ssrc.remove(&fwd.ssrc);
+                let _ = guarded(|| sub.pc.remove_track(fwd.sender_id));
+                sub.negotiation_needed = true;
+            }
+            self.maybe_offer(fwd.subscriber);
         }
     }
 
