@@ -38,11 +38,13 @@ use rtc::shared::error::Error as RtcError;
 const SRTP_REPLAY_WINDOW: usize = 1024;
 /// A lost packet is asked for at most this many times, then given up on.
 const MAX_NACKS_PER_PACKET: u16 = 10;
-/// ICE consent: with no datagram for this long the connection is disconnected, then failed; a
-/// failed connection's participant is removed (the "lost network" case).
-const ICE_DISCONNECTED_TIMEOUT: Duration = Duration::from_secs(2);
-const ICE_FAILED_TIMEOUT: Duration = Duration::from_secs(4);
-const ICE_KEEPALIVE: Duration = Duration::from_secs(1);
+/// ICE timeouts are switched off in `rtc` (zero disables them) and liveness is the driver's job:
+/// rtc 0.21's controlled agent keeps the *first* nominated pair for ever and counts only STUN on
+/// that pair as a sign of life, so when Chromium later moves to another of its candidate pairs
+/// (it checks from loopback and from its LAN address) rtc declared healthy connections failed
+/// after its timeouts. The driver instead follows the client's latest accepted check (see
+/// `driver/mod.rs`, consent and active path).
+const ICE_NO_TIMEOUT: Duration = Duration::ZERO;
 
 /// Lets subscribers' keyframe requests (PLI, FIR) out of the interceptor chain to the application,
 /// which relays them to the publisher. Everything else stays with the interceptors.
@@ -197,9 +199,9 @@ pub(crate) fn new_peer_connection(
         .with_ice_credentials(ufrag.to_owned(), pwd.to_owned())
         .with_srtp_replay_protection_window(SRTP_REPLAY_WINDOW)
         .with_ice_timeouts(
-            Some(ICE_DISCONNECTED_TIMEOUT),
-            Some(ICE_FAILED_TIMEOUT),
-            Some(ICE_KEEPALIVE),
+            Some(ICE_NO_TIMEOUT),
+            Some(ICE_NO_TIMEOUT),
+            Some(ICE_NO_TIMEOUT),
         )
         .build();
     let mut pc = RTCPeerConnectionBuilder::new()

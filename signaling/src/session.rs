@@ -19,9 +19,10 @@ use crate::protocol::{
     MAX_NAME_CHARS, MAX_ROOM_CHARS, PROTOCOL_VERSION,
 };
 
-/// How often the server pings, and how long a silent socket lives.
-const PING_INTERVAL: Duration = Duration::from_secs(2);
-const SILENCE_TIMEOUT: Duration = Duration::from_secs(5);
+/// How often the server pings, and how long a silent socket lives: a client that loses its
+/// network is removed (and the room told) within about five seconds.
+const PING_INTERVAL: Duration = Duration::from_secs(1);
+const SILENCE_TIMEOUT: Duration = Duration::from_secs(4);
 
 /// What a session needs from the server.
 #[derive(Clone)]

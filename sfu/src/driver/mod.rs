@@ -71,6 +71,11 @@ const SOCKET_BUFFER_BYTES: usize = 4 << 20;
 /// Datagrams read per wake-up before timers and commands get a turn.
 const READ_BATCH: usize = 256;
 const MAX_DATAGRAM: usize = 2048;
+/// Consent freshness (RFC 7675, shortened): a connection whose client has not had a connectivity
+/// check accepted for this long is dead and its participant is removed. Chromium checks its
+/// selected pair every 2.5 s or so. A client that loses its network entirely is caught sooner by
+/// the signaling heartbeat.
+const CONSENT_TIMEOUT: Duration = Duration::from_secs(10);
 
 type TrackKey = u64;
 
@@ -153,8 +158,13 @@ struct Peer {
     ufrag: String,
     /// Source addresses pinned to this connection.
     addrs: Vec<SocketAddr>,
-    /// The deadline currently scheduled in the timer queue.
+    /// The deadline currently scheduled in the timer queue: the earlier of rtc's own timer and
+    /// the consent deadline.
     timer: Option<Instant>,
+    /// When the client last had a connectivity check accepted, and from which address. Media
+    /// and DTLS go to that address: the client's current path, which may differ from the pair
+    /// rtc selected first.
+    consent: Option<(Instant, SocketAddr)>,
     /// Whether the peer is waiting in the service queue.
     queued: bool,
     connected: bool,
@@ -362,6 +372,13 @@ impl Driver {
                 continue; // stale entry
             }
             peer.timer = None;
+            if peer
+                .consent
+                .is_some_and(|(at, _)| now >= at + CONSENT_TIMEOUT)
+            {
+                self.removals.push((key, "media consent expired".into()));
+                continue;
+            }
             match guarded(|| peer.pc.handle_timeout(now)) {
                 Some(Ok(())) => {}
                 Some(Err(err)) => debug!(participant = key, %err, "handle_timeout"),
@@ -416,6 +433,7 @@ impl Driver {
 
     /// Drains one connection: sends its datagrams, then handles its events and decrypted media.
     fn service(&mut self, key: ParticipantKey) {
+        let now = Instant::now();
         let mut events = std::mem::take(&mut self.event_buf);
         let mut reads = std::mem::take(&mut self.read_buf);
         {
@@ -425,12 +443,20 @@ impl Driver {
             peer.queued = false;
             let drained = guarded(|| {
                 while let Some(out) = peer.pc.poll_write() {
-                    let dst = out.transport.peer_addr;
-                    if is_stun_binding_success(&out.message) && !peer.addrs.contains(&dst) {
-                        // The connection accepted a connectivity check from `dst`: pin it.
-                        peer.addrs.push(dst);
-                        self.by_addr.insert(dst, key);
-                        debug!(participant = %peer.id, %dst, "source address pinned");
+                    let mut dst = out.transport.peer_addr;
+                    if is_stun_binding_success(&out.message) {
+                        // The connection accepted a check from `dst`: pin the address, and make
+                        // it the client's current path.
+                        if !peer.addrs.contains(&dst) {
+                            peer.addrs.push(dst);
+                            self.by_addr.insert(dst, key);
+                            debug!(participant = %peer.id, %dst, "source address pinned");
+                        }
+                        peer.consent = Some((now, dst));
+                    } else if classify(&out.message) != DatagramKind::Stun {
+                        if let Some((_, active)) = peer.consent {
+                            dst = active;
+                        }
                     }
                     if let Err(err) = self.socket.try_send_to(&out.message, dst) {
                         debug!(%dst, %err, "media send failed");
@@ -446,6 +472,11 @@ impl Driver {
             });
             match drained {
                 Some(deadline) => {
+                    let consent_deadline = peer.consent.map(|(at, _)| at + CONSENT_TIMEOUT);
+                    let deadline = match (deadline, consent_deadline) {
+                        (Some(a), Some(b)) => Some(a.min(b)),
+                        (a, b) => a.or(b),
+                    };
                     if deadline != peer.timer {
                         peer.timer = deadline;
                         if let Some(at) = deadline {
@@ -676,6 +707,7 @@ impl Driver {
             ufrag: ufrag.clone(),
             addrs: Vec::new(),
             timer: None,
+            consent: None,
             queued: false,
             connected: false,
             offer_outstanding: false,
