@@ -9,7 +9,10 @@ use clap::{Parser, Subcommand};
 #[command(
     name = "fanout",
     version,
-    about = "Fanout: a WebRTC Selective Forwarding Unit"
+    about = "Fanout: a WebRTC Selective Forwarding Unit",
+    after_help = "Every flag of `fanout serve` also reads a FANOUT_... environment variable.\n\
+                  Logging: set FANOUT_LOG to a tracing filter, e.g. FANOUT_LOG=debug or\n\
+                  FANOUT_LOG=info,sfu=debug (default: info, webrtc-rs internals at warn)."
 )]
 pub struct Cli {
     #[command(subcommand)]
