@@ -28,7 +28,7 @@ use rtc::peer_connection::{RTCPeerConnection, RTCPeerConnectionBuilder};
 use rtc::rtcp::payload_feedbacks::full_intra_request::FullIntraRequest;
 use rtc::rtcp::payload_feedbacks::picture_loss_indication::PictureLossIndication;
 use rtc::rtp_transceiver::rtp_sender::{
-    RTCPFeedback, RTCRtpCodec, RTCRtpCodecParameters, RtpCodecKind,
+    RTCPFeedback, RTCRtpCodec, RTCRtpCodecParameters, RTCRtpHeaderExtensionCapability, RtpCodecKind,
 };
 use rtc::sansio::Protocol;
 use rtc::shared::error::Error as RtcError;
@@ -165,9 +165,79 @@ pub(crate) fn media_engine() -> Result<MediaEngine, RtcError> {
     Ok(me)
 }
 
+/// RTP header extensions in Chromium's own numbering. rtc numbers extensions 1, 2, 3… in the order
+/// they are registered whenever it offers a kind not negotiated yet; Chromium refuses to see an id
+/// change meaning on one connection, even one it proposed in an offer the server ignored (offer
+/// collision), so the server's numbers must be Chromium's. Slot 9 (unused by Chromium's defaults)
+/// keeps rid and repaired-rid at 10 and 11.
+const HEADER_EXTENSIONS: &[(&str, bool, bool)] = &[
+    ("urn:ietf:params:rtp-hdrext:ssrc-audio-level", true, false), // 1
+    (
+        "http://www.webrtc.org/experiments/rtp-hdrext/abs-send-time",
+        true,
+        true,
+    ), // 2
+    (
+        "http://www.ietf.org/id/draft-holmer-rmcat-transport-wide-cc-extensions-01",
+        true,
+        true,
+    ), // 3
+    ("urn:ietf:params:rtp-hdrext:sdes:mid", true, true),          // 4
+    (
+        "http://www.webrtc.org/experiments/rtp-hdrext/playout-delay",
+        false,
+        true,
+    ), // 5
+    (
+        "http://www.webrtc.org/experiments/rtp-hdrext/video-content-type",
+        false,
+        true,
+    ), // 6
+    (
+        "http://www.webrtc.org/experiments/rtp-hdrext/video-timing",
+        false,
+        true,
+    ), // 7
+    (
+        "http://www.webrtc.org/experiments/rtp-hdrext/color-space",
+        false,
+        true,
+    ), // 8
+    (
+        "https://aomediacodec.github.io/av1-rtp-spec/#dependency-descriptor-rtp-header-extension",
+        false,
+        true,
+    ), // 9
+    ("urn:ietf:params:rtp-hdrext:sdes:rtp-stream-id", false, true), // 10
+    (
+        "urn:ietf:params:rtp-hdrext:sdes:repaired-rtp-stream-id",
+        false,
+        true,
+    ), // 11
+];
+
+fn register_header_extensions(me: &mut MediaEngine) -> Result<(), RtcError> {
+    for &(uri, audio, video) in HEADER_EXTENSIONS {
+        for (wanted, kind) in [(audio, RtpCodecKind::Audio), (video, RtpCodecKind::Video)] {
+            if wanted {
+                me.register_header_extension(
+                    RTCRtpHeaderExtensionCapability {
+                        uri: uri.to_owned(),
+                    },
+                    kind,
+                    None,
+                )?;
+            }
+        }
+    }
+    Ok(())
+}
+
 /// The default interceptor set of `rtc`, rebuilt by hand with the NACK generator bounded, plus the
 /// keyframe-request tap.
 fn interceptors(me: &mut MediaEngine) -> Result<Registry, RtcError> {
+    // First, so that the helpers below find these extensions already in place.
+    register_header_extensions(me)?;
     let registry = Registry::new()
         .with(Slot::NackResponder, NackResponderBuilder::new().build())
         .with(
@@ -237,4 +307,61 @@ pub(crate) fn host_candidate_inits(
             RTCIceCandidate::from(&candidate).to_json()
         })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rtc::media_stream::MediaStreamTrack;
+    use rtc::rtp_transceiver::rtp_sender::{RTCRtpCodingParameters, RTCRtpEncodingParameters};
+    use rtc::rtp_transceiver::{RTCRtpTransceiverDirection, RTCRtpTransceiverInit};
+
+    fn sendonly(pc: &mut RTCPeerConnection, kind: RtpCodecKind, mime: &str, clock: u32, ch: u16) {
+        let track = MediaStreamTrack::new(
+            "stream".into(),
+            format!("{mime}-track"),
+            "label".into(),
+            kind,
+            vec![RTCRtpEncodingParameters {
+                rtp_coding_parameters: RTCRtpCodingParameters {
+                    ssrc: Some(rand::random()),
+                    ..Default::default()
+                },
+                codec: RTCRtpCodec {
+                    mime_type: mime.into(),
+                    clock_rate: clock,
+                    channels: ch,
+                    ..Default::default()
+                },
+                ..Default::default()
+            }],
+        );
+        let init = RTCRtpTransceiverInit {
+            direction: RTCRtpTransceiverDirection::Sendonly,
+            streams: vec![],
+            send_encodings: vec![],
+        };
+        pc.add_transceiver_from_track(track, Some(init)).unwrap();
+    }
+
+    #[test]
+    fn first_server_offer_uses_chromium_extension_ids() {
+        let addr: SocketAddr = "127.0.0.1:7882".parse().unwrap();
+        let mut pc = new_peer_connection(Instant::now(), "ufragufrag", "pwdpwdpwdpwdpwdpwdpwdpwd", &[addr])
+            .unwrap();
+        sendonly(&mut pc, RtpCodecKind::Audio, MIME_TYPE_OPUS, 48000, 2);
+        sendonly(&mut pc, RtpCodecKind::Video, MIME_TYPE_VP8, 90000, 0);
+        let offer = pc.create_offer(None).unwrap();
+        let sdp = offer.sdp;
+        for (id, uri) in [
+            (3, "transport-wide-cc"),
+            (4, "sdes:mid"),
+        ] {
+            let lines: Vec<&str> = sdp.lines().filter(|l| l.contains(uri)).collect();
+            assert_eq!(lines.len(), 2, "{uri} in both sections: {sdp}");
+            assert!(lines.iter().all(|l| l.starts_with(&format!("a=extmap:{id} "))), "{lines:?}");
+        }
+        assert!(sdp.contains("a=ice-lite"));
+        assert!(sdp.contains("127.0.0.1 7882 typ host"), "{sdp}");
+    }
 }

@@ -1,0 +1,108 @@
+// Headless Debian Chromium for the end-to-end tests (never a downloaded browser), and the page-side
+// probes the tests share.
+
+import { setTimeout as sleep } from 'node:timers/promises';
+import { chromium } from 'playwright-core';
+
+/** Flags known to work headless on loopback (shared/WEBRTC-RS-NOTES.md, "Chromium for tests"). */
+export const CHROMIUM_ARGS = [
+  '--headless=new',
+  '--no-sandbox',
+  '--disable-gpu',
+  '--disable-quic',
+  '--no-first-run',
+  '--disable-background-networking',
+  '--disable-component-update',
+  '--disable-sync',
+  '--use-fake-device-for-media-stream',
+  '--use-fake-ui-for-media-stream',
+  '--autoplay-policy=no-user-gesture-required',
+  '--allow-loopback-in-peer-connection',
+  '--disable-features=WebRtcHideLocalIpsWithMdns',
+  '--disable-background-timer-throttling',
+  '--disable-renderer-backgrounding',
+  '--disable-backgrounding-occluded-windows',
+];
+
+/**
+ * Launches a browser (with its own fresh temporary profile) that closes when test `t` ends.
+ * `open(url, label)` opens a page in a new browser context, so every participant is on its own;
+ * the pages' console errors and warnings are printed if the test fails.
+ */
+export async function launchBrowser(t, extraArgs = []) {
+  const browser = await chromium.launch({
+    executablePath: '/usr/bin/chromium',
+    headless: true,
+    // Playwright would add plain `--headless`; ours says `--headless=new`.
+    ignoreDefaultArgs: ['--headless'],
+    args: [...CHROMIUM_ARGS, ...extraArgs],
+    timeout: 30_000,
+  });
+  const logs = [];
+  t.after(async () => {
+    await browser.close().catch(() => {});
+    if (t.passed !== true && logs.length > 0) console.log(`browser console:\n${logs.join('\n')}`);
+  });
+  const open = async (url, label) => {
+    const context = await browser.newContext();
+    const page = await context.newPage();
+    page.on('console', (msg) => {
+      if (msg.type() === 'error' || msg.type() === 'warning') logs.push(`[${label}] ${msg.type()}: ${msg.text()}`);
+    });
+    page.on('pageerror', (err) => logs.push(`[${label}] page error: ${err.message}`));
+    await page.goto(url, { timeout: 15_000 });
+    return page;
+  };
+  return { browser, open };
+}
+
+/** The demo page's URL for `room` and `name`, with optional extra query parameters. */
+export function roomUrl(base, room, name, extra = {}) {
+  const query = new URLSearchParams({ room, name, ...extra });
+  return `${base}/?${query}`;
+}
+
+/** The RTP stream entries of `window.fanout.pc.getStats()` of the given `type`. */
+export function rtpStats(page, type) {
+  return page.evaluate(async (type) => {
+    const pc = window.fanout?.pc;
+    if (!pc) return [];
+    const out = [];
+    (await pc.getStats()).forEach((r) => {
+      if (r.type !== type) return;
+      out.push({
+        id: r.id,
+        kind: r.kind,
+        ssrc: r.ssrc,
+        framesDecoded: r.framesDecoded ?? 0,
+        framesEncoded: r.framesEncoded ?? 0,
+        packetsReceived: r.packetsReceived ?? 0,
+        packetsSent: r.packetsSent ?? 0,
+        packetsLost: r.packetsLost ?? 0,
+        nackCount: r.nackCount ?? 0,
+        retransmittedPacketsSent: r.retransmittedPacketsSent ?? 0,
+        frameWidth: r.frameWidth ?? 0,
+        bytesReceived: r.bytesReceived ?? 0,
+        bytesSent: r.bytesSent ?? 0,
+        qualityLimitationReason: r.qualityLimitationReason,
+      });
+    });
+    return out;
+  }, type);
+}
+
+/**
+ * Polls `check()` until it returns a truthy value or `timeoutMs` passes; returns the value, or
+ * throws with `describe()`'s account of the last state.
+ */
+export async function pollUntil(check, { timeoutMs, intervalMs = 200, what, describe = () => '' }) {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    const value = await check();
+    if (value) return value;
+    if (Date.now() + intervalMs > deadline) {
+      throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}\n${await describe()}`);
+    }
+    await sleep(intervalMs);
+  }
+}

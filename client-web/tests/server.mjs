@@ -1,0 +1,114 @@
+// Starts the real `fanout` binary for one test on free loopback ports and stops it when the test
+// ends. The binary is $FANOUT_BIN, or <repo>/target/debug/fanout; it serves client-web/dist.
+
+import { spawn } from 'node:child_process';
+import dgram from 'node:dgram';
+import fs from 'node:fs';
+import net from 'node:net';
+import os from 'node:os';
+import path from 'node:path';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { fileURLToPath } from 'node:url';
+
+export const repoRoot = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
+
+/** A TCP port that was free a moment ago (the kernel's pick for port 0). */
+export function freeTcpPort() {
+  return new Promise((resolve, reject) => {
+    const server = net.createServer();
+    server.once('error', reject);
+    server.listen(0, '127.0.0.1', () => {
+      const { port } = server.address();
+      server.close(() => resolve(port));
+    });
+  });
+}
+
+/** A UDP port that was free a moment ago. */
+export function freeUdpPort() {
+  return new Promise((resolve, reject) => {
+    const socket = dgram.createSocket('udp4');
+    socket.once('error', reject);
+    socket.bind(0, '127.0.0.1', () => {
+      const { port } = socket.address();
+      socket.close(() => resolve(port));
+    });
+  });
+}
+
+/** The last `lines` lines of a file, or a note that it cannot be read. */
+export function tail(file, lines = 60) {
+  try {
+    return fs.readFileSync(file, 'utf8').trimEnd().split('\n').slice(-lines).join('\n');
+  } catch (err) {
+    return `(cannot read ${file}: ${err.message})`;
+  }
+}
+
+/**
+ * Starts `fanout serve --dev` with `extraArgs` appended and waits until /healthz answers 200.
+ * Returns `{ url, port, udpPort, logPath, stop }`; `stop` also runs when test `t` ends, and the
+ * log's path and tail are printed if the test failed (and the log is deleted if it passed).
+ */
+export async function startServer(t, extraArgs = []) {
+  const bin = process.env.FANOUT_BIN || path.join(repoRoot, 'target/debug/fanout');
+  const staticDir = path.join(repoRoot, 'client-web/dist');
+  if (!fs.existsSync(bin)) {
+    throw new Error(`no server binary at ${bin}: run \`cargo build -p fanout-signaling --bin fanout\` or set FANOUT_BIN`);
+  }
+  if (!fs.existsSync(path.join(staticDir, 'index.html'))) {
+    throw new Error(`no demo page in ${staticDir}: run \`npm run build\` in client-web first`);
+  }
+
+  const port = await freeTcpPort();
+  const udpPort = await freeUdpPort();
+  const logDir = fs.mkdtempSync(path.join(os.tmpdir(), 'fanout-e2e-'));
+  const logPath = path.join(logDir, 'server.log');
+  const args = ['serve', '--dev', '--bind', `127.0.0.1:${port}`, '--udp-port', String(udpPort), '--static-dir', staticDir, ...extraArgs];
+  fs.writeFileSync(logPath, `$ ${bin} ${args.join(' ')}\n`);
+  const logFd = fs.openSync(logPath, 'a');
+  const child = spawn(bin, args, { stdio: ['ignore', logFd, logFd], env: { ...process.env, NO_COLOR: '1' } });
+  fs.closeSync(logFd); // the child has its own copy
+
+  let exited = null; // { code, signal } once the process is gone
+  const exit = new Promise((resolve) => {
+    child.once('exit', (code, signal) => resolve((exited = { code, signal })));
+    child.once('error', (err) => resolve((exited = { code: null, signal: null, error: err })));
+  });
+  // If this test process dies abruptly, do not leave the server behind.
+  const killOnExit = () => child.kill('SIGKILL');
+  process.once('exit', killOnExit);
+
+  const stop = async () => {
+    process.removeListener('exit', killOnExit);
+    if (exited) return;
+    child.kill('SIGTERM');
+    const timer = setTimeout(() => child.kill('SIGKILL'), 5000);
+    await exit;
+    clearTimeout(timer);
+  };
+  t.after(async () => {
+    await stop();
+    if (t.passed !== true) console.log(`server log: ${logPath}\n${tail(logPath)}`);
+    else fs.rmSync(logDir, { recursive: true, force: true });
+  });
+
+  const url = `http://127.0.0.1:${port}`;
+  const deadline = Date.now() + 20_000;
+  for (;;) {
+    if (exited) {
+      throw new Error(`server exited early (${JSON.stringify(exited)}); log ${logPath}:\n${tail(logPath)}`);
+    }
+    try {
+      const res = await fetch(`${url}/healthz`, { signal: AbortSignal.timeout(1000) });
+      if (res.status === 200) break;
+    } catch {
+      // not listening yet
+    }
+    if (Date.now() > deadline) {
+      throw new Error(`server not healthy within 20 s; log ${logPath}:\n${tail(logPath)}`);
+    }
+    await sleep(100);
+  }
+  return { url, port, udpPort, logPath, stop };
+}
