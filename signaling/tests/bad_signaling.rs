@@ -3,34 +3,16 @@
 
 use std::time::Duration;
 
-use fanout_signaling::server::{self, AppState};
-use fanout_signaling::session::SessionContext;
 use futures_util::{SinkExt, StreamExt};
 use serde_json::{json, Value};
-use sfu::{Sfu, SfuConfig};
 use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::{connect_async, MaybeTlsStream, WebSocketStream};
 
-type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
+mod common;
+use common::TestServer;
 
-async fn start_server() -> String {
-    let sfu = Sfu::start(SfuConfig::default()).expect("media socket");
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let app = server::app(
-        AppState {
-            session: SessionContext {
-                sfu,
-                ice_servers: vec![],
-            },
-            dev: true,
-        },
-        None,
-    );
-    tokio::spawn(server::run(listener, app, std::future::pending()));
-    format!("ws://{addr}/ws")
-}
+type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
 
 async fn connect(url: &str) -> Ws {
     connect_async(url).await.expect("websocket connects").0
@@ -102,7 +84,8 @@ a=ssrc:1111 cname:test\r\n";
 
 #[tokio::test]
 async fn every_bad_message_gets_its_code_and_the_session_survives_where_it_should() {
-    let url = start_server().await;
+    let server = TestServer::start().await;
+    let url = server.ws_url.clone();
     let mut ws = connect(&url).await;
 
     send(&mut ws, "{not json").await;
@@ -188,7 +171,8 @@ async fn every_bad_message_gets_its_code_and_the_session_survives_where_it_shoul
 
 #[tokio::test]
 async fn unsupported_version_closes_the_socket() {
-    let url = start_server().await;
+    let server = TestServer::start().await;
+    let url = server.ws_url.clone();
     let mut ws = connect(&url).await;
     send(&mut ws, r#"{"type":"join","v":2,"room":"r","name":"n"}"#).await;
     expect_error(&mut ws, "unsupported_version").await;
@@ -197,7 +181,8 @@ async fn unsupported_version_closes_the_socket() {
 
 #[tokio::test]
 async fn others_are_told_when_a_participant_joins_and_leaves() {
-    let url = start_server().await;
+    let server = TestServer::start().await;
+    let url = server.ws_url.clone();
     let mut a = connect(&url).await;
     let mut b = connect(&url).await;
     let a_joined = join(&mut a, "presence", "alice").await;

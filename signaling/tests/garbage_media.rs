@@ -5,15 +5,15 @@
 
 use std::time::Duration;
 
-use fanout_signaling::server::{self, AppState};
-use fanout_signaling::session::SessionContext;
 use futures_util::{SinkExt, StreamExt};
 use rand::{Rng, RngCore};
 use serde_json::{json, Value};
-use sfu::{Sfu, SfuConfig};
 use tokio::net::{TcpStream, UdpSocket};
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::{connect_async, MaybeTlsStream, WebSocketStream};
+
+mod common;
+use common::TestServer;
 
 type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
 
@@ -160,21 +160,9 @@ fn garbage(rng: &mut impl Rng) -> Vec<u8> {
 
 #[tokio::test]
 async fn garbage_datagrams_are_dropped_and_the_server_keeps_serving() {
-    let sfu = Sfu::start(SfuConfig::default()).unwrap();
+    let server = TestServer::start().await;
+    let (sfu, url) = (server.sfu.clone(), server.ws_url.clone());
     let media = sfu.media_addr();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let url = format!("ws://{}/ws", listener.local_addr().unwrap());
-    let app = server::app(
-        AppState {
-            session: SessionContext {
-                sfu: sfu.clone(),
-                ice_servers: vec![],
-            },
-            dev: true,
-        },
-        None,
-    );
-    tokio::spawn(server::run(listener, app, std::future::pending()));
     let (_ws, ufrag, pwd) = join_and_offer(&url, "victim").await;
 
     let attacker = UdpSocket::bind("127.0.0.1:0").await.unwrap();

@@ -1,0 +1,660 @@
+//! Shared harness for end-to-end tests: the real server in-process on loopback, a JSON
+//! signaling client over tokio-tungstenite, and a real webrtc-rs client peer that negotiates by
+//! itself (answers the server's offers as the polite side, trickles candidates both ways).
+//!
+//! Every wait takes a timeout and fails with the context it was waiting for. Client peers bind
+//! exactly `127.0.0.1:0` (one loopback host candidate) with mDNS off; close them at the end of a
+//! test (`RtcClient::close`), since webrtc-rs leaks tasks and sockets of unclosed connections.
+
+#![allow(dead_code)]
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+use std::time::Duration;
+
+use fanout_signaling::server::{self, AppState};
+use fanout_signaling::session::SessionContext;
+use futures_util::{SinkExt, StreamExt};
+use rtc::ice::mdns::MulticastDnsMode;
+use rtc::interceptor::{Attribute, Interceptor, Packet, Slot, StreamInfo, TaggedPacket};
+use rtc::rtcp::payload_feedbacks::full_intra_request::FullIntraRequest;
+use rtc::rtcp::payload_feedbacks::picture_loss_indication::PictureLossIndication;
+use rtc::rtp_transceiver::rtp_sender::{RTCRtpCodec, RTCRtpCodecParameters, RtpCodecKind};
+use rtc::sansio::Protocol;
+use serde_json::{json, Value};
+use sfu::{Sfu, SfuConfig};
+use tokio::net::TcpStream;
+use tokio::sync::{mpsc, oneshot, watch};
+use tokio::time::Instant;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::{connect_async, MaybeTlsStream, WebSocketStream};
+use webrtc::media_stream::track_remote::TrackRemote;
+use webrtc::peer_connection::{
+    register_default_interceptors, MediaEngine, PeerConnection, PeerConnectionBuilder,
+    PeerConnectionEventHandler, RTCIceCandidateInit, RTCPeerConnectionIceEvent,
+    RTCPeerConnectionState, RTCSessionDescription, Registry, SettingEngineBuilder,
+};
+
+pub const OPUS_PT: u8 = 111;
+pub const VP8_PT: u8 = 96;
+
+/// Logs of the server (tracing) and of webrtc-rs (log, bridged) in the test's captured output.
+/// `RUST_LOG` overrides the default filter.
+pub fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| {
+        tracing_subscriber::EnvFilter::new("info,rtc=warn,rtc_ice=warn,rtc_dtls=warn,webrtc=warn")
+    });
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_test_writer()
+        .try_init();
+}
+
+// ── The server ───────────────────────────────────────────────────────────────────────────────
+
+/// The real Fanout server (engine + axum front end, `--dev`) on loopback ports chosen by the OS.
+pub struct TestServer {
+    pub sfu: Sfu,
+    pub ws_url: String,
+    shutdown: Option<oneshot::Sender<()>>,
+}
+
+impl TestServer {
+    pub async fn start() -> TestServer {
+        let sfu = Sfu::start(SfuConfig {
+            media_bind: "127.0.0.1:0".parse().unwrap(),
+            announce_ips: vec![],
+            inject_loss: 0.0,
+        })
+        .expect("media socket binds");
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("http listener binds");
+        let addr = listener.local_addr().unwrap();
+        let app = server::app(
+            AppState {
+                session: SessionContext {
+                    sfu: sfu.clone(),
+                    ice_servers: vec![],
+                },
+                dev: true,
+            },
+            None,
+        );
+        let (tx, rx) = oneshot::channel::<()>();
+        tokio::spawn(async move {
+            let _ = server::run(listener, app, async {
+                let _ = rx.await;
+            })
+            .await;
+        });
+        TestServer {
+            sfu,
+            ws_url: format!("ws://{addr}/ws"),
+            shutdown: Some(tx),
+        }
+    }
+
+    pub fn ws_url(&self) -> &str {
+        &self.ws_url
+    }
+}
+
+impl Drop for TestServer {
+    fn drop(&mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+    }
+}
+
+// ── Signaling ────────────────────────────────────────────────────────────────────────────────
+
+type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
+
+/// One signaling WebSocket speaking the protocol's JSON (`docs/protocol.md`).
+pub struct SignalingClient {
+    ws: Ws,
+    /// Messages read while looking for another type, handed out first by `recv`.
+    backlog: VecDeque<Value>,
+}
+
+impl SignalingClient {
+    pub async fn connect(url: &str) -> SignalingClient {
+        let (ws, _) = tokio::time::timeout(Duration::from_secs(5), connect_async(url))
+            .await
+            .expect("websocket connect timed out")
+            .expect("websocket connects");
+        SignalingClient {
+            ws,
+            backlog: VecDeque::new(),
+        }
+    }
+
+    pub async fn send(&mut self, msg: Value) {
+        assert!(self.try_send(msg).await, "websocket send failed");
+    }
+
+    /// Sends; `false` if the socket is gone (after `leave`, the server closes it).
+    pub async fn try_send(&mut self, msg: Value) -> bool {
+        self.ws
+            .send(Message::Text(msg.to_string().into()))
+            .await
+            .is_ok()
+    }
+
+    /// The next JSON message; `None` when the socket closed or errored.
+    pub async fn next(&mut self) -> Option<Value> {
+        if let Some(v) = self.backlog.pop_front() {
+            return Some(v);
+        }
+        loop {
+            match self.ws.next().await? {
+                Ok(Message::Text(t)) => {
+                    return Some(serde_json::from_str(&t).expect("server sends JSON"));
+                }
+                Ok(Message::Close(_)) | Err(_) => return None,
+                Ok(_) => {} // ping/pong (tungstenite answers pings itself) or binary
+            }
+        }
+    }
+
+    /// The next JSON message within `timeout`.
+    pub async fn recv(&mut self, timeout: Duration) -> Value {
+        tokio::time::timeout(timeout, self.next())
+            .await
+            .unwrap_or_else(|_| panic!("no server message within {timeout:?}"))
+            .expect("socket closed while waiting for a message")
+    }
+
+    /// The next message of type `ty` within `timeout`; messages of other types read meanwhile
+    /// stay queued for `recv`/`next`.
+    pub async fn recv_type(&mut self, ty: &str, timeout: Duration) -> Value {
+        let deadline = Instant::now() + timeout;
+        if let Some(i) = self.backlog.iter().position(|m| m["type"] == ty) {
+            return self.backlog.remove(i).unwrap();
+        }
+        let mut skipped = Vec::new();
+        let found = loop {
+            let next = tokio::time::timeout_at(deadline, async {
+                loop {
+                    match self.ws.next().await {
+                        Some(Ok(Message::Text(t))) => {
+                            return Some(serde_json::from_str::<Value>(&t).expect("JSON"))
+                        }
+                        Some(Ok(Message::Close(_))) | Some(Err(_)) | None => return None,
+                        Some(Ok(_)) => {}
+                    }
+                }
+            })
+            .await;
+            match next {
+                Ok(Some(m)) if m["type"] == ty => break m,
+                Ok(Some(m)) => skipped.push(m),
+                Ok(None) => panic!("socket closed while waiting for {ty:?}; got {skipped:?}"),
+                Err(_) => panic!("no {ty:?} within {timeout:?}; got {skipped:?}"),
+            }
+        };
+        self.backlog.extend(skipped);
+        found
+    }
+
+    /// Sends `join` and returns the `joined` answer.
+    pub async fn join(&mut self, room: &str, name: &str) -> Value {
+        self.send(json!({"type": "join", "v": 1, "room": room, "name": name}))
+            .await;
+        self.recv_type("joined", Duration::from_secs(5)).await
+    }
+}
+
+// ── A webrtc-rs client peer ──────────────────────────────────────────────────────────────────
+
+/// Lets inbound keyframe requests (PLI, FIR) reach the application (`TrackLocal::poll`);
+/// inbound RTCP otherwise stops at the end of the interceptor chain (webrtc-rs notes, media
+/// trap 2). Everything else passes unchanged.
+#[derive(Default)]
+struct DeliverKeyframeRequests {
+    reads: VecDeque<TaggedPacket>,
+    writes: VecDeque<TaggedPacket>,
+}
+
+impl Protocol<TaggedPacket, TaggedPacket, ()> for DeliverKeyframeRequests {
+    type Rout = TaggedPacket;
+    type Wout = TaggedPacket;
+    type Eout = ();
+    type Error = rtc::shared::error::Error;
+    type Time = std::time::Instant;
+
+    fn handle_read(&mut self, mut msg: TaggedPacket) -> Result<(), Self::Error> {
+        if let Packet::Rtcp(packets) = &msg.message.packet {
+            if packets.iter().any(|p| {
+                p.as_any().is::<PictureLossIndication>() || p.as_any().is::<FullIntraRequest>()
+            }) {
+                msg.message.add(Attribute::DeliverToApplication);
+            }
+        }
+        self.reads.push_back(msg);
+        Ok(())
+    }
+
+    fn poll_read(&mut self) -> Option<Self::Rout> {
+        self.reads.pop_front()
+    }
+
+    fn handle_write(&mut self, msg: TaggedPacket) -> Result<(), Self::Error> {
+        self.writes.push_back(msg);
+        Ok(())
+    }
+
+    fn poll_write(&mut self) -> Option<Self::Wout> {
+        self.writes.pop_front()
+    }
+}
+
+impl Interceptor for DeliverKeyframeRequests {
+    fn bind_local_stream(&mut self, _info: &StreamInfo) {}
+    fn unbind_local_stream(&mut self, _info: &StreamInfo) {}
+    fn bind_remote_stream(&mut self, _info: &StreamInfo) {}
+    fn unbind_remote_stream(&mut self, _info: &StreamInfo) {}
+}
+
+/// Opus (pt 111) and VP8 (pt 96), as a browser offers them.
+pub fn media_engine() -> MediaEngine {
+    let mut me = MediaEngine::default();
+    me.register_codec(
+        RTCRtpCodecParameters {
+            rtp_codec: RTCRtpCodec {
+                mime_type: "audio/opus".to_owned(),
+                clock_rate: 48000,
+                channels: 2,
+                sdp_fmtp_line: "minptime=10;useinbandfec=1".to_owned(),
+                rtcp_feedback: vec![],
+            },
+            payload_type: OPUS_PT,
+        },
+        RtpCodecKind::Audio,
+    )
+    .expect("register opus");
+    me.register_codec(
+        RTCRtpCodecParameters {
+            rtp_codec: RTCRtpCodec {
+                mime_type: "video/VP8".to_owned(),
+                clock_rate: 90000,
+                channels: 0,
+                sdp_fmtp_line: String::new(),
+                rtcp_feedback: vec![],
+            },
+            payload_type: VP8_PT,
+        },
+        RtpCodecKind::Video,
+    )
+    .expect("register vp8");
+    me
+}
+
+struct Handler {
+    candidates: mpsc::UnboundedSender<RTCIceCandidateInit>,
+    tracks: mpsc::UnboundedSender<Arc<dyn TrackRemote>>,
+    state: watch::Sender<RTCPeerConnectionState>,
+}
+
+#[async_trait::async_trait]
+impl PeerConnectionEventHandler for Handler {
+    async fn on_ice_candidate(&self, event: RTCPeerConnectionIceEvent) {
+        match event.candidate.to_json() {
+            Ok(init) => {
+                let _ = self.candidates.send(init);
+            }
+            Err(err) => eprintln!("client: cannot serialize a local candidate: {err}"),
+        }
+    }
+
+    async fn on_connection_state_change(&self, state: RTCPeerConnectionState) {
+        let _ = self.state.send(state);
+    }
+
+    // Called on the connection's driver task: hand the track over, never block here.
+    async fn on_track(&self, track: Arc<dyn TrackRemote>) {
+        let _ = self.tracks.send(track);
+    }
+}
+
+enum Command {
+    /// Create and send an offer; reply once the server's answer is applied.
+    Publish(oneshot::Sender<()>),
+    Send(Value),
+}
+
+/// A real webrtc-rs peer with its signaling socket. A background task answers the server's
+/// offers (rolling back a colliding offer of its own, as the polite side, and offering again
+/// afterwards), applies answers, and trickles candidates both ways. Every other server message
+/// (`participant_joined`, `track_published`, `error`, ...) is queued for the test.
+pub struct RtcClient {
+    pub name: String,
+    pub participant_id: String,
+    pub joined: Value,
+    pub pc: Arc<dyn PeerConnection>,
+    commands: mpsc::UnboundedSender<Command>,
+    messages: mpsc::UnboundedReceiver<Value>,
+    backlog: VecDeque<Value>,
+    pub tracks: mpsc::UnboundedReceiver<Arc<dyn TrackRemote>>,
+    state: watch::Receiver<RTCPeerConnectionState>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl RtcClient {
+    /// Builds the peer (127.0.0.1:0 only, mDNS off, Opus + VP8, default interceptors plus the
+    /// keyframe-request tap), connects the socket and joins `room`.
+    pub async fn join(url: &str, room: &str, name: &str) -> RtcClient {
+        let mut me = media_engine();
+        let registry = register_default_interceptors(Registry::new(), &mut me)
+            .expect("default interceptors")
+            .with(Slot::from(14_000), DeliverKeyframeRequests::default());
+        let (cand_tx, cand_rx) = mpsc::unbounded_channel();
+        let (track_tx, track_rx) = mpsc::unbounded_channel();
+        let (state_tx, state_rx) = watch::channel(RTCPeerConnectionState::New);
+        let pc = PeerConnectionBuilder::new()
+            .with_media_engine(me)
+            .with_interceptor_registry(registry)
+            .with_setting_engine(
+                SettingEngineBuilder::new()
+                    .with_multicast_dns_mode(MulticastDnsMode::Disabled)
+                    .build(),
+            )
+            .with_handler(Arc::new(Handler {
+                candidates: cand_tx,
+                tracks: track_tx,
+                state: state_tx,
+            }))
+            .with_udp_addrs(vec!["127.0.0.1:0"])
+            .build()
+            .await
+            .expect("client peer connection builds");
+        let pc: Arc<dyn PeerConnection> = Arc::new(pc);
+
+        let mut sig = SignalingClient::connect(url).await;
+        let joined = sig.join(room, name).await;
+        let participant_id = joined["participant_id"]
+            .as_str()
+            .expect("joined has participant_id")
+            .to_owned();
+
+        let (cmd_tx, cmd_rx) = mpsc::unbounded_channel();
+        let (msg_tx, msg_rx) = mpsc::unbounded_channel();
+        let task = tokio::spawn(negotiate(
+            name.to_owned(),
+            pc.clone(),
+            sig,
+            cmd_rx,
+            cand_rx,
+            msg_tx,
+        ));
+        RtcClient {
+            name: name.to_owned(),
+            participant_id,
+            joined,
+            pc,
+            commands: cmd_tx,
+            messages: msg_rx,
+            backlog: VecDeque::new(),
+            tracks: track_rx,
+            state: state_rx,
+            task,
+        }
+    }
+
+    /// Offers the peer's current tracks and waits until the server's answer is applied.
+    pub async fn publish(&self, timeout: Duration) {
+        let (tx, rx) = oneshot::channel();
+        self.commands
+            .send(Command::Publish(tx))
+            .expect("negotiation task alive");
+        tokio::time::timeout(timeout, rx)
+            .await
+            .unwrap_or_else(|_| panic!("{}: no answer to its offer within {timeout:?}", self.name))
+            .expect("negotiation task alive");
+    }
+
+    pub fn send(&self, msg: Value) {
+        let _ = self.commands.send(Command::Send(msg));
+    }
+
+    pub fn leave(&self) {
+        self.send(json!({"type": "leave"}));
+    }
+
+    /// Waits for the peer connection to reach `Connected`.
+    pub async fn wait_connected(&mut self, timeout: Duration) {
+        let reached = tokio::time::timeout(
+            timeout,
+            self.state
+                .wait_for(|s| *s == RTCPeerConnectionState::Connected),
+        )
+        .await
+        .map(|r| r.is_ok());
+        assert!(
+            matches!(reached, Ok(true)),
+            "{}: not connected within {timeout:?} (state {})",
+            self.name,
+            *self.state.borrow()
+        );
+    }
+
+    pub fn connection_state(&self) -> RTCPeerConnectionState {
+        *self.state.borrow()
+    }
+
+    /// The next non-negotiation server message of type `ty`; others read meanwhile stay queued.
+    pub async fn recv_type(&mut self, ty: &str, timeout: Duration) -> Value {
+        if let Some(i) = self.backlog.iter().position(|m| m["type"] == ty) {
+            return self.backlog.remove(i).unwrap();
+        }
+        let deadline = Instant::now() + timeout;
+        let mut skipped = Vec::new();
+        let found = loop {
+            match tokio::time::timeout_at(deadline, self.messages.recv()).await {
+                Ok(Some(m)) if m["type"] == ty => break m,
+                Ok(Some(m)) => skipped.push(m),
+                Ok(None) => panic!(
+                    "{}: signaling ended while waiting for {ty:?}; got {skipped:?}",
+                    self.name
+                ),
+                Err(_) => panic!(
+                    "{}: no {ty:?} within {timeout:?}; got {skipped:?}",
+                    self.name
+                ),
+            }
+        };
+        self.backlog.extend(skipped);
+        found
+    }
+
+    /// The next non-negotiation server message, queued ones first; `None` if none arrives
+    /// within `timeout` or signaling ended.
+    pub async fn recv_any(&mut self, timeout: Duration) -> Option<Value> {
+        if let Some(m) = self.backlog.pop_front() {
+            return Some(m);
+        }
+        tokio::time::timeout(timeout, self.messages.recv())
+            .await
+            .ok()
+            .flatten()
+    }
+
+    /// Takes the receiver of remote tracks (`on_track`), e.g. to hand it to a recorder task.
+    pub fn take_tracks(&mut self) -> mpsc::UnboundedReceiver<Arc<dyn TrackRemote>> {
+        std::mem::replace(&mut self.tracks, mpsc::unbounded_channel().1)
+    }
+
+    /// Every non-negotiation message received so far, without waiting.
+    pub fn drain_messages(&mut self) -> Vec<Value> {
+        let mut out: Vec<Value> = self.backlog.drain(..).collect();
+        while let Ok(m) = self.messages.try_recv() {
+            out.push(m);
+        }
+        out
+    }
+
+    /// Closes the peer connection and stops the signaling task.
+    pub async fn close(self) {
+        // Stop negotiating first: a server offer racing the close would fail against a closed
+        // connection.
+        self.task.abort();
+        let _ = self.task.await;
+        let _ = tokio::time::timeout(Duration::from_secs(5), self.pc.close()).await;
+    }
+}
+
+async fn negotiate(
+    name: String,
+    pc: Arc<dyn PeerConnection>,
+    mut sig: SignalingClient,
+    mut commands: mpsc::UnboundedReceiver<Command>,
+    mut candidates: mpsc::UnboundedReceiver<RTCIceCandidateInit>,
+    messages: mpsc::UnboundedSender<Value>,
+) {
+    // Our offer awaiting the server's answer, and who to tell when it comes.
+    let mut have_local_offer = false;
+    let mut publish_waiters: Vec<oneshot::Sender<()>> = Vec::new();
+    // An offer of ours was rolled back in a collision: offer again once stable.
+    let mut reoffer = false;
+    loop {
+        tokio::select! {
+            msg = sig.next() => {
+                let Some(msg) = msg else {
+                    let _ = messages.send(json!({"type": "_socket_closed"}));
+                    return;
+                };
+                match msg["type"].as_str().unwrap_or("") {
+                    "offer" => {
+                        let sdp = msg["sdp"].as_str().unwrap_or_default().to_owned();
+                        let answered =
+                            answer_offer(&pc, &mut sig, sdp, &mut have_local_offer, &mut reoffer);
+                        if let Err(err) = answered.await {
+                            let error = format!("cannot answer the server's offer: {err}");
+                            report(&name, &messages, error);
+                        }
+                    }
+                    "answer" => {
+                        let sdp = msg["sdp"].as_str().unwrap_or_default().to_owned();
+                        let applied = match RTCSessionDescription::answer(sdp) {
+                            Ok(answer) => pc.set_remote_description(answer).await,
+                            Err(err) => Err(err),
+                        };
+                        match applied {
+                            Ok(()) => {
+                                have_local_offer = false;
+                                for w in publish_waiters.drain(..) {
+                                    let _ = w.send(());
+                                }
+                            }
+                            Err(err) => {
+                                let error = format!("cannot apply the server's answer: {err}");
+                                report(&name, &messages, error);
+                            }
+                        }
+                    }
+                    "candidate" => {
+                        let c = &msg["candidate"];
+                        let init = RTCIceCandidateInit {
+                            candidate: c["candidate"].as_str().unwrap_or("").to_owned(),
+                            sdp_mid: c["sdpMid"].as_str().map(str::to_owned),
+                            sdp_mline_index: c["sdpMLineIndex"].as_u64().map(|v| v as u16),
+                            username_fragment: c["usernameFragment"].as_str().map(str::to_owned),
+                            ..Default::default()
+                        };
+                        if let Err(err) = pc.add_ice_candidate(init).await {
+                            eprintln!("{name}: server candidate rejected: {err}");
+                        }
+                    }
+                    _ => {
+                        if msg["type"] == "error" {
+                            eprintln!("{name}: server error: {msg}");
+                        }
+                        let _ = messages.send(msg);
+                    }
+                }
+            }
+            cmd = commands.recv() => match cmd {
+                Some(Command::Publish(done)) => {
+                    publish_waiters.push(done);
+                    if !have_local_offer {
+                        match send_offer(&pc, &mut sig).await {
+                            Ok(()) => have_local_offer = true,
+                            Err(err) => report(&name, &messages, format!("cannot offer: {err}")),
+                        }
+                    }
+                }
+                Some(Command::Send(v)) => {
+                    sig.try_send(v).await;
+                }
+                None => return,
+            },
+            Some(c) = candidates.recv() => {
+                let mut cand = json!({"candidate": c.candidate, "sdpMLineIndex": c.sdp_mline_index.unwrap_or(0)});
+                if let Some(mid) = c.sdp_mid.filter(|m| !m.is_empty()) {
+                    cand["sdpMid"] = json!(mid);
+                }
+                if let Some(ufrag) = c.username_fragment {
+                    cand["usernameFragment"] = json!(ufrag);
+                }
+                sig.try_send(json!({"type": "candidate", "candidate": cand})).await;
+            }
+        }
+    }
+}
+
+/// Answers a server offer; as the polite side, first rolls back an offer of ours that collided
+/// with it (the server ignored ours) and offers again afterwards.
+async fn answer_offer(
+    pc: &Arc<dyn PeerConnection>,
+    sig: &mut SignalingClient,
+    sdp: String,
+    have_local_offer: &mut bool,
+    reoffer: &mut bool,
+) -> webrtc::error::Result<()> {
+    if *have_local_offer {
+        pc.set_local_description(RTCSessionDescription::rollback(None)?)
+            .await?;
+        *have_local_offer = false;
+        *reoffer = true;
+    }
+    pc.set_remote_description(RTCSessionDescription::offer(sdp)?)
+        .await?;
+    let answer = pc.create_answer(None).await?;
+    pc.set_local_description(answer).await?;
+    let sdp = pc
+        .local_description()
+        .await
+        .map(|d| d.sdp)
+        .unwrap_or_default();
+    sig.try_send(json!({"type": "answer", "sdp": sdp})).await;
+    if *reoffer {
+        *reoffer = false;
+        send_offer(pc, sig).await?;
+        *have_local_offer = true;
+    }
+    Ok(())
+}
+
+async fn send_offer(
+    pc: &Arc<dyn PeerConnection>,
+    sig: &mut SignalingClient,
+) -> webrtc::error::Result<()> {
+    let offer = pc.create_offer(None).await?;
+    pc.set_local_description(offer).await?;
+    let sdp = pc
+        .local_description()
+        .await
+        .map(|d| d.sdp)
+        .unwrap_or_default();
+    sig.try_send(json!({"type": "offer", "sdp": sdp})).await;
+    Ok(())
+}
+
+/// A negotiation failure on the client side: logged, and queued for the test as a
+/// `_client_error` message so a waiting test fails with it in view.
+fn report(name: &str, messages: &mpsc::UnboundedSender<Value>, error: String) {
+    eprintln!("{name}: {error}");
+    let _ = messages.send(json!({"type": "_client_error", "error": error}));
+}
