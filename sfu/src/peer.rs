@@ -347,19 +347,26 @@ mod tests {
     #[test]
     fn first_server_offer_uses_chromium_extension_ids() {
         let addr: SocketAddr = "127.0.0.1:7882".parse().unwrap();
-        let mut pc = new_peer_connection(Instant::now(), "ufragufrag", "pwdpwdpwdpwdpwdpwdpwdpwd", &[addr])
-            .unwrap();
+        let mut pc = new_peer_connection(
+            Instant::now(),
+            "ufragufrag",
+            "pwdpwdpwdpwdpwdpwdpwdpwd",
+            &[addr],
+        )
+        .unwrap();
         sendonly(&mut pc, RtpCodecKind::Audio, MIME_TYPE_OPUS, 48000, 2);
         sendonly(&mut pc, RtpCodecKind::Video, MIME_TYPE_VP8, 90000, 0);
         let offer = pc.create_offer(None).unwrap();
         let sdp = offer.sdp;
-        for (id, uri) in [
-            (3, "transport-wide-cc"),
-            (4, "sdes:mid"),
-        ] {
+        for (id, uri) in [(3, "transport-wide-cc"), (4, "sdes:mid")] {
             let lines: Vec<&str> = sdp.lines().filter(|l| l.contains(uri)).collect();
             assert_eq!(lines.len(), 2, "{uri} in both sections: {sdp}");
-            assert!(lines.iter().all(|l| l.starts_with(&format!("a=extmap:{id} "))), "{lines:?}");
+            assert!(
+                lines
+                    .iter()
+                    .all(|l| l.starts_with(&format!("a=extmap:{id} "))),
+                "{lines:?}"
+            );
         }
         assert!(sdp.contains("a=ice-lite"));
         assert!(sdp.contains("127.0.0.1 7882 typ host"), "{sdp}");

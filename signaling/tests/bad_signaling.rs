@@ -219,3 +219,22 @@ async fn others_are_told_when_a_participant_joins_and_leaves() {
     assert_eq!(left["type"], "participant_left", "{left}");
     assert_eq!(left["participant_id"], c_id.as_str());
 }
+
+#[tokio::test]
+async fn a_client_that_goes_silent_is_removed_within_five_seconds() {
+    let server = TestServer::start().await;
+    let url = server.ws_url.clone();
+    let mut a = connect(&url).await;
+    let mut b = connect(&url).await;
+    join(&mut a, "silence", "alice").await;
+    let b_joined = join(&mut b, "silence", "bob").await;
+    let b_id = b_joined["participant_id"].as_str().unwrap().to_owned();
+    assert_eq!(next_json(&mut a).await.unwrap()["type"], "participant_joined");
+    // Bob's network goes away: his socket stays open but he never reads again, so the server's
+    // pings go unanswered (tungstenite answers pings only while reading).
+    // `next_json` waits 5 s at most: that is the requirement.
+    let left = next_json(&mut a).await.expect("participant_left");
+    assert_eq!(left["type"], "participant_left", "{left}");
+    assert_eq!(left["participant_id"], b_id.as_str());
+    drop(b);
+}
