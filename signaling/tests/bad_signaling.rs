@@ -10,7 +10,7 @@ use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::{connect_async, MaybeTlsStream, WebSocketStream};
 
 mod common;
-use common::TestServer;
+use common::{TestServer, AUDIO_OFFER};
 
 type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
 
@@ -59,28 +59,6 @@ async fn join(ws: &mut Ws, room: &str, name: &str) -> Value {
     assert_eq!(joined["type"], "joined", "{joined}");
     joined
 }
-
-/// A minimal but valid audio-only offer, as a browser would send it.
-const AUDIO_OFFER: &str = "v=0\r\n\
-o=- 4611731400430051336 2 IN IP4 127.0.0.1\r\n\
-s=-\r\n\
-t=0 0\r\n\
-a=group:BUNDLE 0\r\n\
-a=msid-semantic: WMS stream\r\n\
-m=audio 9 UDP/TLS/RTP/SAVPF 111\r\n\
-c=IN IP4 0.0.0.0\r\n\
-a=rtcp:9 IN IP4 0.0.0.0\r\n\
-a=ice-ufrag:abcd\r\n\
-a=ice-pwd:abcdefghijklmnopqrstuvwx\r\n\
-a=fingerprint:sha-256 6B:8B:F0:65:5F:78:E2:51:3B:AC:6F:F3:3F:46:1B:35:DC:B8:5F:64:1A:24:C2:43:F0:A1:58:D0:A1:2C:19:08\r\n\
-a=setup:actpass\r\n\
-a=mid:0\r\n\
-a=sendonly\r\n\
-a=msid:stream track\r\n\
-a=rtcp-mux\r\n\
-a=rtpmap:111 opus/48000/2\r\n\
-a=fmtp:111 minptime=10;useinbandfec=1\r\n\
-a=ssrc:1111 cname:test\r\n";
 
 #[tokio::test]
 async fn every_bad_message_gets_its_code_and_the_session_survives_where_it_should() {
@@ -229,7 +207,10 @@ async fn a_client_that_goes_silent_is_removed_within_five_seconds() {
     join(&mut a, "silence", "alice").await;
     let b_joined = join(&mut b, "silence", "bob").await;
     let b_id = b_joined["participant_id"].as_str().unwrap().to_owned();
-    assert_eq!(next_json(&mut a).await.unwrap()["type"], "participant_joined");
+    assert_eq!(
+        next_json(&mut a).await.unwrap()["type"],
+        "participant_joined"
+    );
     // Bob's network goes away: his socket stays open but he never reads again, so the server's
     // pings go unanswered (tungstenite answers pings only while reading).
     // `next_json` waits 5 s at most: that is the requirement.
