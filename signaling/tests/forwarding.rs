@@ -1,7 +1,7 @@
 //! End-to-end forwarding through the real server on loopback: two publishers, one subscriber,
 //! all real webrtc-rs peers.
 //!
-//! Each publisher sends synthetic VP8 (valid payload descriptors; a keyframe every second and on
+//! P1 sends synthetic VP8 and P2 synthetic H.264; each publisher sends (valid payload descriptors; a keyframe every second and on
 //! every PLI) and Opus-typed RTP whose payloads carry a marker (publisher, kind, counter). The
 //! subscriber must get all four tracks, mapped to their publishers through the msid stream id,
 //! with enough packets, every payload byte-identical to one its publisher sent, and gap-free
@@ -103,6 +103,35 @@ fn vp8_payload(publisher: u8, counter: u32, keyframe: bool, part: usize) -> Vec<
     p
 }
 
+/// An H.264 RTP payload (RFC 6184, single NAL units): a keyframe is an SPS (packet 0) followed
+/// by IDR slices; an interframe is one non-IDR slice.
+fn h264_payload(publisher: u8, counter: u32, keyframe: bool, part: usize) -> Vec<u8> {
+    let mut p = match (part, keyframe) {
+        (0, true) => vec![0x67, 0x42, 0xe0, 0x1f], // SPS, constrained baseline 3.1
+        (_, true) => vec![0x65, 0x88],             // IDR slice
+        _ => vec![0x41, 0x9a],                     // non-IDR slice
+    };
+    p.extend(marked_body(publisher, Kind::Video, counter, 120));
+    p
+}
+
+/// P1 publishes VP8 and P2 H.264, so both video codecs cross the server.
+fn video_payload(publisher: u8, counter: u32, keyframe: bool, part: usize) -> Vec<u8> {
+    if publisher == 2 {
+        h264_payload(publisher, counter, keyframe, part)
+    } else {
+        vp8_payload(publisher, counter, keyframe, part)
+    }
+}
+
+fn is_keyframe_start(publisher: u8, payload: &[u8]) -> bool {
+    if publisher == 2 {
+        payload.first() == Some(&0x67)
+    } else {
+        payload.len() > 1 && payload[0] & 0x10 != 0 && payload[1] & 1 == 0
+    }
+}
+
 fn opus_payload(publisher: u8, counter: u32) -> Vec<u8> {
     // TOC byte of a 20 ms SILK frame, then the marker.
     let mut p = vec![0x78];
@@ -110,8 +139,9 @@ fn opus_payload(publisher: u8, counter: u32) -> Vec<u8> {
     p
 }
 
-fn codec(kind: Kind) -> RTCRtpCodec {
+fn codec(index: u8, kind: Kind) -> RTCRtpCodec {
     match kind {
+        Kind::Video if index == 2 => common::h264_codec(),
         Kind::Audio => RTCRtpCodec {
             mime_type: "audio/opus".to_owned(),
             clock_rate: 48000,
@@ -158,7 +188,7 @@ async fn add_local_track(client: &RtcClient, index: u8, kind: Kind) -> LocalTrac
                 ssrc: Some(ssrc),
                 ..Default::default()
             },
-            codec: codec(kind),
+            codec: codec(index, kind),
             ..Default::default()
         }],
     )));
@@ -241,7 +271,7 @@ async fn stream_video(
         }
         let parts = if keyframe { KEYFRAME_PACKETS } else { 1 };
         for part in 0..parts {
-            let payload = vp8_payload(index, counter, keyframe, part);
+            let payload = video_payload(index, counter, keyframe, part);
             sent.lock()
                 .unwrap()
                 .insert((index, Kind::Video, counter), payload.clone());
@@ -626,9 +656,7 @@ async fn scenario() {
         // Video starts at a keyframe: the first payload is a keyframe start.
         if t.kind == Kind::Video {
             assert!(
-                first.payload.len() > 1
-                    && first.payload[0] & 0x10 != 0
-                    && first.payload[1] & 1 == 0,
+                is_keyframe_start(index, &first.payload),
                 "P{index} video did not start at a keyframe: {:02x?}",
                 &first.payload[..first.payload.len().min(12)]
             );

@@ -865,7 +865,10 @@ impl Driver {
                     ssrc: Some(ssrc),
                     ..Default::default()
                 },
-                codec: track.rtc_codec.clone(),
+                // No codec here: a codec on the encoding becomes the m-line's only codec, and
+                // rtc then restricts the whole connection to what that m-line negotiated, so a
+                // later track in another codec (VP8 next to H.264) could not be added. The
+                // forwarder picks the payload type by MIME type after negotiation.
                 ..Default::default()
             }],
         );

@@ -258,7 +258,7 @@ impl Interceptor for DeliverKeyframeRequests {
     fn unbind_remote_stream(&mut self, _info: &StreamInfo) {}
 }
 
-/// Opus (pt 111) and VP8 (pt 96), as a browser offers them.
+/// Opus (pt 111), VP8 (pt 96) and H.264 constrained baseline (pt 102), as a browser offers them.
 pub fn media_engine() -> MediaEngine {
     let mut me = MediaEngine::default();
     me.register_codec(
@@ -289,7 +289,29 @@ pub fn media_engine() -> MediaEngine {
         RtpCodecKind::Video,
     )
     .expect("register vp8");
+    me.register_codec(
+        RTCRtpCodecParameters {
+            rtp_codec: h264_codec(),
+            payload_type: H264_PT,
+        },
+        RtpCodecKind::Video,
+    )
+    .expect("register h264");
     me
+}
+
+pub const H264_PT: u8 = 102;
+
+/// H.264 as browsers offer it: constrained baseline, packetization mode 1.
+pub fn h264_codec() -> RTCRtpCodec {
+    RTCRtpCodec {
+        mime_type: "video/H264".to_owned(),
+        clock_rate: 90000,
+        channels: 0,
+        sdp_fmtp_line: "level-asymmetry-allowed=1;packetization-mode=1;profile-level-id=42e01f"
+            .to_owned(),
+        rtcp_feedback: vec![],
+    }
 }
 
 struct Handler {
