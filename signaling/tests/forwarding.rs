@@ -1,8 +1,8 @@
 //! End-to-end forwarding through the real server on loopback: two publishers, one subscriber,
 //! all real webrtc-rs peers.
 //!
-//! P1 sends synthetic VP8 and P2 synthetic H.264; each publisher sends (valid payload descriptors; a keyframe every second and on
-//! every PLI) and Opus-typed RTP whose payloads carry a marker (publisher, kind, counter). The
+//! P1 sends synthetic VP8 and P2 synthetic H.264 (valid payload headers; a keyframe every second
+//! and on every PLI), both send Opus-typed RTP, whose payloads carry a marker (publisher, kind, counter). The
 //! subscriber must get all four tracks, mapped to their publishers through the msid stream id,
 //! with enough packets, every payload byte-identical to one its publisher sent, and gap-free
 //! sequence numbers. Then one publisher leaves and the subscriber is told.
