@@ -9,6 +9,8 @@ use std::net::{IpAddr, SocketAddr};
 
 use tokio::sync::{mpsc, oneshot};
 
+pub use crate::engine::layers::{Quality, Reason};
+
 /// How the engine is set up.
 #[derive(Debug, Clone)]
 pub struct SfuConfig {
@@ -46,10 +48,62 @@ impl MediaKind {
     }
 }
 
+/// What a published track carries, as its publisher described it (`track_source`); screen
+/// shares get bandwidth first.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TrackSource {
+    Camera,
+    Microphone,
+    Screen,
+}
+
+impl TrackSource {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TrackSource::Camera => "camera",
+            TrackSource::Microphone => "microphone",
+            TrackSource::Screen => "screen",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<TrackSource> {
+        match s {
+            "camera" => Some(TrackSource::Camera),
+            "microphone" => Some(TrackSource::Microphone),
+            "screen" => Some(TrackSource::Screen),
+            _ => None,
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TrackInfo {
     pub id: String,
     pub kind: MediaKind,
+    pub source: TrackSource,
+}
+
+/// A subscriber's view settings for one remote video track. `None` fields keep their value.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct TrackSettings {
+    pub track_id: String,
+    pub visible: Option<bool>,
+    /// Displayed size in device pixels.
+    pub size: Option<(u32, u32)>,
+    pub max_quality: Option<Quality>,
+}
+
+/// Which layer a subscriber receives for one track, and why (sent whenever it changes).
+#[derive(Debug, Clone, PartialEq)]
+pub struct LayerReport {
+    pub track_id: String,
+    pub current: Option<Quality>,
+    pub target: Option<Quality>,
+    pub reason: Reason,
+    /// Size and measured bitrate of the current layer, when known.
+    pub width: Option<u32>,
+    pub height: Option<u32>,
+    pub bitrate: Option<u64>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -80,6 +134,8 @@ pub struct Candidate {
 pub enum ErrorKind {
     InvalidSdp,
     InvalidCandidate,
+    /// A message named a track that does not exist (or is not subscribed).
+    UnknownTrack,
     Internal,
 }
 
@@ -103,6 +159,15 @@ pub enum Event {
     /// The answer to the client's offer.
     Answer(String),
     Candidate(Candidate),
+    /// To a subscriber: the layer it receives for a track changed (or why).
+    TrackLayer(LayerReport),
+    /// To a publisher: which simulcast encodings (by rid) of the track at `mid` anyone receives;
+    /// the others should be paused.
+    PublisherLayers {
+        mid: String,
+        track_id: String,
+        active: Vec<String>,
+    },
     Error {
         kind: ErrorKind,
         message: String,
@@ -145,6 +210,18 @@ pub(crate) enum Command {
     Leave {
         key: ParticipantKey,
     },
+    TrackSettings {
+        key: ParticipantKey,
+        settings: TrackSettings,
+    },
+    TrackSource {
+        key: ParticipantKey,
+        mid: String,
+        source: TrackSource,
+    },
+    Debug {
+        reply: oneshot::Sender<crate::debug::Snapshot>,
+    },
     Stats {
         reply: oneshot::Sender<DriverStats>,
     },
@@ -162,6 +239,12 @@ pub struct DriverStats {
     pub rtp_forwarded: u64,
     pub forward_errors: u64,
     pub keyframe_requests: u64,
+    /// Forwarders that started a new epoch on a different layer than their last one.
+    pub layer_switches: u64,
+    /// Simulcast layers paused at their publisher now (dynacast).
+    pub layers_paused: u64,
+    /// Dynacast updates sent to publishers.
+    pub dynacast_updates: u64,
     pub handle_read_errors: u64,
     pub connection_panics: u64,
 }
@@ -215,6 +298,15 @@ impl Sfu {
         Ok((participant, info, events_rx))
     }
 
+    /// Every room, participant, track, layer and forwarding decision, for the debug endpoint.
+    pub async fn debug(&self) -> Result<crate::debug::Snapshot, SfuError> {
+        let (reply, rx) = oneshot::channel();
+        self.commands
+            .send(Command::Debug { reply })
+            .map_err(|_| SfuError::Stopped)?;
+        rx.await.map_err(|_| SfuError::Stopped)
+    }
+
     pub async fn stats(&self) -> Result<DriverStats, SfuError> {
         let (reply, rx) = oneshot::channel();
         self.commands
@@ -242,6 +334,23 @@ impl Participant {
 
     pub fn answer(&self, sdp: String) {
         let _ = self.commands.send(Command::Answer { key: self.key, sdp });
+    }
+
+    /// How this participant shows one of its remote video tracks.
+    pub fn track_settings(&self, settings: TrackSettings) {
+        let _ = self.commands.send(Command::TrackSettings {
+            key: self.key,
+            settings,
+        });
+    }
+
+    /// What this participant publishes on the transceiver `mid`.
+    pub fn track_source(&self, mid: String, source: TrackSource) {
+        let _ = self.commands.send(Command::TrackSource {
+            key: self.key,
+            mid,
+            source,
+        });
     }
 
     pub fn candidate(&self, candidate: Candidate) {

@@ -14,11 +14,13 @@
 //! Start reading at `driver/mod.rs`, `Driver::on_rtp`.
 
 pub mod api;
+pub mod debug;
 mod driver;
 pub mod engine;
 mod peer;
 
 pub use api::{
-    Candidate, DriverStats, ErrorKind, Event, JoinInfo, MediaKind, Participant, ParticipantInfo,
-    Sfu, SfuConfig, SfuError, TrackInfo,
+    Candidate, DriverStats, ErrorKind, Event, JoinInfo, LayerReport, MediaKind, Participant,
+    ParticipantInfo, Quality, Reason, Sfu, SfuConfig, SfuError, TrackInfo, TrackSettings,
+    TrackSource,
 };

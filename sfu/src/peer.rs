@@ -7,14 +7,17 @@
 
 use std::collections::VecDeque;
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use rtc::interceptor::{
-    Attribute, Interceptor, NackGeneratorBuilder, NackResponderBuilder, Packet, Registry, Slot,
-    StreamInfo, TaggedPacket,
+    Attribute, BandwidthEstimator, CongestionControlBuilder, EstimatorStats, Gcc, Interceptor,
+    NackGeneratorBuilder, NackResponderBuilder, Packet, PacketReport, Registry, Slot, StreamInfo,
+    TaggedPacket,
 };
 use rtc::peer_connection::configuration::interceptor_registry::{
-    configure_rtcp_reports, configure_simulcast_extension_headers, configure_twcc_receiver_only,
+    configure_rtcp_reports, configure_simulcast_extension_headers, configure_twcc,
 };
 use rtc::peer_connection::configuration::media_engine::{
     MediaEngine, MIME_TYPE_H264, MIME_TYPE_OPUS, MIME_TYPE_VP8,
@@ -27,6 +30,7 @@ use rtc::peer_connection::transport::{
 use rtc::peer_connection::{RTCPeerConnection, RTCPeerConnectionBuilder};
 use rtc::rtcp::payload_feedbacks::full_intra_request::FullIntraRequest;
 use rtc::rtcp::payload_feedbacks::picture_loss_indication::PictureLossIndication;
+use rtc::rtcp::payload_feedbacks::receiver_estimated_maximum_bitrate::ReceiverEstimatedMaximumBitrate;
 use rtc::rtp_transceiver::rtp_sender::{
     RTCPFeedback, RTCRtpCodec, RTCRtpCodecParameters, RTCRtpHeaderExtensionCapability, RtpCodecKind,
 };
@@ -45,9 +49,65 @@ const MAX_NACKS_PER_PACKET: u16 = 10;
 /// after its timeouts. The driver instead follows the client's latest accepted check (see
 /// `driver/mod.rs`, consent and active path).
 const ICE_NO_TIMEOUT: Duration = Duration::ZERO;
+/// Where the downlink estimate of a new connection starts: optimistic, so a subscriber on a good
+/// link gets the layer its screen asks for at once; a poor link shows congestion within a second
+/// and the estimate falls to what it delivers.
+const BWE_INITIAL_BPS: f64 = 3_000_000.0;
+const BWE_MIN_BPS: f64 = 100_000.0;
+const BWE_MAX_BPS: f64 = 50_000_000.0;
+
+/// The downlink estimate of one connection, written by its congestion controller inside the
+/// interceptor chain and read by the driver's layer allocator.
+#[derive(Debug, Default)]
+pub(crate) struct Bandwidth {
+    bps: AtomicU64,
+    updates: AtomicU64,
+}
+
+impl Bandwidth {
+    /// The latest estimate in bits per second, once transport-wide feedback produced one.
+    pub(crate) fn estimate(&self) -> Option<f64> {
+        (self.updates.load(Ordering::Relaxed) > 0).then(|| self.bps.load(Ordering::Relaxed) as f64)
+    }
+}
+
+/// rtc's Google Congestion Control, publishing every new estimate to a [`Bandwidth`].
+struct ReportingGcc {
+    gcc: Gcc,
+    out: Arc<Bandwidth>,
+}
+
+impl BandwidthEstimator for ReportingGcc {
+    fn on_reports(&mut self, now: Instant, reports: &[PacketReport]) {
+        self.gcc.on_reports(now, reports);
+        if !reports.is_empty() {
+            self.out
+                .bps
+                .store(self.gcc.target_bitrate() as u64, Ordering::Relaxed);
+            self.out.updates.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    fn target_bitrate(&self) -> f64 {
+        self.gcc.target_bitrate()
+    }
+
+    fn handle_timeout(&mut self, now: Instant) {
+        self.gcc.handle_timeout(now)
+    }
+
+    fn poll_timeout(&self) -> Option<Instant> {
+        self.gcc.poll_timeout()
+    }
+
+    fn stats(&self) -> EstimatorStats {
+        self.gcc.stats()
+    }
+}
 
 /// Lets subscribers' keyframe requests (PLI, FIR) out of the interceptor chain to the application,
-/// which relays them to the publisher. Everything else stays with the interceptors.
+/// which relays them to the publisher, and REMB (the downlink estimate of receivers that do not
+/// send transport-wide feedback). Everything else stays with the interceptors.
 #[derive(Default)]
 struct DeliverKeyframeRequests {
     reads: VecDeque<TaggedPacket>,
@@ -66,6 +126,9 @@ impl Protocol<TaggedPacket, TaggedPacket, ()> for DeliverKeyframeRequests {
             let wanted = packets.iter().any(|p| {
                 p.as_any().downcast_ref::<PictureLossIndication>().is_some()
                     || p.as_any().downcast_ref::<FullIntraRequest>().is_some()
+                    || p.as_any()
+                        .downcast_ref::<ReceiverEstimatedMaximumBitrate>()
+                        .is_some()
             });
             if wanted {
                 msg.message.add(Attribute::DeliverToApplication);
@@ -234,8 +297,9 @@ fn register_header_extensions(me: &mut MediaEngine) -> Result<(), RtcError> {
 }
 
 /// The default interceptor set of `rtc`, rebuilt by hand with the NACK generator bounded, plus the
-/// keyframe-request tap.
-fn interceptors(me: &mut MediaEngine) -> Result<Registry, RtcError> {
+/// keyframe-request tap and, for the downlink, transport-wide sequence numbers on everything sent
+/// and a congestion controller (GCC) fed by the client's feedback.
+fn interceptors(me: &mut MediaEngine, bandwidth: Arc<Bandwidth>) -> Result<Registry, RtcError> {
     // First, so that the helpers below find these extensions already in place.
     register_header_extensions(me)?;
     let registry = Registry::new()
@@ -249,7 +313,14 @@ fn interceptors(me: &mut MediaEngine) -> Result<Registry, RtcError> {
         // Application-ward of the default chain, as rtc's rtcp-processing example places its tap.
         .with(Slot::from(14_000), DeliverKeyframeRequests::default());
     configure_simulcast_extension_headers(me)?;
-    let registry = configure_twcc_receiver_only(registry, me)?;
+    let registry = configure_twcc(registry, me)?.with(
+        Slot::CongestionControl,
+        CongestionControlBuilder::new(ReportingGcc {
+            gcc: Gcc::new(BWE_INITIAL_BPS, BWE_MIN_BPS, BWE_MAX_BPS),
+            out: bandwidth,
+        })
+        .build(),
+    );
     Ok(configure_rtcp_reports(registry))
 }
 
@@ -260,9 +331,10 @@ pub(crate) fn new_peer_connection(
     ufrag: &str,
     pwd: &str,
     host_candidates: &[SocketAddr],
+    bandwidth: Arc<Bandwidth>,
 ) -> Result<RTCPeerConnection, RtcError> {
     let mut me = media_engine()?;
-    let registry = interceptors(&mut me)?;
+    let registry = interceptors(&mut me, bandwidth)?;
     let se = SettingEngineBuilder::new()
         .with_lite(true)
         .with_answering_dtls_role(RTCDtlsRole::Server)
@@ -352,6 +424,7 @@ mod tests {
             "ufragufrag",
             "pwdpwdpwdpwdpwdpwdpwdpwd",
             &[addr],
+            Arc::default(),
         )
         .unwrap();
         sendonly(&mut pc, RtpCodecKind::Audio, MIME_TYPE_OPUS, 48000, 2);

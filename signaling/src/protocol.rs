@@ -46,15 +46,60 @@ pub enum ClientMessage {
         candidate: Option<IceCandidate>,
     },
     Leave {},
+    /// How the client shows one remote video track: displayed size in device pixels,
+    /// visibility, and an optional quality cap. Absent fields keep their earlier value.
+    TrackSettings {
+        track_id: String,
+        #[serde(default)]
+        visible: Option<bool>,
+        #[serde(default)]
+        width: Option<u32>,
+        #[serde(default)]
+        height: Option<u32>,
+        #[serde(default)]
+        max_quality: Option<QualityName>,
+    },
+    /// What the client publishes on the transceiver `mid`.
+    TrackSource {
+        mid: String,
+        source: SourceName,
+    },
 }
 
 /// The `type` values a client may send, to tell an unknown type from a malformed message.
-pub const CLIENT_TYPES: &[&str] = &["join", "offer", "answer", "candidate", "leave"];
+pub const CLIENT_TYPES: &[&str] = &[
+    "join",
+    "offer",
+    "answer",
+    "candidate",
+    "leave",
+    "track_settings",
+    "track_source",
+];
+
+/// A simulcast layer's quality on the wire.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum QualityName {
+    Low,
+    Medium,
+    High,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SourceName {
+    Camera,
+    Microphone,
+    Screen,
+}
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Track {
     pub id: String,
     pub kind: String,
+    /// camera, microphone or screen.
+    pub source: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -106,6 +151,25 @@ pub enum ServerMessage {
     Candidate {
         candidate: IceCandidate,
     },
+    /// The layer this subscriber receives for a video track, the one it switches to, and why.
+    TrackLayer {
+        track_id: String,
+        current: Option<QualityName>,
+        target: Option<QualityName>,
+        reason: String,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        width: Option<u32>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        height: Option<u32>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        bitrate: Option<u64>,
+    },
+    /// To a publisher: the simulcast encodings (rids) of transceiver `mid` anyone receives.
+    PublisherLayers {
+        mid: String,
+        track_id: String,
+        active: Vec<String>,
+    },
     Error {
         code: ErrorCode,
         message: String,
@@ -124,6 +188,7 @@ pub enum ErrorCode {
     AlreadyJoined,
     InvalidSdp,
     InvalidCandidate,
+    UnknownTrack,
     MessageTooLarge,
     InternalError,
 }
@@ -226,6 +291,33 @@ mod tests {
             parse_client_message(r#"{"type":"leave"}"#),
             Ok(ClientMessage::Leave {})
         ));
+        assert!(matches!(
+            parse_client_message(r#"{"type":"track_settings","track_id":"TR_a","visible":false}"#),
+            Ok(ClientMessage::TrackSettings {
+                visible: Some(false),
+                width: None,
+                max_quality: None,
+                ..
+            })
+        ));
+        assert!(matches!(
+            parse_client_message(
+                r#"{"type":"track_settings","track_id":"TR_a","width":640,"height":360,"max_quality":"medium"}"#
+            ),
+            Ok(ClientMessage::TrackSettings {
+                width: Some(640),
+                height: Some(360),
+                max_quality: Some(QualityName::Medium),
+                ..
+            })
+        ));
+        assert!(matches!(
+            parse_client_message(r#"{"type":"track_source","mid":"1","source":"screen"}"#),
+            Ok(ClientMessage::TrackSource {
+                source: SourceName::Screen,
+                ..
+            })
+        ));
     }
 
     #[test]
@@ -241,6 +333,18 @@ mod tests {
         );
         assert_eq!(
             code(r#"{"type":"offer","sdp":5}"#),
+            ErrorCode::InvalidMessage
+        );
+        assert_eq!(
+            code(r#"{"type":"track_settings","track_id":"TR_a","max_quality":"ultra"}"#),
+            ErrorCode::InvalidMessage
+        );
+        assert_eq!(
+            code(r#"{"type":"track_settings","track_id":"TR_a","width":-1}"#),
+            ErrorCode::InvalidMessage
+        );
+        assert_eq!(
+            code(r#"{"type":"track_source","mid":"1","source":"hologram"}"#),
             ErrorCode::InvalidMessage
         );
         let big = format!(

@@ -23,9 +23,13 @@ pub struct AppState {
 
 /// The router. `static_dir` holds the built demo page (`client-web/dist`).
 pub fn app(state: AppState, static_dir: Option<PathBuf>) -> Router {
-    let router = Router::new()
+    let mut router = Router::new()
         .route("/ws", get(ws_handler))
         .route("/healthz", get(|| async { "ok" }));
+    if state.dev {
+        // Participant names and room layouts: dev only until the admin API (with tokens) exists.
+        router = router.route("/debug/rooms", get(debug_rooms));
+    }
     let router = match static_dir {
         Some(dir) if dir.join("index.html").is_file() => {
             let index = dir.join("index.html");
@@ -42,6 +46,18 @@ async fn not_built() -> Html<&'static str> {
          <code>scripts/run</code> (or <code>cd client-web &amp;&amp; npm ci &amp;&amp; npm run build</code>) \
          and pass <code>--static-dir client-web/dist</code>.</p>",
     )
+}
+
+/// Every room, participant, track, layer and forwarding decision (with its reason), as JSON.
+async fn debug_rooms(State(state): State<AppState>) -> Response {
+    match state.session.sfu.debug().await {
+        Ok(snapshot) => axum::Json(snapshot).into_response(),
+        Err(err) => (
+            axum::http::StatusCode::SERVICE_UNAVAILABLE,
+            format!("media engine unavailable: {err}"),
+        )
+            .into_response(),
+    }
 }
 
 async fn ws_handler(State(state): State<AppState>, upgrade: WebSocketUpgrade) -> Response {

@@ -15,8 +15,8 @@ use tokio::time::Instant;
 use tracing::{debug, info, Instrument};
 
 use crate::protocol::{
-    parse_client_message, ClientMessage, ErrorCode, IceCandidate, IceServer, ServerMessage,
-    MAX_NAME_CHARS, MAX_ROOM_CHARS, PROTOCOL_VERSION,
+    parse_client_message, ClientMessage, ErrorCode, IceCandidate, IceServer, QualityName,
+    ServerMessage, SourceName, MAX_NAME_CHARS, MAX_ROOM_CHARS, PROTOCOL_VERSION,
 };
 
 /// How often the server pings, and how long a silent socket lives: a client that loses its
@@ -257,6 +257,45 @@ async fn handle_frame<S: Sink<Message> + Unpin>(
             Flow::Continue
         }
         (ClientMessage::Leave {}, Some(_)) => Flow::Close(1000, "left"),
+        (
+            ClientMessage::TrackSettings {
+                track_id,
+                visible,
+                width,
+                height,
+                max_quality,
+            },
+            Some(j),
+        ) => {
+            let size = match (width, height) {
+                (Some(w), Some(h)) => Some((w, h)),
+                (None, None) => None,
+                _ => {
+                    return send_error(
+                        sink,
+                        ErrorCode::InvalidMessage,
+                        "width and height go together".into(),
+                    )
+                    .await
+                }
+            };
+            j.participant.track_settings(sfu::TrackSettings {
+                track_id,
+                visible,
+                size,
+                max_quality: max_quality.map(from_wire_quality),
+            });
+            Flow::Continue
+        }
+        (ClientMessage::TrackSource { mid, source }, Some(j)) => {
+            let source = match source {
+                SourceName::Camera => sfu::TrackSource::Camera,
+                SourceName::Microphone => sfu::TrackSource::Microphone,
+                SourceName::Screen => sfu::TrackSource::Screen,
+            };
+            j.participant.track_source(mid, source);
+            Flow::Continue
+        }
     }
 }
 
@@ -272,6 +311,23 @@ fn to_wire_track(t: sfu::TrackInfo) -> crate::protocol::Track {
     crate::protocol::Track {
         id: t.id,
         kind: t.kind.as_str().to_owned(),
+        source: t.source.as_str().to_owned(),
+    }
+}
+
+fn from_wire_quality(q: QualityName) -> sfu::Quality {
+    match q {
+        QualityName::Low => sfu::Quality::Low,
+        QualityName::Medium => sfu::Quality::Medium,
+        QualityName::High => sfu::Quality::High,
+    }
+}
+
+fn to_wire_quality(q: sfu::Quality) -> QualityName {
+    match q {
+        sfu::Quality::Low => QualityName::Low,
+        sfu::Quality::Medium => QualityName::Medium,
+        sfu::Quality::High => QualityName::High,
     }
 }
 
@@ -307,10 +363,29 @@ async fn forward_event<S: Sink<Message> + Unpin>(sink: &mut S, event: Event) -> 
                 username_fragment: c.username_fragment,
             },
         },
+        Event::TrackLayer(r) => ServerMessage::TrackLayer {
+            track_id: r.track_id,
+            current: r.current.map(to_wire_quality),
+            target: r.target.map(to_wire_quality),
+            reason: r.reason.as_str().to_owned(),
+            width: r.width,
+            height: r.height,
+            bitrate: r.bitrate,
+        },
+        Event::PublisherLayers {
+            mid,
+            track_id,
+            active,
+        } => ServerMessage::PublisherLayers {
+            mid,
+            track_id,
+            active,
+        },
         Event::Error { kind, message } => {
             let code = match kind {
                 sfu::ErrorKind::InvalidSdp => ErrorCode::InvalidSdp,
                 sfu::ErrorKind::InvalidCandidate => ErrorCode::InvalidCandidate,
+                sfu::ErrorKind::UnknownTrack => ErrorCode::UnknownTrack,
                 sfu::ErrorKind::Internal => ErrorCode::InternalError,
             };
             return send_error(sink, code, message).await;

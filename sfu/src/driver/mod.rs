@@ -19,12 +19,14 @@
 //! The driver also keeps the rooms it serves. With one driver that is every room; several drivers
 //! (one per core) will split rooms' subscribers across them with per-driver fan-out queues.
 
+mod select;
 mod timers;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::rc::Rc;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
@@ -38,12 +40,14 @@ use rtc::peer_connection::transport::RTCIceCandidateInit;
 use rtc::peer_connection::RTCPeerConnection;
 use rtc::rtcp::payload_feedbacks::full_intra_request::FullIntraRequest;
 use rtc::rtcp::payload_feedbacks::picture_loss_indication::PictureLossIndication;
+use rtc::rtcp::payload_feedbacks::receiver_estimated_maximum_bitrate::ReceiverEstimatedMaximumBitrate;
 use rtc::rtp;
 use rtc::rtp_transceiver::rtp_sender::{
     RTCRtpCodec, RTCRtpCodingParameters, RTCRtpEncodingParameters, RtpCodecKind,
 };
 use rtc::rtp_transceiver::{
-    RTCRtpReceiverId, RTCRtpSenderId, RTCRtpTransceiverDirection, RTCRtpTransceiverInit,
+    RTCRtpReceiverId, RTCRtpSenderId, RTCRtpTransceiverDirection, RTCRtpTransceiverId,
+    RTCRtpTransceiverInit,
 };
 use rtc::sansio::Protocol;
 use rtc::shared::{TaggedBytesMut, TransportContext, TransportProtocol};
@@ -52,17 +56,20 @@ use tokio::sync::mpsc;
 use tracing::{debug, info, warn};
 
 use crate::api::{
-    Candidate, Command, DriverStats, ErrorKind, Event, JoinInfo, MediaKind, ParticipantInfo,
-    ParticipantKey, SfuConfig, SfuError, TrackInfo,
+    Candidate, Command, DriverStats, ErrorKind, Event, JoinInfo, LayerReport, MediaKind,
+    ParticipantInfo, ParticipantKey, SfuConfig, SfuError, TrackInfo, TrackSettings, TrackSource,
 };
 use crate::engine::classify::{
     classify, is_stun_binding_success, stun_binding_local_ufrag, DatagramKind,
 };
 use crate::engine::codec::Codec;
 use crate::engine::keyframe::KeyframeThrottle;
-use crate::engine::rewriter::{DropReason, RtpRewriter, Verdict};
+use crate::engine::layers::{CongestionHold, LayerState, Quality, Reason, Wants};
+use crate::engine::rewriter::{DropReason, PacketIn, RtpRewriter, Verdict};
 use crate::engine::seq::SeqUnwrapper;
-use crate::peer;
+use crate::engine::vp8;
+use crate::peer::{self, Bandwidth};
+use select::{layer_order, report_layer};
 use timers::TimerQueue;
 
 /// Receive and send buffers of the shared socket: every connection's burst lands in the one
@@ -76,6 +83,16 @@ const MAX_DATAGRAM: usize = 2048;
 /// selected pair every 2.5 s or so. A client that loses its network entirely is caught sooner by
 /// the signaling heartbeat.
 const CONSENT_TIMEOUT: Duration = Duration::from_secs(10);
+/// How often layer choices, bitrates and dynacast are re-evaluated.
+const TICK: Duration = Duration::from_millis(250);
+/// A layer with no packet for this long is not being sent.
+const LAYER_IDLE: Duration = Duration::from_millis(1000);
+/// A layer nobody needs is paused at the publisher after this long (so brief dips do not flap).
+const DYNACAST_PAUSE_AFTER: Duration = Duration::from_secs(2);
+/// A REMB older than this no longer counts as an estimate.
+const REMB_MAX_AGE: Duration = Duration::from_secs(5);
+/// The budget when a subscriber gives no feedback at all (neither TWCC nor REMB).
+const NO_ESTIMATE_BPS: f64 = 1e9;
 
 type TrackKey = u64;
 
@@ -181,6 +198,15 @@ struct Peer {
     subscribed: HashMap<TrackKey, Subscription>,
     /// This connection's sender SSRCs → the track each carries (to route PLI/FIR upstream).
     track_by_ssrc: HashMap<u32, TrackKey>,
+    /// What the client said it publishes on each mid (`track_source`).
+    sources: HashMap<String, TrackSource>,
+    /// The downlink estimate from transport-wide feedback (written inside rtc).
+    bandwidth: Arc<Bandwidth>,
+    /// The latest REMB from this client, for clients without transport-wide feedback.
+    remb: Option<(Instant, f64)>,
+    hold: CongestionHold,
+    /// The video budget used at the last allocation.
+    budget: Option<f64>,
 }
 
 struct Subscription {
@@ -190,19 +216,80 @@ struct Subscription {
     negotiated: bool,
 }
 
-/// A published track: one incoming stream and its subscribers' forwarders.
+/// A published track: its incoming streams (one per simulcast layer) and its subscribers'
+/// forwarders.
 struct Track {
     id: String,
     kind: MediaKind,
+    source: TrackSource,
     publisher: ParticipantKey,
     receiver_id: RTCRtpReceiverId,
+    /// The publisher's transceiver, for dynacast messages.
+    mid: Option<String>,
     codec: Codec,
     rtc_codec: RTCRtpCodec,
-    /// The SSRC forwarded (the first one seen; further simulcast layers are not forwarded yet).
-    media_ssrc: u32,
+    /// In arrival order; a layer's index here is its id in every forwarder's rewriter.
+    layers: Vec<Layer>,
+    /// Layer ids ordered low to high.
+    order: Vec<u8>,
+    published_at: Instant,
+    /// The rids last asked of the publisher (dynacast); `None` before the first request.
+    requested: Option<Vec<String>>,
+    forwarders: Vec<Forwarder>,
+}
+
+/// One simulcast layer (or the only stream) of a published track.
+struct Layer {
+    /// Empty for a track without simulcast.
+    rid: String,
+    ssrc: u32,
     unwrapper: SeqUnwrapper,
     keyframes: KeyframeThrottle,
-    forwarders: Vec<Forwarder>,
+    last_packet: Option<Instant>,
+    /// Bytes received since the last tick, and the smoothed rate.
+    bytes: u64,
+    bitrate: f64,
+    width: u32,
+    height: u32,
+    /// Since when no subscriber needs it (dynacast).
+    unneeded_since: Option<Instant>,
+}
+
+impl Layer {
+    fn new(rid: String, ssrc: u32) -> Self {
+        Self {
+            rid,
+            ssrc,
+            unwrapper: SeqUnwrapper::new(),
+            keyframes: KeyframeThrottle::default(),
+            last_packet: None,
+            bytes: 0,
+            bitrate: 0.0,
+            width: 0,
+            height: 0,
+            unneeded_since: None,
+        }
+    }
+
+    fn active(&self, now: Instant) -> bool {
+        self.last_packet
+            .is_some_and(|t| now.saturating_duration_since(t) < LAYER_IDLE)
+    }
+}
+
+/// Where a rid sits in the usual simulcast naming schemes (q/h/f, l/m/h, 0/1/2), low first.
+fn rid_rank(rid: &str, all: &[&str]) -> usize {
+    let scheme: &[&str] = if all.contains(&"f") {
+        &["q", "h", "f"]
+    } else if all.contains(&"l") || all.contains(&"m") {
+        &["l", "m", "h"]
+    } else {
+        &["0", "1", "2"]
+    };
+    scheme
+        .iter()
+        .position(|r| *r == rid)
+        .unwrap_or(scheme.len())
 }
 
 struct Forwarder {
@@ -213,6 +300,12 @@ struct Forwarder {
     payload_type: u8,
     active: bool,
     rewriter: RtpRewriter,
+    wants: Wants,
+    /// The layer the allocator would forward if the publisher sent everything (dynacast).
+    ideal: Option<u8>,
+    reason: Reason,
+    /// The last (current, target, reason) reported to the subscriber.
+    reported: Option<(Option<u8>, Option<u8>, Reason)>,
 }
 
 struct Driver {
@@ -225,7 +318,10 @@ struct Driver {
     rooms: HashMap<String, Vec<ParticipantKey>>,
     by_ufrag: HashMap<String, ParticipantKey>,
     by_addr: HashMap<SocketAddr, ParticipantKey>,
+    /// Public track id → track.
+    track_ids: HashMap<String, TrackKey>,
     timers: TimerQueue<ParticipantKey>,
+    next_tick: Instant,
     /// Peers to service (their writes, events and reads to drain).
     queue: Vec<ParticipantKey>,
     /// Peers to remove once the current step is done, with the reason.
@@ -266,7 +362,9 @@ impl Driver {
             rooms: HashMap::new(),
             by_ufrag: HashMap::new(),
             by_addr: HashMap::new(),
+            track_ids: HashMap::new(),
             timers: TimerQueue::new(),
+            next_tick: Instant::now() + TICK,
             queue: Vec::new(),
             removals: Vec::new(),
             event_buf: Vec::new(),
@@ -283,7 +381,7 @@ impl Driver {
             let deadline = self
                 .timers
                 .next_deadline()
-                .unwrap_or_else(|| Instant::now() + Duration::from_secs(3600));
+                .map_or(self.next_tick, |d| d.min(self.next_tick));
             tokio::select! {
                 biased;
                 cmd = commands.recv() => match cmd {
@@ -297,7 +395,12 @@ impl Driver {
                 }
                 _ = tokio::time::sleep_until(deadline.into()) => {}
             }
-            self.fire_timers(Instant::now());
+            let now = Instant::now();
+            self.fire_timers(now);
+            if now >= self.next_tick {
+                self.next_tick = now + TICK;
+                self.tick(now);
+            }
             self.settle();
         }
         let keys: Vec<_> = self.peers.keys().copied().collect();
@@ -542,6 +645,12 @@ impl Driver {
                         pli.media_ssrc
                     } else if let Some(fir) = any.downcast_ref::<FullIntraRequest>() {
                         fir.fir.first().map_or(fir.media_ssrc, |e| e.ssrc)
+                    } else if let Some(remb) = any.downcast_ref::<ReceiverEstimatedMaximumBitrate>()
+                    {
+                        if let Some(peer) = self.peers.get_mut(&key) {
+                            peer.remb = Some((msg.now, f64::from(remb.bitrate)));
+                        }
+                        continue;
                     } else {
                         continue;
                     };
@@ -549,8 +658,19 @@ impl Driver {
                         .peers
                         .get(&key)
                         .and_then(|p| p.track_by_ssrc.get(&media_ssrc));
-                    if let Some(&tkey) = tkey {
-                        self.request_keyframe(tkey, msg.now);
+                    let Some(&tkey) = tkey else {
+                        continue;
+                    };
+                    // The subscriber lost its picture: a keyframe of the layer it receives (or
+                    // is about to).
+                    let layer = self.tracks.get(&tkey).and_then(|t| {
+                        t.forwarders
+                            .iter()
+                            .find(|f| f.subscriber == key)
+                            .and_then(|f| f.rewriter.current().or(f.rewriter.target()))
+                    });
+                    if let Some(layer) = layer {
+                        self.request_keyframe(tkey, layer, msg.now);
                     }
                 }
             }
@@ -566,72 +686,132 @@ impl Driver {
         let Some(track) = self.tracks.get_mut(&tkey) else {
             return;
         };
-        if packet.header.ssrc != track.media_ssrc {
+        let Some(layer_id) = track
+            .layers
+            .iter()
+            .position(|l| l.ssrc == packet.header.ssrc)
+        else {
             return;
-        }
-        let ext_seq = track.unwrapper.unwrap(packet.header.sequence_number);
+        };
+        let layer = &mut track.layers[layer_id];
+        let ext_seq = layer.unwrapper.unwrap(packet.header.sequence_number);
+        layer.last_packet = Some(now);
+        layer.bytes += packet.payload.len() as u64 + 12;
         let keyframe = track.codec.is_keyframe_start(&packet.payload);
-        let mut wants_keyframe = false;
+        let descriptor = if track.codec == Codec::Vp8 {
+            if keyframe {
+                if let Some((w, h)) = vp8::keyframe_size(&packet.payload) {
+                    (layer.width, layer.height) = (w, h);
+                }
+            }
+            vp8::Vp8Descriptor::parse(&packet.payload)
+        } else {
+            None
+        };
+        let input = PacketIn {
+            layer: layer_id as u8,
+            ext_seq,
+            timestamp: packet.header.timestamp,
+            keyframe,
+            at: now,
+            picture_id: descriptor.and_then(|d| d.picture_id),
+            tl0_pic_idx: descriptor.and_then(|d| d.tl0_pic_idx),
+        };
+        // Layers whose keyframe some forwarder waits for (bit per layer id).
+        let mut wanted_keyframes = 0u32;
         for fwd in track.forwarders.iter_mut().filter(|f| f.active) {
-            match fwd
-                .rewriter
-                .process(ext_seq, packet.header.timestamp, keyframe)
-            {
-                Verdict::Forward { seq, timestamp } => {
-                    let out = rtp::Packet {
-                        header: rtp::header::Header {
-                            version: 2,
-                            padding: packet.header.padding,
-                            marker: packet.header.marker,
-                            payload_type: fwd.payload_type,
-                            sequence_number: seq,
-                            timestamp,
-                            ssrc: fwd.ssrc,
-                            ..Default::default()
-                        },
-                        payload: packet.payload.clone(),
-                    };
-                    let Some(sub) = self.peers.get_mut(&fwd.subscriber) else {
-                        continue;
-                    };
-                    let written = guarded(|| {
-                        sub.pc
-                            .rtp_sender(fwd.sender_id)
-                            .map(|mut s| s.write_rtp(now, out))
-                    });
-                    match written {
-                        Some(Some(Ok(()))) => self.stats.rtp_forwarded += 1,
-                        Some(_) => self.stats.forward_errors += 1,
-                        None => {
-                            self.stats.connection_panics += 1;
-                            self.removals
-                                .push((fwd.subscriber, "panic in write_rtp".into()));
+            let verdict = fwd.rewriter.process(&input);
+            let rw = match verdict {
+                Verdict::Forward(rw) => rw,
+                Verdict::Drop(DropReason::WaitingForKeyframe) => {
+                    if let Some(t) = fwd.rewriter.target() {
+                        wanted_keyframes |= 1 << t;
+                    }
+                    continue;
+                }
+                Verdict::Drop(_) => {
+                    if fwd.rewriter.waiting_for_keyframe() {
+                        if let Some(t) = fwd.rewriter.target() {
+                            wanted_keyframes |= 1 << t;
                         }
                     }
-                    if !sub.queued {
-                        sub.queued = true;
-                        self.queue.push(fwd.subscriber);
-                    }
+                    continue;
                 }
-                Verdict::Drop(DropReason::WaitingForKeyframe) => wants_keyframe = true,
-                Verdict::Drop(DropReason::BeforeStart) => {}
+            };
+            if rw.switched && track.kind == MediaKind::Video {
+                if fwd.reported.is_some_and(|(cur, _, _)| cur.is_some()) {
+                    self.stats.layer_switches += 1;
+                }
+                report_layer(&self.peers, &track.id, &track.layers, &track.order, fwd);
+            }
+            // The payload is shared unless this subscriber's picture ids need rewriting.
+            let payload = match (rw.vp8, descriptor) {
+                (Some((pid, tl0)), Some(d)) => {
+                    let mut copy = BytesMut::from(&packet.payload[..]);
+                    d.write(&mut copy, pid, tl0);
+                    copy.freeze()
+                }
+                _ => packet.payload.clone(),
+            };
+            let out = rtp::Packet {
+                header: rtp::header::Header {
+                    version: 2,
+                    padding: packet.header.padding,
+                    marker: packet.header.marker,
+                    payload_type: fwd.payload_type,
+                    sequence_number: rw.seq,
+                    timestamp: rw.timestamp,
+                    ssrc: fwd.ssrc,
+                    ..Default::default()
+                },
+                payload,
+            };
+            let Some(sub) = self.peers.get_mut(&fwd.subscriber) else {
+                continue;
+            };
+            let written = guarded(|| {
+                sub.pc
+                    .rtp_sender(fwd.sender_id)
+                    .map(|mut s| s.write_rtp(now, out))
+            });
+            match written {
+                Some(Some(Ok(()))) => self.stats.rtp_forwarded += 1,
+                Some(_) => self.stats.forward_errors += 1,
+                None => {
+                    self.stats.connection_panics += 1;
+                    self.removals
+                        .push((fwd.subscriber, "panic in write_rtp".into()));
+                }
+            }
+            if !sub.queued {
+                sub.queued = true;
+                self.queue.push(fwd.subscriber);
             }
         }
-        if wants_keyframe {
-            self.request_keyframe(tkey, now);
+        for l in 0..32u8 {
+            if wanted_keyframes & (1 << l) != 0 {
+                self.request_keyframe(tkey, l, now);
+            }
         }
     }
 
-    /// Sends a PLI for the track's stream to its publisher, at most once per throttle interval.
-    fn request_keyframe(&mut self, tkey: TrackKey, now: Instant) {
+    /// Sends a PLI for one layer of the track to its publisher, at most once per throttle
+    /// interval per layer.
+    fn request_keyframe(&mut self, tkey: TrackKey, layer: u8, now: Instant) {
         let Some(track) = self.tracks.get_mut(&tkey) else {
             return;
         };
-        if !track.codec.is_video() || !track.keyframes.request(now) {
+        if !track.codec.is_video() {
+            return;
+        }
+        let Some(l) = track.layers.get_mut(usize::from(layer)) else {
+            return;
+        };
+        if !l.keyframes.request(now) {
             return;
         }
         let publisher = track.publisher;
-        let (receiver_id, media_ssrc) = (track.receiver_id, track.media_ssrc);
+        let (receiver_id, media_ssrc) = (track.receiver_id, l.ssrc);
         let Some(peer) = self.peers.get_mut(&publisher) else {
             return;
         };
@@ -664,11 +844,22 @@ impl Driver {
             Command::Answer { key, sdp } => self.on_remote_answer(key, sdp),
             Command::Candidate { key, candidate } => self.on_remote_candidate(key, candidate),
             Command::Leave { key } => self.remove_peer(key, "left"),
+            Command::TrackSettings { key, settings } => self.on_track_settings(key, settings),
+            Command::TrackSource { key, mid, source } => self.on_track_source(key, mid, source),
+            Command::Debug { reply } => {
+                let _ = reply.send(self.snapshot(Instant::now()));
+            }
             Command::Stats { reply } => {
                 let mut stats = self.stats.clone();
                 stats.participants = self.peers.len();
                 stats.rooms = self.rooms.len();
                 stats.published_tracks = self.tracks.len();
+                stats.layers_paused = self
+                    .tracks
+                    .values()
+                    .filter_map(|t| t.requested.as_ref().map(|r| (t, r)))
+                    .map(|(t, r)| t.layers.iter().filter(|l| !r.contains(&l.rid)).count() as u64)
+                    .sum();
                 let _ = reply.send(stats);
             }
         }
@@ -686,9 +877,12 @@ impl Driver {
         let id = random_id("PA_");
         let ufrag = Alphanumeric.sample_string(&mut rand::rng(), 16);
         let pwd = Alphanumeric.sample_string(&mut rand::rng(), 32);
-        let pc = guarded(|| peer::new_peer_connection(now, &ufrag, &pwd, &self.host_candidates))
-            .ok_or_else(|| SfuError::PeerConnection("panic".into()))?
-            .map_err(|e| SfuError::PeerConnection(e.to_string()))?;
+        let bandwidth = Arc::new(Bandwidth::default());
+        let pc = guarded(|| {
+            peer::new_peer_connection(now, &ufrag, &pwd, &self.host_candidates, bandwidth.clone())
+        })
+        .ok_or_else(|| SfuError::PeerConnection("panic".into()))?
+        .map_err(|e| SfuError::PeerConnection(e.to_string()))?;
 
         let existing_members = self.rooms.get(&room).cloned().unwrap_or_default();
         let participants: Vec<ParticipantInfo> = existing_members
@@ -717,6 +911,11 @@ impl Driver {
             published: HashMap::new(),
             subscribed: HashMap::new(),
             track_by_ssrc: HashMap::new(),
+            sources: HashMap::new(),
+            bandwidth,
+            remb: None,
+            hold: CongestionHold::default(),
+            budget: None,
         };
         let joined = ParticipantInfo {
             id: id.clone(),
@@ -757,6 +956,7 @@ impl Driver {
             .map(|t| TrackInfo {
                 id: t.id.clone(),
                 kind: t.kind,
+                source: t.source,
             })
             .collect();
         ParticipantInfo {
@@ -777,11 +977,21 @@ impl Driver {
     }
 
     fn publish_track(&mut self, key: ParticipantKey, init: RTCTrackEventInit) {
+        let now = Instant::now();
         let Some(peer) = self.peers.get_mut(&key) else {
             return;
         };
-        if peer.published.contains_key(&init.track_id) {
-            return; // another simulcast layer of a known track
+        let rid = init.rid.clone().unwrap_or_default();
+        if let Some(&tkey) = peer.published.get(&init.track_id) {
+            // Another simulcast layer of a known track.
+            if let Some(track) = self.tracks.get_mut(&tkey) {
+                if track.layers.iter().all(|l| l.ssrc != init.ssrc) && track.layers.len() < 8 {
+                    info!(track = %track.id, %rid, ssrc = init.ssrc, "simulcast layer");
+                    track.layers.push(Layer::new(rid, init.ssrc));
+                    track.order = layer_order(&track.layers);
+                }
+            }
+            return;
         }
         let Some((kind, rtc_codec)) = peer.pc.rtp_receiver(init.receiver_id).and_then(|r| {
             let track = r.track();
@@ -797,25 +1007,41 @@ impl Driver {
             warn!(mime = %rtc_codec.mime_type, "published codec not forwarded");
             return;
         };
+        let mid = peer
+            .pc
+            .rtp_transceiver(RTCRtpTransceiverId::from(init.receiver_id))
+            .and_then(|t| t.mid().clone());
+        let source = mid
+            .as_ref()
+            .and_then(|m| peer.sources.get(m).copied())
+            .unwrap_or(match kind {
+                MediaKind::Audio => TrackSource::Microphone,
+                MediaKind::Video => TrackSource::Camera,
+            });
         let tkey = self.next_key;
         self.next_key += 1;
         let track_id = random_id("TR_");
         peer.published.insert(init.track_id, tkey);
         let publisher_id = peer.id.clone();
         let room = peer.room.clone();
-        info!(participant = %publisher_id, track = %track_id, codec = %rtc_codec.mime_type, ssrc = init.ssrc, "track published");
+        info!(participant = %publisher_id, track = %track_id, codec = %rtc_codec.mime_type, ssrc = init.ssrc, %rid, "track published");
+        let layers = vec![Layer::new(rid, init.ssrc)];
+        self.track_ids.insert(track_id.clone(), tkey);
         self.tracks.insert(
             tkey,
             Track {
                 id: track_id.clone(),
                 kind,
+                source,
                 publisher: key,
                 receiver_id: init.receiver_id,
+                mid,
                 codec,
                 rtc_codec,
-                media_ssrc: init.ssrc,
-                unwrapper: SeqUnwrapper::new(),
-                keyframes: KeyframeThrottle::default(),
+                order: layer_order(&layers),
+                layers,
+                published_at: now,
+                requested: None,
                 forwarders: Vec::new(),
             },
         );
@@ -824,7 +1050,11 @@ impl Driver {
             .get(&room)
             .map(|m| m.iter().copied().filter(|k| *k != key).collect())
             .unwrap_or_default();
-        let track = TrackInfo { id: track_id, kind };
+        let track = TrackInfo {
+            id: track_id,
+            kind,
+            source,
+        };
         for other in others {
             self.send_event(
                 other,
@@ -908,7 +1138,11 @@ impl Driver {
             ssrc,
             payload_type: 0,
             active: false,
-            rewriter: RtpRewriter::new(rand::random()),
+            rewriter: RtpRewriter::new(rand::random(), track.rtc_codec.clock_rate),
+            wants: Wants::default(),
+            ideal: None,
+            reason: Reason::DisplaySize,
+            reported: None,
         });
         self.maybe_offer(sub_key);
     }
@@ -918,6 +1152,7 @@ impl Driver {
         let Some(track) = self.tracks.remove(&tkey) else {
             return;
         };
+        self.track_ids.remove(&track.id);
         let publisher_id = self.peers.get(&track.publisher).map(|p| p.id.clone());
         let room_members = self
             .peers
@@ -1178,10 +1413,15 @@ impl Driver {
             };
             fwd.payload_type = pt;
             fwd.active = true;
+            if track.kind == MediaKind::Audio {
+                fwd.rewriter.set_target(Some(0));
+            }
             to_request.push(tkey);
         }
-        for tkey in to_request {
-            self.request_keyframe(tkey, now);
+        if !to_request.is_empty() {
+            // Choose layers now rather than at the next tick; a keyframe of each target layer
+            // is requested by the first packets that find the forwarder waiting.
+            self.allocate_subscriber(key, now);
         }
     }
 

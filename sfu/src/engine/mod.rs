@@ -7,5 +7,7 @@
 pub mod classify;
 pub mod codec;
 pub mod keyframe;
+pub mod layers;
 pub mod rewriter;
 pub mod seq;
+pub mod vp8;

@@ -1,0 +1,413 @@
+//! The driver's side of layer selection: applying the pure decisions of
+//! [`engine::layers`](crate::engine::layers) to its tracks and forwarders on every tick, telling
+//! subscribers what they get (and why) and publishers which layers to send (dynacast).
+
+use std::time::Instant;
+
+use tracing::debug;
+
+use super::*;
+use crate::debug::{
+    LayerSnapshot, ParticipantSnapshot, RoomSnapshot, Snapshot, SubscriptionSnapshot, TrackSnapshot,
+};
+use crate::engine::layers::{self, Demand};
+
+/// Layer ids of `layers`, ordered low to high: by rid naming scheme, then by arrival.
+pub(super) fn layer_order(layers: &[Layer]) -> Vec<u8> {
+    let rids: Vec<&str> = layers.iter().map(|l| l.rid.as_str()).collect();
+    let mut order: Vec<u8> = (0..layers.len() as u8).collect();
+    order.sort_by_key(|&i| rid_rank(&layers[usize::from(i)].rid, &rids));
+    order
+}
+
+/// The quality name of layer id `id` among `order`.
+fn quality(order: &[u8], id: Option<u8>) -> Option<Quality> {
+    let pos = order.iter().position(|&o| Some(o) == id)?;
+    Some(Quality::of(pos, order.len()))
+}
+
+/// Tells the subscriber which layer it gets for this track, if that or the reason changed.
+pub(super) fn report_layer(
+    peers: &HashMap<ParticipantKey, Peer>,
+    track_id: &str,
+    layers: &[Layer],
+    order: &[u8],
+    fwd: &mut Forwarder,
+) {
+    let state = (fwd.rewriter.current(), fwd.rewriter.target(), fwd.reason);
+    if fwd.reported == Some(state) {
+        return;
+    }
+    fwd.reported = Some(state);
+    let current = state.0.and_then(|id| layers.get(usize::from(id)));
+    let report = LayerReport {
+        track_id: track_id.to_owned(),
+        current: quality(order, state.0),
+        target: quality(order, state.1),
+        reason: state.2,
+        width: current.map(|l| l.width).filter(|w| *w > 0),
+        height: current.map(|l| l.height).filter(|h| *h > 0),
+        bitrate: current.map(|l| l.bitrate as u64).filter(|b| *b > 0),
+    };
+    if let Some(peer) = peers.get(&fwd.subscriber) {
+        let _ = peer.events.send(Event::TrackLayer(report));
+    }
+}
+
+impl Driver {
+    /// Periodic work: layer bitrates, every subscriber's allocation, dynacast.
+    pub(super) fn tick(&mut self, now: Instant) {
+        let seconds = TICK.as_secs_f64();
+        for track in self.tracks.values_mut() {
+            for l in &mut track.layers {
+                let rate = l.bytes as f64 * 8.0 / seconds;
+                l.bytes = 0;
+                if l.active(now) {
+                    l.bitrate = if l.bitrate == 0.0 {
+                        rate
+                    } else {
+                        0.8 * l.bitrate + 0.2 * rate
+                    };
+                }
+            }
+        }
+        let subscribers: Vec<ParticipantKey> = self
+            .peers
+            .iter()
+            .filter(|(_, p)| p.connected && !p.subscribed.is_empty())
+            .map(|(k, _)| *k)
+            .collect();
+        for key in subscribers {
+            self.allocate_subscriber(key, now);
+        }
+        self.dynacast(now);
+    }
+
+    /// Chooses the layer of each of one subscriber's video tracks and applies it.
+    pub(super) fn allocate_subscriber(&mut self, key: ParticipantKey, now: Instant) {
+        let Some(peer) = self.peers.get_mut(&key) else {
+            return;
+        };
+        if !peer.connected {
+            return;
+        }
+        let estimate = peer.bandwidth.estimate().or_else(|| {
+            peer.remb
+                .filter(|(at, _)| now.saturating_duration_since(*at) < REMB_MAX_AGE)
+                .map(|(_, bps)| bps)
+        });
+        let budget = match estimate {
+            Some(e) => peer.hold.budget(now, e),
+            None => NO_ESTIMATE_BPS,
+        };
+        peer.budget = Some(budget);
+        let tkeys: Vec<TrackKey> = peer.subscribed.keys().copied().collect();
+
+        struct Video {
+            tkey: TrackKey,
+            states: Vec<LayerState>,
+            desired: Option<usize>,
+            reason: Reason,
+            priority: u8,
+            current: Option<usize>,
+        }
+        let mut audio = 0.0;
+        let mut video = Vec::new();
+        for tkey in tkeys {
+            let Some(track) = self.tracks.get(&tkey) else {
+                continue;
+            };
+            let Some(fwd) = track
+                .forwarders
+                .iter()
+                .find(|f| f.subscriber == key && f.active)
+            else {
+                continue;
+            };
+            if track.kind == MediaKind::Audio {
+                audio += track.layers.first().map_or(0.0, |l| l.bitrate);
+                continue;
+            }
+            let states: Vec<LayerState> = track
+                .order
+                .iter()
+                .map(|&id| {
+                    let l = &track.layers[usize::from(id)];
+                    LayerState {
+                        active: l.active(now),
+                        width: l.width,
+                        height: l.height,
+                        bitrate: l.bitrate,
+                    }
+                })
+                .collect();
+            let (desired, reason) = layers::desired(&states, &fwd.wants);
+            let current = fwd
+                .rewriter
+                .current()
+                .and_then(|c| track.order.iter().position(|&o| o == c));
+            video.push(Video {
+                tkey,
+                states,
+                desired,
+                reason,
+                priority: if track.source == TrackSource::Screen {
+                    2
+                } else {
+                    0
+                },
+                current,
+            });
+        }
+        let demands: Vec<Demand<'_>> = video
+            .iter()
+            .map(|v| Demand {
+                layers: &v.states,
+                desired: v.desired,
+                reason: v.reason,
+                priority: v.priority,
+                current: v.current,
+            })
+            .collect();
+        let allocations = layers::allocate((budget - audio).max(0.0), &demands);
+        let mut keyframes = Vec::new();
+        for (v, alloc) in video.iter().zip(allocations) {
+            let Some(track) = self.tracks.get_mut(&v.tkey) else {
+                continue;
+            };
+            let to_id = |i: Option<usize>| i.map(|i| track.order[i]);
+            let target = to_id(alloc.layer);
+            let ideal = to_id(alloc.ideal);
+            let Some(fwd) = track
+                .forwarders
+                .iter_mut()
+                .find(|f| f.subscriber == key && f.active)
+            else {
+                continue;
+            };
+            if fwd.rewriter.target() != target {
+                debug!(subscriber = key, track = %track.id, ?target, reason = alloc.reason.as_str(), "layer target");
+                fwd.rewriter.set_target(target);
+            }
+            fwd.ideal = ideal;
+            fwd.reason = alloc.reason;
+            if fwd.rewriter.waiting_for_keyframe() {
+                if let Some(t) = target {
+                    keyframes.push((v.tkey, t));
+                }
+            }
+            report_layer(&self.peers, &track.id, &track.layers, &track.order, fwd);
+        }
+        for (tkey, layer) in keyframes {
+            self.request_keyframe(tkey, layer, now);
+        }
+    }
+
+    /// Asks each simulcast publisher to send only the layers someone needs: the layers
+    /// subscribers would get if everything were sent, and those still being forwarded or
+    /// switched to. A layer is paused after nobody needed it for [`DYNACAST_PAUSE_AFTER`] and
+    /// resumed at the next tick once someone does.
+    fn dynacast(&mut self, now: Instant) {
+        let mut updates = Vec::new();
+        for track in self.tracks.values_mut() {
+            let Some(mid) = track.mid.clone() else {
+                continue;
+            };
+            if track.layers.len() < 2 {
+                continue;
+            }
+            let mut need = 0u32;
+            for f in track.forwarders.iter().filter(|f| f.active) {
+                for l in [f.ideal, f.rewriter.current(), f.rewriter.target()]
+                    .into_iter()
+                    .flatten()
+                {
+                    need |= 1 << l;
+                }
+            }
+            let since_publish = now.saturating_duration_since(track.published_at);
+            let mut active = Vec::new();
+            for &id in &track.order {
+                let l = &mut track.layers[usize::from(id)];
+                if need & (1 << id) != 0 {
+                    l.unneeded_since = None;
+                } else if l.unneeded_since.is_none() {
+                    l.unneeded_since = Some(now);
+                }
+                let keep = since_publish < DYNACAST_PAUSE_AFTER
+                    || l.unneeded_since
+                        .is_none_or(|t| now.saturating_duration_since(t) < DYNACAST_PAUSE_AFTER);
+                if keep {
+                    active.push(l.rid.clone());
+                }
+            }
+            if track.requested.as_ref() == Some(&active) {
+                continue;
+            }
+            if track.requested.is_none() && active.len() == track.layers.len() {
+                continue; // the client starts with every encoding on
+            }
+            debug!(track = %track.id, ?active, "dynacast");
+            track.requested = Some(active.clone());
+            updates.push((track.publisher, mid, track.id.clone(), active));
+        }
+        for (publisher, mid, track_id, active) in updates {
+            self.stats.dynacast_updates += 1;
+            self.send_event(
+                publisher,
+                Event::PublisherLayers {
+                    mid,
+                    track_id,
+                    active,
+                },
+            );
+        }
+    }
+
+    pub(super) fn on_track_settings(&mut self, key: ParticipantKey, settings: TrackSettings) {
+        let Some(&tkey) = self.track_ids.get(&settings.track_id) else {
+            self.send_error(
+                key,
+                ErrorKind::UnknownTrack,
+                format!("no track {:?} in this room", settings.track_id),
+            );
+            return;
+        };
+        let Some(fwd) = self
+            .tracks
+            .get_mut(&tkey)
+            .and_then(|t| t.forwarders.iter_mut().find(|f| f.subscriber == key))
+        else {
+            self.send_error(
+                key,
+                ErrorKind::UnknownTrack,
+                format!("not subscribed to {:?}", settings.track_id),
+            );
+            return;
+        };
+        if let Some(v) = settings.visible {
+            fwd.wants.visible = v;
+        }
+        if let Some(size) = settings.size {
+            fwd.wants.size = Some(size);
+        }
+        if let Some(q) = settings.max_quality {
+            fwd.wants.max_quality = q;
+        }
+        self.allocate_subscriber(key, Instant::now());
+    }
+
+    pub(super) fn on_track_source(
+        &mut self,
+        key: ParticipantKey,
+        mid: String,
+        source: TrackSource,
+    ) {
+        let Some(peer) = self.peers.get_mut(&key) else {
+            return;
+        };
+        if peer.sources.len() >= 64 && !peer.sources.contains_key(&mid) {
+            return;
+        }
+        for tkey in peer.published.values() {
+            if let Some(track) = self.tracks.get_mut(tkey) {
+                if track.mid.as_deref() == Some(mid.as_str()) {
+                    track.source = source;
+                }
+            }
+        }
+        peer.sources.insert(mid, source);
+    }
+
+    pub(super) fn snapshot(&self, now: Instant) -> Snapshot {
+        let mut rooms: Vec<RoomSnapshot> = self
+            .rooms
+            .iter()
+            .map(|(name, members)| RoomSnapshot {
+                name: name.clone(),
+                participants: members
+                    .iter()
+                    .filter_map(|k| self.peers.get(k))
+                    .map(|p| self.participant_snapshot(p, now))
+                    .collect(),
+            })
+            .collect();
+        rooms.sort_by(|a, b| a.name.cmp(&b.name));
+        Snapshot { rooms }
+    }
+
+    fn participant_snapshot(&self, p: &Peer, now: Instant) -> ParticipantSnapshot {
+        let key = self
+            .peers
+            .iter()
+            .find(|(_, q)| q.id == p.id)
+            .map(|(k, _)| *k);
+        let published = p
+            .published
+            .values()
+            .filter_map(|k| self.tracks.get(k))
+            .map(|t| TrackSnapshot {
+                id: t.id.clone(),
+                kind: t.kind.as_str(),
+                source: t.source.as_str(),
+                codec: t.rtc_codec.mime_type.clone(),
+                mid: t.mid.clone(),
+                layers: t
+                    .order
+                    .iter()
+                    .enumerate()
+                    .map(|(pos, &id)| {
+                        let l = &t.layers[usize::from(id)];
+                        LayerSnapshot {
+                            rid: l.rid.clone(),
+                            quality: Quality::of(pos, t.order.len()).as_str(),
+                            ssrc: l.ssrc,
+                            active: l.active(now),
+                            requested: t.requested.as_ref().is_none_or(|r| r.contains(&l.rid)),
+                            width: l.width,
+                            height: l.height,
+                            bitrate_bps: l.bitrate as u64,
+                        }
+                    })
+                    .collect(),
+            })
+            .collect();
+        let subscriptions = p
+            .subscribed
+            .keys()
+            .filter_map(|k| self.tracks.get(k))
+            .filter_map(|t| {
+                let f = t.forwarders.iter().find(|f| Some(f.subscriber) == key)?;
+                Some(SubscriptionSnapshot {
+                    track_id: t.id.clone(),
+                    publisher_id: self
+                        .peers
+                        .get(&t.publisher)
+                        .map(|p| p.id.clone())
+                        .unwrap_or_default(),
+                    current: quality(&t.order, f.rewriter.current()).map(Quality::as_str),
+                    target: quality(&t.order, f.rewriter.target()).map(Quality::as_str),
+                    reason: f.reason.as_str(),
+                    visible: f.wants.visible,
+                    display_width: f.wants.size.map(|s| s.0),
+                    display_height: f.wants.size.map(|s| s.1),
+                    max_quality: f.wants.max_quality.as_str(),
+                })
+            })
+            .collect();
+        ParticipantSnapshot {
+            id: p.id.clone(),
+            name: p.name.clone(),
+            connected: p.connected,
+            estimate_bps: p
+                .bandwidth
+                .estimate()
+                .or(p.remb.map(|(_, b)| b))
+                .map(|b| b as u64),
+            budget_bps: p.budget.map(|b| b.min(1e12) as u64),
+            congestion_hold: p.hold.holding(now),
+            published,
+            subscriptions,
+        }
+    }
+}
