@@ -140,6 +140,38 @@ async fn every_bad_message_gets_its_code_and_the_session_survives_where_it_shoul
     // End-of-candidates is fine and answered with nothing.
     send(&mut ws, r#"{"type":"candidate","candidate":null}"#).await;
 
+    // Layer settings for a track that does not exist, or with bad values.
+    send(
+        &mut ws,
+        r#"{"type":"track_settings","track_id":"TR_nope","width":320,"height":180}"#,
+    )
+    .await;
+    expect_error(&mut ws, "unknown_track").await;
+    send(
+        &mut ws,
+        r#"{"type":"track_settings","track_id":"TR_nope","width":320}"#,
+    )
+    .await;
+    expect_error(&mut ws, "invalid_message").await;
+    send(
+        &mut ws,
+        r#"{"type":"track_settings","track_id":"TR_nope","max_quality":"ultra"}"#,
+    )
+    .await;
+    expect_error(&mut ws, "invalid_message").await;
+    send(
+        &mut ws,
+        r#"{"type":"track_source","mid":"0","source":"hologram"}"#,
+    )
+    .await;
+    expect_error(&mut ws, "invalid_message").await;
+    // A valid track_source needs no reply.
+    send(
+        &mut ws,
+        r#"{"type":"track_source","mid":"0","source":"screen"}"#,
+    )
+    .await;
+
     // Oversized: error, then the socket closes.
     let big = json!({"type":"offer","sdp":"a".repeat(70 * 1024)}).to_string();
     send(&mut ws, big).await;
