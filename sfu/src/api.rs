@@ -159,6 +159,10 @@ pub enum Event {
     /// The answer to the client's offer.
     Answer(String),
     Candidate(Candidate),
+    /// The room's active speaker changed.
+    ActiveSpeaker {
+        participant_id: String,
+    },
     /// To a subscriber: the layer it receives for a track changed (or why).
     TrackLayer(LayerReport),
     /// To a publisher: which simulcast encodings (by rid) of the track at `mid` anyone receives;

@@ -151,6 +151,10 @@ pub enum ServerMessage {
     Candidate {
         candidate: IceCandidate,
     },
+    /// The room's active speaker changed (the loudest voice, kept through silence).
+    ActiveSpeaker {
+        participant_id: String,
+    },
     /// The layer this subscriber receives for a video track, the one it switches to, and why.
     TrackLayer {
         track_id: String,

@@ -363,6 +363,7 @@ async fn forward_event<S: Sink<Message> + Unpin>(sink: &mut S, event: Event) -> 
                 username_fragment: c.username_fragment,
             },
         },
+        Event::ActiveSpeaker { participant_id } => ServerMessage::ActiveSpeaker { participant_id },
         Event::TrackLayer(r) => ServerMessage::TrackLayer {
             track_id: r.track_id,
             current: r.current.map(to_wire_quality),

@@ -211,14 +211,6 @@ fn record_video(
     (recorded, task)
 }
 
-fn sdp_extension_id(sdp: &str, uri: &str) -> u8 {
-    sdp.lines()
-        .find(|l| l.starts_with("a=extmap:") && l.contains(uri))
-        .and_then(|l| l["a=extmap:".len()..].split([' ', '/']).next())
-        .and_then(|id| id.parse().ok())
-        .unwrap_or_else(|| panic!("no {uri} in {sdp}"))
-}
-
 /// Waits for a `track_layer` matching `pred`, returning it; panics with every message seen.
 async fn wait_layer(
     sub: &mut RtcClient,
@@ -362,8 +354,8 @@ async fn scenario() {
         "publisher offers simulcast: {local}"
     );
     let ext_ids = (
-        sdp_extension_id(&local, "urn:ietf:params:rtp-hdrext:sdes:mid"),
-        sdp_extension_id(&local, "urn:ietf:params:rtp-hdrext:sdes:rtp-stream-id"),
+        common::sdp_extension_id(&local, "urn:ietf:params:rtp-hdrext:sdes:mid"),
+        common::sdp_extension_id(&local, "urn:ietf:params:rtp-hdrext:sdes:rtp-stream-id"),
     );
     let mid = local
         .lines()

@@ -67,6 +67,7 @@ use crate::engine::keyframe::KeyframeThrottle;
 use crate::engine::layers::{CongestionHold, LayerState, Quality, Reason, Wants};
 use crate::engine::rewriter::{DropReason, PacketIn, RtpRewriter, Verdict};
 use crate::engine::seq::SeqUnwrapper;
+use crate::engine::speaker::{self, LevelMeter};
 use crate::engine::vp8;
 use crate::peer::{self, Bandwidth};
 use select::{layer_order, report_layer};
@@ -235,6 +236,9 @@ struct Track {
     published_at: Instant,
     /// The rids last asked of the publisher (dynacast); `None` before the first request.
     requested: Option<Vec<String>>,
+    /// Audio: the negotiated id of the audio-level header extension, and the smoothed level.
+    audio_level_ext: Option<u8>,
+    level: LevelMeter,
     forwarders: Vec<Forwarder>,
 }
 
@@ -320,6 +324,8 @@ struct Driver {
     by_addr: HashMap<SocketAddr, ParticipantKey>,
     /// Public track id → track.
     track_ids: HashMap<String, TrackKey>,
+    /// Each room's active speaker.
+    speakers: HashMap<String, ParticipantKey>,
     timers: TimerQueue<ParticipantKey>,
     next_tick: Instant,
     /// Peers to service (their writes, events and reads to drain).
@@ -363,6 +369,7 @@ impl Driver {
             by_ufrag: HashMap::new(),
             by_addr: HashMap::new(),
             track_ids: HashMap::new(),
+            speakers: HashMap::new(),
             timers: TimerQueue::new(),
             next_tick: Instant::now() + TICK,
             queue: Vec::new(),
@@ -693,6 +700,15 @@ impl Driver {
         else {
             return;
         };
+        if let Some(id) = track.audio_level_ext {
+            if let Some(level) = packet
+                .header
+                .get_extension(id)
+                .and_then(|e| speaker::parse_audio_level(&e))
+            {
+                track.level.observe(now, level);
+            }
+        }
         let layer = &mut track.layers[layer_id];
         let ext_seq = layer.unwrapper.unwrap(packet.header.sequence_number);
         layer.last_packet = Some(now);
@@ -1011,6 +1027,14 @@ impl Driver {
             .pc
             .rtp_transceiver(RTCRtpTransceiverId::from(init.receiver_id))
             .and_then(|t| t.mid().clone());
+        let audio_level_ext = peer.pc.rtp_receiver(init.receiver_id).and_then(|mut r| {
+            r.get_parameters()
+                .rtp_parameters
+                .header_extensions
+                .iter()
+                .find(|e| e.uri == "urn:ietf:params:rtp-hdrext:ssrc-audio-level")
+                .map(|e| e.id as u8)
+        });
         let source = mid
             .as_ref()
             .and_then(|m| peer.sources.get(m).copied())
@@ -1042,6 +1066,8 @@ impl Driver {
                 layers,
                 published_at: now,
                 requested: None,
+                audio_level_ext: audio_level_ext.filter(|_| kind == MediaKind::Audio),
+                level: LevelMeter::default(),
                 forwarders: Vec::new(),
             },
         );
@@ -1464,6 +1490,9 @@ impl Driver {
         }
         if room_empty {
             self.rooms.remove(&peer.room);
+        }
+        if self.speakers.get(&peer.room) == Some(&key) {
+            self.speakers.remove(&peer.room);
         }
         let members = self.rooms.get(&peer.room).cloned().unwrap_or_default();
         for member in members {

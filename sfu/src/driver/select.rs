@@ -81,6 +81,47 @@ impl Driver {
             self.allocate_subscriber(key, now);
         }
         self.dynacast(now);
+        self.active_speakers(now);
+    }
+
+    /// Picks each room's active speaker from its audio levels and tells the room on a change.
+    fn active_speakers(&mut self, now: Instant) {
+        let mut changes = Vec::new();
+        for (room, members) in &self.rooms {
+            let levels = members.iter().map(|&m| {
+                let level = self.peers.get(&m).map_or(0.0, |p| {
+                    p.published
+                        .values()
+                        .filter_map(|k| self.tracks.get(k))
+                        .filter(|t| t.kind == MediaKind::Audio)
+                        .map(|t| t.level.loudness(now))
+                        .fold(0.0, f32::max)
+                });
+                (m, level)
+            });
+            let current = self.speakers.get(room).copied();
+            let next = speaker::pick_speaker(current, levels);
+            if next != current {
+                if let Some(next) = next {
+                    changes.push((room.clone(), next));
+                }
+            }
+        }
+        for (room, key) in changes {
+            self.speakers.insert(room.clone(), key);
+            let Some(id) = self.peers.get(&key).map(|p| p.id.clone()) else {
+                continue;
+            };
+            debug!(%room, speaker = %id, "active speaker");
+            for &m in self.rooms.get(&room).into_iter().flatten() {
+                self.send_event(
+                    m,
+                    Event::ActiveSpeaker {
+                        participant_id: id.clone(),
+                    },
+                );
+            }
+        }
     }
 
     /// Chooses the layer of each of one subscriber's video tracks and applies it.
@@ -102,6 +143,7 @@ impl Driver {
         };
         peer.budget = Some(budget);
         let tkeys: Vec<TrackKey> = peer.subscribed.keys().copied().collect();
+        let speaker = self.speakers.get(&peer.room).copied();
 
         struct Video {
             tkey: TrackKey,
@@ -153,6 +195,8 @@ impl Driver {
                 reason,
                 priority: if track.source == TrackSource::Screen {
                     2
+                } else if Some(track.publisher) == speaker {
+                    1
                 } else {
                     0
                 },

@@ -10,4 +10,5 @@ pub mod keyframe;
 pub mod layers;
 pub mod rewriter;
 pub mod seq;
+pub mod speaker;
 pub mod vp8;

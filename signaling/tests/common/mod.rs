@@ -19,7 +19,9 @@ use rtc::ice::mdns::MulticastDnsMode;
 use rtc::interceptor::{Attribute, Interceptor, Packet, Slot, StreamInfo, TaggedPacket};
 use rtc::rtcp::payload_feedbacks::full_intra_request::FullIntraRequest;
 use rtc::rtcp::payload_feedbacks::picture_loss_indication::PictureLossIndication;
-use rtc::rtp_transceiver::rtp_sender::{RTCRtpCodec, RTCRtpCodecParameters, RtpCodecKind};
+use rtc::rtp_transceiver::rtp_sender::{
+    RTCRtpCodec, RTCRtpCodecParameters, RTCRtpHeaderExtensionCapability, RtpCodecKind,
+};
 use rtc::sansio::Protocol;
 use serde_json::{json, Value};
 use sfu::{Sfu, SfuConfig};
@@ -297,7 +299,26 @@ pub fn media_engine() -> MediaEngine {
         RtpCodecKind::Video,
     )
     .expect("register h264");
+    me.register_header_extension(
+        RTCRtpHeaderExtensionCapability {
+            uri: AUDIO_LEVEL_URI.to_owned(),
+        },
+        RtpCodecKind::Audio,
+        None,
+    )
+    .expect("register audio level");
     me
+}
+
+pub const AUDIO_LEVEL_URI: &str = "urn:ietf:params:rtp-hdrext:ssrc-audio-level";
+
+/// The id `sdp` gives the header extension `uri` (first match).
+pub fn sdp_extension_id(sdp: &str, uri: &str) -> u8 {
+    sdp.lines()
+        .find(|l| l.starts_with("a=extmap:") && l.contains(uri))
+        .and_then(|l| l["a=extmap:".len()..].split([' ', '/']).next())
+        .and_then(|id| id.parse().ok())
+        .unwrap_or_else(|| panic!("no {uri} in {sdp}"))
 }
 
 pub const H264_PT: u8 = 102;
