@@ -279,9 +279,12 @@ pub fn allocate(budget: f64, demands: &[Demand<'_>]) -> Vec<Allocation> {
             }
             let below = (0..ideal_layer).rev().find(|&j| d.layers[j].active);
             let above = (ideal_layer + 1..d.layers.len()).find(|&j| d.layers[j].active);
+            // Nothing is being sent at all (a static screen share between frames, a publisher
+            // whose encodings are all paused): keep the ideal layer targeted rather than pausing,
+            // so its next frame flows without waiting for another keyframe.
             Allocation {
                 ideal,
-                layer: below.or(above),
+                layer: below.or(above).or(ideal),
                 reason: Reason::PublisherNotSending,
             }
         })
@@ -518,7 +521,8 @@ mod tests {
         let c = allocate(10e6, &[demand(&l, Some(0), 0)]);
         assert_eq!(
             (c[0].layer, c[0].reason),
-            (None, Reason::PublisherNotSending)
+            (Some(0), Reason::PublisherNotSending),
+            "nothing sent at all: stay on the ideal layer"
         );
         // Layer recovers: back to the ideal.
         l[0].active = true;
