@@ -314,7 +314,11 @@ struct Forwarder {
 
 struct Driver {
     socket: Rc<UdpSocket>,
-    local_addr: SocketAddr,
+    /// The local address handed to `rtc` with a datagram, by (IPv6, loopback) of its source:
+    /// one of the host candidates. rtc accepts a datagram only on an address that is one of its
+    /// local candidates, and the socket's own address is not one when it is a wildcard (or when
+    /// a different address is announced, as behind a 1:1 NAT).
+    rtc_local: [[SocketAddr; 2]; 2],
     host_candidates: Vec<SocketAddr>,
     inject_loss: f64,
     peers: HashMap<ParticipantKey, Peer>,
@@ -339,6 +343,28 @@ struct Driver {
     stats: DriverStats,
 }
 
+/// For each (IPv6, loopback) kind of source address, the host candidate a client of that kind
+/// most likely sent to: same family and same loopback-ness, else same family, else the first.
+fn rtc_local_addrs(bound: SocketAddr, candidates: &[SocketAddr]) -> [[SocketAddr; 2]; 2] {
+    let pick = |v6: bool, loopback: bool| {
+        candidates
+            .iter()
+            .max_by_key(|c| {
+                (
+                    c.is_ipv6() == v6,
+                    c.ip().is_loopback() == loopback,
+                    std::cmp::Reverse(candidates.iter().position(|x| x == *c)),
+                )
+            })
+            .copied()
+            .unwrap_or(bound)
+    };
+    [
+        [pick(false, false), pick(false, true)],
+        [pick(true, false), pick(true, true)],
+    ]
+}
+
 /// Runs `f` on one connection; a panic inside `rtc` is contained to that connection.
 fn guarded<T>(f: impl FnOnce() -> T) -> Option<T> {
     catch_unwind(AssertUnwindSafe(f)).ok()
@@ -360,7 +386,7 @@ impl Driver {
     ) -> Self {
         Self {
             socket,
-            local_addr,
+            rtc_local: rtc_local_addrs(local_addr, &host_candidates),
             host_candidates,
             inject_loss,
             peers: HashMap::new(),
@@ -523,7 +549,8 @@ impl Driver {
         let msg = TaggedBytesMut {
             now,
             transport: TransportContext {
-                local_addr: self.local_addr,
+                local_addr: self.rtc_local[usize::from(src.is_ipv6())]
+                    [usize::from(src.ip().is_loopback())],
                 peer_addr: src,
                 ecn: None,
                 transport_protocol: TransportProtocol::UDP,
@@ -1514,4 +1541,25 @@ fn first_mid(sdp: &str) -> Option<String> {
     sdp.lines()
         .find_map(|l| l.strip_prefix("a=mid:"))
         .map(|m| m.trim().to_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rtc_sees_a_candidate_address_for_every_kind_of_source() {
+        let bound: SocketAddr = "0.0.0.0:7882".parse().unwrap();
+        let lo: SocketAddr = "127.0.0.1:7882".parse().unwrap();
+        let lan: SocketAddr = "10.0.0.5:7882".parse().unwrap();
+        let v6: SocketAddr = "[2001:db8::5]:7882".parse().unwrap();
+        let t = rtc_local_addrs(bound, &[lo, lan, v6]);
+        assert_eq!(t[0][1], lo, "loopback source: the loopback candidate");
+        assert_eq!(t[0][0], lan, "other IPv4 source: the LAN candidate");
+        assert_eq!(t[1][0], v6, "IPv6 source: the IPv6 candidate");
+        assert_eq!(t[1][1], v6, "::1 source: still IPv6");
+        let only = rtc_local_addrs(bound, &[lan]);
+        assert_eq!(only, [[lan, lan], [lan, lan]]);
+        assert_eq!(rtc_local_addrs(lo, &[]), [[lo, lo], [lo, lo]]);
+    }
 }
