@@ -21,6 +21,9 @@ pub struct SfuConfig {
     pub announce_ips: Vec<IpAddr>,
     /// Test-only fault injection: the fraction (0.0–1.0) of incoming RTP datagrams to drop.
     pub inject_loss: f64,
+    /// Test-only fault injection: the fraction (0.0–1.0) of outgoing RTP datagrams (media to
+    /// subscribers, retransmissions included) to drop.
+    pub inject_loss_out: f64,
 }
 
 impl Default for SfuConfig {
@@ -29,6 +32,7 @@ impl Default for SfuConfig {
             media_bind: SocketAddr::from(([127, 0, 0, 1], 0)),
             announce_ips: Vec::new(),
             inject_loss: 0.0,
+            inject_loss_out: 0.0,
         }
     }
 }
@@ -240,6 +244,7 @@ pub struct DriverStats {
     pub datagrams_in: u64,
     pub datagrams_unknown_source: u64,
     pub datagrams_dropped_injected: u64,
+    pub datagrams_dropped_injected_out: u64,
     pub rtp_forwarded: u64,
     pub forward_errors: u64,
     pub keyframe_requests: u64,

@@ -81,6 +81,15 @@ impl BandwidthEstimator for ReportingGcc {
     fn on_reports(&mut self, now: Instant, reports: &[PacketReport]) {
         self.gcc.on_reports(now, reports);
         if !reports.is_empty() {
+            let st = self.gcc.stats();
+            tracing::debug!(
+                delay_based = ?st.delay_based_bitrate,
+                loss_based = ?st.loss_based_bitrate,
+                loss = ?st.packet_loss,
+                reports = reports.len(),
+                lost = reports.iter().filter(|r| !r.arrived).count(),
+                "downlink estimate"
+            );
             self.out
                 .bps
                 .store(self.gcc.target_bitrate() as u64, Ordering::Relaxed);

@@ -68,6 +68,7 @@ async fn serve(args: ServeArgs) -> Result<(), String> {
         media_bind: args.media_bind(),
         announce_ips: announce_ips.clone(),
         inject_loss: args.inject_loss / 100.0,
+        ..SfuConfig::default()
     })
     .map_err(|e| format!("cannot bind the media port {}: {e}", args.media_bind()))?;
     let listener = tokio::net::TcpListener::bind(args.bind)

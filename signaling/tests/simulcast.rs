@@ -524,6 +524,19 @@ async fn scenario() {
     .await;
     tokio::time::sleep(Duration::from_millis(500)).await;
 
+    let rec: Vec<Received> = std::mem::take(&mut *recorded.lock().unwrap());
+    // The subscriber's transport-wide feedback produced a downlink estimate.
+    let snapshot = server.sfu.debug().await.expect("debug snapshot");
+    let s_info = snapshot.rooms[0]
+        .participants
+        .iter()
+        .find(|p| p.name == "S")
+        .expect("S in the snapshot");
+    assert!(
+        s_info.estimate_bps.is_some_and(|e| e > 0),
+        "no downlink estimate for S: {s_info:?}"
+    );
+
     stop.store(true, Ordering::Relaxed);
     let errors = streaming.await.expect("streaming task");
     assert_eq!(errors, 0, "publisher write errors");
@@ -536,7 +549,6 @@ async fn scenario() {
     );
 
     // ── One continuous stream across every switch and the pause ────────────────────────────
-    let rec: Vec<Received> = std::mem::take(&mut *recorded.lock().unwrap());
     assert!(rec.len() > 80, "only {} video packets received", rec.len());
     let layers_seen: std::collections::BTreeSet<u8> = rec.iter().map(|r| r.layer).collect();
     assert_eq!(

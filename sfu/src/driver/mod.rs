@@ -135,7 +135,9 @@ pub(crate) fn spawn(
                         return;
                     }
                 };
-                let driver = Driver::new(socket, local_addr, host_candidates, config.inject_loss);
+                let mut driver =
+                    Driver::new(socket, local_addr, host_candidates, config.inject_loss);
+                driver.inject_loss_out = config.inject_loss_out;
                 driver.run(rx).await;
             });
         })?;
@@ -215,6 +217,8 @@ struct Subscription {
     offered: bool,
     /// Included in an offer the client answered.
     negotiated: bool,
+    /// The sender's encoding carries the track's codec (see [`Driver::pin_sender_codecs`]).
+    codec_pinned: bool,
 }
 
 /// A published track: its incoming streams (one per simulcast layer) and its subscribers'
@@ -321,6 +325,7 @@ struct Driver {
     rtc_local: [[SocketAddr; 2]; 2],
     host_candidates: Vec<SocketAddr>,
     inject_loss: f64,
+    inject_loss_out: f64,
     peers: HashMap<ParticipantKey, Peer>,
     tracks: HashMap<TrackKey, Track>,
     rooms: HashMap<String, Vec<ParticipantKey>>,
@@ -389,6 +394,7 @@ impl Driver {
             rtc_local: rtc_local_addrs(local_addr, &host_candidates),
             host_candidates,
             inject_loss,
+            inject_loss_out: 0.0,
             peers: HashMap::new(),
             tracks: HashMap::new(),
             rooms: HashMap::new(),
@@ -593,6 +599,13 @@ impl Driver {
                     } else if classify(&out.message) != DatagramKind::Stun {
                         if let Some((_, active)) = peer.consent {
                             dst = active;
+                        }
+                        if self.inject_loss_out > 0.0
+                            && classify(&out.message) == DatagramKind::Rtp
+                            && rand::random::<f64>() < self.inject_loss_out
+                        {
+                            self.stats.datagrams_dropped_injected_out += 1;
+                            continue;
                         }
                     }
                     if let Err(err) = self.socket.try_send_to(&out.message, dst) {
@@ -1181,6 +1194,7 @@ impl Driver {
             Subscription {
                 offered: false,
                 negotiated: false,
+                codec_pinned: false,
             },
         );
         sub.track_by_ssrc.insert(ssrc, tkey);
@@ -1257,6 +1271,7 @@ impl Driver {
                     sub.offered = true;
                 }
                 let _ = peer.events.send(Event::Offer(sdp));
+                self.pin_sender_codecs(key);
                 self.send_candidates_once(key);
             }
             Some(Ok(None)) => {}
@@ -1271,6 +1286,70 @@ impl Driver {
             None => self.fail_peer(key, "panic in create_offer"),
         }
         self.enqueue(key);
+    }
+
+    /// Gives each newly offered subscriber sender's encoding the track's codec, between the offer
+    /// and the answer. Senders are created without one (a codec on the encoding at offer time
+    /// pins the m-line to it and, through the answer, narrows the codecs of the whole
+    /// connection), but rtc binds a sender's stream to the interceptors (NACK responder, sender
+    /// reports, transport-wide sequence numbers for the bandwidth estimate) only when its
+    /// encoding's codec matches a negotiated one, which it checks when the answer arrives.
+    fn pin_sender_codecs(&mut self, key: ParticipantKey) {
+        let Some(peer) = self.peers.get(&key) else {
+            return;
+        };
+        let mut pins = Vec::new();
+        for (tkey, sub) in &peer.subscribed {
+            if sub.codec_pinned || !sub.offered {
+                continue;
+            }
+            let Some(track) = self.tracks.get(tkey) else {
+                continue;
+            };
+            let Some(fwd) = track.forwarders.iter().find(|f| f.subscriber == key) else {
+                continue;
+            };
+            let Some(publisher_id) = self.peers.get(&track.publisher).map(|p| p.id.clone()) else {
+                continue;
+            };
+            let kind = match track.kind {
+                MediaKind::Audio => RtpCodecKind::Audio,
+                MediaKind::Video => RtpCodecKind::Video,
+            };
+            let coded = MediaStreamTrack::new(
+                publisher_id,
+                track.id.clone(),
+                track.id.clone(),
+                kind,
+                vec![RTCRtpEncodingParameters {
+                    rtp_coding_parameters: RTCRtpCodingParameters {
+                        ssrc: Some(fwd.ssrc),
+                        ..Default::default()
+                    },
+                    codec: track.rtc_codec.clone(),
+                    ..Default::default()
+                }],
+            );
+            pins.push((*tkey, fwd.sender_id, coded));
+        }
+        let Some(peer) = self.peers.get_mut(&key) else {
+            return;
+        };
+        for (tkey, sender_id, coded) in pins {
+            let replaced = guarded(|| {
+                peer.pc
+                    .rtp_sender(sender_id)
+                    .map(|mut s| s.replace_track(coded))
+            });
+            match replaced {
+                Some(Some(Ok(()))) => {
+                    if let Some(sub) = peer.subscribed.get_mut(&tkey) {
+                        sub.codec_pinned = true;
+                    }
+                }
+                other => debug!(participant = key, ?other, "could not pin a sender codec"),
+            }
+        }
     }
 
     /// The server's host candidates, trickled once after the first SDP it sends.

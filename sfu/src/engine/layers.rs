@@ -303,8 +303,8 @@ pub struct CongestionHold {
     hold: Duration,
 }
 
-pub const FIRST_HOLD: Duration = Duration::from_secs(15);
-pub const MAX_HOLD: Duration = Duration::from_secs(120);
+pub const FIRST_HOLD: Duration = Duration::from_secs(30);
+pub const MAX_HOLD: Duration = Duration::from_secs(240);
 
 impl Default for CongestionHold {
     fn default() -> Self {
@@ -539,22 +539,26 @@ mod tests {
     fn congestion_holds_the_budget_and_backs_off() {
         let t0 = Instant::now();
         let s = Duration::from_secs(1);
+        let hold = FIRST_HOLD;
         let mut h = CongestionHold::default();
         assert_eq!(h.budget(t0, 2e6), 2e6);
         assert_eq!(h.budget(t0 + s, 2.1e6), 2.1e6);
         // Congestion: estimate falls to 400k and then creeps up without evidence.
-        assert_eq!(h.budget(t0 + 2 * s, 400e3), 400e3);
-        assert!(h.holding(t0 + 3 * s));
-        assert_eq!(h.budget(t0 + 5 * s, 700e3), 400e3, "held at the ceiling");
-        assert_eq!(h.budget(t0 + 16 * s, 900e3), 400e3);
-        assert_eq!(
-            h.budget(t0 + 17 * s, 900e3),
-            900e3,
-            "released 15 s after congestion"
-        );
+        let c1 = t0 + 2 * s;
+        assert_eq!(h.budget(c1, 400e3), 400e3);
+        assert!(h.holding(c1 + s));
+        assert_eq!(h.budget(c1 + 3 * s, 700e3), 400e3, "held at the ceiling");
+        assert_eq!(h.budget(c1 + hold - s, 900e3), 400e3);
+        assert_eq!(h.budget(c1 + hold, 900e3), 900e3, "released after the hold");
         // Congested again soon after: the next hold is twice as long.
-        assert_eq!(h.budget(t0 + 19 * s, 420e3), 420e3);
-        assert_eq!(h.budget(t0 + 48 * s, 800e3), 420e3);
-        assert_eq!(h.budget(t0 + 49 * s, 800e3), 800e3);
+        let c2 = c1 + hold + 2 * s;
+        assert_eq!(h.budget(c2, 420e3), 420e3);
+        assert_eq!(h.budget(c2 + 2 * hold - s, 800e3), 420e3);
+        assert_eq!(h.budget(c2 + 2 * hold, 800e3), 800e3);
+        // Long after, a new congestion starts again from the first hold.
+        let c3 = c2 + 20 * hold;
+        assert_eq!(h.budget(c3 - s, 2e6), 2e6);
+        assert_eq!(h.budget(c3, 500e3), 500e3);
+        assert_eq!(h.budget(c3 + hold, 900e3), 900e3);
     }
 }

@@ -63,12 +63,15 @@ pub struct TestServer {
 
 impl TestServer {
     pub async fn start() -> TestServer {
-        let sfu = Sfu::start(SfuConfig {
+        Self::start_with(SfuConfig {
             media_bind: "127.0.0.1:0".parse().unwrap(),
-            announce_ips: vec![],
-            inject_loss: 0.0,
+            ..SfuConfig::default()
         })
-        .expect("media socket binds");
+        .await
+    }
+
+    pub async fn start_with(config: SfuConfig) -> TestServer {
+        let sfu = Sfu::start(config).expect("media socket binds");
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
             .expect("http listener binds");
