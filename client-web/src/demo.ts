@@ -1,12 +1,25 @@
 // The demo room page: `/?room=R&name=N` joins room R as N at once with camera and microphone and
-// shows one tile per participant. `&publish=0` joins receive-only. `window.fanout` is the client,
-// for tests and for poking at from the console.
+// shows one tile per participant. `&publish=0` joins receive-only; `&simulcast=0` publishes one
+// encoding. Each remote tile reports its size to the server, which picks the simulcast layer; the
+// layer overlay (press L, or `&overlay=1`) shows which layer a tile receives and why.
+// `window.fanout` is the client and `window.fanoutDemo` has helpers, for tests and the console.
 
-import { FanoutClient, type RemoteParticipant } from './fanout';
+import { FanoutClient, type RemoteParticipant, type TrackLayerMessage } from './fanout';
+
+/** Test and console helpers. */
+interface DemoApi {
+  /** Sizes a remote tile (by participant name) to exactly `width` x `height` CSS pixels. */
+  setTileSize(name: string, width: number, height: number): void;
+  /** Hides (display: none) or shows a remote tile. */
+  setTileHidden(name: string, hidden: boolean): void;
+  /** Shows or hides the layer overlays. */
+  setOverlay(on: boolean): void;
+}
 
 declare global {
   interface Window {
     fanout: FanoutClient;
+    fanoutDemo: DemoApi;
   }
 }
 
@@ -49,6 +62,13 @@ function createTile(name: string, local: boolean): HTMLElement {
   const label = document.createElement('figcaption');
   label.textContent = local ? `${name} (you)` : name;
   tile.append(video, label);
+  if (!local) {
+    const overlay = document.createElement('div');
+    overlay.className = 'layer';
+    overlay.dataset.layer = 'none';
+    overlay.textContent = 'no video yet';
+    tile.append(overlay);
+  }
   grid.append(tile);
   return tile;
 }
@@ -81,6 +101,26 @@ function soundBlocked(video: HTMLVideoElement): void {
   );
 }
 
+const mbps = (bps: number) => (bps >= 1e6 ? `${(bps / 1e6).toFixed(1)} Mb/s` : `${Math.round(bps / 1e3)} kb/s`);
+
+/** Writes a tile's overlay: the layer received, its size and rate, why, and what it switches to. */
+function renderLayer(tile: HTMLElement, msg: TrackLayerMessage | undefined, decodedWidth: number | null): void {
+  const overlay = tile.querySelector<HTMLElement>('.layer');
+  if (!overlay) return;
+  if (!msg) {
+    overlay.dataset.layer = 'none';
+    overlay.textContent = 'no layer report yet';
+    return;
+  }
+  overlay.dataset.layer = msg.current ?? 'paused';
+  overlay.dataset.reason = msg.reason;
+  const size = msg.width && msg.height ? ` ${msg.width}x${msg.height}` : '';
+  const rate = msg.bitrate ? ` · ${mbps(msg.bitrate)}` : '';
+  const target = msg.target !== msg.current ? ` → ${msg.target ?? 'paused'}` : '';
+  const decoded = decodedWidth ? ` · decoding ${decodedWidth} px wide` : '';
+  overlay.textContent = `${msg.current ?? 'paused'}${size}${rate}${target} (${msg.reason})${decoded}`;
+}
+
 async function main(): Promise<void> {
   const { room, name, publish } = roomAndName();
   document.getElementById('room')!.textContent = `room ${room}`;
@@ -90,6 +130,55 @@ async function main(): Promise<void> {
   window.fanout = client;
   const localTile = createTile(name, true);
   const remoteTiles = new Map<string, HTMLElement>();
+  const params = new URLSearchParams(location.search);
+  document.body.classList.toggle('show-layers', params.get('overlay') === '1');
+  addEventListener('keydown', (e) => {
+    if ((e.key === 'l' || e.key === 'L') && !e.ctrlKey && !e.metaKey && !e.altKey) {
+      document.body.classList.toggle('show-layers');
+    }
+  });
+  const tileByName = (n: string) =>
+    [...remoteTiles.values()].find((t) => t.dataset.name === n) ??
+    (() => {
+      throw new Error(`no remote tile named ${n}`);
+    })();
+  window.fanoutDemo = {
+    setTileSize(n, width, height) {
+      const tile = tileByName(n);
+      tile.style.width = `${width}px`;
+      tile.style.height = `${height}px`;
+      tile.style.aspectRatio = 'auto';
+      tile.style.justifySelf = 'start';
+    },
+    setTileHidden(n, hidden) {
+      tileByName(n).style.display = hidden ? 'none' : '';
+    },
+    setOverlay(on) {
+      document.body.classList.toggle('show-layers', on);
+    },
+  };
+  /** Remote video track id → its tile, for the overlays. */
+  const videoTiles = new Map<string, { tile: HTMLElement; track: MediaStreamTrack }>();
+  client.on('track_layer', (msg) => {
+    const v = videoTiles.get(msg.track_id);
+    if (v) renderLayer(v.tile, msg, null);
+  });
+  // The decoded width, from the receiver's stats, once a second.
+  setInterval(async () => {
+    if (!client.pc || !document.body.classList.contains('show-layers')) return;
+    const widths = new Map<string, number>();
+    (await client.pc.getStats()).forEach((r) => {
+      if (r.type === 'inbound-rtp' && r.kind === 'video' && r.trackIdentifier) widths.set(r.trackIdentifier, r.frameWidth ?? 0);
+    });
+    for (const [trackId, { tile, track }] of videoTiles) {
+      renderLayer(tile, client.layers.get(trackId), widths.get(track.id) ?? null);
+    }
+  }, 1000);
+  client.on('active_speaker', ({ participantId }) => {
+    for (const tile of grid.querySelectorAll<HTMLElement>('.tile')) {
+      tile.toggleAttribute('data-speaking', tile.dataset.participantId === participantId);
+    }
+  });
 
   const inCall = () => {
     const others = client.participants.size;
@@ -117,10 +206,18 @@ async function main(): Promise<void> {
     remoteTiles.delete(participantId);
     inCall();
   });
-  client.on('track', ({ participantId, stream }) => {
+  client.on('track', ({ participantId, stream, track, trackId }) => {
     const p = client.participants.get(participantId);
-    if (p) attach(tileFor(p), stream);
+    if (!p) return;
+    const tile = tileFor(p);
+    attach(tile, stream);
+    if (track.kind === 'video' && trackId) {
+      videoTiles.set(trackId, { tile, track });
+      client.observeVideo(trackId, tile.querySelector('video')!);
+      renderLayer(tile, client.layers.get(trackId), null);
+    }
   });
+  client.on('track_unpublished', ({ trackId }) => videoTiles.delete(trackId));
   client.on('error', ({ code, message }) => setStatus(`Error ${code}: ${message}`, 'error'));
   client.on('negotiation_failed', ({ error }) =>
     setStatus(`Negotiation failed: ${error instanceof Error ? error.message : String(error)}`, 'error'),
@@ -153,7 +250,7 @@ async function main(): Promise<void> {
     return;
   }
   try {
-    attach(localTile, await client.publishCamera());
+    attach(localTile, await client.publishCamera({ simulcast: params.get('simulcast') !== '0' }));
   } catch (err) {
     const why = err instanceof DOMException ? err.name : String(err);
     showNotice(`No camera or microphone (${why}): you are in the call receive-only.`);

@@ -8,11 +8,50 @@ import {
   type ClientMessage,
   type ErrorCode,
   type JoinedMessage,
+  type PublisherLayersMessage,
+  type Quality,
   type ServerMessage,
   type Track,
+  type TrackLayerMessage,
+  type TrackSource,
 } from './protocol';
 
-export type { ErrorCode, JoinedMessage, Participant, Track } from './protocol';
+export type {
+  ErrorCode,
+  JoinedMessage,
+  LayerReason,
+  Participant,
+  PublisherLayersMessage,
+  Quality,
+  Track,
+  TrackLayerMessage,
+  TrackSource,
+} from './protocol';
+
+/**
+ * The default simulcast encodings of a camera, low to high: a quarter, half and full resolution
+ * of the capture (320x180, 640x360 and 1280x720 from 720p), each with a bitrate cap.
+ */
+export const DEFAULT_SIMULCAST: readonly RTCRtpEncodingParameters[] = [
+  { rid: 'q', scaleResolutionDownBy: 4, maxBitrate: 150_000 },
+  { rid: 'h', scaleResolutionDownBy: 2, maxBitrate: 500_000 },
+  { rid: 'f', scaleResolutionDownBy: 1, maxBitrate: 1_700_000 },
+];
+
+/** Sources narrower than this are published as one encoding: lower layers would be useless. */
+export const MIN_SIMULCAST_WIDTH = 640;
+
+/** How a track is published. */
+export interface PublishOptions {
+  /** What the track carries (default: camera for video, microphone for audio). */
+  source?: TrackSource;
+  /**
+   * Video only: `true` (default) for `DEFAULT_SIMULCAST`, `false` for one encoding, or custom
+   * encodings (each with a `rid`, low to high). Sources narrower than `MIN_SIMULCAST_WIDTH` always
+   * get one encoding.
+   */
+  simulcast?: boolean | RTCRtpEncodingParameters[];
+}
 
 /** Someone else in the room, and the media received from them. */
 export interface RemoteParticipant {
@@ -33,8 +72,17 @@ export interface FanoutEvents {
   participant_left: { participantId: string; participant: RemoteParticipant | undefined };
   track_published: { participantId: string; track: Track };
   track_unpublished: { participantId: string; trackId: string };
-  /** A remote MediaStreamTrack arrived and was added to that participant's `stream`. */
-  track: { participantId: string; track: MediaStreamTrack; stream: MediaStream };
+  /**
+   * A remote MediaStreamTrack arrived and was added to that participant's `stream`. `trackId` is
+   * its `TR_` id (from the server's `a=msid`), `null` if the SDP did not say.
+   */
+  track: { participantId: string; track: MediaStreamTrack; stream: MediaStream; trackId: string | null };
+  /** The layer received for a remote video track, or why, changed. */
+  track_layer: TrackLayerMessage;
+  /** Dynacast: the server asked to pause or resume some of our simulcast encodings (applied). */
+  publisher_layers: PublisherLayersMessage;
+  /** The room's active speaker changed. */
+  active_speaker: { participantId: string };
   /** An `error` message from the server. */
   error: { code: ErrorCode; message: string };
   /** The browser refused a description (ours or the server's); media may be incomplete. */
@@ -78,6 +126,18 @@ export class FanoutClient extends EventTarget {
   private ownedTracks: MediaStreamTrack[] = [];
   /** Remote streams and tracks we already listen to (`removetrack`, `ended`). */
   private watched = new WeakSet<MediaStream | MediaStreamTrack>();
+  /** The latest `track_layer` per remote track id. */
+  readonly layers = new Map<string, TrackLayerMessage>();
+  /** The room's active speaker, once the server named one. */
+  activeSpeaker: string | null = null;
+  /** Remote MediaStreamTrack → its `TR_` id. */
+  private trackIds = new WeakMap<MediaStreamTrack, string>();
+  /** Elements showing remote video tracks, observed to report their displayed size. */
+  private views = new Map<string, VideoView>();
+  /** What we publish on each transceiver, until the server was told (`track_source`). */
+  private pendingSources = new Map<RTCRtpTransceiver, TrackSource>();
+  /** setParameters calls per sender run one after another; the latest request wins. */
+  private senderQueues = new WeakMap<RTCRtpSender, Promise<void>>();
 
   /** Typed `addEventListener`; returns a function that removes the listener. */
   on<K extends keyof FanoutEvents>(type: K, listener: (detail: FanoutEvents[K]) => void): () => void {
@@ -135,25 +195,74 @@ export class FanoutClient extends EventTarget {
     });
   }
 
-  /** Sends every track of `stream` to the room (one `sendonly` transceiver per track). */
-  publish(stream: MediaStream): void {
+  /**
+   * Sends every track of `stream` to the room (one `sendonly` transceiver per track). Video is
+   * sent as simulcast unless `options.simulcast` says otherwise or the source is small.
+   */
+  publish(stream: MediaStream, options: PublishOptions = {}): void {
     const pc = this.requirePc();
     for (const track of stream.getTracks()) {
-      pc.addTransceiver(track, { direction: 'sendonly', streams: [stream] });
+      const init: RTCRtpTransceiverInit = { direction: 'sendonly', streams: [stream] };
+      if (track.kind === 'video') {
+        const encodings = simulcastEncodings(track, options.simulcast ?? true);
+        if (encodings) init.sendEncodings = encodings;
+      }
+      const transceiver = pc.addTransceiver(track, init);
+      this.pendingSources.set(transceiver, options.source ?? (track.kind === 'audio' ? 'microphone' : 'camera'));
     }
     // `negotiationneeded` fires once for all of them and sends the offer.
   }
 
-  /** Captures camera (720p) and microphone and publishes them; resolves with the local stream. */
-  async publishCamera(): Promise<MediaStream> {
+  /**
+   * Captures camera (1280x720 unless `video` constraints say otherwise) and microphone and
+   * publishes them (the camera as simulcast by default); resolves with the local stream.
+   */
+  async publishCamera(
+    options: PublishOptions & { video?: MediaTrackConstraints } = {},
+  ): Promise<MediaStream> {
     this.requirePc();
     const stream = await navigator.mediaDevices.getUserMedia({
       audio: true,
-      video: { width: 1280, height: 720 },
+      video: options.video ?? { width: 1280, height: 720 },
     });
     this.ownedTracks.push(...stream.getTracks());
-    this.publish(stream);
+    this.publish(stream, options);
     return stream;
+  }
+
+  /** Captures a screen or window and publishes it as a screen share (one encoding). */
+  async publishScreen(): Promise<MediaStream> {
+    this.requirePc();
+    const stream = await navigator.mediaDevices.getDisplayMedia({ video: true, audio: false });
+    this.ownedTracks.push(...stream.getTracks());
+    this.publish(stream, { source: 'screen', simulcast: false });
+    return stream;
+  }
+
+  /** The `TR_` id of a remote track, once known. */
+  trackIdOf(track: MediaStreamTrack): string | null {
+    return this.trackIds.get(track) ?? null;
+  }
+
+  /**
+   * Reports how `element` shows the remote video track `trackId`, for as long as it does: its
+   * displayed size in device pixels (on resize, debounced) and whether it is visible (not
+   * off-screen, not zero-sized, tab not hidden). The server then forwards the smallest simulcast
+   * layer that covers it and nothing while hidden. Returns a function that stops observing.
+   */
+  observeVideo(trackId: string, element: HTMLVideoElement): () => void {
+    this.views.get(trackId)?.stop();
+    const view = new VideoView(trackId, element, (msg) => this.send(msg));
+    this.views.set(trackId, view);
+    return () => {
+      view.stop();
+      if (this.views.get(trackId) === view) this.views.delete(trackId);
+    };
+  }
+
+  /** Caps the quality the server forwards for a remote video track. */
+  setMaxQuality(trackId: string, quality: Quality): void {
+    this.send({ type: 'track_settings', track_id: trackId, max_quality: quality });
   }
 
   /** Leaves the room: tells the server, then closes the peer connection and the socket. */
@@ -173,6 +282,8 @@ export class FanoutClient extends EventTarget {
   }
 
   private teardown(): void {
+    for (const view of this.views.values()) view.stop();
+    this.views.clear();
     for (const track of this.ownedTracks) track.stop();
     this.ownedTracks = [];
     this.pc?.close();
@@ -195,6 +306,7 @@ export class FanoutClient extends EventTarget {
         this.makingOffer = true;
         await pc.setLocalDescription();
         this.send({ type: 'offer', sdp: pc.localDescription!.sdp });
+        this.sendTrackSources();
       } catch (err) {
         this.negotiationFailed(err);
       } finally {
@@ -241,9 +353,24 @@ export class FanoutClient extends EventTarget {
       case 'track_unpublished': {
         const p = this.participants.get(msg.participant_id);
         if (p) p.tracks = p.tracks.filter((t) => t.id !== msg.track_id);
+        this.views.get(msg.track_id)?.stop();
+        this.views.delete(msg.track_id);
+        this.layers.delete(msg.track_id);
         this.emit('track_unpublished', { participantId: msg.participant_id, trackId: msg.track_id });
         return;
       }
+      case 'track_layer':
+        this.layers.set(msg.track_id, msg);
+        this.emit('track_layer', msg);
+        return;
+      case 'publisher_layers':
+        this.applyPublisherLayers(msg);
+        this.emit('publisher_layers', msg);
+        return;
+      case 'active_speaker':
+        this.activeSpeaker = msg.participant_id;
+        this.emit('active_speaker', { participantId: msg.participant_id });
+        return;
       case 'error':
         this.emit('error', { code: msg.code, message: msg.message });
         return;
@@ -269,6 +396,41 @@ export class FanoutClient extends EventTarget {
       await pc.setLocalDescription();
       this.send({ type: 'answer', sdp: pc.localDescription!.sdp });
     }
+    // Our own transceivers got their mids in an offer of ours or, after a collision, here.
+    this.sendTrackSources();
+  }
+
+  /** Tells the server the source of each transceiver we publish once it has a mid. */
+  private sendTrackSources(): void {
+    for (const [transceiver, source] of this.pendingSources) {
+      if (!transceiver.mid) continue;
+      this.send({ type: 'track_source', mid: transceiver.mid, source });
+      this.pendingSources.delete(transceiver);
+    }
+  }
+
+  /** Dynacast: activates exactly the encodings the server lists for transceiver `mid`. */
+  private applyPublisherLayers(msg: PublisherLayersMessage): void {
+    const transceiver = this.pc?.getTransceivers().find((t) => t.mid === msg.mid);
+    const sender = transceiver?.sender;
+    if (!sender || !sender.track) return;
+    const previous = this.senderQueues.get(sender) ?? Promise.resolve();
+    const next = previous
+      .then(async () => {
+        const params = sender.getParameters();
+        if (!params.encodings || params.encodings.length < 2) return;
+        let changed = false;
+        for (const encoding of params.encodings) {
+          const active = encoding.rid !== undefined && msg.active.includes(encoding.rid);
+          if (encoding.active !== active) {
+            encoding.active = active;
+            changed = true;
+          }
+        }
+        if (changed) await sender.setParameters(params);
+      })
+      .catch((err: unknown) => console.warn('fanout: could not apply publisher_layers', err));
+    this.senderQueues.set(sender, next);
   }
 
   private async onCandidate(candidate: RTCIceCandidateInit): Promise<void> {
@@ -325,6 +487,8 @@ export class FanoutClient extends EventTarget {
     for (const other of this.participants.values()) {
       if (other.id !== participantId) other.stream.removeTrack(track);
     }
+    const trackId = event.transceiver.mid ? msidTrackId(this.pc?.remoteDescription?.sdp, event.transceiver.mid) : null;
+    if (trackId) this.trackIds.set(event.track, trackId);
     const p = this.participants.get(participantId) ?? this.addParticipant(participantId, '', []);
     if (!p.stream.getTrackById(track.id)) p.stream.addTrack(track);
 
@@ -343,6 +507,115 @@ export class FanoutClient extends EventTarget {
       });
     }
 
-    this.emit('track', { participantId, track, stream: p.stream });
+    this.emit('track', { participantId, track, stream: p.stream, trackId });
   }
+}
+
+/** The sendEncodings for a video track, or `undefined` for the browser's single encoding. */
+function simulcastEncodings(
+  track: MediaStreamTrack,
+  simulcast: boolean | RTCRtpEncodingParameters[],
+): RTCRtpEncodingParameters[] | undefined {
+  if (simulcast === false) return undefined;
+  const width = track.getSettings().width ?? 0;
+  if (width > 0 && width < MIN_SIMULCAST_WIDTH) return undefined;
+  const encodings = simulcast === true ? DEFAULT_SIMULCAST : simulcast;
+  return encodings.map((e) => ({ ...e }));
+}
+
+/** The track id of `a=msid:<stream> <track>` in the m-section whose `a=mid` is `mid`. */
+export function msidTrackId(sdp: string | undefined, mid: string): string | null {
+  if (!sdp) return null;
+  for (const section of sdp.split(/\r?\nm=/).slice(1)) {
+    const lines = section.split(/\r?\n/);
+    if (!lines.some((l) => l === `a=mid:${mid}`)) continue;
+    const msid = lines.find((l) => l.startsWith('a=msid:'));
+    return msid?.slice('a=msid:'.length).split(' ')[1]?.trim() || null;
+  }
+  return null;
+}
+
+/** How long resize reports wait for the size to settle. */
+const RESIZE_DEBOUNCE_MS = 100;
+
+/**
+ * Watches one element showing one remote video track and reports how it is shown: visibility
+ * (IntersectionObserver, zero size, tab hidden) at once, the displayed size debounced.
+ */
+class VideoView {
+  private resize = new ResizeObserver(() => this.schedule());
+  private intersection = new IntersectionObserver((entries) => {
+    for (const e of entries) this.intersecting = e.isIntersecting;
+    this.report();
+  });
+  private intersecting = true;
+  private timer: ReturnType<typeof setTimeout> | null = null;
+  private last: { visible: boolean; width: number; height: number } | null = null;
+  private onVisibility = () => this.report();
+  private onMetadata = () => this.schedule();
+
+  constructor(
+    private readonly trackId: string,
+    private readonly element: HTMLVideoElement,
+    private readonly send: (msg: ClientMessage) => void,
+  ) {
+    this.resize.observe(element);
+    this.intersection.observe(element);
+    document.addEventListener('visibilitychange', this.onVisibility);
+    element.addEventListener('loadedmetadata', this.onMetadata);
+    element.addEventListener('resize', this.onMetadata);
+    this.report();
+  }
+
+  stop(): void {
+    this.resize.disconnect();
+    this.intersection.disconnect();
+    document.removeEventListener('visibilitychange', this.onVisibility);
+    this.element.removeEventListener('loadedmetadata', this.onMetadata);
+    this.element.removeEventListener('resize', this.onMetadata);
+    if (this.timer) clearTimeout(this.timer);
+  }
+
+  private schedule(): void {
+    if (this.timer) clearTimeout(this.timer);
+    this.timer = setTimeout(() => {
+      this.timer = null;
+      this.report();
+    }, RESIZE_DEBOUNCE_MS);
+  }
+
+  private report(): void {
+    const { width, height } = displayedSize(this.element);
+    const visible = this.intersecting && document.visibilityState === 'visible' && width > 0 && height > 0;
+    const last = this.last;
+    if (last && last.visible === visible && (!visible || (last.width === width && last.height === height))) return;
+    this.last = { visible, width, height };
+    this.send(
+      visible
+        ? { type: 'track_settings', track_id: this.trackId, visible, width, height }
+        : { type: 'track_settings', track_id: this.trackId, visible },
+    );
+  }
+}
+
+/**
+ * The size, in device pixels, at which `video` draws its picture: the element's box, scaled as
+ * `object-fit` does for the video's aspect ratio (`cover` may draw larger than the box).
+ */
+function displayedSize(video: HTMLVideoElement): { width: number; height: number } {
+  const box = video.getBoundingClientRect();
+  const dpr = window.devicePixelRatio || 1;
+  let w = box.width;
+  let h = box.height;
+  const vw = video.videoWidth;
+  const vh = video.videoHeight;
+  if (w > 0 && h > 0 && vw > 0 && vh > 0) {
+    const fit = getComputedStyle(video).objectFit;
+    const scale = fit === 'cover' ? Math.max(w / vw, h / vh) : Math.min(w / vw, h / vh);
+    if (fit === 'cover' || fit === 'contain' || fit === '') {
+      w = vw * scale;
+      h = vh * scale;
+    }
+  }
+  return { width: Math.round(w * dpr), height: Math.round(h * dpr) };
 }

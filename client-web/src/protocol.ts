@@ -4,11 +4,21 @@
 
 export const PROTOCOL_VERSION = 1;
 
-/** A published track: `{"id": "TR_…", "kind": "audio" | "video"}`. */
+/** What a published track carries. Screen shares get bandwidth first. */
+export type TrackSource = 'camera' | 'microphone' | 'screen';
+
+/** A published track: `{"id": "TR_…", "kind": "audio" | "video", "source": …}`. */
 export interface Track {
   id: string;
   kind: 'audio' | 'video';
+  source?: TrackSource;
 }
+
+/** A simulcast layer's quality: with three layers low/medium/high, two low/high, one high. */
+export type Quality = 'low' | 'medium' | 'high';
+
+/** Why a subscriber receives the layer it receives (docs/protocol.md). */
+export type LayerReason = 'display_size' | 'bandwidth' | 'publisher_not_sending' | 'hidden' | 'preference';
 
 /** A participant of a room: `{"id": "PA_…", "name": "Alice", "tracks": [track]}`. */
 export interface Participant {
@@ -50,12 +60,32 @@ export interface LeaveMessage {
   type: 'leave';
 }
 
+/** How this client shows one remote video track; absent fields keep their value on the server. */
+export interface TrackSettingsMessage {
+  type: 'track_settings';
+  track_id: string;
+  visible?: boolean;
+  /** Displayed size in device pixels (both or neither). */
+  width?: number;
+  height?: number;
+  max_quality?: Quality;
+}
+
+/** What this client publishes on transceiver `mid`. */
+export interface TrackSourceMessage {
+  type: 'track_source';
+  mid: string;
+  source: TrackSource;
+}
+
 export type ClientMessage =
   | JoinMessage
   | ClientOfferMessage
   | ClientAnswerMessage
   | ClientCandidateMessage
-  | LeaveMessage;
+  | LeaveMessage
+  | TrackSettingsMessage
+  | TrackSourceMessage;
 
 // ---- server → client ----
 
@@ -106,6 +136,34 @@ export interface ServerCandidateMessage {
   candidate: RTCIceCandidateInit;
 }
 
+/** The layer this client receives for a video track (`current`), the one the server switches to
+ * at its next keyframe (`target`), and why. `null` is nothing (paused). */
+export interface TrackLayerMessage {
+  type: 'track_layer';
+  track_id: string;
+  current: Quality | null;
+  target: Quality | null;
+  reason: LayerReason;
+  /** Of the current layer, when known. */
+  width?: number;
+  height?: number;
+  bitrate?: number;
+}
+
+/** Dynacast: the simulcast encodings (rids) of our transceiver `mid` that anyone receives. */
+export interface PublisherLayersMessage {
+  type: 'publisher_layers';
+  mid: string;
+  track_id: string;
+  active: string[];
+}
+
+/** The room's loudest voice. */
+export interface ActiveSpeakerMessage {
+  type: 'active_speaker';
+  participant_id: string;
+}
+
 /** Every error code the server sends; see "Error codes" in docs/protocol.md. */
 export type ErrorCode =
   | 'bad_json'
@@ -116,6 +174,7 @@ export type ErrorCode =
   | 'already_joined'
   | 'invalid_sdp'
   | 'invalid_candidate'
+  | 'unknown_track'
   | 'message_too_large'
   | 'internal_error';
 
@@ -135,6 +194,9 @@ export type ServerMessage =
   | ServerOfferMessage
   | ServerAnswerMessage
   | ServerCandidateMessage
+  | TrackLayerMessage
+  | PublisherLayersMessage
+  | ActiveSpeakerMessage
   | ErrorMessage;
 
 /** Parses one text frame from the server; `null` for anything that is not a tagged JSON object. */

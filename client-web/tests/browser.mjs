@@ -43,8 +43,8 @@ export async function launchBrowser(t, extraArgs = []) {
     await browser.close().catch(() => {});
     if (t.passed !== true && logs.length > 0) console.log(`browser console:\n${logs.join('\n')}`);
   });
-  const open = async (url, label) => {
-    const context = await browser.newContext();
+  const open = async (url, label, contextOptions = {}) => {
+    const context = await browser.newContext(contextOptions);
     const page = await context.newPage();
     page.on('console', (msg) => {
       if (msg.type() === 'error' || msg.type() === 'warning') logs.push(`[${label}] ${msg.type()}: ${msg.text()}`);
@@ -82,6 +82,10 @@ export function rtpStats(page, type) {
         nackCount: r.nackCount ?? 0,
         retransmittedPacketsSent: r.retransmittedPacketsSent ?? 0,
         frameWidth: r.frameWidth ?? 0,
+        frameHeight: r.frameHeight ?? 0,
+        rid: r.rid,
+        active: r.active,
+        trackIdentifier: r.trackIdentifier,
         bytesReceived: r.bytesReceived ?? 0,
         bytesSent: r.bytesSent ?? 0,
         qualityLimitationReason: r.qualityLimitationReason,
