@@ -59,8 +59,11 @@ test('each subscriber decodes the layer its tile needs; switches, dynacast and h
     `debug: ${await (await fetch(`${server.url}/debug/rooms`)).text()}`;
   await pollUntil(() => decodes(small, 300, 340), { timeoutMs: 40_000, what: 'the small tile decoding ~320 px', describe });
   await pollUntil(() => decodes(large, 1200, 1280), { timeoutMs: 40_000, what: 'the large tile decoding ~1280 px', describe });
-  assert.equal(await small.evaluate(() => document.querySelector('[data-remote] .layer').dataset.layer), 'low');
-  assert.equal(await large.evaluate(() => document.querySelector('[data-remote] .layer').dataset.layer), 'high');
+  // The overlays say so too (the report travels over signaling, next to the media).
+  const overlayIs = (page, layer) => async () =>
+    (await page.evaluate(() => document.querySelector('[data-remote] .layer').dataset.layer)) === layer;
+  await pollUntil(overlayIs(small, 'low'), { timeoutMs: 3000, what: 'the small overlay saying low', describe });
+  await pollUntil(overlayIs(large, 'high'), { timeoutMs: 3000, what: 'the large overlay saying high', describe });
 
   // (b) Enlarging the small tile raises it to the high layer within 3 s, and decoding goes on.
   const before = await inboundVideo(small);
@@ -114,8 +117,7 @@ test('each subscriber decodes the layer its tile needs; switches, dynacast and h
   await sleep(2000);
   const later = await inboundVideo(small);
   assert.equal(later.bytesReceived, hidden.bytesReceived, `a hidden tile receives no video\n${await describe()}`);
-  const overlayLayer = await small.evaluate(() => document.querySelector('[data-remote] .layer').dataset.layer);
-  assert.equal(overlayLayer, 'paused');
+  await pollUntil(overlayIs(small, 'paused'), { timeoutMs: 3000, what: 'the hidden overlay saying paused', describe });
   // The other subscriber is unaffected.
   assert.ok(await decodes(large, 1200, 1280), `the large tile keeps decoding\n${await describe()}`);
 });

@@ -20,9 +20,18 @@ pub(super) fn layer_order(layers: &[Layer]) -> Vec<u8> {
     order
 }
 
-/// The quality name of layer id `id` among `order`.
-fn quality(order: &[u8], id: Option<u8>) -> Option<Quality> {
-    let pos = order.iter().position(|&o| Some(o) == id)?;
+/// The quality name of layer id `id`: by its rid when the rids follow a known three-level
+/// scheme (so `q` is low even while it is the only layer that has started), else by position.
+fn quality(layers: &[Layer], order: &[u8], id: Option<u8>) -> Option<Quality> {
+    let id = id?;
+    let rids: Vec<&str> = layers.iter().map(|l| l.rid.as_str()).collect();
+    let rank = rid_rank(layers.get(usize::from(id))?.rid.as_str(), &rids);
+    if layers.len() > 1 || !layers[0].rid.is_empty() {
+        if let Some(q) = [Quality::Low, Quality::Medium, Quality::High].get(rank) {
+            return Some(*q);
+        }
+    }
+    let pos = order.iter().position(|&o| o == id)?;
     Some(Quality::of(pos, order.len()))
 }
 
@@ -42,8 +51,8 @@ pub(super) fn report_layer(
     let current = state.0.and_then(|id| layers.get(usize::from(id)));
     let report = LayerReport {
         track_id: track_id.to_owned(),
-        current: quality(order, state.0),
-        target: quality(order, state.1),
+        current: quality(layers, order, state.0),
+        target: quality(layers, order, state.1),
         reason: state.2,
         width: current.map(|l| l.width).filter(|w| *w > 0),
         height: current.map(|l| l.height).filter(|h| *h > 0),
@@ -176,6 +185,8 @@ impl Driver {
                 .map(|&id| {
                     let l = &track.layers[usize::from(id)];
                     LayerState {
+                        quality: quality(&track.layers, &track.order, Some(id))
+                            .unwrap_or(Quality::High),
                         active: l.active(now),
                         width: l.width,
                         height: l.height,
@@ -399,12 +410,12 @@ impl Driver {
                 layers: t
                     .order
                     .iter()
-                    .enumerate()
-                    .map(|(pos, &id)| {
+                    .map(|&id| {
                         let l = &t.layers[usize::from(id)];
                         LayerSnapshot {
                             rid: l.rid.clone(),
-                            quality: Quality::of(pos, t.order.len()).as_str(),
+                            quality: quality(&t.layers, &t.order, Some(id))
+                                .map_or("high", Quality::as_str),
                             ssrc: l.ssrc,
                             active: l.active(now),
                             requested: t.requested.as_ref().is_none_or(|r| r.contains(&l.rid)),
@@ -429,8 +440,9 @@ impl Driver {
                         .get(&t.publisher)
                         .map(|p| p.id.clone())
                         .unwrap_or_default(),
-                    current: quality(&t.order, f.rewriter.current()).map(Quality::as_str),
-                    target: quality(&t.order, f.rewriter.target()).map(Quality::as_str),
+                    current: quality(&t.layers, &t.order, f.rewriter.current())
+                        .map(Quality::as_str),
+                    target: quality(&t.layers, &t.order, f.rewriter.target()).map(Quality::as_str),
                     reason: f.reason.as_str(),
                     visible: f.wants.visible,
                     display_width: f.wants.size.map(|s| s.0),

@@ -97,8 +97,11 @@ impl Reason {
 }
 
 /// What the server knows about one layer of a published track.
-#[derive(Debug, Clone, Copy, PartialEq, Default)]
+#[derive(Debug, Clone, Copy, PartialEq)]
 pub struct LayerState {
+    /// Its name for subscribers (from its rid when the rid follows a known scheme, else from its
+    /// position: see [`Quality::of`]).
+    pub quality: Quality,
     /// The publisher sent it recently.
     pub active: bool,
     /// From its last keyframe; 0 when unknown.
@@ -171,7 +174,7 @@ pub fn desired(layers: &[LayerState], wants: &Wants) -> (Option<usize>, Reason) 
     };
     let cap = (0..n)
         .rev()
-        .find(|&i| Quality::of(i, n) <= wants.max_quality)
+        .find(|&i| layers[i].quality <= wants.max_quality)
         .unwrap_or(0);
     if by_size > cap {
         (Some(cap), Reason::Preference)
@@ -205,7 +208,7 @@ fn cost(layers: &[LayerState], i: usize) -> f64 {
     if layers[i].bitrate > 0.0 {
         layers[i].bitrate
     } else {
-        Quality::of(i, layers.len()).nominal_bitrate()
+        layers[i].quality.nominal_bitrate()
     }
 }
 
@@ -358,7 +361,9 @@ mod tests {
         [(320, 180), (640, 360), (1280, 720)]
             .iter()
             .zip(bitrates)
-            .map(|(&(w, h), b)| LayerState {
+            .zip([Quality::Low, Quality::Medium, Quality::High])
+            .map(|((&(w, h), b), quality)| LayerState {
+                quality,
                 active: true,
                 width: w,
                 height: h,
