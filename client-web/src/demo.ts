@@ -130,6 +130,8 @@ async function main(): Promise<void> {
   window.fanout = client;
   const localTile = createTile(name, true);
   const remoteTiles = new Map<string, HTMLElement>();
+  /** Per remote participant, stops its tile's size reports. */
+  const detachers = new Map<string, () => void>();
   const params = new URLSearchParams(location.search);
   document.body.classList.toggle('show-layers', params.get('overlay') === '1');
   addEventListener('keydown', (e) => {
@@ -190,6 +192,8 @@ async function main(): Promise<void> {
       tile = createTile(p.name, false);
       tile.dataset.participantId = p.id;
       remoteTiles.set(p.id, tile);
+      // The tile's size and visibility pick the simulcast layer the server forwards.
+      detachers.set(p.id, client.attachVideo(p.id, tile.querySelector('video')!));
     } else if (p.name && tile.dataset.name !== p.name) {
       tile.dataset.name = p.name;
       tile.querySelector('figcaption')!.textContent = p.name;
@@ -202,6 +206,8 @@ async function main(): Promise<void> {
     inCall();
   });
   client.on('participant_left', ({ participantId }) => {
+    detachers.get(participantId)?.();
+    detachers.delete(participantId);
     remoteTiles.get(participantId)?.remove();
     remoteTiles.delete(participantId);
     inCall();
@@ -213,7 +219,6 @@ async function main(): Promise<void> {
     attach(tile, stream);
     if (track.kind === 'video' && trackId) {
       videoTiles.set(trackId, { tile, track });
-      client.observeVideo(trackId, tile.querySelector('video')!);
       renderLayer(tile, client.layers.get(trackId), null);
     }
   });

@@ -13,6 +13,7 @@ import {
   type ServerMessage,
   type Track,
   type TrackLayerMessage,
+  type TrackSettingsMessage,
   type TrackSource,
 } from './protocol';
 
@@ -25,6 +26,7 @@ export type {
   Quality,
   Track,
   TrackLayerMessage,
+  TrackSettingsMessage,
   TrackSource,
 } from './protocol';
 
@@ -132,12 +134,15 @@ export class FanoutClient extends EventTarget {
   activeSpeaker: string | null = null;
   /** Remote MediaStreamTrack → its `TR_` id. */
   private trackIds = new WeakMap<MediaStreamTrack, string>();
-  /** Elements showing remote video tracks, observed to report their displayed size. */
-  private views = new Map<string, VideoView>();
+  /** Per remote video track id, the elements showing it, observed to report how it is shown. */
+  private views = new Map<string, TrackView>();
+  /** Elements attached with `attachVideo`, and what they show. */
+  private attachments = new Map<HTMLVideoElement, Attachment>();
   /** What we publish on each transceiver, until the server was told (`track_source`). */
   private pendingSources = new Map<RTCRtpTransceiver, TrackSource>();
-  /** setParameters calls per sender run one after another; the latest request wins. */
-  private senderQueues = new WeakMap<RTCRtpSender, Promise<void>>();
+  /** Dynacast: the latest `active` rid list per sender not yet applied, and senders being updated. */
+  private wantedLayers = new Map<RTCRtpSender, string[]>();
+  private updatingSenders = new Set<RTCRtpSender>();
 
   /** Typed `addEventListener`; returns a function that removes the listener. */
   on<K extends keyof FanoutEvents>(type: K, listener: (detail: FanoutEvents[K]) => void): () => void {
@@ -244,25 +249,80 @@ export class FanoutClient extends EventTarget {
     return this.trackIds.get(track) ?? null;
   }
 
+  /** The `TR_` ids of the video tracks received from a participant, in their stream's order. */
+  videoTrackIds(participantId: string): string[] {
+    const tracks = this.participants.get(participantId)?.stream.getVideoTracks() ?? [];
+    return tracks.map((t) => this.trackIds.get(t)).filter((id): id is string => id !== undefined);
+  }
+
   /**
-   * Reports how `element` shows the remote video track `trackId`, for as long as it does: its
-   * displayed size in device pixels (on resize, debounced) and whether it is visible (not
-   * off-screen, not zero-sized, tab not hidden). The server then forwards the smallest simulcast
-   * layer that covers it and nothing while hidden. Returns a function that stops observing.
+   * Tells the server, for as long as `element` shows remote video, how it is shown, so that it
+   * forwards the smallest simulcast layer that looks sharp there and nothing while it is not seen.
+   * `target` is a participant id (`PA_…`): the element is taken to play that participant's
+   * `stream` (the app sets `srcObject`), whose first video track it shows; the report follows
+   * that track as tracks arrive and go. Or `target` is a remote video track id (`TR_…`).
+   *
+   * Reported (`track_settings`): the displayed size in device pixels (the element's box as
+   * `object-fit` fills it, × devicePixelRatio; debounced 100 ms) and visibility (`false` when the
+   * element is off-screen, has no size or `display: none`, or the tab is hidden; at once). Sent on
+   * change, and again whenever the element is (re)bound to a track. Several elements may show one
+   * track: the largest visible one counts. Returns a function that detaches the element.
+   */
+  attachVideo(target: string, element: HTMLVideoElement): () => void {
+    this.attachments.get(element)?.detach();
+    const attachment: Attachment = {
+      target,
+      trackId: null,
+      stop: null,
+      detach: () => {
+        if (this.attachments.get(element) !== attachment) return;
+        this.attachments.delete(element);
+        attachment.stop?.();
+      },
+    };
+    this.attachments.set(element, attachment);
+    this.bind(element, attachment);
+    return attachment.detach;
+  }
+
+  /**
+   * Like `attachVideo(trackId, element)`, without following anything: reports how `element`
+   * shows the remote video track `trackId` until the returned function is called (or the track is
+   * unpublished).
    */
   observeVideo(trackId: string, element: HTMLVideoElement): () => void {
-    this.views.get(trackId)?.stop();
-    const view = new VideoView(trackId, element, (msg) => this.send(msg));
-    this.views.set(trackId, view);
+    let view = this.views.get(trackId);
+    if (!view) {
+      view = new TrackView(trackId, (msg) => this.send(msg));
+      this.views.set(trackId, view);
+    }
+    const v = view;
+    v.add(element);
     return () => {
-      view.stop();
-      if (this.views.get(trackId) === view) this.views.delete(trackId);
+      if (v.remove(element) && this.views.get(trackId) === v) this.views.delete(trackId);
     };
   }
 
-  /** Caps the quality the server forwards for a remote video track. */
+  /**
+   * Caps the quality the server forwards for a remote video track (`track_settings`
+   * `max_quality`; `high` lifts the cap). The server keeps it for the track's lifetime.
+   */
   setMaxQuality(trackId: string, quality: Quality): void {
     this.send({ type: 'track_settings', track_id: trackId, max_quality: quality });
+  }
+
+  /** Points an attached element's reports at the track it shows now (see `attachVideo`). */
+  private bind(element: HTMLVideoElement, attachment: Attachment): void {
+    const trackId = attachment.target.startsWith('TR_')
+      ? attachment.target
+      : (this.videoTrackIds(attachment.target)[0] ?? null);
+    if (trackId !== null && trackId === attachment.trackId && this.views.has(trackId)) {
+      this.views.get(trackId)!.refresh(); // re-attached: say it again
+      return;
+    }
+    attachment.stop?.();
+    attachment.trackId = trackId;
+    attachment.stop = trackId === null ? null : this.observeVideo(trackId, element);
   }
 
   /** Leaves the room: tells the server, then closes the peer connection and the socket. */
@@ -282,8 +342,10 @@ export class FanoutClient extends EventTarget {
   }
 
   private teardown(): void {
-    for (const view of this.views.values()) view.stop();
+    for (const view of this.views.values()) view.dispose();
     this.views.clear();
+    this.attachments.clear();
+    this.wantedLayers.clear();
     for (const track of this.ownedTracks) track.stop();
     this.ownedTracks = [];
     this.pc?.close();
@@ -353,7 +415,8 @@ export class FanoutClient extends EventTarget {
       case 'track_unpublished': {
         const p = this.participants.get(msg.participant_id);
         if (p) p.tracks = p.tracks.filter((t) => t.id !== msg.track_id);
-        this.views.get(msg.track_id)?.stop();
+        // Nothing more to report about it (the server would answer `unknown_track`).
+        this.views.get(msg.track_id)?.dispose();
         this.views.delete(msg.track_id);
         this.layers.delete(msg.track_id);
         this.emit('track_unpublished', { participantId: msg.participant_id, trackId: msg.track_id });
@@ -409,28 +472,34 @@ export class FanoutClient extends EventTarget {
     }
   }
 
-  /** Dynacast: activates exactly the encodings the server lists for transceiver `mid`. */
+  /**
+   * Dynacast: activates exactly the encodings the server lists for transceiver `mid`. One
+   * setParameters call at a time per sender; requests arriving meanwhile collapse into the latest.
+   * Never throws (failures are logged): it runs beside the message loop, not in it.
+   */
   private applyPublisherLayers(msg: PublisherLayersMessage): void {
-    const transceiver = this.pc?.getTransceivers().find((t) => t.mid === msg.mid);
-    const sender = transceiver?.sender;
-    if (!sender || !sender.track) return;
-    const previous = this.senderQueues.get(sender) ?? Promise.resolve();
-    const next = previous
-      .then(async () => {
-        const params = sender.getParameters();
-        if (!params.encodings || params.encodings.length < 2) return;
-        let changed = false;
-        for (const encoding of params.encodings) {
-          const active = encoding.rid !== undefined && msg.active.includes(encoding.rid);
-          if (encoding.active !== active) {
-            encoding.active = active;
-            changed = true;
+    const sender = this.pc?.getTransceivers().find((t) => t.mid === msg.mid)?.sender;
+    if (!sender) {
+      console.warn(`fanout: publisher_layers for unknown mid ${msg.mid}`);
+      return;
+    }
+    this.wantedLayers.set(sender, msg.active);
+    if (this.updatingSenders.has(sender)) return; // the running update picks the latest up
+    this.updatingSenders.add(sender);
+    void (async () => {
+      try {
+        for (let active = this.wantedLayers.get(sender); active; active = this.wantedLayers.get(sender)) {
+          this.wantedLayers.delete(sender);
+          try {
+            await setActiveEncodings(sender, active);
+          } catch (err) {
+            console.warn('fanout: could not apply publisher_layers', err);
           }
         }
-        if (changed) await sender.setParameters(params);
-      })
-      .catch((err: unknown) => console.warn('fanout: could not apply publisher_layers', err));
-    this.senderQueues.set(sender, next);
+      } finally {
+        this.updatingSenders.delete(sender);
+      }
+    })();
   }
 
   private async onCandidate(candidate: RTCIceCandidateInit): Promise<void> {
@@ -489,6 +558,7 @@ export class FanoutClient extends EventTarget {
     }
     const trackId = event.transceiver.mid ? msidTrackId(this.pc?.remoteDescription?.sdp, event.transceiver.mid) : null;
     if (trackId) this.trackIds.set(event.track, trackId);
+    else this.trackIds.delete(event.track);
     const p = this.participants.get(participantId) ?? this.addParticipant(participantId, '', []);
     if (!p.stream.getTrackById(track.id)) p.stream.addTrack(track);
 
@@ -507,8 +577,38 @@ export class FanoutClient extends EventTarget {
       });
     }
 
+    // Elements attached to this participant or track report for what they show now.
+    if (track.kind === 'video') {
+      for (const [element, attachment] of this.attachments) {
+        if (attachment.target === participantId || attachment.target === trackId) this.bind(element, attachment);
+      }
+    }
+
     this.emit('track', { participantId, track, stream: p.stream, trackId });
   }
+}
+
+/** An element attached with `attachVideo`: what it follows and the track it reports for. */
+interface Attachment {
+  target: string;
+  trackId: string | null;
+  stop: (() => void) | null;
+  detach: () => void;
+}
+
+/** Sets `active` on exactly the encodings whose rid is listed (a single encoding is left alone). */
+async function setActiveEncodings(sender: RTCRtpSender, activeRids: string[]): Promise<void> {
+  const params = sender.getParameters();
+  if (!params.encodings || params.encodings.length < 2) return;
+  let changed = false;
+  for (const encoding of params.encodings) {
+    const active = encoding.rid !== undefined && activeRids.includes(encoding.rid);
+    if (encoding.active !== active) {
+      encoding.active = active;
+      changed = true;
+    }
+  }
+  if (changed) await sender.setParameters(params);
 }
 
 /** The sendEncodings for a video track, or `undefined` for the browser's single encoding. */
@@ -535,48 +635,109 @@ export function msidTrackId(sdp: string | undefined, mid: string): string | null
   return null;
 }
 
-/** How long resize reports wait for the size to settle. */
+/** How long size reports wait for the size to settle. */
 const RESIZE_DEBOUNCE_MS = 100;
 
+/** How a track is shown: visible or not and, if visible, the size in device pixels. */
+interface Shown {
+  visible: boolean;
+  width: number;
+  height: number;
+}
+
 /**
- * Watches one element showing one remote video track and reports how it is shown: visibility
- * (IntersectionObserver, zero size, tab hidden) at once, the displayed size debounced.
+ * Watches the elements showing one remote video track and reports (`track_settings`) how the
+ * track is shown: visible when any element is (on screen per IntersectionObserver, not zero-sized,
+ * the tab visible), at the largest width and height among the visible ones. A change of
+ * visibility goes out at once, a change of size once it has settled for 100 ms.
  */
-class VideoView {
-  private resize = new ResizeObserver(() => this.schedule());
-  private intersection = new IntersectionObserver((entries) => {
-    for (const e of entries) this.intersecting = e.isIntersecting;
-    this.report();
+class TrackView {
+  private elements = new Set<HTMLVideoElement>();
+  private intersecting = new WeakMap<Element, boolean>();
+  private resizeObserver = new ResizeObserver(() => this.changed());
+  private intersectionObserver = new IntersectionObserver((entries) => {
+    for (const e of entries) this.intersecting.set(e.target, e.isIntersecting);
+    this.changed();
   });
-  private intersecting = true;
   private timer: ReturnType<typeof setTimeout> | null = null;
-  private last: { visible: boolean; width: number; height: number } | null = null;
-  private onVisibility = () => this.report();
-  private onMetadata = () => this.schedule();
+  /** What the server was last told; `null` forces the next report. */
+  private last: Shown | null = null;
+  private disposed = false;
+  private onChange = () => this.changed();
 
   constructor(
     private readonly trackId: string,
-    private readonly element: HTMLVideoElement,
-    private readonly send: (msg: ClientMessage) => void,
+    private readonly send: (msg: TrackSettingsMessage) => void,
   ) {
-    this.resize.observe(element);
-    this.intersection.observe(element);
-    document.addEventListener('visibilitychange', this.onVisibility);
-    element.addEventListener('loadedmetadata', this.onMetadata);
-    element.addEventListener('resize', this.onMetadata);
+    document.addEventListener('visibilitychange', this.onChange);
+  }
+
+  /** Starts watching `element` and reports at once (also when it was watched already). */
+  add(element: HTMLVideoElement): void {
+    if (this.disposed) return;
+    if (!this.elements.has(element)) {
+      this.elements.add(element);
+      // Until the observer's first callback, judge by the layout.
+      this.intersecting.set(element, inViewport(element));
+      this.resizeObserver.observe(element);
+      this.intersectionObserver.observe(element);
+      // The video's own size (object-fit) arrives with the first frame and may change.
+      element.addEventListener('loadedmetadata', this.onChange);
+      element.addEventListener('resize', this.onChange);
+    }
+    this.refresh();
+  }
+
+  /**
+   * Stops watching `element`. Returns true when no element is left: the view then says the
+   * track is not shown (if it said otherwise) and is disposed.
+   */
+  remove(element: HTMLVideoElement): boolean {
+    if (this.elements.delete(element)) {
+      this.resizeObserver.unobserve(element);
+      this.intersectionObserver.unobserve(element);
+      element.removeEventListener('loadedmetadata', this.onChange);
+      element.removeEventListener('resize', this.onChange);
+    }
+    if (this.disposed) return true;
+    if (this.elements.size > 0) {
+      this.changed();
+      return false;
+    }
+    this.report();
+    this.dispose();
+    return true;
+  }
+
+  /** Reports the current state even if unchanged (after a (re)attachment). */
+  refresh(): void {
+    this.last = null;
     this.report();
   }
 
-  stop(): void {
-    this.resize.disconnect();
-    this.intersection.disconnect();
-    document.removeEventListener('visibilitychange', this.onVisibility);
-    this.element.removeEventListener('loadedmetadata', this.onMetadata);
-    this.element.removeEventListener('resize', this.onMetadata);
+  /** Stops everything without a word (the track is gone). */
+  dispose(): void {
+    this.disposed = true;
+    this.resizeObserver.disconnect();
+    this.intersectionObserver.disconnect();
+    document.removeEventListener('visibilitychange', this.onChange);
+    for (const element of this.elements) {
+      element.removeEventListener('loadedmetadata', this.onChange);
+      element.removeEventListener('resize', this.onChange);
+    }
+    this.elements.clear();
     if (this.timer) clearTimeout(this.timer);
+    this.timer = null;
   }
 
-  private schedule(): void {
+  /** Something may have changed: visibility changes are reported now, sizes debounced. */
+  private changed(): void {
+    if (this.disposed) return;
+    const now = this.measure();
+    if (!this.last || now.visible !== this.last.visible) {
+      this.report();
+      return;
+    }
     if (this.timer) clearTimeout(this.timer);
     this.timer = setTimeout(() => {
       this.timer = null;
@@ -584,23 +745,51 @@ class VideoView {
     }, RESIZE_DEBOUNCE_MS);
   }
 
+  private measure(): Shown {
+    let width = 0;
+    let height = 0;
+    let visible = false;
+    if (document.visibilityState === 'visible') {
+      for (const element of this.elements) {
+        if (!this.intersecting.get(element)) continue;
+        const size = displayedSize(element);
+        if (size.width === 0 || size.height === 0) continue;
+        visible = true;
+        width = Math.max(width, size.width);
+        height = Math.max(height, size.height);
+      }
+    }
+    return { visible, width, height };
+  }
+
   private report(): void {
-    const { width, height } = displayedSize(this.element);
-    const visible = this.intersecting && document.visibilityState === 'visible' && width > 0 && height > 0;
+    if (this.disposed) return;
+    if (this.timer) clearTimeout(this.timer);
+    this.timer = null;
+    const now = this.measure();
     const last = this.last;
-    if (last && last.visible === visible && (!visible || (last.width === width && last.height === height))) return;
-    this.last = { visible, width, height };
+    if (last && last.visible === now.visible && (!now.visible || (last.width === now.width && last.height === now.height))) {
+      return;
+    }
+    this.last = now;
     this.send(
-      visible
-        ? { type: 'track_settings', track_id: this.trackId, visible, width, height }
-        : { type: 'track_settings', track_id: this.trackId, visible },
+      now.visible
+        ? { type: 'track_settings', track_id: this.trackId, visible: true, width: now.width, height: now.height }
+        : { type: 'track_settings', track_id: this.trackId, visible: false },
     );
   }
 }
 
+/** Whether any of `element`'s box is inside the viewport (before IntersectionObserver says). */
+function inViewport(element: Element): boolean {
+  const r = element.getBoundingClientRect();
+  return r.bottom >= 0 && r.right >= 0 && r.top <= innerHeight && r.left <= innerWidth;
+}
+
 /**
  * The size, in device pixels, at which `video` draws its picture: the element's box, scaled as
- * `object-fit` does for the video's aspect ratio (`cover` may draw larger than the box).
+ * `object-fit` does for the video's aspect ratio (`cover` may draw larger than the box, `none`
+ * draws the video's own size). Zero for an element that is not rendered.
  */
 function displayedSize(video: HTMLVideoElement): { width: number; height: number } {
   const box = video.getBoundingClientRect();
@@ -611,8 +800,14 @@ function displayedSize(video: HTMLVideoElement): { width: number; height: number
   const vh = video.videoHeight;
   if (w > 0 && h > 0 && vw > 0 && vh > 0) {
     const fit = getComputedStyle(video).objectFit;
-    const scale = fit === 'cover' ? Math.max(w / vw, h / vh) : Math.min(w / vw, h / vh);
-    if (fit === 'cover' || fit === 'contain' || fit === '') {
+    const contain = Math.min(w / vw, h / vh);
+    const scale =
+      fit === 'cover' ? Math.max(w / vw, h / vh)
+      : fit === 'none' ? 1
+      : fit === 'scale-down' ? Math.min(1, contain)
+      : fit === 'fill' ? null
+      : contain; // 'contain', the default for <video>
+    if (scale !== null) {
       w = vw * scale;
       h = vh * scale;
     }

@@ -144,10 +144,10 @@ export interface TrackLayerMessage {
   current: Quality | null;
   target: Quality | null;
   reason: LayerReason;
-  /** Of the current layer, when known. */
-  width?: number;
-  height?: number;
-  bitrate?: number;
+  /** Of the current layer, when known (absent or `null` otherwise); bitrate in bit/s. */
+  width?: number | null;
+  height?: number | null;
+  bitrate?: number | null;
 }
 
 /** Dynacast: the simulcast encodings (rids) of our transceiver `mid` that anyone receives. */

@@ -45,6 +45,7 @@ export async function launchBrowser(t, extraArgs = []) {
   });
   const open = async (url, label, contextOptions = {}) => {
     const context = await browser.newContext(contextOptions);
+    await context.addInitScript(recordSignaling);
     const page = await context.newPage();
     page.on('console', (msg) => {
       if (msg.type() === 'error' || msg.type() === 'warning') logs.push(`[${label}] ${msg.type()}: ${msg.text()}`);
@@ -54,6 +55,50 @@ export async function launchBrowser(t, extraArgs = []) {
     return page;
   };
   return { browser, open };
+}
+
+/** Signaling message types `recordSignaling` keeps (not SDP and candidates). */
+const RECORDED_TYPES = ['track_settings', 'track_source', 'track_layer', 'publisher_layers', 'track_published', 'error'];
+
+/**
+ * A page init script: records the simulcast-related signaling messages in both directions in
+ * `window.__signaling` (`{ ms, dir: 'in' | 'out', msg }`, ms since the page started), for the
+ * tests' failure messages. Pass it to `context.addInitScript` (the tests' `open` does).
+ */
+export function recordSignaling() {
+  // This function is serialized into the page, so it names the types itself.
+  const RECORDED = ['track_settings', 'track_source', 'track_layer', 'publisher_layers', 'track_published', 'error'];
+  const log = [];
+  const keep = (dir, data) => {
+    try {
+      const msg = JSON.parse(data);
+      if (RECORDED.includes(msg.type)) log.push({ ms: Math.round(performance.now()), dir, msg });
+    } catch {
+      // not JSON: not ours
+    }
+  };
+  Object.defineProperty(window, '__signaling', { value: log });
+  const send = WebSocket.prototype.send;
+  WebSocket.prototype.send = function (data) {
+    if (typeof data === 'string') keep('out', data);
+    return send.call(this, data);
+  };
+  const NativeWebSocket = WebSocket;
+  window.WebSocket = class extends NativeWebSocket {
+    constructor(...args) {
+      super(...args);
+      this.addEventListener('message', (e) => typeof e.data === 'string' && keep('in', e.data));
+    }
+  };
+}
+
+/** The recorded signaling messages of a page (see `recordSignaling`), one per line. */
+export async function signalingLog(page, types = RECORDED_TYPES) {
+  const log = await page.evaluate(() => window.__signaling ?? []).catch(() => []);
+  return log
+    .filter((e) => types.includes(e.msg.type))
+    .map((e) => `  ${String(e.ms).padStart(6)} ms ${e.dir === 'in' ? '←' : '→'} ${JSON.stringify(e.msg)}`)
+    .join('\n');
 }
 
 /** The demo page's URL for `room` and `name`, with optional extra query parameters. */

@@ -22,7 +22,7 @@ function growing(before, after, kind, field) {
  * Waits (30 s at most) until `page` has exactly two inbound video streams whose framesDecoded
  * grows over 2 s, and two inbound audio streams whose packetsReceived grows.
  */
-async function waitForMedia(page, name) {
+async function waitForMedia(page, name, serverUrl) {
   let last = [];
   await pollUntil(
     async () => {
@@ -43,7 +43,10 @@ async function waitForMedia(page, name) {
       timeoutMs: 30_000,
       intervalMs: 0,
       what: `${name} to decode 2 videos and receive 2 audio streams`,
-      describe: () => `${name} inbound-rtp: ${JSON.stringify(last, null, 1)}`,
+      describe: async () =>
+        `${name} inbound-rtp: ${JSON.stringify(last, null, 1)}\n` +
+        `${name} outbound-rtp: ${JSON.stringify(await rtpStats(page, 'outbound-rtp'))}\n` +
+        `server: ${await (await fetch(`${serverUrl}/debug/rooms`)).text()}`,
     },
   );
 }
@@ -59,7 +62,7 @@ test('three participants see and hear each other; a closed tab disappears', { ti
   const pages = {};
   for (const name of NAMES) pages[name] = await open(roomUrl(server.url, room, name), name);
 
-  await Promise.all(NAMES.map((name) => waitForMedia(pages[name], name)));
+  await Promise.all(NAMES.map((name) => waitForMedia(pages[name], name, server.url)));
 
   for (const name of NAMES) {
     const others = NAMES.filter((n) => n !== name);

@@ -5,10 +5,10 @@
 //! SRTP replay window and a bounded NACK generator (so retransmissions survive on publishers'
 //! legs), and an interceptor that lets subscribers' PLI/FIR reach the application.
 
-use std::collections::VecDeque;
+use std::collections::{HashSet, VecDeque};
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use rtc::interceptor::{
@@ -31,6 +31,8 @@ use rtc::peer_connection::{RTCPeerConnection, RTCPeerConnectionBuilder};
 use rtc::rtcp::payload_feedbacks::full_intra_request::FullIntraRequest;
 use rtc::rtcp::payload_feedbacks::picture_loss_indication::PictureLossIndication;
 use rtc::rtcp::payload_feedbacks::receiver_estimated_maximum_bitrate::ReceiverEstimatedMaximumBitrate;
+use rtc::rtcp::receiver_report::ReceiverReport;
+use rtc::rtcp::sender_report::SenderReport;
 use rtc::rtp_transceiver::rtp_sender::{
     RTCPFeedback, RTCRtpCodec, RTCRtpCodecParameters, RTCRtpHeaderExtensionCapability, RtpCodecKind,
 };
@@ -176,6 +178,86 @@ impl Interceptor for DeliverKeyframeRequests {
     fn unbind_remote_stream(&mut self, _info: &StreamInfo) {}
 }
 
+/// The SSRCs of simulcast layers a client publishes (identified by rid, not declared in SDP).
+pub(crate) type SimulcastSsrcs = Arc<Mutex<HashSet<u32>>>;
+
+/// Keeps report blocks about simulcast layers out of the RTCP the server sends.
+///
+/// rtc 0.21 forgets the SSRC it learned for each rid whenever a remote description is applied
+/// (every renegotiation), and then binds an unknown SSRC again only from a packet carrying the
+/// mid and rid header extensions. Chromium stops sending those extensions on a stream once a
+/// report block acknowledges its SSRC. Without report blocks Chromium keeps sending mid and rid,
+/// so a layer survives renegotiation. What Chromium loses is the round-trip time and loss it
+/// would read from those blocks for the layers; its bandwidth estimate runs on transport-wide
+/// feedback, which is unaffected.
+struct HideSimulcastReports {
+    ssrcs: SimulcastSsrcs,
+    reads: VecDeque<TaggedPacket>,
+    writes: VecDeque<TaggedPacket>,
+}
+
+impl Protocol<TaggedPacket, TaggedPacket, ()> for HideSimulcastReports {
+    type Rout = TaggedPacket;
+    type Wout = TaggedPacket;
+    type Eout = ();
+    type Error = RtcError;
+    type Time = Instant;
+
+    fn handle_read(&mut self, msg: TaggedPacket) -> Result<(), Self::Error> {
+        self.reads.push_back(msg);
+        Ok(())
+    }
+
+    fn poll_read(&mut self) -> Option<Self::Rout> {
+        self.reads.pop_front()
+    }
+
+    fn handle_write(&mut self, mut msg: TaggedPacket) -> Result<(), Self::Error> {
+        if let Packet::Rtcp(packets) = &mut msg.message.packet {
+            let hidden = self.ssrcs.lock().map(|s| s.clone()).unwrap_or_default();
+            if !hidden.is_empty() {
+                for p in packets.iter_mut() {
+                    let any = p.as_any();
+                    if let Some(rr) = any.downcast_ref::<ReceiverReport>() {
+                        if rr.reports.iter().any(|r| hidden.contains(&r.ssrc)) {
+                            let mut rr = rr.clone();
+                            rr.reports.retain(|r| !hidden.contains(&r.ssrc));
+                            *p = Box::new(rr);
+                        }
+                    } else if let Some(sr) = any.downcast_ref::<SenderReport>() {
+                        if sr.reports.iter().any(|r| hidden.contains(&r.ssrc)) {
+                            let mut sr = sr.clone();
+                            sr.reports.retain(|r| !hidden.contains(&r.ssrc));
+                            *p = Box::new(sr);
+                        }
+                    }
+                }
+            }
+        }
+        self.writes.push_back(msg);
+        Ok(())
+    }
+
+    fn poll_write(&mut self) -> Option<Self::Wout> {
+        self.writes.pop_front()
+    }
+
+    fn handle_timeout(&mut self, _now: Instant) -> Result<(), Self::Error> {
+        Ok(())
+    }
+
+    fn poll_timeout(&mut self) -> Option<Self::Time> {
+        None
+    }
+}
+
+impl Interceptor for HideSimulcastReports {
+    fn bind_local_stream(&mut self, _info: &StreamInfo) {}
+    fn unbind_local_stream(&mut self, _info: &StreamInfo) {}
+    fn bind_remote_stream(&mut self, _info: &StreamInfo) {}
+    fn unbind_remote_stream(&mut self, _info: &StreamInfo) {}
+}
+
 fn video_feedback() -> Vec<RTCPFeedback> {
     ["goog-remb", "ccm fir", "nack", "nack pli"]
         .iter()
@@ -240,8 +322,10 @@ pub(crate) fn media_engine() -> Result<MediaEngine, RtcError> {
 /// RTP header extensions in Chromium's own numbering. rtc numbers extensions 1, 2, 3… in the order
 /// they are registered whenever it offers a kind not negotiated yet; Chromium refuses to see an id
 /// change meaning on one connection, even one it proposed in an offer the server ignored (offer
-/// collision), so the server's numbers must be Chromium's. Slot 9 (unused by Chromium's defaults)
-/// keeps rid and repaired-rid at 10 and 11.
+/// collision), so the server's numbers must be Chromium's. These are Chromium's ids for an offer
+/// with audio first and then (simulcast) video, as the client library publishes: 1–4 shared with
+/// audio, 9 the layers-allocation extension Chromium adds for simulcast (registered only to keep
+/// its id; never sent), 12 the dependency descriptor.
 const HEADER_EXTENSIONS: &[(&str, bool, bool)] = &[
     ("urn:ietf:params:rtp-hdrext:ssrc-audio-level", true, false), // 1
     (
@@ -276,7 +360,7 @@ const HEADER_EXTENSIONS: &[(&str, bool, bool)] = &[
         true,
     ), // 8
     (
-        "https://aomediacodec.github.io/av1-rtp-spec/#dependency-descriptor-rtp-header-extension",
+        "http://www.webrtc.org/experiments/rtp-hdrext/video-layers-allocation00",
         false,
         true,
     ), // 9
@@ -286,6 +370,11 @@ const HEADER_EXTENSIONS: &[(&str, bool, bool)] = &[
         false,
         true,
     ), // 11
+    (
+        "https://aomediacodec.github.io/av1-rtp-spec/#dependency-descriptor-rtp-header-extension",
+        false,
+        true,
+    ), // 12
 ];
 
 fn register_header_extensions(me: &mut MediaEngine) -> Result<(), RtcError> {
@@ -308,7 +397,11 @@ fn register_header_extensions(me: &mut MediaEngine) -> Result<(), RtcError> {
 /// The default interceptor set of `rtc`, rebuilt by hand with the NACK generator bounded, plus the
 /// keyframe-request tap and, for the downlink, transport-wide sequence numbers on everything sent
 /// and a congestion controller (GCC) fed by the client's feedback.
-fn interceptors(me: &mut MediaEngine, bandwidth: Arc<Bandwidth>) -> Result<Registry, RtcError> {
+fn interceptors(
+    me: &mut MediaEngine,
+    bandwidth: Arc<Bandwidth>,
+    simulcast: SimulcastSsrcs,
+) -> Result<Registry, RtcError> {
     // First, so that the helpers below find these extensions already in place.
     register_header_extensions(me)?;
     let registry = Registry::new()
@@ -320,7 +413,16 @@ fn interceptors(me: &mut MediaEngine, bandwidth: Arc<Bandwidth>) -> Result<Regis
                 .build(),
         )
         // Application-ward of the default chain, as rtc's rtcp-processing example places its tap.
-        .with(Slot::from(14_000), DeliverKeyframeRequests::default());
+        .with(Slot::from(14_000), DeliverKeyframeRequests::default())
+        // Wire-ward of the receiver and sender report interceptors, which generate the reports.
+        .with(
+            Slot::from(9_500),
+            HideSimulcastReports {
+                ssrcs: simulcast,
+                reads: VecDeque::new(),
+                writes: VecDeque::new(),
+            },
+        );
     configure_simulcast_extension_headers(me)?;
     let registry = configure_twcc(registry, me)?.with(
         Slot::CongestionControl,
@@ -341,9 +443,10 @@ pub(crate) fn new_peer_connection(
     pwd: &str,
     host_candidates: &[SocketAddr],
     bandwidth: Arc<Bandwidth>,
+    simulcast: SimulcastSsrcs,
 ) -> Result<RTCPeerConnection, RtcError> {
     let mut me = media_engine()?;
-    let registry = interceptors(&mut me, bandwidth)?;
+    let registry = interceptors(&mut me, bandwidth, simulcast)?;
     let se = SettingEngineBuilder::new()
         .with_lite(true)
         .with_answering_dtls_role(RTCDtlsRole::Server)
@@ -434,6 +537,7 @@ mod tests {
             "pwdpwdpwdpwdpwdpwdpwdpwd",
             &[addr],
             Arc::default(),
+            Arc::default(),
         )
         .unwrap();
         sendonly(&mut pc, RtpCodecKind::Audio, MIME_TYPE_OPUS, 48000, 2);
@@ -448,6 +552,18 @@ mod tests {
                     .iter()
                     .all(|l| l.starts_with(&format!("a=extmap:{id} "))),
                 "{lines:?}"
+            );
+        }
+        // Chromium's ids when it offers simulcast video after audio (see HEADER_EXTENSIONS).
+        for (id, uri) in [
+            (9, "video-layers-allocation00"),
+            (10, "sdes:rtp-stream-id"),
+            (12, "dependency-descriptor"),
+        ] {
+            assert!(
+                sdp.lines()
+                    .any(|l| l.starts_with(&format!("a=extmap:{id} ")) && l.contains(uri)),
+                "{uri} at {id}: {sdp}"
             );
         }
         assert!(sdp.contains("a=ice-lite"));

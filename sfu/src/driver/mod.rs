@@ -69,7 +69,7 @@ use crate::engine::rewriter::{DropReason, PacketIn, RtpRewriter, Verdict};
 use crate::engine::seq::SeqUnwrapper;
 use crate::engine::speaker::{self, LevelMeter};
 use crate::engine::vp8;
-use crate::peer::{self, Bandwidth};
+use crate::peer::{self, Bandwidth, SimulcastSsrcs};
 use select::{layer_order, report_layer};
 use timers::TimerQueue;
 
@@ -205,6 +205,8 @@ struct Peer {
     sources: HashMap<String, TrackSource>,
     /// The downlink estimate from transport-wide feedback (written inside rtc).
     bandwidth: Arc<Bandwidth>,
+    /// SSRCs of the simulcast layers this client publishes (see `peer::HideSimulcastReports`).
+    simulcast_ssrcs: SimulcastSsrcs,
     /// The latest REMB from this client, for clients without transport-wide feedback.
     remb: Option<(Instant, f64)>,
     hold: CongestionHold,
@@ -934,8 +936,16 @@ impl Driver {
         let ufrag = Alphanumeric.sample_string(&mut rand::rng(), 16);
         let pwd = Alphanumeric.sample_string(&mut rand::rng(), 32);
         let bandwidth = Arc::new(Bandwidth::default());
+        let simulcast_ssrcs = SimulcastSsrcs::default();
         let pc = guarded(|| {
-            peer::new_peer_connection(now, &ufrag, &pwd, &self.host_candidates, bandwidth.clone())
+            peer::new_peer_connection(
+                now,
+                &ufrag,
+                &pwd,
+                &self.host_candidates,
+                bandwidth.clone(),
+                simulcast_ssrcs.clone(),
+            )
         })
         .ok_or_else(|| SfuError::PeerConnection("panic".into()))?
         .map_err(|e| SfuError::PeerConnection(e.to_string()))?;
@@ -969,6 +979,7 @@ impl Driver {
             track_by_ssrc: HashMap::new(),
             sources: HashMap::new(),
             bandwidth,
+            simulcast_ssrcs,
             remb: None,
             hold: CongestionHold::default(),
             budget: None,
@@ -1038,6 +1049,11 @@ impl Driver {
             return;
         };
         let rid = init.rid.clone().unwrap_or_default();
+        if !rid.is_empty() {
+            if let Ok(mut ssrcs) = peer.simulcast_ssrcs.lock() {
+                ssrcs.insert(init.ssrc);
+            }
+        }
         if let Some(&tkey) = peer.published.get(&init.track_id) {
             // Another simulcast layer of a known track.
             if let Some(track) = self.tracks.get_mut(&tkey) {
