@@ -49,7 +49,9 @@ test('no video stall under 5 % uplink loss with a noise source', { timeout: 180_
   const server = await startServer(t, ['--inject-loss', '5']);
   const room = `loss-${randomBytes(4).toString('hex')}`;
 
-  const publisher = await pub.open(roomUrl(server.url, room, 'publisher'), 'publisher');
+  // One encoding: this test is about the uplink's retransmissions for one high-bitrate stream.
+  // (Simulcast caps each layer's rate, so the noise source would run at a few frames per second.)
+  const publisher = await pub.open(roomUrl(server.url, room, 'publisher', { simulcast: '0' }), 'publisher');
   const subscriber = await sub.open(roomUrl(server.url, room, 'subscriber', { publish: '0' }), 'subscriber');
 
   await pollUntil(async () => (await video(subscriber, 'inbound-rtp'))?.framesDecoded > 0, {
@@ -65,6 +67,11 @@ test('no video stall under 5 % uplink loss with a noise source', { timeout: 180_
     if (s > 0) await sleep(1000);
     const [inbound, outbound] = await Promise.all([video(subscriber, 'inbound-rtp'), video(publisher, 'outbound-rtp')]);
     const row = { s, ...inbound, pub: outbound };
+    // The server's view: what the subscriber gets and why, and which layers arrive.
+    const debug = await (await fetch(`${server.url}/debug/rooms`)).json().catch(() => null);
+    const people = debug?.rooms?.[0]?.participants ?? [];
+    const layers = people.find((p) => p.name === 'publisher')?.published.find((t) => t.kind === 'video')?.layers ?? [];
+    row.server = `${(people.find((p) => p.name === 'subscriber')?.subscriptions ?? []).map((x) => `${x.current}->${x.target} ${x.reason}`).join(', ')} | ${layers.map((l) => `${l.rid}${l.active ? '' : '(idle)'}${l.requested ? '' : '(paused)'}:${Math.round(l.bitrate_bps / 1000)}k`).join(' ')}`;
     samples.push(row);
     console.log(
       [
@@ -78,6 +85,7 @@ test('no video stall under 5 % uplink loss with a noise source', { timeout: 180_
         String(outbound?.nackCount).padStart(13),
         String(outbound?.retransmittedPacketsSent).padStart(13),
         outbound?.qualityLimitationReason,
+        row.server,
       ].join(' '),
     );
   }
