@@ -2,6 +2,7 @@
 // shows one tile per participant. `&publish=0` joins receive-only; `&simulcast=0` publishes one
 // encoding. Each remote tile reports its size to the server, which picks the simulcast layer; the
 // layer overlay (press L, or `&overlay=1`) shows which layer a tile receives and why.
+// `&tile=320x180` gives every remote tile exactly that size in CSS pixels.
 // `window.fanout` is the client and `window.fanoutDemo` has helpers, for tests and the console.
 
 import { FanoutClient, type RemoteParticipant, type TrackLayerMessage } from './fanout';
@@ -139,6 +140,14 @@ async function main(): Promise<void> {
       document.body.classList.toggle('show-layers');
     }
   });
+  const tileParam = /^(\d+)x(\d+)$/.exec(params.get('tile') ?? '');
+  const fixedTile = tileParam ? { width: Number(tileParam[1]), height: Number(tileParam[2]) } : null;
+  const sizeTile = (tile: HTMLElement, width: number, height: number) => {
+    tile.style.width = `${width}px`;
+    tile.style.height = `${height}px`;
+    tile.style.aspectRatio = 'auto';
+    tile.style.justifySelf = 'start';
+  };
   const tileByName = (n: string) =>
     [...remoteTiles.values()].find((t) => t.dataset.name === n) ??
     (() => {
@@ -146,11 +155,7 @@ async function main(): Promise<void> {
     })();
   window.fanoutDemo = {
     setTileSize(n, width, height) {
-      const tile = tileByName(n);
-      tile.style.width = `${width}px`;
-      tile.style.height = `${height}px`;
-      tile.style.aspectRatio = 'auto';
-      tile.style.justifySelf = 'start';
+      sizeTile(tileByName(n), width, height);
     },
     setTileHidden(n, hidden) {
       tileByName(n).style.display = hidden ? 'none' : '';
@@ -192,6 +197,7 @@ async function main(): Promise<void> {
       tile = createTile(p.name, false);
       tile.dataset.participantId = p.id;
       remoteTiles.set(p.id, tile);
+      if (fixedTile) sizeTile(tile, fixedTile.width, fixedTile.height);
       // The tile's size and visibility pick the simulcast layer the server forwards.
       detachers.set(p.id, client.attachVideo(p.id, tile.querySelector('video')!));
     } else if (p.name && tile.dataset.name !== p.name) {

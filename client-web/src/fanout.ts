@@ -81,7 +81,10 @@ export interface FanoutEvents {
   track: { participantId: string; track: MediaStreamTrack; stream: MediaStream; trackId: string | null };
   /** The layer received for a remote video track, or why, changed. */
   track_layer: TrackLayerMessage;
-  /** Dynacast: the server asked to pause or resume some of our simulcast encodings (applied). */
+  /**
+   * Dynacast: the server listed which of our simulcast encodings anyone receives; the client
+   * activates exactly those (setParameters, asynchronously; failures are logged, not thrown).
+   */
   publisher_layers: PublisherLayersMessage;
   /** The room's active speaker changed. */
   active_speaker: { participantId: string };
@@ -141,7 +144,7 @@ export class FanoutClient extends EventTarget {
   /** What we publish on each transceiver, until the server was told (`track_source`). */
   private pendingSources = new Map<RTCRtpTransceiver, TrackSource>();
   /** Dynacast: the latest `active` rid list per sender not yet applied, and senders being updated. */
-  private wantedLayers = new Map<RTCRtpSender, string[]>();
+  private wantedLayers = new Map<RTCRtpSender, { active: string[]; paused: string[] }>();
   private updatingSenders = new Set<RTCRtpSender>();
 
   /** Typed `addEventListener`; returns a function that removes the listener. */
@@ -311,13 +314,25 @@ export class FanoutClient extends EventTarget {
     this.send({ type: 'track_settings', track_id: trackId, max_quality: quality });
   }
 
+  /**
+   * Re-binds the elements attached to `participantId` (or to `trackId`): their video may have
+   * changed. `resend`: report again even if an element still shows the same track.
+   */
+  private rebind(participantId: string, trackId: string | null = null, resend = true): void {
+    for (const [element, attachment] of this.attachments) {
+      if (attachment.target === participantId || (trackId !== null && attachment.target === trackId)) {
+        this.bind(element, attachment, resend);
+      }
+    }
+  }
+
   /** Points an attached element's reports at the track it shows now (see `attachVideo`). */
-  private bind(element: HTMLVideoElement, attachment: Attachment): void {
+  private bind(element: HTMLVideoElement, attachment: Attachment, resend = true): void {
     const trackId = attachment.target.startsWith('TR_')
       ? attachment.target
       : (this.videoTrackIds(attachment.target)[0] ?? null);
     if (trackId !== null && trackId === attachment.trackId && this.views.has(trackId)) {
-      this.views.get(trackId)!.refresh(); // re-attached: say it again
+      if (resend) this.views.get(trackId)!.refresh(); // re-attached: say it again
       return;
     }
     attachment.stop?.();
@@ -483,15 +498,15 @@ export class FanoutClient extends EventTarget {
       console.warn(`fanout: publisher_layers for unknown mid ${msg.mid}`);
       return;
     }
-    this.wantedLayers.set(sender, msg.active);
+    this.wantedLayers.set(sender, { active: msg.active, paused: msg.paused ?? [] });
     if (this.updatingSenders.has(sender)) return; // the running update picks the latest up
     this.updatingSenders.add(sender);
     void (async () => {
       try {
-        for (let active = this.wantedLayers.get(sender); active; active = this.wantedLayers.get(sender)) {
+        for (let wanted = this.wantedLayers.get(sender); wanted; wanted = this.wantedLayers.get(sender)) {
           this.wantedLayers.delete(sender);
           try {
-            await setActiveEncodings(sender, active);
+            await setActiveEncodings(sender, wanted.active, wanted.paused);
           } catch (err) {
             console.warn('fanout: could not apply publisher_layers', err);
           }
@@ -568,21 +583,21 @@ export class FanoutClient extends EventTarget {
       this.watched.add(remoteStream);
       remoteStream.addEventListener('removetrack', (e) => {
         this.participants.get(remoteStream.id)?.stream.removeTrack(e.track);
+        this.rebind(remoteStream.id, null, false);
       });
     }
     if (!this.watched.has(track)) {
       this.watched.add(track);
       track.addEventListener('ended', () => {
-        for (const other of this.participants.values()) other.stream.removeTrack(track);
+        for (const other of this.participants.values()) {
+          other.stream.removeTrack(track);
+          this.rebind(other.id, null, false);
+        }
       });
     }
 
     // Elements attached to this participant or track report for what they show now.
-    if (track.kind === 'video') {
-      for (const [element, attachment] of this.attachments) {
-        if (attachment.target === participantId || attachment.target === trackId) this.bind(element, attachment);
-      }
-    }
+    if (track.kind === 'video') this.rebind(participantId, trackId);
 
     this.emit('track', { participantId, track, stream: p.stream, trackId });
   }
@@ -597,13 +612,14 @@ interface Attachment {
 }
 
 /** Sets `active` on exactly the encodings whose rid is listed (a single encoding is left alone). */
-async function setActiveEncodings(sender: RTCRtpSender, activeRids: string[]): Promise<void> {
+async function setActiveEncodings(sender: RTCRtpSender, activeRids: string[], pausedRids: string[]): Promise<void> {
   const params = sender.getParameters();
   if (!params.encodings || params.encodings.length < 2) return;
   let changed = false;
   for (const encoding of params.encodings) {
-    const active = encoding.rid !== undefined && activeRids.includes(encoding.rid);
-    if (encoding.active !== active) {
+    if (encoding.rid === undefined) continue;
+    const active = activeRids.includes(encoding.rid) ? true : pausedRids.includes(encoding.rid) ? false : null;
+    if (active !== null && encoding.active !== active) {
       encoding.active = active;
       changed = true;
     }

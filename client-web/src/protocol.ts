@@ -155,7 +155,11 @@ export interface PublisherLayersMessage {
   type: 'publisher_layers';
   mid: string;
   track_id: string;
+  /** Encodings someone receives: turn them on. */
   active: string[];
+  /** Encodings nobody receives: turn them off. Rids in neither list are left as they are (the
+   * server has not seen them yet, e.g. a layer Chromium starts late). */
+  paused: string[];
 }
 
 /** The room's loudest voice. */

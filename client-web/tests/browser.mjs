@@ -134,10 +134,36 @@ export function rtpStats(page, type) {
         bytesReceived: r.bytesReceived ?? 0,
         bytesSent: r.bytesSent ?? 0,
         qualityLimitationReason: r.qualityLimitationReason,
+        keyFramesDecoded: r.keyFramesDecoded ?? 0,
+        framesDropped: r.framesDropped ?? 0,
+        freezeCount: r.freezeCount ?? 0,
+        pliCount: r.pliCount ?? 0,
+        retransmittedBytesReceived: r.retransmittedBytesReceived ?? 0,
+        headerBytesReceived: r.headerBytesReceived ?? 0,
+        firCount: r.firCount ?? 0,
       });
     });
     return out;
   }, type);
+}
+
+/** The selected ICE candidate pair's estimates: availableOutgoingBitrate, round-trip time. */
+export function transportStats(page) {
+  return page.evaluate(async () => {
+    const pc = window.fanout?.pc;
+    if (!pc) return null;
+    let pair = null;
+    (await pc.getStats()).forEach((r) => {
+      if (r.type === 'candidate-pair' && r.nominated && r.state === 'succeeded') pair = r;
+    });
+    return pair && {
+      availableOutgoingBitrate: pair.availableOutgoingBitrate,
+      availableIncomingBitrate: pair.availableIncomingBitrate,
+      currentRoundTripTime: pair.currentRoundTripTime,
+      bytesSent: pair.bytesSent,
+      bytesReceived: pair.bytesReceived,
+    };
+  });
 }
 
 /**

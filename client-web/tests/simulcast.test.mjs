@@ -65,8 +65,9 @@ test('each subscriber gets the layer its tile needs: switching up, hiding, dynac
   const since = () => `${((Date.now() - started) / 1000).toFixed(1)} s`;
 
   const pub = await open(roomUrl(server.url, room, 'pub'), 'pub', VIEWPORT);
-  const small = await open(roomUrl(server.url, room, 'small', { publish: '0', overlay: '1' }), 'small', VIEWPORT);
-  const large = await open(roomUrl(server.url, room, 'large', { publish: '0', overlay: '1' }), 'large', VIEWPORT);
+  // Receive-only subscribers whose remote tiles are exactly 320x180 and 1280x720 (device pixels).
+  const small = await open(roomUrl(server.url, room, 'small', { publish: '0', overlay: '1', tile: '320x180' }), 'small', VIEWPORT);
+  const large = await open(roomUrl(server.url, room, 'large', { publish: '0', overlay: '1', tile: '1280x720' }), 'large', VIEWPORT);
 
   /** Everything a failure message needs: stats, overlays, signaling and the server's view. */
   const describe = async () =>
@@ -92,13 +93,19 @@ test('each subscriber gets the layer its tile needs: switching up, hiding, dynac
       describe,
     });
   }
-  await setTile(small, 320, 180);
-  await setTile(large, 1280, 720);
 
   // (a) Each decodes its layer: about 320 and about 1280 pixels wide.
   await pollUntil(() => decodesWidth(small, LOW), { timeoutMs: 30_000, what: 'the 320x180 tile decoding ~320 px', describe });
   await pollUntil(() => decodesWidth(large, HIGH), { timeoutMs: 30_000, what: 'the 1280x720 tile decoding ~1280 px', describe });
   console.log(`(a) small decodes ~320 px and large ~1280 px at ${since()}`);
+  // The library reported the tiles' sizes in device pixels (what the server chose from).
+  const reported = (page) =>
+    page.evaluate(() => window.__signaling.filter((e) => e.dir === 'out' && e.msg.type === 'track_settings').map((e) => e.msg).at(-1));
+  assert.deepEqual(
+    [(await reported(small))?.width, (await reported(small))?.height, (await reported(large))?.width, (await reported(large))?.height],
+    [320, 180, 1280, 720],
+    `last track_settings sent\n${await describe()}`,
+  );
   // The overlays say so too: the server's `track_layer` reached the page.
   const overlayIs = (page, layer, reason) => async () => {
     const o = await overlay(page);

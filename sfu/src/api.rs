@@ -175,6 +175,8 @@ pub enum Event {
         mid: String,
         track_id: String,
         active: Vec<String>,
+        /// Seen and unneeded: to pause. Rids in neither list were not seen yet; leave them.
+        paused: Vec<String>,
     },
     Error {
         kind: ErrorKind,

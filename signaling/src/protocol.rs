@@ -173,6 +173,8 @@ pub enum ServerMessage {
         mid: String,
         track_id: String,
         active: Vec<String>,
+        /// Seen and nobody receives them: pause. Rids in neither list: leave as they are.
+        paused: Vec<String>,
     },
     Error {
         code: ErrorCode,

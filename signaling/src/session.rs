@@ -377,10 +377,12 @@ async fn forward_event<S: Sink<Message> + Unpin>(sink: &mut S, event: Event) -> 
             mid,
             track_id,
             active,
+            paused,
         } => ServerMessage::PublisherLayers {
             mid,
             track_id,
             active,
+            paused,
         },
         Event::Error { kind, message } => {
             let code = match kind {

@@ -254,10 +254,18 @@ fn run_publisher(
                         .iter()
                         .map(|v| v.as_str().unwrap().to_owned())
                         .collect();
+                    let paused: Vec<String> = m["paused"]
+                        .as_array()
+                        .expect("paused list")
+                        .iter()
+                        .map(|v| v.as_str().unwrap().to_owned())
+                        .collect();
                     for (l, rid) in RIDS.iter().enumerate() {
-                        layers[l]
-                            .sending
-                            .store(active.iter().any(|a| a == rid), Ordering::Relaxed);
+                        let (on, off) = (active.iter().any(|a| a == rid), paused.iter().any(|a| a == rid));
+                        assert!(!(on && off), "{rid} both active and paused: {m}");
+                        // Every layer has been seen here, so each is in exactly one list.
+                        assert!(on || off, "{rid} in neither list: {m}");
+                        layers[l].sending.store(on, Ordering::Relaxed);
                     }
                     let _ = lists.send(active);
                 }

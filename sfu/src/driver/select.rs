@@ -282,6 +282,7 @@ impl Driver {
             }
             let since_publish = now.saturating_duration_since(track.published_at);
             let mut active = Vec::new();
+            let mut paused = Vec::new();
             for &id in &track.order {
                 let l = &mut track.layers[usize::from(id)];
                 if need & (1 << id) != 0 {
@@ -294,6 +295,8 @@ impl Driver {
                         .is_none_or(|t| now.saturating_duration_since(t) < DYNACAST_PAUSE_AFTER);
                 if keep {
                     active.push(l.rid.clone());
+                } else {
+                    paused.push(l.rid.clone());
                 }
             }
             if track.requested.as_ref() == Some(&active) {
@@ -304,9 +307,9 @@ impl Driver {
             }
             debug!(track = %track.id, ?active, "dynacast");
             track.requested = Some(active.clone());
-            updates.push((track.publisher, mid, track.id.clone(), active));
+            updates.push((track.publisher, mid, track.id.clone(), active, paused));
         }
-        for (publisher, mid, track_id, active) in updates {
+        for (publisher, mid, track_id, active, paused) in updates {
             self.stats.dynacast_updates += 1;
             self.send_event(
                 publisher,
@@ -314,6 +317,7 @@ impl Driver {
                     mid,
                     track_id,
                     active,
+                    paused,
                 },
             );
         }
