@@ -204,18 +204,6 @@ async fn add_local_track(client: &RtcClient, index: u8, kind: Kind) -> LocalTrac
     }
 }
 
-async fn negotiated_pt(sender: &Arc<dyn RtpSender>) -> u8 {
-    sender
-        .get_parameters()
-        .await
-        .expect("sender parameters")
-        .rtp_parameters
-        .codecs
-        .first()
-        .expect("a negotiated codec")
-        .payload_type
-}
-
 /// What a publisher did while streaming.
 #[derive(Debug, Default)]
 struct SendStats {
@@ -478,8 +466,8 @@ async fn scenario() {
     let mut watchers = Vec::new();
     let mut pli_counts = Vec::new();
     for p in &publishers {
-        let video_pt = negotiated_pt(&p.video.sender).await;
-        let audio_pt = negotiated_pt(&p.audio.sender).await;
+        let video_pt = common::negotiated_pt(&p.video.sender).await;
+        let audio_pt = common::negotiated_pt(&p.audio.sender).await;
         let wanted = Arc::new(AtomicBool::new(false));
         let requests = Arc::new(AtomicU32::new(0));
         watchers.push(watch_keyframe_requests(

@@ -83,15 +83,7 @@ async fn scenario() {
         .await
         .expect("add_track");
     publisher.publish(SIGNAL_TIMEOUT).await;
-    let pt = sender
-        .get_parameters()
-        .await
-        .expect("parameters")
-        .rtp_parameters
-        .codecs
-        .first()
-        .expect("codec")
-        .payload_type;
+    let pt = common::negotiated_pt(&sender).await;
     // Every frame is a keyframe, so forwarding starts at once whatever is lost.
     let sending = tokio::spawn(async move {
         let mut ticker = tokio::time::interval(Duration::from_millis(33));

@@ -371,15 +371,7 @@ async fn scenario() {
         .expect("a mid")
         .trim()
         .to_owned();
-    let payload_type = sender
-        .get_parameters()
-        .await
-        .expect("sender parameters")
-        .rtp_parameters
-        .codecs
-        .first()
-        .expect("a negotiated codec")
-        .payload_type;
+    let payload_type = common::negotiated_pt(&sender).await;
     let stop = Arc::new(AtomicBool::new(false));
     let plis = watch_plis(track.clone(), layers.clone());
     let streaming = tokio::spawn(stream_layers(

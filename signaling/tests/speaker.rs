@@ -61,15 +61,7 @@ async fn speaker(
     client.wait_connected(SIGNAL_TIMEOUT).await;
     let sdp = client.pc.local_description().await.expect("local sdp").sdp;
     let ext_id = common::sdp_extension_id(&sdp, AUDIO_LEVEL_URI);
-    let pt = sender
-        .get_parameters()
-        .await
-        .expect("parameters")
-        .rtp_parameters
-        .codecs
-        .first()
-        .expect("codec")
-        .payload_type;
+    let pt = common::negotiated_pt(&sender).await;
     let task = tokio::spawn(async move {
         let mut ticker = tokio::time::interval(Duration::from_millis(20));
         let (mut seq, mut ts) = (rand::random::<u16>(), rand::random::<u32>());

@@ -313,6 +313,19 @@ pub fn media_engine() -> MediaEngine {
     me
 }
 
+/// The payload type negotiated for a sender (its first codec).
+pub async fn negotiated_pt(sender: &Arc<dyn webrtc::rtp_transceiver::RtpSender>) -> u8 {
+    sender
+        .get_parameters()
+        .await
+        .expect("sender parameters")
+        .rtp_parameters
+        .codecs
+        .first()
+        .expect("a negotiated codec")
+        .payload_type
+}
+
 pub const AUDIO_LEVEL_URI: &str = "urn:ietf:params:rtp-hdrext:ssrc-audio-level";
 
 /// The id `sdp` gives the header extension `uri` (first match).
