@@ -214,8 +214,8 @@ impl Protocol<TaggedPacket, TaggedPacket, ()> for HideSimulcastReports {
 
     fn handle_write(&mut self, mut msg: TaggedPacket) -> Result<(), Self::Error> {
         if let Packet::Rtcp(packets) = &mut msg.message.packet {
-            let hidden = self.ssrcs.lock().map(|s| s.clone()).unwrap_or_default();
-            if !hidden.is_empty() {
+            let guard = self.ssrcs.lock();
+            if let Some(hidden) = guard.as_deref().ok().filter(|s| !s.is_empty()) {
                 for p in packets.iter_mut() {
                     let any = p.as_any();
                     if let Some(rr) = any.downcast_ref::<ReceiverReport>() {
