@@ -24,6 +24,10 @@ pub struct SfuConfig {
     /// Test-only fault injection: the fraction (0.0–1.0) of outgoing RTP datagrams (media to
     /// subscribers, retransmissions included) to drop.
     pub inject_loss_out: f64,
+    /// Media drivers, each a thread with its own UDP socket on the port of `media_bind` plus its
+    /// index (every socket on its own ephemeral port when that port is 0). A participant is
+    /// placed on the least loaded; one room can span them all.
+    pub media_drivers: usize,
 }
 
 impl Default for SfuConfig {
@@ -33,6 +37,7 @@ impl Default for SfuConfig {
             announce_ips: Vec::new(),
             inject_loss: 0.0,
             inject_loss_out: 0.0,
+            media_drivers: 1,
         }
     }
 }
@@ -235,6 +240,8 @@ pub(crate) enum Command {
     Stats {
         reply: oneshot::Sender<DriverStats>,
     },
+    /// From another media driver.
+    Mesh(crate::driver::mesh::MeshMsg),
 }
 
 /// Counters of one media driver, for tests and (later) metrics.
@@ -258,41 +265,102 @@ pub struct DriverStats {
     pub dynacast_updates: u64,
     pub handle_read_errors: u64,
     pub connection_panics: u64,
+    /// Packets sent to other drivers (once per driver holding a proxy of the track), received
+    /// from them, and dropped because a driver's queue was full.
+    pub mesh_packets_out: u64,
+    pub mesh_packets_in: u64,
+    pub mesh_dropped: u64,
 }
 
-/// A running engine. Cloning it is cheap; the driver stops when every clone and every
+impl DriverStats {
+    /// Adds another driver's counters to these.
+    fn add(&mut self, o: &DriverStats) {
+        self.participants += o.participants;
+        self.rooms += o.rooms;
+        self.published_tracks += o.published_tracks;
+        self.datagrams_in += o.datagrams_in;
+        self.datagrams_unknown_source += o.datagrams_unknown_source;
+        self.datagrams_dropped_injected += o.datagrams_dropped_injected;
+        self.datagrams_dropped_injected_out += o.datagrams_dropped_injected_out;
+        self.rtp_forwarded += o.rtp_forwarded;
+        self.forward_errors += o.forward_errors;
+        self.keyframe_requests += o.keyframe_requests;
+        self.layer_switches += o.layer_switches;
+        self.layers_paused += o.layers_paused;
+        self.dynacast_updates += o.dynacast_updates;
+        self.handle_read_errors += o.handle_read_errors;
+        self.connection_panics += o.connection_panics;
+        self.mesh_packets_out += o.mesh_packets_out;
+        self.mesh_packets_in += o.mesh_packets_in;
+        self.mesh_dropped += o.mesh_dropped;
+    }
+}
+
+/// One media driver as the engine handle sees it.
+struct DriverHandle {
+    commands: mpsc::UnboundedSender<Command>,
+    media_addr: SocketAddr,
+    load: crate::driver::mesh::Load,
+}
+
+/// A running engine. Cloning it is cheap; the drivers stop when every clone and every
 /// participant handle is dropped.
 #[derive(Clone)]
 pub struct Sfu {
-    commands: mpsc::UnboundedSender<Command>,
-    media_addr: SocketAddr,
+    drivers: std::sync::Arc<Vec<DriverHandle>>,
 }
 
 impl Sfu {
-    /// Binds the media socket and starts the media driver on its own thread.
+    /// Binds the media sockets and starts the media drivers, each on its own thread.
     pub fn start(config: SfuConfig) -> std::io::Result<Sfu> {
-        let (commands, media_addr) = crate::driver::spawn(config)?;
+        let drivers = crate::driver::spawn(config)?
+            .into_iter()
+            .map(|(commands, media_addr, load)| DriverHandle {
+                commands,
+                media_addr,
+                load,
+            })
+            .collect();
         Ok(Sfu {
-            commands,
-            media_addr,
+            drivers: std::sync::Arc::new(drivers),
         })
     }
 
-    /// The address the media socket is bound to.
+    /// The address the first media socket is bound to.
     pub fn media_addr(&self) -> SocketAddr {
-        self.media_addr
+        self.drivers[0].media_addr
     }
 
-    /// Adds a participant to `room` (created on first join). Events for it arrive on the returned
-    /// receiver, starting with nothing: the caller already has the [`JoinInfo`].
+    /// The addresses of every media driver's socket, by driver index.
+    pub fn media_addrs(&self) -> Vec<SocketAddr> {
+        self.drivers.iter().map(|d| d.media_addr).collect()
+    }
+
+    /// Participants on each media driver now, by driver index.
+    pub fn driver_loads(&self) -> Vec<usize> {
+        self.drivers
+            .iter()
+            .map(|d| d.load.load(std::sync::atomic::Ordering::Relaxed))
+            .collect()
+    }
+
+    /// Adds a participant to `room` (created on first join), on the least loaded media driver.
+    /// Events for it arrive on the returned receiver, starting with nothing: the caller already
+    /// has the [`JoinInfo`].
     pub async fn join(
         &self,
         room: &str,
         name: &str,
     ) -> Result<(Participant, JoinInfo, mpsc::UnboundedReceiver<Event>), SfuError> {
+        let driver = self
+            .drivers
+            .iter()
+            .min_by_key(|d| d.load.load(std::sync::atomic::Ordering::Relaxed))
+            .ok_or(SfuError::Stopped)?;
         let (events, events_rx) = mpsc::unbounded_channel();
         let (reply, reply_rx) = oneshot::channel();
-        self.commands
+        driver
+            .commands
             .send(Command::Join {
                 room: room.to_owned(),
                 name: name.to_owned(),
@@ -304,26 +372,53 @@ impl Sfu {
         let participant = Participant {
             key,
             id: info.participant_id.clone(),
-            commands: self.commands.clone(),
+            commands: driver.commands.clone(),
         };
         Ok((participant, info, events_rx))
     }
 
-    /// Every room, participant, track, layer and forwarding decision, for the debug endpoint.
+    /// Every room, participant, track, layer and forwarding decision, for the debug endpoint
+    /// (rooms that span drivers are merged).
     pub async fn debug(&self) -> Result<crate::debug::Snapshot, SfuError> {
-        let (reply, rx) = oneshot::channel();
-        self.commands
-            .send(Command::Debug { reply })
-            .map_err(|_| SfuError::Stopped)?;
-        rx.await.map_err(|_| SfuError::Stopped)
+        let mut merged = crate::debug::Snapshot::default();
+        for d in self.drivers.iter() {
+            let (reply, rx) = oneshot::channel();
+            d.commands
+                .send(Command::Debug { reply })
+                .map_err(|_| SfuError::Stopped)?;
+            let snap = rx.await.map_err(|_| SfuError::Stopped)?;
+            for room in snap.rooms {
+                match merged.rooms.iter_mut().find(|r| r.name == room.name) {
+                    Some(r) => r.participants.extend(room.participants),
+                    None => merged.rooms.push(room),
+                }
+            }
+        }
+        merged.rooms.sort_by(|a, b| a.name.cmp(&b.name));
+        Ok(merged)
     }
 
+    /// The counters of every driver added up (a room spanning two drivers counts twice in
+    /// `rooms`).
     pub async fn stats(&self) -> Result<DriverStats, SfuError> {
-        let (reply, rx) = oneshot::channel();
-        self.commands
-            .send(Command::Stats { reply })
-            .map_err(|_| SfuError::Stopped)?;
-        rx.await.map_err(|_| SfuError::Stopped)
+        let mut total = DriverStats::default();
+        for s in self.driver_stats().await? {
+            total.add(&s);
+        }
+        Ok(total)
+    }
+
+    /// Each driver's counters, by driver index.
+    pub async fn driver_stats(&self) -> Result<Vec<DriverStats>, SfuError> {
+        let mut all = Vec::with_capacity(self.drivers.len());
+        for d in self.drivers.iter() {
+            let (reply, rx) = oneshot::channel();
+            d.commands
+                .send(Command::Stats { reply })
+                .map_err(|_| SfuError::Stopped)?;
+            all.push(rx.await.map_err(|_| SfuError::Stopped)?);
+        }
+        Ok(all)
     }
 }
 

@@ -31,9 +31,13 @@ pub struct ServeArgs {
     #[arg(long, env = "FANOUT_BIND", default_value = "127.0.0.1:7880")]
     pub bind: SocketAddr,
 
-    /// UDP port shared by every peer connection's media (0 picks a free port).
+    /// UDP port of the first media driver; driver N uses this port + N (0 picks free ports).
     #[arg(long, env = "FANOUT_UDP_PORT", default_value_t = 7882)]
     pub udp_port: u16,
+
+    /// Media drivers (threads, each with its own UDP port). Default: one per CPU core.
+    #[arg(long, env = "FANOUT_MEDIA_DRIVERS", value_parser = clap::value_parser!(u16).range(1..=256))]
+    pub media_drivers: Option<u16>,
 
     /// IP the media socket binds to. Default: the IP of --bind.
     #[arg(long, env = "FANOUT_MEDIA_IP")]
@@ -83,6 +87,14 @@ pub enum LogFormat {
 }
 
 impl ServeArgs {
+    /// The number of media drivers: as given, else one per core.
+    pub fn media_drivers(&self) -> usize {
+        self.media_drivers.map_or_else(
+            || std::thread::available_parallelism().map_or(1, |n| n.get()),
+            usize::from,
+        )
+    }
+
     pub fn media_bind(&self) -> SocketAddr {
         SocketAddr::new(self.media_ip.unwrap_or(self.bind.ip()), self.udp_port)
     }

@@ -68,6 +68,7 @@ async fn serve(args: ServeArgs) -> Result<(), String> {
         media_bind: args.media_bind(),
         announce_ips: announce_ips.clone(),
         inject_loss: args.inject_loss / 100.0,
+        media_drivers: args.media_drivers(),
         ..SfuConfig::default()
     })
     .map_err(|e| format!("cannot bind the media port {}: {e}", args.media_bind()))?;
@@ -94,7 +95,7 @@ async fn serve(args: ServeArgs) -> Result<(), String> {
     let app = server::app(state, Some(args.static_dir.clone()));
     info!(
         http = %http_addr,
-        media = %sfu.media_addr(),
+        media = ?sfu.media_addrs(),
         announce = ?announce_ips,
         static_dir = %args.static_dir.display(),
         "Fanout is running"

@@ -416,13 +416,23 @@ fn participant_id(msg: &Value) -> String {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_publishers_one_subscriber_payloads_arrive_intact() {
     common::init_logging();
-    timeout(Duration::from_secs(55), scenario())
+    timeout(Duration::from_secs(55), scenario(1))
         .await
         .expect("the whole scenario finishes within 55 s");
 }
 
-async fn scenario() {
-    let server = TestServer::start().await;
+/// The same with two media drivers: S and P2 land on one, P1 on the other, so S receives P1's
+/// media through the other driver and P1 and P2 receive each other across drivers.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn payloads_arrive_intact_across_two_media_drivers() {
+    common::init_logging();
+    timeout(Duration::from_secs(55), scenario(2))
+        .await
+        .expect("the whole scenario finishes within 55 s");
+}
+
+async fn scenario(drivers: usize) {
+    let server = TestServer::start_drivers(drivers).await;
     let url = server.ws_url().to_owned();
 
     // The subscriber joins first: receive-only, it never offers.
@@ -705,4 +715,83 @@ async fn scenario() {
     }
     sub.close().await;
     drop(server);
+}
+
+/// A track crosses to another media driver once for that driver, however many subscribers it
+/// serves there: P is on driver 0 with S2, S1 and S3 are on driver 1.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_track_crosses_to_another_driver_once_however_many_subscribers_it_has() {
+    common::init_logging();
+    timeout(Duration::from_secs(40), async {
+        let server = TestServer::start_drivers(2).await;
+        let url = server.ws_url().to_owned();
+        let mut publisher = RtcClient::join(&url, ROOM, "P").await;
+        let mut subs = Vec::new();
+        for name in ["S1", "S2", "S3"] {
+            subs.push(RtcClient::join(&url, ROOM, name).await);
+        }
+        assert_eq!(
+            server.sfu.driver_loads(),
+            vec![2, 2],
+            "placement alternates"
+        );
+        let audio = add_local_track(&publisher, 1, Kind::Audio).await;
+        publisher.publish(SIGNAL_TIMEOUT).await;
+        publisher.wait_connected(SIGNAL_TIMEOUT).await;
+        let pt = common::negotiated_pt(&audio.sender).await;
+        // The track is announced once its media arrives.
+        let streaming = tokio::spawn(stream_audio(
+            1,
+            audio.track.clone(),
+            audio.ssrc,
+            pt,
+            Arc::default(),
+        ));
+        let mut recorders = Vec::new();
+        for s in &mut subs {
+            s.recv_type("track_published", SIGNAL_TIMEOUT).await;
+            recorders.push(record_tracks(s.take_tracks()));
+        }
+        for s in &mut subs {
+            s.wait_connected(SIGNAL_TIMEOUT).await;
+        }
+        let stats = streaming.await.expect("streaming task");
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let sent = u64::from(stats.audio_packets);
+        let drivers = server.sfu.driver_stats().await.expect("driver stats");
+        println!("sent {sent}; drivers: {drivers:#?}");
+        let (d0, d1) = (&drivers[0], &drivers[1]);
+        assert!(
+            d0.mesh_packets_out <= sent && d0.mesh_packets_out * 10 >= sent * 8,
+            "driver 0 sent each packet once to driver 1: {} of {sent}",
+            d0.mesh_packets_out
+        );
+        assert_eq!(d0.mesh_dropped, 0);
+        assert_eq!(
+            d1.mesh_packets_in, d0.mesh_packets_out,
+            "nothing lost between drivers"
+        );
+        assert_eq!(d1.mesh_packets_out, 0, "driver 1 publishes nothing");
+        assert!(
+            d1.rtp_forwarded >= 2 * d1.mesh_packets_in * 9 / 10,
+            "driver 1 fans each packet out to its two subscribers: {} forwarded of {} in",
+            d1.rtp_forwarded,
+            d1.mesh_packets_in
+        );
+        for (i, (recorded, _)) in recorders.iter().enumerate() {
+            let got: usize = recorded
+                .lock()
+                .unwrap()
+                .iter()
+                .map(|t| t.lock().unwrap().packets.len())
+                .sum();
+            assert!(
+                got as u64 * 10 >= sent * 8,
+                "S{} received {got} of {sent}",
+                i + 1
+            );
+        }
+    })
+    .await
+    .expect("the scenario finishes within 40 s");
 }

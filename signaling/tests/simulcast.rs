@@ -299,13 +299,23 @@ fn layer_of_last(recorded: &Recorded) -> Option<u8> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn layers_follow_size_preference_availability_and_visibility_in_one_stream() {
     common::init_logging();
-    timeout(Duration::from_secs(80), scenario())
+    timeout(Duration::from_secs(80), scenario(1))
         .await
         .expect("the scenario finishes within 80 s");
 }
 
-async fn scenario() {
-    let server = TestServer::start().await;
+/// The same with the publisher and the subscriber on different media drivers: layers, keyframe
+/// requests and dynacast demand cross between drivers.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn layers_follow_size_preference_and_visibility_across_two_media_drivers() {
+    common::init_logging();
+    timeout(Duration::from_secs(80), scenario(2))
+        .await
+        .expect("the scenario finishes within 80 s");
+}
+
+async fn scenario(drivers: usize) {
+    let server = TestServer::start_drivers(drivers).await;
     let url = server.ws_url().to_owned();
 
     // ── Publisher: one VP8 track, three rids ──────────────────────────────────────────────

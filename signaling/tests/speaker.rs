@@ -107,9 +107,20 @@ async fn next_speaker(sub: &mut RtcClient, within: Duration) -> Option<String> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_loudest_voice_is_the_active_speaker_and_silence_keeps_it() {
+    loudest_voice_wins(1).await;
+}
+
+/// With two media drivers the subscriber and B share one and A is on the other: levels of
+/// remote publishers count as much as local ones.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_active_speaker_is_chosen_across_two_media_drivers() {
+    loudest_voice_wins(2).await;
+}
+
+async fn loudest_voice_wins(drivers: usize) {
     common::init_logging();
     timeout(Duration::from_secs(60), async {
-        let server = TestServer::start().await;
+        let server = TestServer::start_drivers(drivers).await;
         let url = server.ws_url().to_owned();
         let mut sub = RtcClient::join(&url, ROOM, "S").await;
         let level_a = Arc::new(AtomicU8::new(LOUD));

@@ -16,9 +16,11 @@
 //!
 //! Each connection's timer lives in one [`TimerQueue`]; nothing scans all connections.
 //!
-//! The driver also keeps the rooms it serves. With one driver that is every room; several drivers
-//! (one per core) will split rooms' subscribers across them with per-driver fan-out queues.
+//! Several drivers (one per core by default) share the rooms: a participant lives on one, and a
+//! track's packets cross to another driver once per driver that has subscribers to it, over a
+//! bounded queue (see [`mesh`]).
 
+pub(crate) mod mesh;
 mod select;
 mod timers;
 
@@ -70,6 +72,7 @@ use crate::engine::seq::SeqUnwrapper;
 use crate::engine::speaker::{self, LevelMeter};
 use crate::engine::vp8;
 use crate::peer::{self, Bandwidth, SimulcastSsrcs};
+use mesh::{driver_of, global_key, Load, Mesh, MeshMsg, MeshPacket, RemoteTrack};
 use select::{layer_order, report_layer};
 use timers::TimerQueue;
 
@@ -97,51 +100,89 @@ const NO_ESTIMATE_BPS: f64 = 1e9;
 
 type TrackKey = u64;
 
-/// Binds the media socket and starts a driver on its own thread with its own single-threaded
-/// runtime. Returns the command channel and the socket's address.
-pub(crate) fn spawn(
-    config: SfuConfig,
-) -> std::io::Result<(mpsc::UnboundedSender<Command>, SocketAddr)> {
-    let std_socket = bind_socket(config.media_bind)?;
-    let local_addr = std_socket.local_addr()?;
-    let host_candidates: Vec<SocketAddr> = if config.announce_ips.is_empty() {
-        vec![local_addr]
-    } else {
-        config
-            .announce_ips
-            .iter()
-            .map(|ip| SocketAddr::new(*ip, local_addr.port()))
-            .collect()
-    };
-    let (tx, rx) = mpsc::unbounded_channel();
-    std::thread::Builder::new()
-        .name("fanout-media".into())
-        .spawn(move || {
-            let runtime = match tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-            {
-                Ok(rt) => rt,
-                Err(err) => {
-                    warn!(%err, "media driver runtime failed to start");
-                    return;
-                }
-            };
-            runtime.block_on(async move {
-                let socket = match UdpSocket::from_std(std_socket) {
-                    Ok(s) => Rc::new(s),
+/// What the engine handle keeps of each driver: its command channel, socket address and load.
+pub(crate) type Spawned = (mpsc::UnboundedSender<Command>, SocketAddr, Load);
+
+/// Binds the media sockets and starts each driver on its own thread with its own single-threaded
+/// runtime, linked to the others (see [`mesh`]).
+pub(crate) fn spawn(config: SfuConfig) -> std::io::Result<Vec<Spawned>> {
+    let n = config.media_drivers.max(1);
+    let mut sockets = Vec::with_capacity(n);
+    for i in 0..n {
+        let mut bind = config.media_bind;
+        if bind.port() != 0 {
+            let port = u16::try_from(usize::from(bind.port()) + i).map_err(|_| {
+                std::io::Error::new(
+                    std::io::ErrorKind::InvalidInput,
+                    "media port + driver count exceeds 65535",
+                )
+            })?;
+            bind.set_port(port);
+        }
+        sockets.push(bind_socket(bind)?);
+    }
+    let commands: Vec<_> = (0..n).map(|_| mpsc::unbounded_channel()).collect();
+    let media: Vec<_> = (0..n).map(|_| mpsc::channel(mesh::MEDIA_QUEUE)).collect();
+    let weak_commands: Vec<_> = commands.iter().map(|(tx, _)| tx.downgrade()).collect();
+    let media_senders: Vec<_> = media.iter().map(|(tx, _)| tx.clone()).collect();
+    let mut spawned = Vec::with_capacity(n);
+    for (index, ((std_socket, (cmd_tx, cmd_rx)), (_, media_rx))) in
+        sockets.into_iter().zip(commands).zip(media).enumerate()
+    {
+        let local_addr = std_socket.local_addr()?;
+        let host_candidates: Vec<SocketAddr> = if config.announce_ips.is_empty() {
+            vec![local_addr]
+        } else {
+            config
+                .announce_ips
+                .iter()
+                .map(|ip| SocketAddr::new(*ip, local_addr.port()))
+                .collect()
+        };
+        let load = Load::default();
+        let mesh = Mesh {
+            index,
+            commands: weak_commands.clone(),
+            media: media_senders.clone(),
+        };
+        let driver_load = load.clone();
+        let config = config.clone();
+        std::thread::Builder::new()
+            .name(format!("fanout-media-{index}"))
+            .spawn(move || {
+                let runtime = match tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                {
+                    Ok(rt) => rt,
                     Err(err) => {
-                        warn!(%err, "media socket unusable");
+                        warn!(%err, "media driver runtime failed to start");
                         return;
                     }
                 };
-                let mut driver =
-                    Driver::new(socket, local_addr, host_candidates, config.inject_loss);
-                driver.inject_loss_out = config.inject_loss_out;
-                driver.run(rx).await;
-            });
-        })?;
-    Ok((tx, local_addr))
+                runtime.block_on(async move {
+                    let socket = match UdpSocket::from_std(std_socket) {
+                        Ok(s) => Rc::new(s),
+                        Err(err) => {
+                            warn!(%err, "media socket unusable");
+                            return;
+                        }
+                    };
+                    let mut driver = Driver::new(
+                        socket,
+                        local_addr,
+                        host_candidates,
+                        config.inject_loss,
+                        mesh,
+                        driver_load,
+                    );
+                    driver.inject_loss_out = config.inject_loss_out;
+                    driver.run(cmd_rx, media_rx).await;
+                });
+            })?;
+        spawned.push((cmd_tx, local_addr, load));
+    }
+    Ok(spawned)
 }
 
 fn bind_socket(addr: SocketAddr) -> std::io::Result<std::net::UdpSocket> {
@@ -230,7 +271,16 @@ struct Track {
     kind: MediaKind,
     source: TrackSource,
     publisher: ParticipantKey,
-    receiver_id: RTCRtpReceiverId,
+    /// The publisher's participant id (the publisher may live on another driver).
+    publisher_id: String,
+    room: String,
+    /// Where the packets come from.
+    origin: Origin,
+    /// Local tracks: the drivers holding a proxy of this track, with the layers (bit per layer
+    /// index) their subscribers need.
+    sinks: Vec<(usize, u32)>,
+    /// Proxies: the demand last sent to the origin.
+    demand_sent: Option<u32>,
     /// The publisher's transceiver, for dynacast messages.
     mid: Option<String>,
     codec: Codec,
@@ -246,6 +296,23 @@ struct Track {
     audio_level_ext: Option<u8>,
     level: LevelMeter,
     forwarders: Vec<Forwarder>,
+}
+
+/// Where a track's packets come from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Origin {
+    /// A publisher on this driver, through this receiver of its connection.
+    Local(RTCRtpReceiverId),
+    /// Another driver (the index): this track is a proxy.
+    Remote(usize),
+}
+
+/// What a driver knows of a room's participants and tracks on other drivers.
+#[derive(Default)]
+struct RemoteRoom {
+    /// Key → (participant id, name).
+    members: HashMap<ParticipantKey, (String, String)>,
+    tracks: HashMap<TrackKey, RemoteTrack>,
 }
 
 /// One simulcast layer (or the only stream) of a published track.
@@ -348,6 +415,11 @@ struct Driver {
     read_buf: Vec<TaggedRTCMessage>,
     next_key: u64,
     stats: DriverStats,
+    mesh: Mesh,
+    /// Participants on this driver, for placement.
+    load: Load,
+    /// Rooms' participants and tracks on other drivers.
+    remote_rooms: HashMap<String, RemoteRoom>,
 }
 
 /// For each (IPv6, loopback) kind of source address, the host candidate a client of that kind
@@ -390,6 +462,8 @@ impl Driver {
         local_addr: SocketAddr,
         host_candidates: Vec<SocketAddr>,
         inject_loss: f64,
+        mesh: Mesh,
+        load: Load,
     ) -> Self {
         Self {
             socket,
@@ -412,12 +486,27 @@ impl Driver {
             read_buf: Vec::new(),
             next_key: 1,
             stats: DriverStats::default(),
+            mesh,
+            load,
+            remote_rooms: HashMap::new(),
         }
     }
 
-    async fn run(mut self, mut commands: mpsc::UnboundedReceiver<Command>) {
+    /// A key for a participant or track, unique across drivers.
+    fn new_key(&mut self) -> u64 {
+        let key = global_key(self.mesh.index, self.next_key);
+        self.next_key += 1;
+        key
+    }
+
+    async fn run(
+        mut self,
+        mut commands: mpsc::UnboundedReceiver<Command>,
+        mut media: mpsc::Receiver<MeshPacket>,
+    ) {
         let socket = self.socket.clone();
         let mut buf = vec![0u8; MAX_DATAGRAM];
+        let mut batch = Vec::with_capacity(READ_BATCH);
         loop {
             let deadline = self
                 .timers
@@ -432,6 +521,14 @@ impl Driver {
                 ready = socket.readable() => {
                     if ready.is_ok() {
                         self.read_datagrams(&socket, &mut buf);
+                    }
+                }
+                n = media.recv_many(&mut batch, READ_BATCH) => {
+                    if n > 0 {
+                        for p in batch.drain(..) {
+                            self.on_mesh_packet(p);
+                        }
+                        self.settle();
                     }
                 }
                 _ = tokio::time::sleep_until(deadline.into()) => {}
@@ -727,12 +824,13 @@ impl Driver {
         }
     }
 
-    /// The hot path: one publisher packet to every subscriber of its track.
+    /// The hot path: one publisher packet to every subscriber of its track, on this driver and
+    /// (once per driver) on the drivers holding a proxy of it.
     fn on_rtp(&mut self, key: ParticipantKey, track_id: &str, packet: rtp::Packet, now: Instant) {
         let Some(&tkey) = self.peers.get(&key).and_then(|p| p.published.get(track_id)) else {
             return;
         };
-        let Some(track) = self.tracks.get_mut(&tkey) else {
+        let Some(track) = self.tracks.get(&tkey) else {
             return;
         };
         let Some(layer_id) = track
@@ -742,34 +840,76 @@ impl Driver {
         else {
             return;
         };
-        if let Some(id) = track.audio_level_ext {
-            if let Some(level) = packet
+        let audio_level = track.audio_level_ext.and_then(|id| {
+            packet
                 .header
                 .get_extension(id)
                 .and_then(|e| speaker::parse_audio_level(&e))
-            {
-                track.level.observe(now, level);
+        });
+        let p = MeshPacket {
+            track: tkey,
+            layer: layer_id as u8,
+            seq: packet.header.sequence_number,
+            timestamp: packet.header.timestamp,
+            marker: packet.header.marker,
+            padding: packet.header.padding,
+            payload: packet.payload,
+            audio_level,
+            at: now,
+        };
+        for &(driver, _) in &track.sinks {
+            let Some(queue) = self.mesh.media.get(driver) else {
+                continue;
+            };
+            match queue.try_send(p.clone()) {
+                Ok(()) => self.stats.mesh_packets_out += 1,
+                Err(_) => self.stats.mesh_dropped += 1,
             }
         }
+        self.route(p);
+    }
+
+    /// A packet of a track published on another driver, for this driver's proxy of it.
+    fn on_mesh_packet(&mut self, p: MeshPacket) {
+        self.stats.mesh_packets_in += 1;
+        let known = self.tracks.get(&p.track).is_some_and(|t| {
+            matches!(t.origin, Origin::Remote(_)) && usize::from(p.layer) < t.layers.len()
+        });
+        if known {
+            self.route(p);
+        }
+    }
+
+    /// Ingests one packet on its track (layer state, keyframes, size, audio level) and hands it
+    /// to every forwarder of the track on this driver.
+    fn route(&mut self, p: MeshPacket) {
+        let (tkey, now) = (p.track, p.at);
+        let Some(track) = self.tracks.get_mut(&tkey) else {
+            return;
+        };
+        let layer_id = usize::from(p.layer);
+        if let Some(level) = p.audio_level {
+            track.level.observe(now, level);
+        }
         let layer = &mut track.layers[layer_id];
-        let ext_seq = layer.unwrapper.unwrap(packet.header.sequence_number);
+        let ext_seq = layer.unwrapper.unwrap(p.seq);
         layer.last_packet = Some(now);
-        layer.bytes += packet.payload.len() as u64 + 12;
-        let keyframe = track.codec.is_keyframe_start(&packet.payload);
+        layer.bytes += p.payload.len() as u64 + 12;
+        let keyframe = track.codec.is_keyframe_start(&p.payload);
         let descriptor = if track.codec == Codec::Vp8 {
             if keyframe {
-                if let Some((w, h)) = vp8::keyframe_size(&packet.payload) {
+                if let Some((w, h)) = vp8::keyframe_size(&p.payload) {
                     (layer.width, layer.height) = (w, h);
                 }
             }
-            vp8::Vp8Descriptor::parse(&packet.payload)
+            vp8::Vp8Descriptor::parse(&p.payload)
         } else {
             None
         };
         let input = PacketIn {
             layer: layer_id as u8,
             ext_seq,
-            timestamp: packet.header.timestamp,
+            timestamp: p.timestamp,
             keyframe,
             at: now,
             picture_id: descriptor.and_then(|d| d.picture_id),
@@ -805,17 +945,17 @@ impl Driver {
             // The payload is shared unless this subscriber's picture ids need rewriting.
             let payload = match (rw.vp8, descriptor) {
                 (Some((pid, tl0)), Some(d)) => {
-                    let mut copy = BytesMut::from(&packet.payload[..]);
+                    let mut copy = BytesMut::from(&p.payload[..]);
                     d.write(&mut copy, pid, tl0);
                     copy.freeze()
                 }
-                _ => packet.payload.clone(),
+                _ => p.payload.clone(),
             };
             let out = rtp::Packet {
                 header: rtp::header::Header {
                     version: 2,
-                    padding: packet.header.padding,
-                    marker: packet.header.marker,
+                    padding: p.padding,
+                    marker: p.marker,
                     payload_type: fwd.payload_type,
                     sequence_number: rw.seq,
                     timestamp: rw.timestamp,
@@ -869,7 +1009,16 @@ impl Driver {
             return;
         }
         let publisher = track.publisher;
-        let (receiver_id, media_ssrc) = (track.receiver_id, l.ssrc);
+        let media_ssrc = l.ssrc;
+        let receiver_id = match track.origin {
+            Origin::Local(receiver_id) => receiver_id,
+            Origin::Remote(driver) => {
+                // The origin throttles too; its publisher gets one PLI for all drivers.
+                self.mesh
+                    .send(driver, MeshMsg::Keyframe { track: tkey, layer });
+                return;
+            }
+        };
         let Some(peer) = self.peers.get_mut(&publisher) else {
             return;
         };
@@ -907,11 +1056,16 @@ impl Driver {
             Command::Debug { reply } => {
                 let _ = reply.send(self.snapshot(Instant::now()));
             }
+            Command::Mesh(msg) => self.on_mesh(msg),
             Command::Stats { reply } => {
                 let mut stats = self.stats.clone();
                 stats.participants = self.peers.len();
                 stats.rooms = self.rooms.len();
-                stats.published_tracks = self.tracks.len();
+                stats.published_tracks = self
+                    .tracks
+                    .values()
+                    .filter(|t| matches!(t.origin, Origin::Local(_)))
+                    .count();
                 stats.layers_paused = self
                     .tracks
                     .values()
@@ -930,8 +1084,7 @@ impl Driver {
         events: mpsc::UnboundedSender<Event>,
     ) -> Result<(ParticipantKey, JoinInfo), SfuError> {
         let now = Instant::now();
-        let key = self.next_key;
-        self.next_key += 1;
+        let key = self.new_key();
         let id = random_id("PA_");
         let ufrag = Alphanumeric.sample_string(&mut rand::rng(), 16);
         let pwd = Alphanumeric.sample_string(&mut rand::rng(), 32);
@@ -951,11 +1104,25 @@ impl Driver {
         .map_err(|e| SfuError::PeerConnection(e.to_string()))?;
 
         let existing_members = self.rooms.get(&room).cloned().unwrap_or_default();
-        let participants: Vec<ParticipantInfo> = existing_members
+        let mut participants: Vec<ParticipantInfo> = existing_members
             .iter()
             .filter_map(|k| self.peers.get(k))
             .map(|p| self.info_of(p))
             .collect();
+        if let Some(remote) = self.remote_rooms.get(&room) {
+            for (&member, (id, name)) in &remote.members {
+                participants.push(ParticipantInfo {
+                    id: id.clone(),
+                    name: name.clone(),
+                    tracks: remote
+                        .tracks
+                        .values()
+                        .filter(|t| t.publisher == member)
+                        .map(|t| t.info.clone())
+                        .collect(),
+                });
+            }
+        }
         self.rooms.entry(room.clone()).or_default().push(key);
 
         let peer = Peer {
@@ -991,14 +1158,28 @@ impl Driver {
         };
         self.by_ufrag.insert(ufrag, key);
         self.peers.insert(key, peer);
+        self.load.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         for other in &existing_members {
             self.send_event(*other, Event::ParticipantJoined(joined.clone()));
         }
-        // Auto-subscribe to everything already published in the room.
+        self.mesh.broadcast(|| MeshMsg::Joined {
+            room: room.clone(),
+            key,
+            info: joined.clone(),
+        });
+        // Auto-subscribe to everything already published in the room, here or on other drivers.
+        let remote_tracks: Vec<TrackKey> = self
+            .remote_rooms
+            .get(&room)
+            .map(|r| r.tracks.keys().copied().collect())
+            .unwrap_or_default();
+        for tkey in remote_tracks {
+            self.ensure_proxy(tkey, &room);
+        }
         let existing_tracks: Vec<TrackKey> = self
             .tracks
             .iter()
-            .filter(|(_, t)| existing_members.contains(&t.publisher))
+            .filter(|(_, t)| t.room == room && t.publisher != key)
             .map(|(k, _)| *k)
             .collect();
         for tkey in existing_tracks {
@@ -1061,6 +1242,15 @@ impl Driver {
                     info!(track = %track.id, %rid, ssrc = init.ssrc, "simulcast layer");
                     track.layers.push(Layer::new(rid, init.ssrc));
                     track.order = layer_order(&track.layers);
+                    let layers: Vec<(String, u32)> = track
+                        .layers
+                        .iter()
+                        .map(|l| (l.rid.clone(), l.ssrc))
+                        .collect();
+                    self.mesh.broadcast(|| MeshMsg::Layers {
+                        track: tkey,
+                        layers: layers.clone(),
+                    });
                 }
             }
             return;
@@ -1098,13 +1288,31 @@ impl Driver {
                 MediaKind::Audio => TrackSource::Microphone,
                 MediaKind::Video => TrackSource::Camera,
             });
-        let tkey = self.next_key;
+        let tkey = global_key(self.mesh.index, self.next_key);
         self.next_key += 1;
         let track_id = random_id("TR_");
         peer.published.insert(init.track_id, tkey);
         let publisher_id = peer.id.clone();
         let room = peer.room.clone();
         info!(participant = %publisher_id, track = %track_id, codec = %rtc_codec.mime_type, ssrc = init.ssrc, %rid, "track published");
+        let remote = RemoteTrack {
+            room: room.clone(),
+            publisher: key,
+            publisher_id: publisher_id.clone(),
+            info: TrackInfo {
+                id: track_id.clone(),
+                kind,
+                source,
+            },
+            codec,
+            rtc_codec: rtc_codec.clone(),
+            layers: vec![(rid.clone(), init.ssrc)],
+            published_at: now,
+        };
+        self.mesh.broadcast(|| MeshMsg::TrackPublished {
+            track: tkey,
+            remote: remote.clone(),
+        });
         let layers = vec![Layer::new(rid, init.ssrc)];
         self.track_ids.insert(track_id.clone(), tkey);
         self.tracks.insert(
@@ -1114,7 +1322,11 @@ impl Driver {
                 kind,
                 source,
                 publisher: key,
-                receiver_id: init.receiver_id,
+                publisher_id: publisher_id.clone(),
+                room: room.clone(),
+                origin: Origin::Local(init.receiver_id),
+                sinks: Vec::new(),
+                demand_sent: None,
                 mid,
                 codec,
                 rtc_codec,
@@ -1154,9 +1366,7 @@ impl Driver {
         let Some(track) = self.tracks.get_mut(&tkey) else {
             return;
         };
-        let Some(publisher_id) = self.peers.get(&track.publisher).map(|p| p.id.clone()) else {
-            return;
-        };
+        let publisher_id = track.publisher_id.clone();
         let Some(sub) = self.peers.get_mut(&sub_key) else {
             return;
         };
@@ -1236,23 +1446,19 @@ impl Driver {
             return;
         };
         self.track_ids.remove(&track.id);
-        let publisher_id = self.peers.get(&track.publisher).map(|p| p.id.clone());
-        let room_members = self
-            .peers
-            .get(&track.publisher)
-            .and_then(|p| self.rooms.get(&p.room))
-            .cloned()
-            .unwrap_or_default();
-        if let Some(publisher_id) = publisher_id {
-            for member in room_members.into_iter().filter(|k| *k != track.publisher) {
-                self.send_event(
-                    member,
-                    Event::TrackUnpublished {
-                        participant_id: publisher_id.clone(),
-                        track_id: track.id.clone(),
-                    },
-                );
-            }
+        if matches!(track.origin, Origin::Local(_)) {
+            self.mesh
+                .broadcast(|| MeshMsg::TrackUnpublished { track: tkey });
+        }
+        let room_members = self.rooms.get(&track.room).cloned().unwrap_or_default();
+        for member in room_members.into_iter().filter(|k| *k != track.publisher) {
+            self.send_event(
+                member,
+                Event::TrackUnpublished {
+                    participant_id: track.publisher_id.clone(),
+                    track_id: track.id.clone(),
+                },
+            );
         }
         for fwd in &track.forwarders {
             if let Some(sub) = self.peers.get_mut(&fwd.subscriber) {
@@ -1325,9 +1531,7 @@ impl Driver {
             let Some(fwd) = track.forwarders.iter().find(|f| f.subscriber == key) else {
                 continue;
             };
-            let Some(publisher_id) = self.peers.get(&track.publisher).map(|p| p.id.clone()) else {
-                continue;
-            };
+            let publisher_id = track.publisher_id.clone();
             let kind = match track.kind {
                 MediaKind::Audio => RtpCodecKind::Audio,
                 MediaKind::Video => RtpCodecKind::Video,
@@ -1610,8 +1814,16 @@ impl Driver {
             members.retain(|k| *k != key);
             room_empty = members.is_empty();
         }
+        self.load.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+        self.mesh.broadcast(|| MeshMsg::Left {
+            room: peer.room.clone(),
+            key,
+            id: peer.id.clone(),
+        });
         if room_empty {
             self.rooms.remove(&peer.room);
+            self.speakers.remove(&peer.room);
+            self.drop_proxies(&peer.room);
         }
         if self.speakers.get(&peer.room) == Some(&key) {
             self.speakers.remove(&peer.room);
@@ -1629,6 +1841,218 @@ impl Driver {
             reason: reason.to_owned(),
         });
         info!(participant = %peer.id, room = %peer.room, reason, "left");
+    }
+}
+
+impl Driver {
+    /// Makes sure this driver holds a proxy of the remote track (a local member of its room
+    /// subscribes to it) and that the origin sends it the packets.
+    fn ensure_proxy(&mut self, tkey: TrackKey, room: &str) {
+        if self.tracks.contains_key(&tkey) {
+            return;
+        }
+        let Some(remote) = self
+            .remote_rooms
+            .get(room)
+            .and_then(|r| r.tracks.get(&tkey))
+            .cloned()
+        else {
+            return;
+        };
+        let origin = driver_of(tkey);
+        let layers: Vec<Layer> = remote
+            .layers
+            .iter()
+            .map(|(rid, ssrc)| Layer::new(rid.clone(), *ssrc))
+            .collect();
+        self.track_ids.insert(remote.info.id.clone(), tkey);
+        self.tracks.insert(
+            tkey,
+            Track {
+                id: remote.info.id,
+                kind: remote.info.kind,
+                source: remote.info.source,
+                publisher: remote.publisher,
+                publisher_id: remote.publisher_id,
+                room: remote.room,
+                origin: Origin::Remote(origin),
+                sinks: Vec::new(),
+                demand_sent: None,
+                mid: None,
+                codec: remote.codec,
+                rtc_codec: remote.rtc_codec,
+                order: layer_order(&layers),
+                layers,
+                published_at: remote.published_at,
+                requested: None,
+                audio_level_ext: None,
+                level: LevelMeter::default(),
+                forwarders: Vec::new(),
+            },
+        );
+        debug!(track = tkey, origin, "proxy of a remote track");
+        self.mesh.send(
+            origin,
+            MeshMsg::Subscribe {
+                track: tkey,
+                driver: self.mesh.index,
+            },
+        );
+    }
+
+    /// The room has no participant on this driver any more: stop receiving its remote tracks.
+    fn drop_proxies(&mut self, room: &str) {
+        let proxies: Vec<(TrackKey, usize)> = self
+            .tracks
+            .iter()
+            .filter(|(_, t)| t.room == room)
+            .filter_map(|(k, t)| match t.origin {
+                Origin::Remote(d) => Some((*k, d)),
+                Origin::Local(_) => None,
+            })
+            .collect();
+        for (tkey, origin) in proxies {
+            self.unpublish_track(tkey);
+            self.mesh.send(
+                origin,
+                MeshMsg::Unsubscribe {
+                    track: tkey,
+                    driver: self.mesh.index,
+                },
+            );
+        }
+    }
+
+    /// A control message from another driver.
+    fn on_mesh(&mut self, msg: MeshMsg) {
+        match msg {
+            MeshMsg::Joined { room, key, info } => {
+                let members = self.rooms.get(&room).cloned().unwrap_or_default();
+                for m in members {
+                    self.send_event(m, Event::ParticipantJoined(info.clone()));
+                }
+                self.remote_rooms
+                    .entry(room)
+                    .or_default()
+                    .members
+                    .insert(key, (info.id, info.name));
+            }
+            MeshMsg::Left { room, key, id } => {
+                let mut empty = false;
+                if let Some(r) = self.remote_rooms.get_mut(&room) {
+                    r.members.remove(&key);
+                    empty = r.members.is_empty() && r.tracks.is_empty();
+                }
+                if empty {
+                    self.remote_rooms.remove(&room);
+                }
+                if self.speakers.get(&room) == Some(&key) {
+                    self.speakers.remove(&room);
+                }
+                let members = self.rooms.get(&room).cloned().unwrap_or_default();
+                for m in members {
+                    self.send_event(
+                        m,
+                        Event::ParticipantLeft {
+                            participant_id: id.clone(),
+                        },
+                    );
+                }
+            }
+            MeshMsg::TrackPublished { track, remote } => {
+                let room = remote.room.clone();
+                let info = remote.info.clone();
+                let publisher_id = remote.publisher_id.clone();
+                self.remote_rooms
+                    .entry(room.clone())
+                    .or_default()
+                    .tracks
+                    .insert(track, remote);
+                let members = self.rooms.get(&room).cloned().unwrap_or_default();
+                if members.is_empty() {
+                    return;
+                }
+                self.ensure_proxy(track, &room);
+                for m in members {
+                    self.send_event(
+                        m,
+                        Event::TrackPublished {
+                            participant_id: publisher_id.clone(),
+                            track: info.clone(),
+                        },
+                    );
+                    self.subscribe(m, track);
+                }
+            }
+            MeshMsg::Layers { track, layers } => {
+                for r in self.remote_rooms.values_mut() {
+                    if let Some(t) = r.tracks.get_mut(&track) {
+                        t.layers = layers.clone();
+                    }
+                }
+                if let Some(t) = self.tracks.get_mut(&track) {
+                    if matches!(t.origin, Origin::Remote(_)) {
+                        for (rid, ssrc) in layers.into_iter().skip(t.layers.len()) {
+                            t.layers.push(Layer::new(rid, ssrc));
+                        }
+                        t.order = layer_order(&t.layers);
+                    }
+                }
+            }
+            MeshMsg::TrackSource { track, source } => {
+                for r in self.remote_rooms.values_mut() {
+                    if let Some(t) = r.tracks.get_mut(&track) {
+                        t.info.source = source;
+                    }
+                }
+                if let Some(t) = self.tracks.get_mut(&track) {
+                    t.source = source;
+                }
+            }
+            MeshMsg::TrackUnpublished { track } => {
+                for r in self.remote_rooms.values_mut() {
+                    r.tracks.remove(&track);
+                }
+                self.remote_rooms
+                    .retain(|_, r| !(r.members.is_empty() && r.tracks.is_empty()));
+                if self
+                    .tracks
+                    .get(&track)
+                    .is_some_and(|t| matches!(t.origin, Origin::Remote(_)))
+                {
+                    self.unpublish_track(track);
+                }
+            }
+            MeshMsg::Subscribe { track, driver } => {
+                if let Some(t) = self.tracks.get_mut(&track) {
+                    if matches!(t.origin, Origin::Local(_)) && t.sinks.iter().all(|s| s.0 != driver)
+                    {
+                        // Until the proxy says otherwise, it needs whatever is sent now.
+                        t.sinks.push((driver, u32::MAX));
+                        debug!(track = %t.id, driver, "track sent to another driver");
+                    }
+                }
+            }
+            MeshMsg::Unsubscribe { track, driver } => {
+                if let Some(t) = self.tracks.get_mut(&track) {
+                    t.sinks.retain(|s| s.0 != driver);
+                }
+            }
+            MeshMsg::Keyframe { track, layer } => {
+                self.request_keyframe(track, layer, Instant::now());
+            }
+            MeshMsg::Demand {
+                track,
+                driver,
+                need,
+            } => {
+                if let Some(t) = self.tracks.get_mut(&track) {
+                    if let Some(s) = t.sinks.iter_mut().find(|s| s.0 == driver) {
+                        s.1 = need;
+                    }
+                }
+            }
+        }
     }
 }
 

@@ -93,34 +93,36 @@ impl Driver {
         self.active_speakers(now);
     }
 
-    /// Picks each room's active speaker from its audio levels and tells the room on a change.
+    /// Picks each room's active speaker from its audio levels (of publishers on this driver and
+    /// on others, through their proxies) and tells the room's local members on a change.
     fn active_speakers(&mut self, now: Instant) {
+        let mut levels: HashMap<&str, Vec<(ParticipantKey, f32, &str)>> = HashMap::new();
+        for t in self.tracks.values() {
+            if t.kind == MediaKind::Audio && self.rooms.contains_key(&t.room) {
+                levels.entry(t.room.as_str()).or_default().push((
+                    t.publisher,
+                    t.level.loudness(now),
+                    t.publisher_id.as_str(),
+                ));
+            }
+        }
         let mut changes = Vec::new();
-        for (room, members) in &self.rooms {
-            let levels = members.iter().map(|&m| {
-                let level = self.peers.get(&m).map_or(0.0, |p| {
-                    p.published
-                        .values()
-                        .filter_map(|k| self.tracks.get(k))
-                        .filter(|t| t.kind == MediaKind::Audio)
-                        .map(|t| t.level.loudness(now))
-                        .fold(0.0, f32::max)
-                });
-                (m, level)
-            });
+        for (room, candidates) in levels {
             let current = self.speakers.get(room).copied();
-            let next = speaker::pick_speaker(current, levels);
+            let next = speaker::pick_speaker(current, candidates.iter().map(|c| (c.0, c.1)));
             if next != current {
                 if let Some(next) = next {
-                    changes.push((room.clone(), next));
+                    let id = candidates
+                        .iter()
+                        .find(|c| c.0 == next)
+                        .map(|c| c.2.to_owned())
+                        .unwrap_or_default();
+                    changes.push((room.to_owned(), next, id));
                 }
             }
         }
-        for (room, key) in changes {
+        for (room, key, id) in changes {
             self.speakers.insert(room.clone(), key);
-            let Some(id) = self.peers.get(&key).map(|p| p.id.clone()) else {
-                continue;
-            };
             debug!(%room, speaker = %id, "active speaker");
             for &m in self.rooms.get(&room).into_iter().flatten() {
                 self.send_event(
@@ -262,15 +264,12 @@ impl Driver {
     /// subscribers would get if everything were sent, and those still being forwarded or
     /// switched to. A layer is paused after nobody needed it for [`DYNACAST_PAUSE_AFTER`] and
     /// resumed at the next tick once someone does.
+    /// Proxies of remote tracks report what their subscribers need to the origin driver, which
+    /// adds it to its own subscribers' needs.
     fn dynacast(&mut self, now: Instant) {
         let mut updates = Vec::new();
-        for track in self.tracks.values_mut() {
-            let Some(mid) = track.mid.clone() else {
-                continue;
-            };
-            if track.layers.len() < 2 {
-                continue;
-            }
+        let mut demands = Vec::new();
+        for (&tkey, track) in self.tracks.iter_mut() {
             let mut need = 0u32;
             for f in track.forwarders.iter().filter(|f| f.active) {
                 for l in [f.ideal, f.rewriter.current(), f.rewriter.target()]
@@ -279,6 +278,22 @@ impl Driver {
                 {
                     need |= 1 << l;
                 }
+            }
+            if let Origin::Remote(origin) = track.origin {
+                if track.kind == MediaKind::Video && track.demand_sent != Some(need) {
+                    track.demand_sent = Some(need);
+                    demands.push((origin, tkey, need));
+                }
+                continue;
+            }
+            for &(_, sink_need) in &track.sinks {
+                need |= sink_need;
+            }
+            let Some(mid) = track.mid.clone() else {
+                continue;
+            };
+            if track.layers.len() < 2 {
+                continue;
             }
             let since_publish = now.saturating_duration_since(track.published_at);
             let mut active = Vec::new();
@@ -308,6 +323,16 @@ impl Driver {
             debug!(track = %track.id, ?active, "dynacast");
             track.requested = Some(active.clone());
             updates.push((track.publisher, mid, track.id.clone(), active, paused));
+        }
+        for (origin, track, need) in demands {
+            self.mesh.send(
+                origin,
+                MeshMsg::Demand {
+                    track,
+                    driver: self.mesh.index,
+                    need,
+                },
+            );
         }
         for (publisher, mid, track_id, active, paused) in updates {
             self.stats.dynacast_updates += 1;
@@ -368,14 +393,20 @@ impl Driver {
         if peer.sources.len() >= 64 && !peer.sources.contains_key(&mid) {
             return;
         }
-        for tkey in peer.published.values() {
-            if let Some(track) = self.tracks.get_mut(tkey) {
-                if track.mid.as_deref() == Some(mid.as_str()) {
+        let mut changed = Vec::new();
+        for &tkey in peer.published.values() {
+            if let Some(track) = self.tracks.get_mut(&tkey) {
+                if track.mid.as_deref() == Some(mid.as_str()) && track.source != source {
                     track.source = source;
+                    changed.push(tkey);
                 }
             }
         }
         peer.sources.insert(mid, source);
+        for track in changed {
+            self.mesh
+                .broadcast(|| MeshMsg::TrackSource { track, source });
+        }
     }
 
     pub(super) fn snapshot(&self, now: Instant) -> Snapshot {
@@ -439,11 +470,7 @@ impl Driver {
                 let f = t.forwarders.iter().find(|f| Some(f.subscriber) == key)?;
                 Some(SubscriptionSnapshot {
                     track_id: t.id.clone(),
-                    publisher_id: self
-                        .peers
-                        .get(&t.publisher)
-                        .map(|p| p.id.clone())
-                        .unwrap_or_default(),
+                    publisher_id: t.publisher_id.clone(),
                     current: quality(&t.layers, &t.order, f.rewriter.current())
                         .map(Quality::as_str),
                     target: quality(&t.layers, &t.order, f.rewriter.target()).map(Quality::as_str),

@@ -70,6 +70,17 @@ impl TestServer {
         .await
     }
 
+    /// A server with `n` media drivers: participants are placed on the least loaded, so
+    /// consecutive joins alternate and media crosses between drivers.
+    pub async fn start_drivers(n: usize) -> TestServer {
+        Self::start_with(SfuConfig {
+            media_bind: "127.0.0.1:0".parse().unwrap(),
+            media_drivers: n,
+            ..SfuConfig::default()
+        })
+        .await
+    }
+
     pub async fn start_with(config: SfuConfig) -> TestServer {
         let sfu = Sfu::start(config).expect("media socket binds");
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")

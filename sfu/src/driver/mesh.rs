@@ -1,0 +1,155 @@
+//! How media drivers cooperate: one room can span every driver (every core).
+//!
+//! Each participant lives on one driver (the least loaded when it joined). Drivers tell each
+//! other about room membership and published tracks over their command channels (control
+//! messages, rare). A driver with local participants in a room holds a *proxy* of every track
+//! published in that room on another driver: a [`Track`](super::Track) whose packets come from the
+//! track's origin driver instead of a peer connection. The origin sends each packet **once per
+//! driver that holds a proxy**, however many subscribers that driver serves, over a bounded
+//! queue ([`MEDIA_QUEUE`]); a full queue drops the packet and counts it (never blocks the
+//! sender). The proxy runs the same ingest as a local track (layers, keyframes, sizes, bitrates,
+//! audio level) and its own forwarders. Backwards, a proxy relays keyframe requests and the
+//! layers its subscribers need (dynacast demand) to the origin.
+//!
+//! Keys of participants and tracks carry their driver's index in the top bits, so they are
+//! unique across drivers and a key names its origin.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use bytes::Bytes;
+use rtc::rtp_transceiver::rtp_sender::RTCRtpCodec;
+use tokio::sync::mpsc;
+
+use super::TrackKey;
+use crate::api::{Command, ParticipantInfo, ParticipantKey, TrackInfo, TrackSource};
+use crate::engine::codec::Codec;
+
+/// Packets queued from one driver to another at most; beyond this they are dropped (counted).
+pub(crate) const MEDIA_QUEUE: usize = 8192;
+/// Bits of a key that hold the per-driver counter; the driver's index sits above them.
+const KEY_BITS: u32 = 48;
+
+/// A key unique across drivers: the driver's index above its own counter.
+pub(crate) fn global_key(driver: usize, counter: u64) -> u64 {
+    ((driver as u64) << KEY_BITS) | (counter & ((1 << KEY_BITS) - 1))
+}
+
+/// The driver a key was made by.
+pub(crate) fn driver_of(key: u64) -> usize {
+    (key >> KEY_BITS) as usize
+}
+
+/// One packet of a published track on its way to another driver: what the forwarders need and
+/// nothing else (no header extensions to copy; the audio level already parsed).
+#[derive(Debug, Clone)]
+pub(crate) struct MeshPacket {
+    pub track: TrackKey,
+    /// The layer's index in the origin's (and the proxy's) layer list.
+    pub layer: u8,
+    pub seq: u16,
+    pub timestamp: u32,
+    pub marker: bool,
+    pub padding: bool,
+    pub payload: Bytes,
+    pub audio_level: Option<u8>,
+    pub at: Instant,
+}
+
+/// What a proxy needs to know about a remote track.
+#[derive(Debug, Clone)]
+pub(crate) struct RemoteTrack {
+    pub room: String,
+    pub publisher: ParticipantKey,
+    pub publisher_id: String,
+    pub info: TrackInfo,
+    pub codec: Codec,
+    pub rtc_codec: RTCRtpCodec,
+    /// (rid, ssrc) of each layer, by index.
+    pub layers: Vec<(String, u32)>,
+    pub published_at: Instant,
+}
+
+/// Control messages between drivers.
+#[derive(Debug)]
+pub(crate) enum MeshMsg {
+    Joined {
+        room: String,
+        key: ParticipantKey,
+        info: ParticipantInfo,
+    },
+    Left {
+        room: String,
+        key: ParticipantKey,
+        id: String,
+    },
+    TrackPublished {
+        track: TrackKey,
+        remote: RemoteTrack,
+    },
+    /// The layer list of a track grew (simulcast layers start one by one).
+    Layers {
+        track: TrackKey,
+        layers: Vec<(String, u32)>,
+    },
+    TrackSource {
+        track: TrackKey,
+        source: TrackSource,
+    },
+    TrackUnpublished {
+        track: TrackKey,
+    },
+    /// A driver holds a proxy of the track: send it the packets.
+    Subscribe {
+        track: TrackKey,
+        driver: usize,
+    },
+    Unsubscribe {
+        track: TrackKey,
+        driver: usize,
+    },
+    /// A proxy's subscriber needs a keyframe of a layer.
+    Keyframe {
+        track: TrackKey,
+        layer: u8,
+    },
+    /// The layers (bit per layer index) a proxy's subscribers need, for dynacast.
+    Demand {
+        track: TrackKey,
+        driver: usize,
+        need: u32,
+    },
+}
+
+/// A driver's links to every driver (itself included, unused). Command links are weak, so that
+/// the drivers do not keep each other alive: a driver stops when the engine and its participants
+/// let go of its command channel. Media queues are held strongly (a stopped driver's queue
+/// just refuses packets).
+pub(crate) struct Mesh {
+    pub index: usize,
+    pub commands: Vec<mpsc::WeakUnboundedSender<Command>>,
+    pub media: Vec<mpsc::Sender<MeshPacket>>,
+}
+
+impl Mesh {
+    pub fn len(&self) -> usize {
+        self.commands.len()
+    }
+
+    /// Sends a control message to one driver.
+    pub fn send(&self, driver: usize, msg: MeshMsg) {
+        if let Some(tx) = self.commands.get(driver).and_then(|w| w.upgrade()) {
+            let _ = tx.send(Command::Mesh(msg));
+        }
+    }
+
+    /// Sends a control message (made per driver) to every other driver.
+    pub fn broadcast(&self, mut msg: impl FnMut() -> MeshMsg) {
+        for d in (0..self.len()).filter(|&d| d != self.index) {
+            self.send(d, msg());
+        }
+    }
+}
+
+/// Shared between the engine handle and a driver: how many participants it holds (placement).
+pub(crate) type Load = Arc<std::sync::atomic::AtomicUsize>;
