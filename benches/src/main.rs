@@ -73,6 +73,9 @@ struct Args {
     /// Ramp mode: the machine counts as saturated above this CPU busy percentage.
     #[arg(long, default_value_t = 97.0)]
     saturated_percent: f64,
+    /// Ramp mode: a step counts as keeping up only with a forwarding latency p99 below this.
+    #[arg(long, default_value_t = 100.0)]
+    max_p99_ms: f64,
     /// Write the ramp chart (SVG) to this file.
     #[arg(long)]
     chart: Option<PathBuf>,
@@ -118,6 +121,7 @@ fn main() -> anyhow::Result<()> {
         step_duration: Duration::from_secs_f64(args.step_seconds),
         max_subscribers: args.max_subscribers,
         saturated_percent: args.saturated_percent,
+        max_p99_ms: args.max_p99_ms,
     });
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()

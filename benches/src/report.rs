@@ -84,8 +84,11 @@ pub fn table(r: &Report) -> String {
     ];
     rows.extend(window_rows(&r.window));
     rows.push(("errors", r.errors.to_string()));
-    if let Some(m) = r.max_subscribers_under_1pct_loss {
-        rows.push(("max subscribers/room at < 1 % loss", m.to_string()));
+    if let Some(m) = r.max_usable_subscribers_per_room {
+        rows.push((
+            "max subscribers/room (< 1 % loss, p99 in limit)",
+            m.to_string(),
+        ));
     }
     let width = rows
         .iter()

@@ -122,8 +122,9 @@ pub struct Report {
     pub join_ms: Percentiles,
     pub window: Window,
     pub ramp: Vec<RampStep>,
-    /// The most subscribers per room of a ramp step with < 1 % loss.
-    pub max_subscribers_under_1pct_loss: Option<usize>,
+    /// The most subscribers per room of a ramp step with < 1 % loss and latency p99 under the
+    /// ramp's limit.
+    pub max_usable_subscribers_per_room: Option<usize>,
     pub errors: u64,
     pub error_log: Vec<String>,
 }
@@ -384,6 +385,12 @@ fn loss_percent(a: &Totals, b: &Totals) -> f64 {
     (expected.saturating_sub(received)) as f64 / expected as f64 * 100.0
 }
 
+/// Whether a measurement window shows a server keeping up: loss under 1 %, latency p99 under
+/// `max_p99_ms`.
+fn usable(w: &Window, max_p99_ms: f64) -> bool {
+    w.loss_percent < 1.0 && w.latency_ms.p99 < max_p99_ms
+}
+
 /// Options of a ramp: after the scenario's own subscribers, add `step` per room at a time.
 #[derive(Debug, Clone, Copy)]
 pub struct Ramp {
@@ -392,6 +399,9 @@ pub struct Ramp {
     pub max_subscribers: usize,
     /// The machine counts as saturated above this busy percentage.
     pub saturated_percent: f64,
+    /// A step is usable with loss under 1 % and a forwarding latency p99 under this (queues
+    /// growing somewhere show up as latency before they overflow into loss).
+    pub max_p99_ms: f64,
 }
 
 /// Runs a scenario (and a ramp, if given) and reports. Must run inside a `LocalSet`.
@@ -416,7 +426,7 @@ pub async fn run(scenario: Scenario, ramp: Option<Ramp>) -> Report {
         loop {
             let label = format!("{:>4} subs/room", run.subscribers);
             let w = run.measure(ramp.step_duration, &label).await;
-            let stop = w.loss_percent > 1.0
+            let stop = !usable(&w, ramp.max_p99_ms)
                 || w.machine_busy_percent.unwrap_or(0.0) >= ramp.saturated_percent
                 || run.subscribers + ramp.step > ramp.max_subscribers;
             if scenario.progress {
@@ -451,7 +461,7 @@ pub async fn run(scenario: Scenario, ramp: Option<Ramp>) -> Report {
     let error_log = counters.error_log.lock().expect("error log").clone();
     let max_ok = steps
         .iter()
-        .filter(|s| s.window.loss_percent < 1.0)
+        .filter(|s| ramp.is_some_and(|r| usable(&s.window, r.max_p99_ms)))
         .map(|s| s.subscribers_per_room)
         .max();
     Report {
@@ -464,7 +474,7 @@ pub async fn run(scenario: Scenario, ramp: Option<Ramp>) -> Report {
         join_ms,
         window,
         ramp: steps,
-        max_subscribers_under_1pct_loss: max_ok,
+        max_usable_subscribers_per_room: max_ok,
         errors: counters.errors.load(Ordering::Relaxed),
         error_log,
     }
