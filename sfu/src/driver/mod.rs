@@ -81,6 +81,13 @@ use timers::TimerQueue;
 const SOCKET_BUFFER_BYTES: usize = 4 << 20;
 /// Datagrams read per wake-up before timers and commands get a turn.
 const READ_BATCH: usize = 256;
+/// Connections touched by this many datagrams are serviced together (their writes sent, events
+/// and reads handled). A video frame arrives as a burst of packets; servicing each subscriber
+/// once per burst instead of once per packet saves rtc's per-drain work (timeouts of every
+/// layer, flushing the interceptor chain). Measured with the load tester (1 room, 2 publishers,
+/// 150 subscribers, one driver): 6.8–7.1 µs of server CPU per forwarded packet when servicing
+/// after every datagram, 5.4–5.8 µs every 16, with a lower latency p99 (docs/benchmarks.md).
+const SETTLE_EVERY: usize = 16;
 const MAX_DATAGRAM: usize = 2048;
 /// Consent freshness (RFC 7675, shortened): a connection whose client has not had a connectivity
 /// check accepted for this long is dead and its participant is removed. Chromium checks its
@@ -549,20 +556,23 @@ impl Driver {
     }
 
     fn read_datagrams(&mut self, socket: &UdpSocket, buf: &mut [u8]) {
-        for _ in 0..READ_BATCH {
+        for i in 0..READ_BATCH {
             match socket.try_recv_from(buf) {
                 Ok((n, src)) => {
                     let now = Instant::now();
                     self.on_datagram(&buf[..n], src, now);
-                    self.settle();
+                    if (i + 1) % SETTLE_EVERY == 0 {
+                        self.settle();
+                    }
                 }
-                Err(err) if err.kind() == std::io::ErrorKind::WouldBlock => return,
+                Err(err) if err.kind() == std::io::ErrorKind::WouldBlock => break,
                 Err(err) => {
                     // ICMP errors (port unreachable from a gone client) surface here on Linux.
                     debug!(%err, "media socket receive error");
                 }
             }
         }
+        self.settle();
     }
 
     /// Services queued peers until nothing is left, then performs removals.
