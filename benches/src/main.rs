@@ -9,14 +9,20 @@ use anyhow::Context;
 use clap::Parser;
 
 use loadtest::report;
-use loadtest::run::{self, Ramp, Scenario};
+use loadtest::run::{self, Ramp, Scenario, Target};
 
 #[derive(Debug, Parser)]
 #[command(name = "fanout-loadtest", version, about)]
 struct Args {
-    /// The server's signaling address, `ws://HOST:PORT` (the path `/ws` is added if missing).
+    /// The server's signaling address: for Fanout `ws://HOST:PORT` (the path `/ws` is added if
+    /// missing), for Janus its WebSocket transport, `ws://HOST:PORT` (benches/janus/start.sh
+    /// starts one at ws://10.214.7.2:8188, to be used with `--bind-ip 10.214.7.1`).
     #[arg(long, default_value = "ws://127.0.0.1:7880")]
     url: String,
+    /// The server under test: `fanout`, or `janus` (its VideoRoom plugin; see
+    /// benches/janus/start.sh).
+    #[arg(long, default_value = "fanout", value_parser = ["fanout", "janus"])]
+    target: String,
     /// Number of rooms.
     #[arg(long, default_value_t = 1)]
     rooms: usize,
@@ -99,6 +105,18 @@ fn main() -> anyhow::Result<()> {
         args.layers > 0 || !args.no_audio,
         "nothing to publish: --layers 0 with --no-audio"
     );
+    let target = match args.target.as_str() {
+        "janus" => Target::Janus,
+        _ => Target::Fanout,
+    };
+    anyhow::ensure!(
+        target != Target::Janus || args.url.starts_with("ws://") || args.url.starts_with("wss://"),
+        "--target janus speaks Janus' WebSocket transport: --url ws://HOST:PORT (e.g. ws://10.214.7.2:8188)"
+    );
+    anyhow::ensure!(
+        target != Target::Janus || args.token.is_none(),
+        "--token is not supported with --target janus"
+    );
     let scenario = Scenario {
         url: args.url.clone(),
         rooms: args.rooms,
@@ -128,7 +146,7 @@ fn main() -> anyhow::Result<()> {
         .build()
         .context("starting the runtime")?;
     let local = tokio::task::LocalSet::new();
-    let report = local.block_on(&rt, run::run(scenario, ramp));
+    let report = local.block_on(&rt, run::run_against(target, scenario, ramp));
     print!("{}", report::table(&report));
     if let Some(path) = &args.report_json {
         std::fs::write(path, serde_json::to_string_pretty(&report)?)

@@ -4,6 +4,7 @@
 //! signaling session, all driven by one core, so the load tester's own cost stays small and is
 //! reported next to the server's.
 
+use std::future::Future;
 use std::net::IpAddr;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -15,8 +16,30 @@ use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 
 use crate::client::{Conn, ConnReport, ConnSpec, Counters, Publish};
+use crate::janus::{self, JanusJoin, PublisherJoin, SubscriberJoin};
 use crate::procstat::{self, Sample};
-use crate::signal::{self, FanoutJoin};
+use crate::signal::{self, FanoutJoin, SigIn, SigOut};
+
+/// The server under test.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Target {
+    /// Fanout's WebSocket signaling; one connection per participant.
+    #[default]
+    Fanout,
+    /// Janus' VideoRoom over its WebSocket transport. Janus publishes and subscribes on separate
+    /// connections: a publisher participant is a publishing connection plus a receiving one
+    /// subscribed to the room's other publishers, a subscriber one receiving connection.
+    Janus,
+}
+
+impl Target {
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Fanout => "fanout",
+            Self::Janus => "janus",
+        }
+    }
+}
 
 /// What to simulate.
 #[derive(Debug, Clone, Serialize)]
@@ -155,9 +178,14 @@ impl Totals {
 /// A run in progress: the participants started so far and the shared counters.
 pub struct Run {
     pub scenario: Scenario,
+    pub target: Target,
     pub counters: Arc<Counters>,
     stop: watch::Sender<bool>,
-    conns: Vec<JoinHandle<ConnReport>>,
+    /// Every connection, with the index of its participant.
+    conns: Vec<(usize, JoinHandle<ConnReport>)>,
+    participants: usize,
+    /// Janus rooms are numbered from here: fresh rooms for every run.
+    janus_room_base: u64,
     next_join: Instant,
     /// Subscribers started per room so far.
     subscribers: usize,
@@ -166,12 +194,19 @@ pub struct Run {
 
 impl Run {
     pub fn new(scenario: Scenario) -> Self {
+        Self::against(Target::Fanout, scenario)
+    }
+
+    pub fn against(target: Target, scenario: Scenario) -> Self {
         let (stop, _) = watch::channel(false);
         Self {
             scenario,
+            target,
             counters: Arc::new(Counters::default()),
             stop,
             conns: Vec::new(),
+            participants: 0,
+            janus_room_base: rand::random_range(1_000..1_000_000) * 1_000,
             next_join: Instant::now(),
             subscribers: 0,
             tracks_expected: 0,
@@ -183,12 +218,54 @@ impl Run {
     }
 
     pub fn participants(&self) -> usize {
-        self.conns.len()
+        self.participants
+    }
+
+    /// Starts one connection of participant `participant` and its signaling backend.
+    fn start_conn<B, F>(
+        &mut self,
+        participant: usize,
+        name: String,
+        publish: Option<Publish>,
+        started: Instant,
+        backend: B,
+    ) where
+        B: FnOnce(
+            mpsc::UnboundedSender<SigIn>,
+            mpsc::UnboundedReceiver<SigOut>,
+            watch::Receiver<bool>,
+        ) -> F,
+        F: Future<Output = ()> + 'static,
+    {
+        let (to_conn, from_sig) = mpsc::unbounded_channel();
+        let (to_sig, from_conn) = mpsc::unbounded_channel();
+        let spec = ConnSpec {
+            name: name.clone(),
+            bind_ip: self.scenario.bind_ip,
+            publish,
+            started,
+        };
+        match Conn::new(
+            spec,
+            self.counters.clone(),
+            from_sig,
+            to_sig,
+            self.stop.subscribe(),
+        ) {
+            Ok(conn) => {
+                tokio::task::spawn_local(backend(to_conn, from_conn, self.stop.subscribe()));
+                self.conns
+                    .push((participant, tokio::task::spawn_local(conn.run())));
+            }
+            Err(err) => self
+                .counters
+                .error(&name, format!("connection setup: {err}")),
+        }
     }
 
     /// Starts one participant (paced by the join rate). Must run inside a `LocalSet`.
     async fn start_participant(&mut self, room: usize, publisher: bool, index: usize) {
-        let s = &self.scenario;
+        let s = self.scenario.clone();
         let now = Instant::now();
         if self.next_join > now {
             tokio::time::sleep_until(self.next_join.into()).await;
@@ -201,44 +278,65 @@ impl Run {
             index
         );
         let started = Instant::now();
-        let (to_conn, from_sig) = mpsc::unbounded_channel();
-        let (to_sig, from_conn) = mpsc::unbounded_channel();
+        let participant = self.participants;
+        self.participants += 1;
         let publish = publisher.then_some(Publish {
             audio: s.audio,
             video_layers: s.video_layers,
         });
-        let spec = ConnSpec {
-            name: name.clone(),
-            bind_ip: s.bind_ip,
-            publish,
-            started,
-        };
-        let join = FanoutJoin {
-            ws_url: signal::ws_endpoint(&s.url),
-            room: format!("{}{room}", s.room_prefix),
-            name,
-            max_quality: s.max_quality.clone(),
-            token: s.token.clone(),
-        };
-        match Conn::new(
-            spec,
-            self.counters.clone(),
-            from_sig,
-            to_sig,
-            self.stop.subscribe(),
-        ) {
-            Ok(conn) => {
-                tokio::task::spawn_local(signal::fanout(
-                    join,
-                    to_conn,
-                    from_conn,
-                    self.stop.subscribe(),
-                ));
-                self.conns.push(tokio::task::spawn_local(conn.run()));
+        match self.target {
+            Target::Fanout => {
+                let join = FanoutJoin {
+                    ws_url: signal::ws_endpoint(&s.url),
+                    room: format!("{}{room}", s.room_prefix),
+                    name: name.clone(),
+                    max_quality: s.max_quality.clone(),
+                    token: s.token.clone(),
+                };
+                self.start_conn(participant, name, publish, started, |i, o, stop| {
+                    signal::fanout(join, i, o, stop)
+                });
             }
-            Err(err) => self
-                .counters
-                .error(&join.name, format!("connection setup: {err}")),
+            Target::Janus => {
+                let join = JanusJoin {
+                    ws_url: s.url.trim_end_matches('/').to_owned(),
+                    room: self.janus_room_base + room as u64,
+                    display: name.clone(),
+                };
+                // Feed ids are fixed: publisher p of a room is feed p + 1.
+                let own_feed = publisher.then_some(index as u64 + 1);
+                let feeds: Vec<u64> = (1..=s.publishers as u64)
+                    .filter(|f| Some(*f) != own_feed)
+                    .collect();
+                let substream = janus::substream_for(s.max_quality.as_deref());
+                if let Some(feed) = own_feed {
+                    let p = PublisherJoin {
+                        join: join.clone(),
+                        feed,
+                        room_publishers: s.publishers,
+                    };
+                    self.start_conn(participant, name.clone(), publish, started, |i, o, stop| {
+                        janus::publisher(p, i, o, stop)
+                    });
+                }
+                if !feeds.is_empty() {
+                    let sub = SubscriberJoin {
+                        join: JanusJoin {
+                            display: format!("{name}-recv"),
+                            ..join
+                        },
+                        feeds,
+                        substream,
+                    };
+                    self.start_conn(
+                        participant,
+                        sub.join.display.clone(),
+                        None,
+                        started,
+                        |i, o, stop| janus::subscriber(sub, i, o, stop),
+                    );
+                }
+            }
         }
         // Everyone receives every publisher but itself.
         let publishers = self.scenario.publishers as u64;
@@ -361,15 +459,27 @@ impl Run {
         }
     }
 
-    /// Stops every connection and collects what they report.
+    /// Stops every connection and collects what they report, one report per participant (a
+    /// participant with several connections is connected when all of them are).
     pub async fn stop(self) -> (Vec<ConnReport>, Arc<Counters>, u64) {
         let _ = self.stop.send(true);
-        let mut reports = Vec::with_capacity(self.conns.len());
-        for h in self.conns {
-            if let Ok(r) = h.await {
-                reports.push(r);
-            }
+        let mut reports: Vec<Option<ConnReport>> = vec![None; self.participants];
+        for (participant, h) in self.conns {
+            let r = h.await.unwrap_or_default();
+            let merged = match reports[participant].take() {
+                None => r,
+                Some(m) => ConnReport {
+                    connected: m.connected && r.connected,
+                    tracks_received: m.tracks_received + r.tracks_received,
+                    join_time: match (m.join_time, r.join_time) {
+                        (Some(a), Some(b)) => Some(a.min(b)),
+                        (a, b) => a.or(b),
+                    },
+                },
+            };
+            reports[participant] = Some(merged);
         }
+        let reports = reports.into_iter().flatten().collect();
         // Let the signaling tasks say goodbye.
         tokio::time::sleep(Duration::from_millis(200)).await;
         (reports, self.counters, self.tracks_expected)
@@ -404,9 +514,16 @@ pub struct Ramp {
     pub max_p99_ms: f64,
 }
 
-/// Runs a scenario (and a ramp, if given) and reports. Must run inside a `LocalSet`.
+/// Runs a scenario (and a ramp, if given) against Fanout and reports. Must run inside a
+/// `LocalSet`.
 pub async fn run(scenario: Scenario, ramp: Option<Ramp>) -> Report {
-    let mut run = Run::new(scenario.clone());
+    run_against(Target::Fanout, scenario, ramp).await
+}
+
+/// Runs a scenario (and a ramp, if given) against `target` and reports. Must run inside a
+/// `LocalSet`.
+pub async fn run_against(target: Target, scenario: Scenario, ramp: Option<Ramp>) -> Report {
+    let mut run = Run::against(target, scenario.clone());
     run.start().await;
     let settle_limit = Duration::from_secs(20)
         + Duration::from_secs_f64(run.participants() as f64 / scenario.join_rate);
@@ -465,7 +582,7 @@ pub async fn run(scenario: Scenario, ramp: Option<Ramp>) -> Report {
         .map(|s| s.subscribers_per_room)
         .max();
     Report {
-        target: "fanout".into(),
+        target: target.name().into(),
         scenario,
         participants,
         connected: reports.iter().filter(|r| r.connected).count() as u64,
