@@ -390,14 +390,25 @@ async fn event_loop(
                     // rid_order: the connection lists its rids from the lowest layer (q, h, f);
                     // Janus assumes the highest first unless told. trickle: the offer carries
                     // every candidate.
-                    let jsep = json!({"type": "offer", "sdp": rtp_candidates_only(&sdp), "rid_order": "lmh", "trickle": false});
-                    s.send(json!({"janus": "message", "body": {"request": "publish"}, "jsep": jsep}))
+                    let jsep = json!({
+                        "type": "offer",
+                        "sdp": rtp_candidates_only(&sdp),
+                        "rid_order": "lmh",
+                        "trickle": false,
+                    });
+                    let body = json!({"request": "publish"});
+                    s.send(json!({"janus": "message", "body": body, "jsep": jsep}))
                         .await
                         .map(drop)
                 }
                 (Some(SigOut::Answer(sdp)), Role::Subscriber) => {
-                    let jsep = json!({"type": "answer", "sdp": rtp_candidates_only(&sdp), "trickle": false});
-                    s.send(json!({"janus": "message", "body": {"request": "start"}, "jsep": jsep}))
+                    let jsep = json!({
+                        "type": "answer",
+                        "sdp": rtp_candidates_only(&sdp),
+                        "trickle": false,
+                    });
+                    let body = json!({"request": "start"});
+                    s.send(json!({"janus": "message", "body": body, "jsep": jsep}))
                         .await
                         .map(drop)
                 }
@@ -406,7 +417,8 @@ async fn event_loop(
                         SigOut::Offer(_) => "an offer",
                         SigOut::Answer(_) => "an answer",
                     };
-                    let _ = to_conn.send(SigIn::Error(format!("a Janus {role:?} connection cannot send {what}")));
+                    let why = format!("a Janus {role:?} connection cannot send {what}");
+                    let _ = to_conn.send(SigIn::Error(why));
                     Ok(())
                 }
                 (None, _) => {
@@ -492,25 +504,35 @@ mod tests {
     }
 
     #[test]
-    fn rtcp_candidates_are_left_out() {
+    fn each_rtp_candidate_is_sent_once() {
         let c1 = "a=candidate:1 1 udp 2130706431 10.0.0.1 5000 typ host\r\n";
         let c2 = "a=candidate:1 2 udp 2130706431 10.0.0.1 5000 typ host\r\n";
-        let sdp = format!("m=audio 9 UDP/TLS/RTP/SAVPF 111\r\n{c1}{c2}a=sendrecv\r\nm=video 9 UDP/TLS/RTP/SAVPF 96\r\n{c1}{c2}");
+        let audio = "m=audio 9 UDP/TLS/RTP/SAVPF 111\r\n";
+        let video = "m=video 9 UDP/TLS/RTP/SAVPF 96\r\n";
+        let sdp = format!("{audio}{c1}{c2}a=sendrecv\r\n{video}{c1}{c2}");
         assert_eq!(
             rtp_candidates_only(&sdp),
-            format!("m=audio 9 UDP/TLS/RTP/SAVPF 111\r\n{c1}a=sendrecv\r\nm=video 9 UDP/TLS/RTP/SAVPF 96\r\n")
+            format!("{audio}{c1}a=sendrecv\r\n{video}")
         );
     }
 
     #[test]
     fn janus_messages_map_to_what_the_connection_needs() {
-        let answer = json!({"janus": "event", "plugindata": {"data": {"videoroom": "event", "configured": "ok"}},
-            "jsep": {"type": "answer", "sdp": "v=0"}});
+        let event = |data: Value, jsep: Value| json!({"janus": "event", "plugindata": {"data": data}, "jsep": jsep});
+        let answer = event(
+            json!({"videoroom": "event", "configured": "ok"}),
+            json!({"type": "answer", "sdp": "v=0"}),
+        );
         assert!(matches!(on_janus_message(&answer), Some(SigIn::Answer(s)) if s == "v=0"));
-        let offer = json!({"janus": "event", "plugindata": {"data": {"videoroom": "updated"}},
-            "jsep": {"type": "offer", "sdp": "v=1"}});
+        let offer = event(
+            json!({"videoroom": "updated"}),
+            json!({"type": "offer", "sdp": "v=1"}),
+        );
         assert!(matches!(on_janus_message(&offer), Some(SigIn::Offer(s)) if s == "v=1"));
-        let err = json!({"janus": "event", "plugindata": {"data": {"error_code": 428, "error": "No such feed"}}});
+        let err = event(
+            json!({"error_code": 428, "error": "No such feed"}),
+            Value::Null,
+        );
         assert!(matches!(on_janus_message(&err), Some(SigIn::Error(e)) if e.contains("428")));
         let hangup = json!({"janus": "hangup", "reason": "DTLS alert"});
         assert!(matches!(on_janus_message(&hangup), Some(SigIn::Closed(_))));
