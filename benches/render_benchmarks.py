@@ -88,6 +88,10 @@ def render(results):
     row("max subscribers per room that keep up (ramp)",
         lambda k: str(ramp["max_usable_subscribers_per_room"]) if (ramp := ramps[k]) and ramp.get("max_usable_subscribers_per_room") is not None else ("not run" if not ramps[k] else "none"))
     row("server CPU per forwarded packet (µs)", lambda k: fmt(fw(k)["server_us_per_forwarded_packet"], 2))
+    single = {k: load(results, k + "-fixed-single") for k, _ in TARGETS}
+    row("the same, one layer (no simulcast) (µs)",
+        lambda k: fmt(single[k]["window"]["server_us_per_forwarded_packet"], 2))
+    row("RTP packets/s into the server (simulcast)", lambda k: fmt(fw(k)["sent_pps"], 0))
     row("server CPU (% of one core)", lambda k: fmt(fw(k)["server"]["cpu_percent"]))
     row("forwarded packets/s", lambda k: fmt(fw(k)["recv_pps"], 0))
     row("forwarding latency p50 / p99 (ms)", lambda k: f"{fmt(fw(k)['latency_ms']['p50'], 2)} / {fmt(fw(k)['latency_ms']['p99'], 2)}")

@@ -91,6 +91,10 @@ measure() { # TARGET-NAME URL BIND-IP [LOADTEST ARGS...]
   local common=(--url "$url" --bind-ip "$bind" --server-pid "$server_pid" --publishers "$PUBS" "$@")
   loadtest "$name fixed load" "${common[@]}" --subscribers "$FIXED_SUBS" --duration "$DURATION" \
     --report-json "$OUT/$name-fixed.json"
+  # The same without simulcast: publishers send one 1.5 Mbit/s encoding, so both servers ingest
+  # exactly the same packets (with simulcast, Fanout's dynacast pauses layers nobody receives).
+  loadtest "$name fixed load, one layer" "${common[@]}" --subscribers "$FIXED_SUBS" \
+    --duration "$DURATION" --layers 1 --room-prefix single- --report-json "$OUT/$name-fixed-single.json"
   if [ "$name" = fanout-1 ]; then
     # A second fixed-load run, profiled in its middle (perf's own cost would skew the first).
     loadtest "$name profiled" "${common[@]}" --subscribers "$FIXED_SUBS" --duration 25 --quiet \

@@ -341,7 +341,8 @@ impl Conn {
             }
             let n = publish.video_layers.min(LAYERS.len());
             if n > 0 {
-                let layers: Vec<Vp8Layer> = LAYERS[..n]
+                // The top n layers: one encoding is sent at full size, as a browser without simulcast.
+                let layers: Vec<Vp8Layer> = LAYERS[LAYERS.len() - n..]
                     .iter()
                     .enumerate()
                     .map(|(i, spec)| Vp8Layer::new(i as u8, *spec, rand::random()))

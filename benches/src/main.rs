@@ -41,7 +41,8 @@ struct Args {
     /// Participants started per second.
     #[arg(long, default_value_t = 20.0)]
     join_rate: f64,
-    /// Simulcast layers each publisher sends (1 = one encoding, no simulcast; 0 = audio only).
+    /// Simulcast layers each publisher sends, from the top (1 = one 1.5 Mbit/s encoding, no
+    /// simulcast; 0 = audio only).
     #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u8).range(0..=3))]
     layers: u8,
     /// Do not publish audio.
