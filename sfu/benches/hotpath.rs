@@ -1,0 +1,1347 @@
+//! Micro-benchmarks of the media hot path (issue 5, item 3): what one publisher packet costs per
+//! subscriber, in process, without a network.
+//!
+//! Groups (`cargo bench -p fanout-sfu --bench hotpath [-- FILTER]`):
+//! - `rewriter`: [`RtpRewriter::process`] per packet: one layer steady, simulcast (packets of the
+//!   two layers not forwarded are dropped), and a layer switch every K packets.
+//! - `ingest`: the once-per-packet work before the forwarders (what `Driver::route` does before
+//!   its loop), and `rtp::Packet::unmarshal` of the publisher's datagram (inside rtc).
+//! - `fanout_model`: one VP8 packet for N subscribers, the per-subscriber steps of `Driver::route`
+//!   done from outside: rewriter, outgoing header (subscriber SSRC, sequence number, timestamp,
+//!   payload type, no extensions), payload shared (or copied and its picture id rewritten after a
+//!   layer switch), then marshalled into a reused buffer as a stand-in for what rtc does next.
+//! - `fanout_rtc`: the real thing per subscriber: the same steps, then `write_rtp` on a server
+//!   peer connection configured like `peer.rs` (interceptors, TWCC, SRTP) that completed ICE and
+//!   DTLS with an in-memory client, and draining it as the driver's `service` does (datagrams
+//!   produced but not sent: no socket, no syscall), either after every packet (`service_each`,
+//!   the driver before commit 7a02d83) or once per 16 packets (`settle16`, the driver since).
+//! - `layers`: `desired` and `allocate` for a subscriber with T simulcast tracks.
+//! - `vp8`, `classify`: the small per-packet parsers.
+//!
+//! Throughput is in elements: subscribers for `fanout_*`, packets for `rewriter`, tracks for
+//! `layers`, so criterion's "thrpt" line reads per element and `time / N` is ns per packet per
+//! subscriber.
+//!
+//! `HOTPATH_PROBE=<case>:<packets>` runs one case for that many packets without criterion and
+//! exits, so an allocation profiler (`valgrind --tool=dhat`, heaptrack) can count allocations per
+//! packet by differencing two runs, e.g. `HOTPATH_PROBE=rtcs10:3000` (10 subscribers, 3000
+//! packets); the cases are listed at [`probe`].
+
+// `u64::is_multiple_of` needs Rust 1.87; the workspace declares 1.85.
+#![allow(clippy::manual_is_multiple_of)]
+
+use std::collections::VecDeque;
+use std::hint::black_box;
+use std::net::SocketAddr;
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use bytes::{Bytes, BytesMut};
+use criterion::{BenchmarkId, Criterion, SamplingMode, Throughput};
+use rtc::interceptor::{
+    Attribute, CongestionControlBuilder, Gcc, Interceptor, NackGeneratorBuilder,
+    NackResponderBuilder, Packet, Registry, Slot, StreamInfo, TaggedPacket,
+};
+use rtc::media_stream::MediaStreamTrack;
+use rtc::peer_connection::configuration::interceptor_registry::{
+    configure_rtcp_reports, configure_simulcast_extension_headers, configure_twcc,
+};
+use rtc::peer_connection::configuration::media_engine::{
+    MediaEngine, MIME_TYPE_OPUS, MIME_TYPE_VP8,
+};
+use rtc::peer_connection::configuration::setting_engine::SettingEngineBuilder;
+use rtc::peer_connection::configuration::RTCConfigurationBuilder;
+use rtc::peer_connection::event::RTCPeerConnectionEvent;
+use rtc::peer_connection::state::RTCPeerConnectionState;
+use rtc::peer_connection::transport::{
+    CandidateConfig, CandidateHostConfig, RTCDtlsRole, RTCIceCandidate,
+};
+use rtc::peer_connection::{RTCPeerConnection, RTCPeerConnectionBuilder};
+use rtc::rtcp::payload_feedbacks::full_intra_request::FullIntraRequest;
+use rtc::rtcp::payload_feedbacks::picture_loss_indication::PictureLossIndication;
+use rtc::rtcp::payload_feedbacks::receiver_estimated_maximum_bitrate::ReceiverEstimatedMaximumBitrate;
+use rtc::rtcp::receiver_report::ReceiverReport;
+use rtc::rtcp::sender_report::SenderReport;
+use rtc::rtp;
+use rtc::rtp_transceiver::rtp_sender::{
+    RTCPFeedback, RTCRtpCodec, RTCRtpCodecParameters, RTCRtpCodingParameters,
+    RTCRtpEncodingParameters, RTCRtpHeaderExtensionCapability, RtpCodecKind,
+};
+use rtc::rtp_transceiver::{RTCRtpSenderId, RTCRtpTransceiverDirection, RTCRtpTransceiverInit};
+use rtc::sansio::Protocol;
+use rtc::shared::error::Error as RtcError;
+use rtc::shared::marshal::{Marshal, Unmarshal};
+use rtc::shared::{TaggedBytesMut, TransportContext, TransportProtocol};
+use sfu::engine::classify::{classify, stun_binding_local_ufrag};
+use sfu::engine::codec::Codec;
+use sfu::engine::layers::{allocate, desired, Demand, LayerState, Quality, Wants};
+use sfu::engine::rewriter::{PacketIn, RtpRewriter, Verdict};
+use sfu::engine::seq::SeqUnwrapper;
+use sfu::engine::vp8::{self, Vp8Descriptor};
+
+const VIDEO_CLOCK: u32 = 90_000;
+/// Payload bytes of one video packet (descriptor included), as a 720p VP8 layer sends them.
+const PAYLOAD_LEN: usize = 1100;
+/// Packets per video frame and frames per keyframe of the synthetic stream.
+const PACKETS_PER_FRAME: u64 = 5;
+const FRAMES_PER_KEYFRAME: u64 = 60;
+const FANOUT_SIZES: [usize; 4] = [1, 10, 100, 500];
+
+fn criterion() -> Criterion {
+    Criterion::default()
+        .warm_up_time(Duration::from_secs(1))
+        .measurement_time(Duration::from_secs(3))
+        .configure_from_args()
+}
+
+// ---------------------------------------------------------------------------------------------
+// The synthetic publisher stream
+
+/// A VP8 payload: descriptor with X=1, S=1, partition 0; I (15-bit picture id), L (TL0PICIDX) and
+/// T present, as Chromium sends simulcast; then, for a keyframe, a 1280x720 keyframe header.
+fn vp8_payload(keyframe: bool, start: bool, picture_id: u16, tl0: u8) -> Bytes {
+    let b0 = if start { 0x90 } else { 0x80 };
+    let mut p = vec![
+        b0,
+        0xe0,
+        0x80 | (picture_id >> 8) as u8 & 0x7f,
+        picture_id as u8,
+        tl0,
+        0x20,
+    ];
+    if keyframe {
+        p.extend_from_slice(&[0x50, 0x2a, 0x00, 0x9d, 0x01, 0x2a]);
+        p.extend_from_slice(&1280u16.to_le_bytes());
+        p.extend_from_slice(&720u16.to_le_bytes());
+    } else {
+        p.extend_from_slice(&[0x51, 0x2a, 0x00]);
+    }
+    p.resize(PAYLOAD_LEN, 0xa5);
+    Bytes::from(p)
+}
+
+/// One packet as the driver gets it from rtc (`poll_read`), before `on_rtp`: header fields and
+/// the payload `Bytes` (fresh per packet in the driver; shared templates here).
+#[derive(Clone)]
+struct InPacket {
+    layer: u8,
+    seq: u16,
+    timestamp: u32,
+    marker: bool,
+    payload: Bytes,
+    at: Instant,
+}
+
+/// An endless VP8 stream of one layer: 5 packets per frame at 30 fps, a keyframe every 60
+/// frames. Payloads are templates shared across packets (their content does not change the cost
+/// of anything measured here).
+struct Stream {
+    layer: u8,
+    n: u64,
+    seq: u16,
+    timestamp: u32,
+    t0: Instant,
+    key_start: Bytes,
+    frame_start: Bytes,
+    middle: Bytes,
+}
+
+impl Stream {
+    fn new(layer: u8, seq: u16, timestamp: u32, picture_id: u16, t0: Instant) -> Self {
+        Self {
+            layer,
+            n: 0,
+            seq,
+            timestamp,
+            t0,
+            key_start: vp8_payload(true, true, picture_id, 3),
+            frame_start: vp8_payload(false, true, picture_id, 3),
+            middle: vp8_payload(false, false, picture_id, 3),
+        }
+    }
+
+    fn next_packet(&mut self) -> InPacket {
+        let in_frame = self.n % PACKETS_PER_FRAME;
+        let frame = self.n / PACKETS_PER_FRAME;
+        let payload = match in_frame {
+            0 if frame % FRAMES_PER_KEYFRAME == 0 => self.key_start.clone(),
+            0 => self.frame_start.clone(),
+            _ => self.middle.clone(),
+        };
+        if in_frame == 0 && self.n > 0 {
+            self.timestamp = self.timestamp.wrapping_add(VIDEO_CLOCK / 30);
+        }
+        let p = InPacket {
+            layer: self.layer,
+            seq: self.seq,
+            timestamp: self.timestamp,
+            marker: in_frame == PACKETS_PER_FRAME - 1,
+            payload,
+            at: self.t0 + Duration::from_micros(frame * 33_333 + in_frame * 100),
+        };
+        self.seq = self.seq.wrapping_add(1);
+        self.n += 1;
+        p
+    }
+}
+
+/// The once-per-packet part of `Driver::route`: unwrap, keyframe, keyframe size, descriptor.
+struct Ingest {
+    unwrapper: SeqUnwrapper,
+    size: (u32, u32),
+}
+
+impl Ingest {
+    fn new() -> Self {
+        Self {
+            unwrapper: SeqUnwrapper::new(),
+            size: (0, 0),
+        }
+    }
+
+    fn run(&mut self, p: &InPacket) -> (PacketIn, Option<Vp8Descriptor>) {
+        let ext_seq = self.unwrapper.unwrap(p.seq);
+        let keyframe = Codec::Vp8.is_keyframe_start(&p.payload);
+        if keyframe {
+            if let Some(s) = vp8::keyframe_size(&p.payload) {
+                self.size = s;
+            }
+        }
+        let descriptor = Vp8Descriptor::parse(&p.payload);
+        let input = PacketIn {
+            layer: p.layer,
+            ext_seq,
+            timestamp: p.timestamp,
+            keyframe,
+            at: p.at,
+            picture_id: descriptor.and_then(|d| d.picture_id),
+            tl0_pic_idx: descriptor.and_then(|d| d.tl0_pic_idx),
+        };
+        (input, descriptor)
+    }
+}
+
+/// The packet `Driver::route` builds for one subscriber, or `None` if it drops it there.
+fn outgoing(
+    rewriter: &mut RtpRewriter,
+    input: &PacketIn,
+    descriptor: Option<Vp8Descriptor>,
+    p: &InPacket,
+    ssrc: u32,
+    payload_type: u8,
+) -> Option<rtp::Packet> {
+    let Verdict::Forward(rw) = rewriter.process(input) else {
+        return None;
+    };
+    let payload = match (rw.vp8, descriptor) {
+        (Some((pid, tl0)), Some(d)) => {
+            let mut copy = BytesMut::from(&p.payload[..]);
+            d.write(&mut copy, pid, tl0);
+            copy.freeze()
+        }
+        _ => p.payload.clone(),
+    };
+    Some(rtp::Packet {
+        header: rtp::header::Header {
+            version: 2,
+            padding: false,
+            marker: p.marker,
+            payload_type,
+            sequence_number: rw.seq,
+            timestamp: rw.timestamp,
+            ssrc,
+            ..Default::default()
+        },
+        payload,
+    })
+}
+
+/// A rewriter forwarding layer 0 of `stream`'s kind, started at a keyframe. With `switched`, it
+/// first forwarded layer 1 and switched to layer 0, so its picture ids are offset and every
+/// forwarded payload is copied and rewritten (what a subscriber that ever changed layer costs).
+fn started_rewriter(initial: u16, switched: bool, t0: Instant) -> RtpRewriter {
+    let mut r = RtpRewriter::new(initial, VIDEO_CLOCK);
+    let first = |layer| PacketIn {
+        layer,
+        ext_seq: 1 << 32,
+        timestamp: 0,
+        keyframe: true,
+        at: t0,
+        picture_id: Some((20_000, 15)),
+        tl0_pic_idx: Some(9),
+    };
+    if switched {
+        r.set_target(Some(1));
+        assert!(matches!(r.process(&first(1)), Verdict::Forward(_)));
+    }
+    r.set_target(Some(0));
+    r
+}
+
+// ---------------------------------------------------------------------------------------------
+// rewriter
+
+fn bench_rewriter(c: &mut Criterion) {
+    let t0 = Instant::now();
+    let mut g = c.benchmark_group("rewriter");
+    g.throughput(Throughput::Elements(1));
+
+    // Precomputed inputs, so only `process` is measured: one layer, then three interleaved.
+    let one: Vec<PacketIn> = {
+        let mut s = Stream::new(0, 1000, 0, 100, t0);
+        let mut ing = Ingest::new();
+        (0..4096).map(|_| ing.run(&s.next_packet()).0).collect()
+    };
+    let three: Vec<PacketIn> = {
+        let mut streams: Vec<_> = (0..3u8)
+            .map(|l| Stream::new(l, 100 * u16::from(l), 7, 5, t0))
+            .collect();
+        let mut ings: Vec<_> = (0..3).map(|_| Ingest::new()).collect();
+        (0..4096)
+            .map(|i| {
+                let l = i % 3;
+                ings[l].run(&streams[l].next_packet()).0
+            })
+            .collect()
+    };
+
+    // Steady state: every packet forwarded (after the first keyframe). Extended sequence numbers
+    // keep growing across laps of the precomputed inputs, as they would in a real stream.
+    g.bench_function("steady_one_layer", |b| {
+        let mut r = RtpRewriter::new(1, VIDEO_CLOCK);
+        r.set_target(Some(0));
+        let mut i = 0usize;
+        let mut lap = 0u64;
+        b.iter(|| {
+            let mut p = one[i];
+            p.ext_seq += lap;
+            i += 1;
+            if i == one.len() {
+                i = 0;
+                lap += one.len() as u64;
+            }
+            black_box(r.process(black_box(&p)))
+        });
+    });
+
+    // Simulcast with three layers: the forwarder sees every layer's packets, forwards one.
+    g.bench_function("simulcast3_forward_one", |b| {
+        let mut r = RtpRewriter::new(1, VIDEO_CLOCK);
+        r.set_target(Some(1));
+        let mut i = 0usize;
+        let mut lap = 0u64;
+        b.iter(|| {
+            let mut p = three[i];
+            p.ext_seq += lap;
+            i += 1;
+            if i == three.len() {
+                i = 0;
+                lap += three.len() as u64 / 3;
+            }
+            black_box(r.process(black_box(&p)))
+        });
+    });
+
+    // A switch every K packets: two layers interleaved, every packet a keyframe start so the
+    // switch happens on the next packet of the new target (a new epoch each time).
+    for k in [10u64, 100] {
+        g.bench_with_input(BenchmarkId::new("switch_every", k), &k, |b, &k| {
+            let mut r = RtpRewriter::new(1, VIDEO_CLOCK);
+            r.set_target(Some(0));
+            let mut n = 0u64;
+            b.iter(|| {
+                n += 1;
+                if n % k == 0 {
+                    r.set_target(Some(((n / k) % 2) as u8));
+                }
+                let layer = (n % 2) as u8;
+                let p = PacketIn {
+                    layer,
+                    ext_seq: (1 << 32) + n / 2,
+                    timestamp: (n as u32 / 10).wrapping_mul(3000),
+                    keyframe: true,
+                    at: t0 + Duration::from_micros(n * 300),
+                    picture_id: Some(((n / 10) as u16 & 0x7fff, 15)),
+                    tl0_pic_idx: Some((n / 10) as u8),
+                };
+                black_box(r.process(black_box(&p)))
+            });
+        });
+    }
+    g.finish();
+}
+
+// ---------------------------------------------------------------------------------------------
+// ingest
+
+/// The datagram a publisher's VP8 packet arrives as (after SRTP), with the header extensions
+/// Chromium puts on simulcast video: abs-send-time (2), transport-cc (3), mid (4), rid (10).
+fn publisher_datagram(payload: &Bytes) -> Bytes {
+    let mut header = rtp::header::Header {
+        version: 2,
+        payload_type: 96,
+        sequence_number: 4242,
+        timestamp: 123_456,
+        ssrc: 0x1234_5678,
+        ..Default::default()
+    };
+    header
+        .set_extension(2, Bytes::from_static(&[1, 2, 3]))
+        .unwrap();
+    header
+        .set_extension(3, Bytes::from_static(&[0, 7]))
+        .unwrap();
+    header.set_extension(4, Bytes::from_static(b"1")).unwrap();
+    header.set_extension(10, Bytes::from_static(b"f")).unwrap();
+    let pkt = rtp::Packet {
+        header,
+        payload: payload.clone(),
+    };
+    pkt.marshal().unwrap().freeze()
+}
+
+fn bench_ingest(c: &mut Criterion) {
+    let t0 = Instant::now();
+    let mut g = c.benchmark_group("ingest");
+    g.throughput(Throughput::Elements(1));
+    let mut stream = Stream::new(0, 1, 0, 1, t0);
+    let packets: Vec<InPacket> = (0..600).map(|_| stream.next_packet()).collect();
+    g.bench_function("route_prelude_vp8", |b| {
+        let mut ing = Ingest::new();
+        let mut i = 0;
+        b.iter(|| {
+            i = (i + 1) % packets.len();
+            black_box(ing.run(black_box(&packets[i])))
+        });
+    });
+    let datagram = publisher_datagram(&packets[1].payload);
+    g.bench_function("rtp_unmarshal_vp8_4ext", |b| {
+        b.iter(|| {
+            let mut buf = black_box(&datagram).clone();
+            black_box(rtp::Packet::unmarshal(&mut buf).unwrap())
+        });
+    });
+    g.finish();
+}
+
+// ---------------------------------------------------------------------------------------------
+// fanout_model
+
+struct ModelSub {
+    rewriter: RtpRewriter,
+    ssrc: u32,
+    payload_type: u8,
+}
+
+struct Model {
+    stream: Stream,
+    ingest: Ingest,
+    subs: Vec<ModelSub>,
+    buf: Vec<u8>,
+}
+
+impl Model {
+    fn new(n: usize, switched: bool) -> Self {
+        let t0 = Instant::now();
+        let subs = (0..n)
+            .map(|i| ModelSub {
+                rewriter: started_rewriter(i as u16 * 31, switched, t0),
+                ssrc: 0x1000 + i as u32,
+                payload_type: 96,
+            })
+            .collect();
+        Self {
+            stream: Stream::new(0, 60_000, 1, 7, t0),
+            ingest: Ingest::new(),
+            subs,
+            buf: vec![0; 1500],
+        }
+    }
+
+    /// One publisher packet to every subscriber; returns the bytes "sent".
+    fn step(&mut self) -> usize {
+        let p = self.stream.next_packet();
+        let (input, descriptor) = self.ingest.run(&p);
+        let mut sent = 0;
+        for s in &mut self.subs {
+            let Some(out) = outgoing(
+                &mut s.rewriter,
+                &input,
+                descriptor,
+                &p,
+                s.ssrc,
+                s.payload_type,
+            ) else {
+                continue;
+            };
+            sent += out.marshal_to(&mut self.buf).unwrap();
+        }
+        sent
+    }
+}
+
+fn bench_fanout_model(c: &mut Criterion) {
+    let mut g = c.benchmark_group("fanout_model");
+    for switched in [false, true] {
+        let name = if switched { "rewritten" } else { "shared" };
+        for n in FANOUT_SIZES {
+            g.throughput(Throughput::Elements(n as u64));
+            g.bench_with_input(BenchmarkId::new(name, n), &n, |b, &n| {
+                let mut m = Model::new(n, switched);
+                // Past the first keyframe, so every subscriber forwards.
+                while m.step() == 0 {}
+                b.iter(|| black_box(m.step()));
+            });
+        }
+    }
+    g.finish();
+}
+
+// ---------------------------------------------------------------------------------------------
+// fanout_rtc: server connections configured like sfu/src/peer.rs (copied: that module is private)
+
+/// Copied from `peer.rs`: PLI/FIR/REMB to the application. It sits on every packet's path.
+#[derive(Default)]
+struct DeliverKeyframeRequests {
+    reads: VecDeque<TaggedPacket>,
+    writes: VecDeque<TaggedPacket>,
+}
+
+impl Protocol<TaggedPacket, TaggedPacket, ()> for DeliverKeyframeRequests {
+    type Rout = TaggedPacket;
+    type Wout = TaggedPacket;
+    type Eout = ();
+    type Error = RtcError;
+    type Time = Instant;
+
+    fn handle_read(&mut self, mut msg: TaggedPacket) -> Result<(), Self::Error> {
+        if let Packet::Rtcp(packets) = &msg.message.packet {
+            let wanted = packets.iter().any(|p| {
+                p.as_any().downcast_ref::<PictureLossIndication>().is_some()
+                    || p.as_any().downcast_ref::<FullIntraRequest>().is_some()
+                    || p.as_any()
+                        .downcast_ref::<ReceiverEstimatedMaximumBitrate>()
+                        .is_some()
+            });
+            if wanted {
+                msg.message.add(Attribute::DeliverToApplication);
+            }
+        }
+        self.reads.push_back(msg);
+        Ok(())
+    }
+    fn poll_read(&mut self) -> Option<Self::Rout> {
+        self.reads.pop_front()
+    }
+    fn handle_write(&mut self, msg: TaggedPacket) -> Result<(), Self::Error> {
+        self.writes.push_back(msg);
+        Ok(())
+    }
+    fn poll_write(&mut self) -> Option<Self::Wout> {
+        self.writes.pop_front()
+    }
+    fn handle_timeout(&mut self, _now: Instant) -> Result<(), Self::Error> {
+        Ok(())
+    }
+    fn poll_timeout(&mut self) -> Option<Self::Time> {
+        None
+    }
+}
+
+impl Interceptor for DeliverKeyframeRequests {
+    fn bind_local_stream(&mut self, _info: &StreamInfo) {}
+    fn unbind_local_stream(&mut self, _info: &StreamInfo) {}
+    fn bind_remote_stream(&mut self, _info: &StreamInfo) {}
+    fn unbind_remote_stream(&mut self, _info: &StreamInfo) {}
+}
+
+/// Copied from `peer.rs`: removes report blocks about simulcast layers from outgoing RTCP.
+struct HideSimulcastReports {
+    ssrcs: Arc<Mutex<std::collections::HashSet<u32>>>,
+    reads: VecDeque<TaggedPacket>,
+    writes: VecDeque<TaggedPacket>,
+}
+
+impl Protocol<TaggedPacket, TaggedPacket, ()> for HideSimulcastReports {
+    type Rout = TaggedPacket;
+    type Wout = TaggedPacket;
+    type Eout = ();
+    type Error = RtcError;
+    type Time = Instant;
+
+    fn handle_read(&mut self, msg: TaggedPacket) -> Result<(), Self::Error> {
+        self.reads.push_back(msg);
+        Ok(())
+    }
+    fn poll_read(&mut self) -> Option<Self::Rout> {
+        self.reads.pop_front()
+    }
+    fn handle_write(&mut self, mut msg: TaggedPacket) -> Result<(), Self::Error> {
+        if let Packet::Rtcp(packets) = &mut msg.message.packet {
+            let guard = self.ssrcs.lock();
+            if let Some(hidden) = guard.as_deref().ok().filter(|s| !s.is_empty()) {
+                for p in packets.iter_mut() {
+                    let any = p.as_any();
+                    if let Some(rr) = any.downcast_ref::<ReceiverReport>() {
+                        if rr.reports.iter().any(|r| hidden.contains(&r.ssrc)) {
+                            let mut rr = rr.clone();
+                            rr.reports.retain(|r| !hidden.contains(&r.ssrc));
+                            *p = Box::new(rr);
+                        }
+                    } else if let Some(sr) = any.downcast_ref::<SenderReport>() {
+                        if sr.reports.iter().any(|r| hidden.contains(&r.ssrc)) {
+                            let mut sr = sr.clone();
+                            sr.reports.retain(|r| !hidden.contains(&r.ssrc));
+                            *p = Box::new(sr);
+                        }
+                    }
+                }
+            }
+        }
+        self.writes.push_back(msg);
+        Ok(())
+    }
+    fn poll_write(&mut self) -> Option<Self::Wout> {
+        self.writes.pop_front()
+    }
+    fn handle_timeout(&mut self, _now: Instant) -> Result<(), Self::Error> {
+        Ok(())
+    }
+    fn poll_timeout(&mut self) -> Option<Self::Time> {
+        None
+    }
+}
+
+impl Interceptor for HideSimulcastReports {
+    fn bind_local_stream(&mut self, _info: &StreamInfo) {}
+    fn unbind_local_stream(&mut self, _info: &StreamInfo) {}
+    fn bind_remote_stream(&mut self, _info: &StreamInfo) {}
+    fn unbind_remote_stream(&mut self, _info: &StreamInfo) {}
+}
+
+fn video_feedback() -> Vec<RTCPFeedback> {
+    ["goog-remb", "ccm fir", "nack", "nack pli"]
+        .iter()
+        .map(|fb| {
+            let (typ, parameter) = fb.split_once(' ').unwrap_or((fb, ""));
+            RTCPFeedback {
+                typ: typ.to_owned(),
+                parameter: parameter.to_owned(),
+            }
+        })
+        .collect()
+}
+
+/// Opus and VP8 (peer.rs also registers two H.264 profiles; they change nothing per packet).
+fn media_engine() -> MediaEngine {
+    let mut me = MediaEngine::default();
+    me.register_codec(
+        RTCRtpCodecParameters {
+            rtp_codec: RTCRtpCodec {
+                mime_type: MIME_TYPE_OPUS.to_owned(),
+                clock_rate: 48000,
+                channels: 2,
+                sdp_fmtp_line: "minptime=10;useinbandfec=1".to_owned(),
+                rtcp_feedback: vec![],
+            },
+            payload_type: 111,
+        },
+        RtpCodecKind::Audio,
+    )
+    .unwrap();
+    me.register_codec(
+        RTCRtpCodecParameters {
+            rtp_codec: RTCRtpCodec {
+                mime_type: MIME_TYPE_VP8.to_owned(),
+                clock_rate: VIDEO_CLOCK,
+                channels: 0,
+                sdp_fmtp_line: String::new(),
+                rtcp_feedback: video_feedback(),
+            },
+            payload_type: 96,
+        },
+        RtpCodecKind::Video,
+    )
+    .unwrap();
+    me
+}
+
+/// peer.rs's header extensions, Chromium's numbering (audio, video).
+const HEADER_EXTENSIONS: &[(&str, bool, bool)] = &[
+    ("urn:ietf:params:rtp-hdrext:ssrc-audio-level", true, false),
+    (
+        "http://www.webrtc.org/experiments/rtp-hdrext/abs-send-time",
+        true,
+        true,
+    ),
+    (
+        "http://www.ietf.org/id/draft-holmer-rmcat-transport-wide-cc-extensions-01",
+        true,
+        true,
+    ),
+    ("urn:ietf:params:rtp-hdrext:sdes:mid", true, true),
+    (
+        "http://www.webrtc.org/experiments/rtp-hdrext/playout-delay",
+        false,
+        true,
+    ),
+    (
+        "http://www.webrtc.org/experiments/rtp-hdrext/video-content-type",
+        false,
+        true,
+    ),
+    (
+        "http://www.webrtc.org/experiments/rtp-hdrext/video-timing",
+        false,
+        true,
+    ),
+    (
+        "http://www.webrtc.org/experiments/rtp-hdrext/color-space",
+        false,
+        true,
+    ),
+    (
+        "http://www.webrtc.org/experiments/rtp-hdrext/video-layers-allocation00",
+        false,
+        true,
+    ),
+    ("urn:ietf:params:rtp-hdrext:sdes:rtp-stream-id", false, true),
+    (
+        "urn:ietf:params:rtp-hdrext:sdes:repaired-rtp-stream-id",
+        false,
+        true,
+    ),
+    (
+        "https://aomediacodec.github.io/av1-rtp-spec/#dependency-descriptor-rtp-header-extension",
+        false,
+        true,
+    ),
+];
+
+fn register_header_extensions(me: &mut MediaEngine) {
+    for &(uri, audio, video) in HEADER_EXTENSIONS {
+        for (wanted, kind) in [(audio, RtpCodecKind::Audio), (video, RtpCodecKind::Video)] {
+            if wanted {
+                me.register_header_extension(
+                    RTCRtpHeaderExtensionCapability {
+                        uri: uri.to_owned(),
+                    },
+                    kind,
+                    None,
+                )
+                .unwrap();
+            }
+        }
+    }
+}
+
+/// peer.rs's interceptor registry: NACK responder and bounded generator, the keyframe tap, the
+/// report filter, TWCC (sender and receiver), GCC behind the congestion controller, RTCP reports.
+fn server_interceptors(me: &mut MediaEngine) -> Registry {
+    register_header_extensions(me);
+    let registry = Registry::new()
+        .with(Slot::NackResponder, NackResponderBuilder::new().build())
+        .with(
+            Slot::NackGenerator,
+            NackGeneratorBuilder::new()
+                .with_max_nacks_per_packet(10)
+                .build(),
+        )
+        .with(Slot::from(14_000), DeliverKeyframeRequests::default())
+        .with(
+            Slot::from(9_500),
+            HideSimulcastReports {
+                ssrcs: Arc::default(),
+                reads: VecDeque::new(),
+                writes: VecDeque::new(),
+            },
+        );
+    configure_simulcast_extension_headers(me).unwrap();
+    let registry = configure_twcc(registry, me).unwrap().with(
+        Slot::CongestionControl,
+        CongestionControlBuilder::new(Gcc::new(3_000_000.0, 100_000.0, 50_000_000.0)).build(),
+    );
+    configure_rtcp_reports(registry)
+}
+
+fn host_candidate(addr: SocketAddr) -> rtc::peer_connection::transport::RTCIceCandidateInit {
+    let candidate = CandidateHostConfig {
+        base_config: CandidateConfig {
+            network: "udp".to_owned(),
+            address: addr.ip().to_string(),
+            port: addr.port(),
+            component: 1,
+            ..Default::default()
+        },
+        ..Default::default()
+    }
+    .new_candidate_host()
+    .unwrap();
+    RTCIceCandidate::from(&candidate).to_json().unwrap()
+}
+
+fn server_pc(now: Instant, i: usize, addr: SocketAddr) -> RTCPeerConnection {
+    let mut me = media_engine();
+    let registry = server_interceptors(&mut me);
+    let se = SettingEngineBuilder::new()
+        .with_lite(true)
+        .with_answering_dtls_role(RTCDtlsRole::Server)
+        .with_ice_credentials(format!("srv{i:08}"), "pwdpwdpwdpwdpwdpwdpwdpwd".to_owned())
+        .with_srtp_replay_protection_window(1024)
+        .with_ice_timeouts(
+            Some(Duration::ZERO),
+            Some(Duration::ZERO),
+            Some(Duration::ZERO),
+        )
+        .build();
+    let mut pc = RTCPeerConnectionBuilder::new()
+        .with_configuration(RTCConfigurationBuilder::new().build())
+        .with_media_engine(me)
+        .with_setting_engine(se)
+        .with_interceptor_registry(registry)
+        .build(now)
+        .unwrap();
+    pc.add_local_candidate(host_candidate(addr)).unwrap();
+    pc
+}
+
+/// A browser-like receiver: same codecs and extensions, no interceptors (it never answers).
+fn client_pc(now: Instant, addr: SocketAddr) -> RTCPeerConnection {
+    let mut me = media_engine();
+    register_header_extensions(&mut me);
+    let mut pc = RTCPeerConnectionBuilder::new()
+        .with_configuration(RTCConfigurationBuilder::new().build())
+        .with_media_engine(me)
+        .with_setting_engine(SettingEngineBuilder::new().build())
+        .build(now)
+        .unwrap();
+    pc.add_local_candidate(host_candidate(addr)).unwrap();
+    pc
+}
+
+fn video_track(ssrc: u32, codec: RTCRtpCodec) -> MediaStreamTrack {
+    MediaStreamTrack::new(
+        "publisher".into(),
+        "video".into(),
+        "video".into(),
+        RtpCodecKind::Video,
+        vec![RTCRtpEncodingParameters {
+            rtp_coding_parameters: RTCRtpCodingParameters {
+                ssrc: Some(ssrc),
+                ..Default::default()
+            },
+            codec,
+            ..Default::default()
+        }],
+    )
+}
+
+/// Passes every datagram `from` wants to write to `to`; whether anything moved.
+fn deliver(
+    from: &mut RTCPeerConnection,
+    from_addr: SocketAddr,
+    to: &mut RTCPeerConnection,
+    to_addr: SocketAddr,
+    now: Instant,
+) -> bool {
+    let mut moved = false;
+    while let Some(d) = from.poll_write() {
+        moved = true;
+        let _ = to.handle_read(TaggedBytesMut {
+            now,
+            transport: TransportContext {
+                local_addr: to_addr,
+                peer_addr: from_addr,
+                ecn: None,
+                transport_protocol: TransportProtocol::UDP,
+            },
+            message: d.message,
+        });
+    }
+    moved
+}
+
+fn connected(pc: &mut RTCPeerConnection, done: &mut bool) {
+    while let Some(ev) = pc.poll_event() {
+        if let RTCPeerConnectionEvent::OnConnectionStateChangeEvent(s) = ev {
+            if s == RTCPeerConnectionState::Connected {
+                *done = true;
+            }
+        }
+    }
+    while pc.poll_read().is_some() {}
+}
+
+/// One subscriber leg: the server side as the driver holds it, plus the forwarder's state.
+struct Leg {
+    server: RTCPeerConnection,
+    /// The subscriber's side; only [`RtcFanout::verify`] feeds it.
+    client: RTCPeerConnection,
+    client_addr: SocketAddr,
+    sender: RTCRtpSenderId,
+    ssrc: u32,
+    payload_type: u8,
+    rewriter: RtpRewriter,
+    timer: Option<Instant>,
+}
+
+/// Negotiates (server offers a sendonly VP8 track, as the driver does for a subscriber) and runs
+/// ICE and DTLS in memory on a virtual clock. Returns the leg and the virtual time reached.
+fn connect_leg(i: usize, mut now: Instant) -> (Leg, Instant) {
+    let server_addr: SocketAddr = "127.0.0.1:7882".parse().unwrap();
+    let client_addr = SocketAddr::new("127.0.0.1".parse().unwrap(), 10_000 + (i % 50_000) as u16);
+    let mut server = server_pc(now, i, server_addr);
+    let mut client = client_pc(now, client_addr);
+    let ssrc = 0x0100_0000 + i as u32;
+    let tid = server
+        .add_transceiver_from_track(
+            video_track(ssrc, RTCRtpCodec::default()),
+            Some(RTCRtpTransceiverInit {
+                direction: RTCRtpTransceiverDirection::Sendonly,
+                streams: vec!["publisher".into()],
+                send_encodings: vec![],
+            }),
+        )
+        .unwrap();
+    let sender = server.rtp_transceiver(tid).unwrap().sender().unwrap();
+    let offer = server.create_offer(None).unwrap();
+    server.set_local_description(now, offer.clone()).unwrap();
+    // The driver pins the sender's codec right after the offer (see architecture.md).
+    server
+        .rtp_sender(sender)
+        .unwrap()
+        .replace_track(video_track(
+            ssrc,
+            RTCRtpCodec {
+                mime_type: MIME_TYPE_VP8.to_owned(),
+                clock_rate: VIDEO_CLOCK,
+                ..Default::default()
+            },
+        ))
+        .unwrap();
+    client.set_remote_description(now, offer).unwrap();
+    let answer = client.create_answer(None).unwrap();
+    client.set_local_description(now, answer.clone()).unwrap();
+    server.set_remote_description(now, answer).unwrap();
+
+    let (mut server_up, mut client_up) = (false, false);
+    for _ in 0..10_000 {
+        let a = deliver(&mut client, client_addr, &mut server, server_addr, now);
+        let b = deliver(&mut server, server_addr, &mut client, client_addr, now);
+        connected(&mut server, &mut server_up);
+        connected(&mut client, &mut client_up);
+        if server_up && client_up {
+            break;
+        }
+        if !a && !b {
+            let next = [server.poll_timeout(), client.poll_timeout()]
+                .into_iter()
+                .flatten()
+                .min()
+                .unwrap_or(now + Duration::from_millis(10));
+            now = now.max(next);
+            server.handle_timeout(now).unwrap();
+            client.handle_timeout(now).unwrap();
+        }
+    }
+    assert!(server_up && client_up, "leg {i} did not connect");
+    let payload_type = server
+        .rtp_sender(sender)
+        .unwrap()
+        .get_parameters()
+        .rtp_parameters
+        .codecs
+        .iter()
+        .find(|c| c.rtp_codec.mime_type.eq_ignore_ascii_case(MIME_TYPE_VP8))
+        .map(|c| c.payload_type)
+        .expect("VP8 negotiated");
+    while server.poll_write().is_some() {}
+    let timer = server.poll_timeout();
+    let leg = Leg {
+        server,
+        client,
+        client_addr,
+        sender,
+        ssrc,
+        payload_type,
+        rewriter: started_rewriter(i as u16 * 31, false, now),
+        timer,
+    };
+    (leg, now)
+}
+
+struct RtcFanout {
+    stream: Stream,
+    ingest: Ingest,
+    legs: Vec<Leg>,
+    /// Legs are serviced (drained) once per this many publisher packets: 1 is the driver before
+    /// commit 7a02d83, 16 the driver since (`SETTLE_EVERY` in driver/mod.rs).
+    settle_every: u64,
+    packets: u64,
+    /// `handle_timeout` calls (all legs), for the probe's report.
+    timeouts: u64,
+    errors: u64,
+}
+
+impl RtcFanout {
+    fn new(n: usize, switched: bool, settle_every: u64) -> Self {
+        let mut now = Instant::now();
+        let mut legs = Vec::with_capacity(n);
+        for i in 0..n {
+            let (mut leg, t) = connect_leg(i, now);
+            now = t;
+            if switched {
+                leg.rewriter = started_rewriter(i as u16 * 31, true, now);
+            }
+            legs.push(leg);
+        }
+        Self {
+            stream: Stream::new(0, 60_000, 1, 7, now),
+            ingest: Ingest::new(),
+            legs,
+            settle_every,
+            packets: 0,
+            timeouts: 0,
+            errors: 0,
+        }
+    }
+
+    /// One publisher packet to every leg, as `Driver::route` then `Driver::service` do: fire a
+    /// leg's timer when due, build the packet, `write_rtp`; then, every `settle_every` packets,
+    /// service every leg: drain its writes (classified as the driver does; not sent), events and
+    /// reads, and re-read its deadline. Returns the bytes drained.
+    ///
+    /// Time is virtual: the publisher's packet times (150 packets/s, a 1.3 Mbit/s layer), not the
+    /// wall clock. With the wall clock, a leg would see hundreds of thousands of packets per
+    /// second, and rtc's per-leg state that is kept for a time span (the congestion controller's
+    /// send history, pruned after a horizon when no feedback acknowledges it) would grow far
+    /// beyond anything a real subscriber causes. Timers (sender reports, pruning) fire at their
+    /// real rate per packet.
+    fn step(&mut self) -> usize {
+        let p = self.stream.next_packet();
+        let now = p.at;
+        let (input, descriptor) = self.ingest.run(&p);
+        self.packets += 1;
+        let settle = self.packets % self.settle_every == 0;
+        let mut bytes = 0;
+        for leg in &mut self.legs {
+            if leg.timer.is_some_and(|t| t <= now) {
+                let _ = leg.server.handle_timeout(now);
+                leg.timer = None;
+                self.timeouts += 1;
+            }
+            if let Some(out) = outgoing(
+                &mut leg.rewriter,
+                &input,
+                descriptor,
+                &p,
+                leg.ssrc,
+                leg.payload_type,
+            ) {
+                let server = &mut leg.server;
+                let sender = leg.sender;
+                let written = catch_unwind(AssertUnwindSafe(|| {
+                    server.rtp_sender(sender).map(|mut s| s.write_rtp(now, out))
+                }));
+                if !matches!(written, Ok(Some(Ok(())))) {
+                    self.errors += 1;
+                }
+            }
+            if !settle {
+                continue;
+            }
+            let server = &mut leg.server;
+            let deadline = catch_unwind(AssertUnwindSafe(|| {
+                while let Some(d) = server.poll_write() {
+                    black_box(classify(&d.message));
+                    bytes += d.message.len();
+                }
+                while let Some(ev) = server.poll_event() {
+                    black_box(&ev);
+                }
+                while let Some(m) = server.poll_read() {
+                    black_box(&m);
+                }
+                server.poll_timeout()
+            }));
+            leg.timer = deadline.ok().flatten();
+        }
+        bytes
+    }
+
+    /// Sends `packets` publisher packets and delivers what leg 0 writes to its client; the
+    /// number of RTP packets the client decrypted.
+    fn verify(&mut self, packets: usize) -> usize {
+        let server_addr: SocketAddr = "127.0.0.1:7882".parse().unwrap();
+        let mut got = 0;
+        for _ in 0..packets {
+            let p = self.stream.next_packet();
+            let now = p.at;
+            let (input, descriptor) = self.ingest.run(&p);
+            for (i, leg) in self.legs.iter_mut().enumerate() {
+                let Some(out) = outgoing(
+                    &mut leg.rewriter,
+                    &input,
+                    descriptor,
+                    &p,
+                    leg.ssrc,
+                    leg.payload_type,
+                ) else {
+                    continue;
+                };
+                leg.server
+                    .rtp_sender(leg.sender)
+                    .unwrap()
+                    .write_rtp(now, out)
+                    .unwrap();
+                if i == 0 {
+                    deliver(
+                        &mut leg.server,
+                        server_addr,
+                        &mut leg.client,
+                        leg.client_addr,
+                        now,
+                    );
+                    while let Some(m) = leg.client.poll_read() {
+                        if let rtc::peer_connection::message::RTCMessage::RtpPacket(_, pkt) =
+                            m.message
+                        {
+                            assert_eq!(pkt.payload.len(), PAYLOAD_LEN);
+                            got += 1;
+                        }
+                    }
+                    while leg.client.poll_event().is_some() {}
+                } else {
+                    while leg.server.poll_write().is_some() {}
+                }
+            }
+        }
+        got
+    }
+}
+
+fn bench_fanout_rtc(c: &mut Criterion) {
+    let mut g = c.benchmark_group("fanout_rtc");
+    g.sample_size(20);
+    g.sampling_mode(SamplingMode::Flat);
+    // (name, payload rewritten, service every k packets)
+    let cases = [
+        ("service_each", false, 1),
+        ("settle16", false, 16),
+        ("settle16_rewritten", true, 16),
+    ];
+    for (name, switched, settle_every) in cases {
+        for n in FANOUT_SIZES {
+            if switched && n > 100 {
+                continue; // the copy's share is plain in the model; spare the setup time
+            }
+            g.throughput(Throughput::Elements(n as u64));
+            g.bench_with_input(BenchmarkId::new(name, n), &n, |b, &n| {
+                let mut f = RtcFanout::new(n, switched, settle_every);
+                while f.step() == 0 {}
+                b.iter(|| black_box(f.step()));
+                assert_eq!(f.errors, 0, "write_rtp failed");
+            });
+        }
+    }
+    g.finish();
+}
+
+// ---------------------------------------------------------------------------------------------
+// layers
+
+/// Three layers (q/h/f) with measured rates and the low layer's keyframe size.
+fn simulcast_layers() -> [LayerState; 3] {
+    let l = |quality, active, width, height, bitrate| LayerState {
+        quality,
+        active,
+        width,
+        height,
+        bitrate,
+    };
+    [
+        l(Quality::Low, true, 320, 180, 160_000.0),
+        l(Quality::Medium, true, 0, 0, 550_000.0),
+        l(Quality::High, false, 1280, 720, 0.0),
+    ]
+}
+
+fn bench_layers(c: &mut Criterion) {
+    let mut g = c.benchmark_group("layers");
+    let layers = simulcast_layers();
+    let sizes = [(1280, 720), (640, 360), (320, 180), (160, 90)];
+    for t in [1usize, 4, 16] {
+        let wants: Vec<Wants> = (0..t)
+            .map(|i| Wants {
+                size: Some(sizes[i % sizes.len()]),
+                ..Wants::default()
+            })
+            .collect();
+        g.throughput(Throughput::Elements(t as u64));
+        // What the driver's selection does per subscriber per tick: desired per track, then
+        // one allocation over all of them.
+        g.bench_with_input(BenchmarkId::new("desired_and_allocate", t), &t, |b, &t| {
+            b.iter(|| {
+                let demands: Vec<Demand<'_>> = (0..t)
+                    .map(|i| {
+                        let (want, reason) = desired(&layers, &wants[i]);
+                        Demand {
+                            layers: &layers,
+                            desired: want,
+                            reason,
+                            priority: u8::from(i == 0),
+                            current: Some(i % 2),
+                        }
+                    })
+                    .collect();
+                black_box(allocate(black_box(2_500_000.0), &demands))
+            });
+        });
+        let demands: Vec<Demand<'_>> = (0..t)
+            .map(|i| {
+                let (want, reason) = desired(&layers, &wants[i]);
+                Demand {
+                    layers: &layers,
+                    desired: want,
+                    reason,
+                    priority: u8::from(i == 0),
+                    current: Some(i % 2),
+                }
+            })
+            .collect();
+        g.bench_with_input(BenchmarkId::new("allocate", t), &t, |b, _| {
+            b.iter(|| black_box(allocate(black_box(2_500_000.0), black_box(&demands))));
+        });
+    }
+    g.finish();
+}
+
+// ---------------------------------------------------------------------------------------------
+// vp8, classify
+
+fn bench_parsers(c: &mut Criterion) {
+    let mut g = c.benchmark_group("vp8");
+    g.throughput(Throughput::Elements(1));
+    let key = vp8_payload(true, true, 1234, 5);
+    let inter = vp8_payload(false, true, 1234, 5);
+    g.bench_function("is_keyframe_start", |b| {
+        b.iter(|| black_box(Codec::Vp8.is_keyframe_start(black_box(&inter))))
+    });
+    g.bench_function("keyframe_size", |b| {
+        b.iter(|| black_box(vp8::keyframe_size(black_box(&key))))
+    });
+    g.bench_function("descriptor_parse", |b| {
+        b.iter(|| black_box(Vp8Descriptor::parse(black_box(&inter))))
+    });
+    let d = Vp8Descriptor::parse(&inter).unwrap();
+    let mut buf = inter.to_vec();
+    g.bench_function("descriptor_write", |b| {
+        b.iter(|| d.write(black_box(&mut buf), black_box(4321), black_box(9)))
+    });
+    // What a rewritten payload costs the driver: a copy of ~1100 bytes, then the write.
+    g.bench_function("copy_and_rewrite_1100", |b| {
+        b.iter(|| {
+            let mut copy = BytesMut::from(&black_box(&inter)[..]);
+            d.write(&mut copy, 4321, 9);
+            black_box(copy.freeze())
+        })
+    });
+    g.finish();
+
+    let mut g = c.benchmark_group("classify");
+    g.throughput(Throughput::Elements(1));
+    let rtp = publisher_datagram(&inter);
+    g.bench_function("rtp_datagram", |b| {
+        b.iter(|| black_box(classify(black_box(&rtp))))
+    });
+    let stun = stun_binding_request("srv00000001:clientuf");
+    g.bench_function("stun_binding_ufrag", |b| {
+        b.iter(|| black_box(stun_binding_local_ufrag(black_box(&stun)).map(str::len)))
+    });
+    g.finish();
+}
+
+/// A STUN binding request carrying USERNAME (and a dummy PRIORITY before it).
+fn stun_binding_request(username: &str) -> Vec<u8> {
+    let mut body = Vec::new();
+    body.extend_from_slice(&0x0024u16.to_be_bytes());
+    body.extend_from_slice(&4u16.to_be_bytes());
+    body.extend_from_slice(&[0x6e, 0x7f, 0x1e, 0xff]);
+    body.extend_from_slice(&0x0006u16.to_be_bytes());
+    body.extend_from_slice(&(username.len() as u16).to_be_bytes());
+    body.extend_from_slice(username.as_bytes());
+    while body.len() % 4 != 0 {
+        body.push(0);
+    }
+    let mut d = Vec::new();
+    d.extend_from_slice(&0x0001u16.to_be_bytes());
+    d.extend_from_slice(&(body.len() as u16).to_be_bytes());
+    d.extend_from_slice(&[0x21, 0x12, 0xa4, 0x42]);
+    d.extend_from_slice(&[7; 12]);
+    d.extend_from_slice(&body);
+    d
+}
+
+// ---------------------------------------------------------------------------------------------
+// main
+
+/// `HOTPATH_PROBE=<case>:<packets>`: runs one fan-out case for that many publisher packets (after
+/// setup and the first keyframe) and exits; for counting allocations with an external profiler.
+/// Cases: `model<N>` (shared payload), `model<N>r` (rewritten), `rtc<N>`, `rtc<N>r` (serviced
+/// after every packet), `rtcs<N>`, `rtcs<N>r` (serviced every 16 packets).
+fn probe(spec: &str) {
+    let (case, packets) = spec
+        .split_once(':')
+        .expect("HOTPATH_PROBE=<case>:<packets>");
+    let packets: u64 = packets.parse().expect("packet count");
+    let switched = case.ends_with('r');
+    let digits = case.trim_end_matches('r');
+    let (kind, n) = if let Some(n) = digits.strip_prefix("model") {
+        ("model", n)
+    } else if let Some(n) = digits.strip_prefix("rtcs") {
+        ("rtcs", n)
+    } else if let Some(n) = digits.strip_prefix("rtc") {
+        ("rtc", n)
+    } else {
+        panic!("unknown probe case {case}");
+    };
+    let n: usize = n.parse().expect("subscriber count");
+    let mut bytes = 0usize;
+    if kind == "model" {
+        let mut m = Model::new(n, switched);
+        while m.step() == 0 {}
+        for _ in 0..packets {
+            bytes += m.step();
+        }
+    } else {
+        let settle_every = if kind == "rtcs" { 16 } else { 1 };
+        let mut f = RtcFanout::new(n, switched, settle_every);
+        let got = f.verify(100);
+        println!("verify: leg 0's client decrypted {got} of the 100 packets sent after setup");
+        for _ in 0..packets {
+            bytes += f.step();
+        }
+        assert_eq!(f.errors, 0);
+        println!(
+            "{:.3} handle_timeout calls per packet per subscriber",
+            f.timeouts as f64 / (packets as f64 * n as f64)
+        );
+    }
+    println!("probe {case}: {packets} packets, {bytes} bytes out");
+}
+
+fn main() {
+    if let Ok(spec) = std::env::var("HOTPATH_PROBE") {
+        probe(&spec);
+        return;
+    }
+    let mut c = criterion();
+    bench_rewriter(&mut c);
+    bench_ingest(&mut c);
+    bench_fanout_model(&mut c);
+    bench_fanout_rtc(&mut c);
+    bench_layers(&mut c);
+    bench_parsers(&mut c);
+    c.final_summary();
+}
