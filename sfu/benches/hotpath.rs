@@ -11,7 +11,7 @@
 //!   payload type, no extensions), payload shared (or copied and its picture id rewritten after a
 //!   layer switch), then marshalled into a reused buffer as a stand-in for what rtc does next.
 //! - `fanout_rtc`: the real thing per subscriber: the same steps, then `write_rtp` on a server
-//!   peer connection configured like `peer.rs` (interceptors, TWCC, SRTP) that completed ICE and
+//!   peer connection built by `sfu::peer` itself (interceptors, TWCC, SRTP) that completed ICE and
 //!   DTLS with an in-memory client, and draining it as the driver's `service` does (datagrams
 //!   produced but not sent: no socket, no syscall), either after every packet (`service_each`,
 //!   the driver before commit 7a02d83) or once per 16 packets (`settle16`, the driver since).
@@ -30,47 +30,27 @@
 // `u64::is_multiple_of` needs Rust 1.87; the workspace declares 1.85.
 #![allow(clippy::manual_is_multiple_of)]
 
-use std::collections::VecDeque;
 use std::hint::black_box;
 use std::net::SocketAddr;
 use std::panic::{catch_unwind, AssertUnwindSafe};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
 use criterion::{BenchmarkId, Criterion, SamplingMode, Throughput};
-use rtc::interceptor::{
-    Attribute, CongestionControlBuilder, Gcc, Interceptor, NackGeneratorBuilder,
-    NackResponderBuilder, Packet, Registry, Slot, StreamInfo, TaggedPacket,
-};
 use rtc::media_stream::MediaStreamTrack;
-use rtc::peer_connection::configuration::interceptor_registry::{
-    configure_rtcp_reports, configure_simulcast_extension_headers, configure_twcc,
-};
-use rtc::peer_connection::configuration::media_engine::{
-    MediaEngine, MIME_TYPE_OPUS, MIME_TYPE_VP8,
-};
+use rtc::peer_connection::configuration::media_engine::MIME_TYPE_VP8;
 use rtc::peer_connection::configuration::setting_engine::SettingEngineBuilder;
 use rtc::peer_connection::configuration::RTCConfigurationBuilder;
 use rtc::peer_connection::event::RTCPeerConnectionEvent;
 use rtc::peer_connection::state::RTCPeerConnectionState;
-use rtc::peer_connection::transport::{
-    CandidateConfig, CandidateHostConfig, RTCDtlsRole, RTCIceCandidate,
-};
 use rtc::peer_connection::{RTCPeerConnection, RTCPeerConnectionBuilder};
-use rtc::rtcp::payload_feedbacks::full_intra_request::FullIntraRequest;
-use rtc::rtcp::payload_feedbacks::picture_loss_indication::PictureLossIndication;
-use rtc::rtcp::payload_feedbacks::receiver_estimated_maximum_bitrate::ReceiverEstimatedMaximumBitrate;
-use rtc::rtcp::receiver_report::ReceiverReport;
-use rtc::rtcp::sender_report::SenderReport;
 use rtc::rtp;
 use rtc::rtp_transceiver::rtp_sender::{
-    RTCPFeedback, RTCRtpCodec, RTCRtpCodecParameters, RTCRtpCodingParameters,
-    RTCRtpEncodingParameters, RTCRtpHeaderExtensionCapability, RtpCodecKind,
+    RTCRtpCodec, RTCRtpCodingParameters, RTCRtpEncodingParameters, RtpCodecKind,
 };
 use rtc::rtp_transceiver::{RTCRtpSenderId, RTCRtpTransceiverDirection, RTCRtpTransceiverInit};
 use rtc::sansio::Protocol;
-use rtc::shared::error::Error as RtcError;
 use rtc::shared::marshal::{Marshal, Unmarshal};
 use rtc::shared::{TaggedBytesMut, TransportContext, TransportProtocol};
 use sfu::engine::classify::{classify, stun_binding_local_ufrag};
@@ -499,317 +479,28 @@ fn bench_fanout_model(c: &mut Criterion) {
 }
 
 // ---------------------------------------------------------------------------------------------
-// fanout_rtc: server connections configured like sfu/src/peer.rs (copied: that module is private)
+// fanout_rtc: server connections configured by sfu/src/peer.rs itself
 
-/// Copied from `peer.rs`: PLI/FIR/REMB to the application. It sits on every packet's path.
-#[derive(Default)]
-struct DeliverKeyframeRequests {
-    reads: VecDeque<TaggedPacket>,
-    writes: VecDeque<TaggedPacket>,
-}
-
-impl Protocol<TaggedPacket, TaggedPacket, ()> for DeliverKeyframeRequests {
-    type Rout = TaggedPacket;
-    type Wout = TaggedPacket;
-    type Eout = ();
-    type Error = RtcError;
-    type Time = Instant;
-
-    fn handle_read(&mut self, mut msg: TaggedPacket) -> Result<(), Self::Error> {
-        if let Packet::Rtcp(packets) = &msg.message.packet {
-            let wanted = packets.iter().any(|p| {
-                p.as_any().downcast_ref::<PictureLossIndication>().is_some()
-                    || p.as_any().downcast_ref::<FullIntraRequest>().is_some()
-                    || p.as_any()
-                        .downcast_ref::<ReceiverEstimatedMaximumBitrate>()
-                        .is_some()
-            });
-            if wanted {
-                msg.message.add(Attribute::DeliverToApplication);
-            }
-        }
-        self.reads.push_back(msg);
-        Ok(())
-    }
-    fn poll_read(&mut self) -> Option<Self::Rout> {
-        self.reads.pop_front()
-    }
-    fn handle_write(&mut self, msg: TaggedPacket) -> Result<(), Self::Error> {
-        self.writes.push_back(msg);
-        Ok(())
-    }
-    fn poll_write(&mut self) -> Option<Self::Wout> {
-        self.writes.pop_front()
-    }
-    fn handle_timeout(&mut self, _now: Instant) -> Result<(), Self::Error> {
-        Ok(())
-    }
-    fn poll_timeout(&mut self) -> Option<Self::Time> {
-        None
-    }
-}
-
-impl Interceptor for DeliverKeyframeRequests {
-    fn bind_local_stream(&mut self, _info: &StreamInfo) {}
-    fn unbind_local_stream(&mut self, _info: &StreamInfo) {}
-    fn bind_remote_stream(&mut self, _info: &StreamInfo) {}
-    fn unbind_remote_stream(&mut self, _info: &StreamInfo) {}
-}
-
-/// Copied from `peer.rs`: removes report blocks about simulcast layers from outgoing RTCP.
-struct HideSimulcastReports {
-    ssrcs: Arc<Mutex<std::collections::HashSet<u32>>>,
-    reads: VecDeque<TaggedPacket>,
-    writes: VecDeque<TaggedPacket>,
-}
-
-impl Protocol<TaggedPacket, TaggedPacket, ()> for HideSimulcastReports {
-    type Rout = TaggedPacket;
-    type Wout = TaggedPacket;
-    type Eout = ();
-    type Error = RtcError;
-    type Time = Instant;
-
-    fn handle_read(&mut self, msg: TaggedPacket) -> Result<(), Self::Error> {
-        self.reads.push_back(msg);
-        Ok(())
-    }
-    fn poll_read(&mut self) -> Option<Self::Rout> {
-        self.reads.pop_front()
-    }
-    fn handle_write(&mut self, mut msg: TaggedPacket) -> Result<(), Self::Error> {
-        if let Packet::Rtcp(packets) = &mut msg.message.packet {
-            let guard = self.ssrcs.lock();
-            if let Some(hidden) = guard.as_deref().ok().filter(|s| !s.is_empty()) {
-                for p in packets.iter_mut() {
-                    let any = p.as_any();
-                    if let Some(rr) = any.downcast_ref::<ReceiverReport>() {
-                        if rr.reports.iter().any(|r| hidden.contains(&r.ssrc)) {
-                            let mut rr = rr.clone();
-                            rr.reports.retain(|r| !hidden.contains(&r.ssrc));
-                            *p = Box::new(rr);
-                        }
-                    } else if let Some(sr) = any.downcast_ref::<SenderReport>() {
-                        if sr.reports.iter().any(|r| hidden.contains(&r.ssrc)) {
-                            let mut sr = sr.clone();
-                            sr.reports.retain(|r| !hidden.contains(&r.ssrc));
-                            *p = Box::new(sr);
-                        }
-                    }
-                }
-            }
-        }
-        self.writes.push_back(msg);
-        Ok(())
-    }
-    fn poll_write(&mut self) -> Option<Self::Wout> {
-        self.writes.pop_front()
-    }
-    fn handle_timeout(&mut self, _now: Instant) -> Result<(), Self::Error> {
-        Ok(())
-    }
-    fn poll_timeout(&mut self) -> Option<Self::Time> {
-        None
-    }
-}
-
-impl Interceptor for HideSimulcastReports {
-    fn bind_local_stream(&mut self, _info: &StreamInfo) {}
-    fn unbind_local_stream(&mut self, _info: &StreamInfo) {}
-    fn bind_remote_stream(&mut self, _info: &StreamInfo) {}
-    fn unbind_remote_stream(&mut self, _info: &StreamInfo) {}
-}
-
-fn video_feedback() -> Vec<RTCPFeedback> {
-    ["goog-remb", "ccm fir", "nack", "nack pli"]
-        .iter()
-        .map(|fb| {
-            let (typ, parameter) = fb.split_once(' ').unwrap_or((fb, ""));
-            RTCPFeedback {
-                typ: typ.to_owned(),
-                parameter: parameter.to_owned(),
-            }
-        })
-        .collect()
-}
-
-/// Opus and VP8 (peer.rs also registers two H.264 profiles; they change nothing per packet).
-fn media_engine() -> MediaEngine {
-    let mut me = MediaEngine::default();
-    me.register_codec(
-        RTCRtpCodecParameters {
-            rtp_codec: RTCRtpCodec {
-                mime_type: MIME_TYPE_OPUS.to_owned(),
-                clock_rate: 48000,
-                channels: 2,
-                sdp_fmtp_line: "minptime=10;useinbandfec=1".to_owned(),
-                rtcp_feedback: vec![],
-            },
-            payload_type: 111,
-        },
-        RtpCodecKind::Audio,
+fn server_pc(now: Instant, i: usize, addr: SocketAddr) -> RTCPeerConnection {
+    sfu::peer::new_peer_connection(
+        now,
+        &format!("srv{i:08}"),
+        "pwdpwdpwdpwdpwdpwdpwdpwd",
+        &[addr],
+        Arc::default(),
+        Arc::default(),
     )
-    .unwrap();
-    me.register_codec(
-        RTCRtpCodecParameters {
-            rtp_codec: RTCRtpCodec {
-                mime_type: MIME_TYPE_VP8.to_owned(),
-                clock_rate: VIDEO_CLOCK,
-                channels: 0,
-                sdp_fmtp_line: String::new(),
-                rtcp_feedback: video_feedback(),
-            },
-            payload_type: 96,
-        },
-        RtpCodecKind::Video,
-    )
-    .unwrap();
-    me
-}
-
-/// peer.rs's header extensions, Chromium's numbering (audio, video).
-const HEADER_EXTENSIONS: &[(&str, bool, bool)] = &[
-    ("urn:ietf:params:rtp-hdrext:ssrc-audio-level", true, false),
-    (
-        "http://www.webrtc.org/experiments/rtp-hdrext/abs-send-time",
-        true,
-        true,
-    ),
-    (
-        "http://www.ietf.org/id/draft-holmer-rmcat-transport-wide-cc-extensions-01",
-        true,
-        true,
-    ),
-    ("urn:ietf:params:rtp-hdrext:sdes:mid", true, true),
-    (
-        "http://www.webrtc.org/experiments/rtp-hdrext/playout-delay",
-        false,
-        true,
-    ),
-    (
-        "http://www.webrtc.org/experiments/rtp-hdrext/video-content-type",
-        false,
-        true,
-    ),
-    (
-        "http://www.webrtc.org/experiments/rtp-hdrext/video-timing",
-        false,
-        true,
-    ),
-    (
-        "http://www.webrtc.org/experiments/rtp-hdrext/color-space",
-        false,
-        true,
-    ),
-    (
-        "http://www.webrtc.org/experiments/rtp-hdrext/video-layers-allocation00",
-        false,
-        true,
-    ),
-    ("urn:ietf:params:rtp-hdrext:sdes:rtp-stream-id", false, true),
-    (
-        "urn:ietf:params:rtp-hdrext:sdes:repaired-rtp-stream-id",
-        false,
-        true,
-    ),
-    (
-        "https://aomediacodec.github.io/av1-rtp-spec/#dependency-descriptor-rtp-header-extension",
-        false,
-        true,
-    ),
-];
-
-fn register_header_extensions(me: &mut MediaEngine) {
-    for &(uri, audio, video) in HEADER_EXTENSIONS {
-        for (wanted, kind) in [(audio, RtpCodecKind::Audio), (video, RtpCodecKind::Video)] {
-            if wanted {
-                me.register_header_extension(
-                    RTCRtpHeaderExtensionCapability {
-                        uri: uri.to_owned(),
-                    },
-                    kind,
-                    None,
-                )
-                .unwrap();
-            }
-        }
-    }
-}
-
-/// peer.rs's interceptor registry: NACK responder and bounded generator, the keyframe tap, the
-/// report filter, TWCC (sender and receiver), GCC behind the congestion controller, RTCP reports.
-fn server_interceptors(me: &mut MediaEngine) -> Registry {
-    register_header_extensions(me);
-    let registry = Registry::new()
-        .with(Slot::NackResponder, NackResponderBuilder::new().build())
-        .with(
-            Slot::NackGenerator,
-            NackGeneratorBuilder::new()
-                .with_max_nacks_per_packet(10)
-                .build(),
-        )
-        .with(Slot::from(14_000), DeliverKeyframeRequests::default())
-        .with(
-            Slot::from(9_500),
-            HideSimulcastReports {
-                ssrcs: Arc::default(),
-                reads: VecDeque::new(),
-                writes: VecDeque::new(),
-            },
-        );
-    configure_simulcast_extension_headers(me).unwrap();
-    let registry = configure_twcc(registry, me).unwrap().with(
-        Slot::CongestionControl,
-        CongestionControlBuilder::new(Gcc::new(3_000_000.0, 100_000.0, 50_000_000.0)).build(),
-    );
-    configure_rtcp_reports(registry)
+    .unwrap()
 }
 
 fn host_candidate(addr: SocketAddr) -> rtc::peer_connection::transport::RTCIceCandidateInit {
-    let candidate = CandidateHostConfig {
-        base_config: CandidateConfig {
-            network: "udp".to_owned(),
-            address: addr.ip().to_string(),
-            port: addr.port(),
-            component: 1,
-            ..Default::default()
-        },
-        ..Default::default()
-    }
-    .new_candidate_host()
-    .unwrap();
-    RTCIceCandidate::from(&candidate).to_json().unwrap()
-}
-
-fn server_pc(now: Instant, i: usize, addr: SocketAddr) -> RTCPeerConnection {
-    let mut me = media_engine();
-    let registry = server_interceptors(&mut me);
-    let se = SettingEngineBuilder::new()
-        .with_lite(true)
-        .with_answering_dtls_role(RTCDtlsRole::Server)
-        .with_ice_credentials(format!("srv{i:08}"), "pwdpwdpwdpwdpwdpwdpwdpwd".to_owned())
-        .with_srtp_replay_protection_window(1024)
-        .with_ice_timeouts(
-            Some(Duration::ZERO),
-            Some(Duration::ZERO),
-            Some(Duration::ZERO),
-        )
-        .build();
-    let mut pc = RTCPeerConnectionBuilder::new()
-        .with_configuration(RTCConfigurationBuilder::new().build())
-        .with_media_engine(me)
-        .with_setting_engine(se)
-        .with_interceptor_registry(registry)
-        .build(now)
-        .unwrap();
-    pc.add_local_candidate(host_candidate(addr)).unwrap();
-    pc
+    sfu::peer::host_candidate_inits(&[addr]).unwrap().remove(0)
 }
 
 /// A browser-like receiver: same codecs and extensions, no interceptors (it never answers).
 fn client_pc(now: Instant, addr: SocketAddr) -> RTCPeerConnection {
-    let mut me = media_engine();
-    register_header_extensions(&mut me);
+    let mut me = sfu::peer::media_engine().unwrap();
+    sfu::peer::register_header_extensions(&mut me).unwrap();
     let mut pc = RTCPeerConnectionBuilder::new()
         .with_configuration(RTCConfigurationBuilder::new().build())
         .with_media_engine(me)

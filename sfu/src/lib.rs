@@ -17,7 +17,10 @@ pub mod api;
 pub mod debug;
 mod driver;
 pub mod engine;
-mod peer;
+/// Public only so the hot-path benchmark (`sfu/benches/hotpath.rs`) builds connections exactly as
+/// the server does; not an API.
+#[doc(hidden)]
+pub mod peer;
 
 pub use api::{
     Candidate, DriverStats, ErrorKind, Event, JoinInfo, LayerReport, MediaKind, Participant,

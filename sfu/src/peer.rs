@@ -61,7 +61,7 @@ const BWE_MAX_BPS: f64 = 50_000_000.0;
 /// The downlink estimate of one connection, written by its congestion controller inside the
 /// interceptor chain and read by the driver's layer allocator.
 #[derive(Debug, Default)]
-pub(crate) struct Bandwidth {
+pub struct Bandwidth {
     bps: AtomicU64,
     updates: AtomicU64,
 }
@@ -179,7 +179,7 @@ impl Interceptor for DeliverKeyframeRequests {
 }
 
 /// The SSRCs of simulcast layers a client publishes (identified by rid, not declared in SDP).
-pub(crate) type SimulcastSsrcs = Arc<Mutex<HashSet<u32>>>;
+pub type SimulcastSsrcs = Arc<Mutex<HashSet<u32>>>;
 
 /// Keeps report blocks about simulcast layers out of the RTCP the server sends.
 ///
@@ -273,7 +273,7 @@ fn video_feedback() -> Vec<RTCPFeedback> {
 
 /// The codecs Fanout forwards, in order of preference: Opus; VP8, then H.264 (constrained
 /// baseline and baseline, packetization mode 1, which is what browsers send).
-pub(crate) fn media_engine() -> Result<MediaEngine, RtcError> {
+pub fn media_engine() -> Result<MediaEngine, RtcError> {
     let mut me = MediaEngine::default();
     me.register_codec(
         RTCRtpCodecParameters {
@@ -377,7 +377,7 @@ const HEADER_EXTENSIONS: &[(&str, bool, bool)] = &[
     ), // 12
 ];
 
-fn register_header_extensions(me: &mut MediaEngine) -> Result<(), RtcError> {
+pub fn register_header_extensions(me: &mut MediaEngine) -> Result<(), RtcError> {
     for &(uri, audio, video) in HEADER_EXTENSIONS {
         for (wanted, kind) in [(audio, RtpCodecKind::Audio), (video, RtpCodecKind::Video)] {
             if wanted {
@@ -437,7 +437,7 @@ fn interceptors(
 
 /// A new server-side peer connection, ICE-lite with the given credentials, already holding the
 /// host candidates of the shared media socket.
-pub(crate) fn new_peer_connection(
+pub fn new_peer_connection(
     now: Instant,
     ufrag: &str,
     pwd: &str,
@@ -471,9 +471,7 @@ pub(crate) fn new_peer_connection(
 }
 
 /// The shared socket's host candidates, as `RTCIceCandidateInit`s.
-pub(crate) fn host_candidate_inits(
-    addrs: &[SocketAddr],
-) -> Result<Vec<RTCIceCandidateInit>, RtcError> {
+pub fn host_candidate_inits(addrs: &[SocketAddr]) -> Result<Vec<RTCIceCandidateInit>, RtcError> {
     addrs
         .iter()
         .map(|addr| {
