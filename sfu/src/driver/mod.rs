@@ -37,7 +37,7 @@ use rtc::media_stream::MediaStreamTrack;
 use rtc::peer_connection::event::{RTCPeerConnectionEvent, RTCTrackEvent, RTCTrackEventInit};
 use rtc::peer_connection::message::{RTCMessage, TaggedRTCMessage};
 use rtc::peer_connection::sdp::RTCSessionDescription;
-use rtc::peer_connection::state::RTCPeerConnectionState;
+use rtc::peer_connection::state::{RTCIceConnectionState, RTCPeerConnectionState};
 use rtc::peer_connection::transport::RTCIceCandidateInit;
 use rtc::peer_connection::RTCPeerConnection;
 use rtc::rtcp::payload_feedbacks::full_intra_request::FullIntraRequest;
@@ -88,6 +88,8 @@ const READ_BATCH: usize = 256;
 /// 150 subscribers, one driver): 6.8–7.1 µs of server CPU per forwarded packet when servicing
 /// after every datagram, 5.4–5.8 µs every 16, with a lower latency p99 (docs/benchmarks.md).
 const SETTLE_EVERY: usize = 16;
+/// Connectivity checks kept per connection until its remote description is applied.
+const MAX_EARLY_CHECKS: usize = 8;
 const MAX_DATAGRAM: usize = 2048;
 /// Consent freshness (RFC 7675, shortened): a connection whose client has not had a connectivity
 /// check accepted for this long is dead and its participant is removed. Chromium checks its
@@ -243,6 +245,13 @@ struct Peer {
     candidates_sent: bool,
     /// Client candidates that arrived before any remote description.
     early_candidates: Vec<RTCIceCandidateInit>,
+    /// Whether a remote description (the client's offer or answer) has been applied: before
+    /// that rtc cannot check a connectivity check's credentials and drops it.
+    remote_set: bool,
+    /// Connectivity checks that arrived before any remote description, replayed once one is
+    /// applied (a client that answers the server's offer starts checking at once, and its checks
+    /// can overtake the answer, which travels through signaling).
+    early_checks: Vec<(Vec<u8>, SocketAddr)>,
     /// rtc's receiver track id → the published track.
     published: HashMap<String, TrackKey>,
     /// Subscribed tracks: track → the sender on this connection.
@@ -661,6 +670,12 @@ impl Driver {
         let Some(peer) = self.peers.get_mut(&key) else {
             return;
         };
+        if !peer.remote_set {
+            if peer.early_checks.len() < MAX_EARLY_CHECKS && classify(data) == DatagramKind::Stun {
+                peer.early_checks.push((data.to_vec(), src));
+            }
+            return;
+        }
         let msg = TaggedBytesMut {
             now,
             transport: TransportContext {
@@ -773,6 +788,21 @@ impl Driver {
                     }
                     _ => {}
                 }
+            }
+            RTCPeerConnectionEvent::OnIceConnectionStateChangeEvent(
+                RTCIceConnectionState::Connected,
+            ) => {
+                // When the server is the DTLS client (the client answered `a=setup:passive`),
+                // rtc prepares the ClientHello as ICE connects but hands it out only from
+                // `handle_timeout`, whose next deadline may be far off: run it now (this cut the
+                // join time of such clients by ~150 ms).
+                let now = Instant::now();
+                if let Some(peer) = self.peers.get_mut(&key) {
+                    if let Some(Err(err)) = guarded(|| peer.pc.handle_timeout(now)) {
+                        debug!(participant = key, %err, "handle_timeout after ICE connected");
+                    }
+                }
+                self.enqueue(key);
             }
             RTCPeerConnectionEvent::OnTrack(RTCTrackEvent::OnOpen(init)) => {
                 self.publish_track(key, init);
@@ -1151,6 +1181,8 @@ impl Driver {
             negotiation_needed: false,
             candidates_sent: false,
             early_candidates: Vec::new(),
+            remote_set: false,
+            early_checks: Vec::new(),
             published: HashMap::new(),
             subscribed: HashMap::new(),
             track_by_ssrc: HashMap::new(),
@@ -1641,6 +1673,7 @@ impl Driver {
                 for c in early {
                     let _ = guarded(|| peer.pc.add_remote_candidate(c));
                 }
+                self.replay_early_checks(key);
                 self.send_candidates_once(key);
                 // Subscriptions offered before may now be negotiated too (an answer covers them).
                 self.maybe_offer(key);
@@ -1683,6 +1716,7 @@ impl Driver {
                 for c in early {
                     let _ = guarded(|| peer.pc.add_remote_candidate(c));
                 }
+                self.replay_early_checks(key);
                 self.activate_forwarders(key, now);
                 self.maybe_offer(key);
             }
@@ -1855,6 +1889,18 @@ impl Driver {
 }
 
 impl Driver {
+    /// A remote description was applied: hand rtc the checks that came before it.
+    fn replay_early_checks(&mut self, key: ParticipantKey) {
+        let Some(peer) = self.peers.get_mut(&key) else {
+            return;
+        };
+        peer.remote_set = true;
+        let early = std::mem::take(&mut peer.early_checks);
+        for (data, src) in early {
+            self.on_datagram(&data, src, Instant::now());
+        }
+    }
+
     /// Makes sure this driver holds a proxy of the remote track (a local member of its room
     /// subscribes to it) and that the origin sends it the packets.
     fn ensure_proxy(&mut self, tkey: TrackKey, room: &str) {
