@@ -80,6 +80,10 @@ pub fn table(r: &Report) -> String {
                 r.join_ms.p50, r.join_ms.p99, r.join_ms.max
             ),
         ),
+        (
+            "media connected (ICE + DTLS) p50 / p99",
+            format!("{:.0} / {:.0} ms", r.connect_ms.p50, r.connect_ms.p99),
+        ),
         ("window", format!("{:.1} s", r.window.seconds)),
     ];
     rows.extend(window_rows(&r.window));

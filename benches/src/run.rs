@@ -143,6 +143,8 @@ pub struct Report {
     pub tracks_expected: u64,
     pub tracks_reached: u64,
     pub join_ms: Percentiles,
+    /// Start of a join to its media connection up (ICE and DTLS).
+    pub connect_ms: Percentiles,
     pub window: Window,
     pub ramp: Vec<RampStep>,
     /// The most subscribers per room of a ramp step with < 1 % loss and latency p99 under the
@@ -575,6 +577,7 @@ pub async fn run_against(target: Target, scenario: Scenario, ramp: Option<Ramp>)
     let tracks_reached = run.tracks_reached();
     let (reports, counters, tracks_expected) = run.stop().await;
     let join_ms = Percentiles::of_micros(&counters.join_us.lock().expect("join"));
+    let connect_ms = Percentiles::of_micros(&counters.connect_us.lock().expect("connect"));
     let error_log = counters.error_log.lock().expect("error log").clone();
     let max_ok = steps
         .iter()
@@ -589,6 +592,7 @@ pub async fn run_against(target: Target, scenario: Scenario, ramp: Option<Ramp>)
         tracks_expected,
         tracks_reached,
         join_ms,
+        connect_ms,
         window,
         ramp: steps,
         max_usable_subscribers_per_room: max_ok,

@@ -66,6 +66,7 @@ pub async fn fanout(
     mut from_conn: mpsc::UnboundedReceiver<SigOut>,
     mut stop: watch::Receiver<bool>,
 ) {
+    tracing::debug!(name = %join.name, "websocket connecting");
     let (mut ws, _) = match tokio_tungstenite::connect_async(join.ws_url.as_str()).await {
         Ok(ok) => ok,
         Err(err) => {
@@ -77,6 +78,7 @@ pub async fn fanout(
     if let Some(token) = &join.token {
         msg["token"] = json!(token);
     }
+    tracing::debug!(name = %join.name, "websocket open");
     if ws.send(Message::text(msg.to_string())).await.is_err() {
         let _ = to_conn.send(SigIn::Closed("websocket send failed".into()));
         return;
@@ -127,6 +129,7 @@ pub async fn fanout(
                 let sdp = || m["sdp"].as_str().unwrap_or_default().to_owned();
                 let sent = match m["type"].as_str().unwrap_or_default() {
                     "joined" => {
+                        tracing::debug!(name = %join.name, "joined");
                         for p in m["participants"].as_array().into_iter().flatten() {
                             for t in p["tracks"].as_array().into_iter().flatten() {
                                 replies.extend(settings(t));
