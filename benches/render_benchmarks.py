@@ -96,6 +96,7 @@ def render(results):
     row("forwarded packets/s", lambda k: fmt(fw(k)["recv_pps"], 0))
     row("forwarding latency p50 / p99 (ms)", lambda k: f"{fmt(fw(k)['latency_ms']['p50'], 2)} / {fmt(fw(k)['latency_ms']['p99'], 2)}")
     row("join time p50 / p99 (ms)", lambda k: f"{fmt(fixed[k]['join_ms']['p50'], 0)} / {fmt(fixed[k]['join_ms']['p99'], 0)}")
+    row("media connected (ICE + DTLS) p50 / p99 (ms)", lambda k: f"{fmt(fixed[k]['connect_ms']['p50'], 0)} / {fmt(fixed[k]['connect_ms']['p99'], 0)}")
     row("packet loss (%)", lambda k: fmt(fw(k)["loss_percent"], 3))
     row("server memory (RSS, MB)", lambda k: fmt(fw(k)["server"]["rss_mb"]))
     row("memory per added participant (MB, ramp)", lambda k: fmt(rss_slope(ramps[k]["ramp"]), 2))
