@@ -41,6 +41,11 @@ sysctl -qw net.core.rmem_max=8388608 net.core.wmem_max=8388608
 
 cargo build --release -p fanout-signaling --bin fanout -p fanout-benches --bin fanout-loadtest
 FANOUT=$ROOT/target/release/fanout
+# Fanout outside --dev, as in production: the load tester signs an access token per participant
+# with the same key pair (both read FANOUT_API_KEY and FANOUT_API_SECRET).
+export FANOUT_API_KEY=bench
+FANOUT_API_SECRET=$(od -An -N24 -tx1 /dev/urandom | tr -d ' \n')
+export FANOUT_API_SECRET
 LOADTEST=$ROOT/target/release/fanout-loadtest
 
 mkdir -p "$OUT"
@@ -115,7 +120,7 @@ for target in $TARGETS; do
     fanout-*)
       drivers=${target#fanout-}
       net=10.214.$((20 + drivers))
-      echo "fanout serve --bind $net.2:7880 --udp-port 7882 --media-drivers $drivers  (in a netns)" >>"$OUT/commands.txt"
+      echo "fanout serve --bind $net.2:7880 --udp-port 7882 --media-drivers $drivers  (in a netns; FANOUT_API_KEY/SECRET set)" >>"$OUT/commands.txt"
       server_pid=$(benches/janus/netns.sh "$net" "$LOGS/$target.log" \
         "$FANOUT" serve --bind "$net.2:7880" --udp-port 7882 --media-drivers "$drivers")
       wait_tcp "$net.2" 7880

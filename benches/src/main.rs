@@ -58,9 +58,13 @@ struct Args {
     /// The server's process id, to report its CPU and memory.
     #[arg(long)]
     server_pid: Option<u32>,
-    /// Access token sent with every join.
-    #[arg(long)]
-    token: Option<String>,
+    /// The server's API key: every participant joins with its own access token, signed with
+    /// it and --api-secret (needed unless the server runs with --dev).
+    #[arg(long, env = "FANOUT_API_KEY")]
+    api_key: Option<String>,
+    /// The server's API secret (better in FANOUT_API_SECRET).
+    #[arg(long, env = "FANOUT_API_SECRET", hide_env_values = true)]
+    api_secret: Option<String>,
     /// Room names are this prefix and a number.
     #[arg(long, default_value = "load-")]
     room_prefix: String,
@@ -114,10 +118,14 @@ fn main() -> anyhow::Result<()> {
         target != Target::Janus || args.url.starts_with("ws://") || args.url.starts_with("wss://"),
         "--target janus speaks Janus' WebSocket transport: --url ws://HOST:PORT (e.g. ws://10.214.7.2:8188)"
     );
-    anyhow::ensure!(
-        target != Target::Janus || args.token.is_none(),
-        "--token is not supported with --target janus"
-    );
+    let tokens = match (&args.api_key, &args.api_secret) {
+        (Some(key), Some(secret)) if target == Target::Fanout => {
+            Some(fanout_signaling::auth::TokenAuthority::new(key, secret))
+        }
+        (None, None) => None,
+        _ if target == Target::Janus => None,
+        _ => anyhow::bail!("--api-key and --api-secret go together"),
+    };
     let scenario = Scenario {
         url: args.url.clone(),
         rooms: args.rooms,
@@ -132,7 +140,7 @@ fn main() -> anyhow::Result<()> {
         video_layers: usize::from(args.layers),
         audio: !args.no_audio,
         room_prefix: args.room_prefix.clone(),
-        token: args.token.clone(),
+        tokens,
         progress: !args.quiet,
     };
     let ramp = args.ramp.map(|step| Ramp {

@@ -65,7 +65,10 @@ pub struct Scenario {
     pub video_layers: usize,
     pub audio: bool,
     pub room_prefix: String,
-    pub token: Option<String>,
+    /// Signs an access token per participant (its name as identity, its room), for servers
+    /// outside `--dev`.
+    #[serde(skip)]
+    pub tokens: Option<fanout_signaling::auth::TokenAuthority>,
     #[serde(skip)]
     pub progress: bool,
 }
@@ -288,12 +291,23 @@ impl Run {
         });
         match self.target {
             Target::Fanout => {
+                let room = format!("{}{room}", s.room_prefix);
+                let token = s.tokens.as_ref().and_then(|t| {
+                    t.create(
+                        &name,
+                        None,
+                        Some(&room),
+                        fanout_signaling::auth::Grants::default(),
+                        Duration::from_secs(24 * 3600),
+                    )
+                    .ok()
+                });
                 let join = FanoutJoin {
                     ws_url: signal::ws_endpoint(&s.url),
-                    room: format!("{}{room}", s.room_prefix),
+                    room,
                     name: name.clone(),
                     max_quality: s.max_quality.clone(),
-                    token: s.token.clone(),
+                    token,
                 };
                 self.start_conn(participant, name, publish, started, |i, o, stop| {
                     signal::fanout(join, i, o, stop)

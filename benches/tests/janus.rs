@@ -126,7 +126,7 @@ fn janus_smoke_two_publishers_four_subscribers_without_errors_or_loss() {
         video_layers: 3,
         audio: true,
         room_prefix: "smoke-".into(),
-        token: None,
+        tokens: None,
         progress: false,
     };
     let rt = tokio::runtime::Builder::new_current_thread()

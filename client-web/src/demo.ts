@@ -2,10 +2,12 @@
 // shows one tile per participant. `&publish=0` joins receive-only; `&simulcast=0` publishes one
 // encoding. Each remote tile reports its size to the server, which picks the simulcast layer; the
 // layer overlay (press L, or `&overlay=1`) shows which layer a tile receives and why.
-// `&tile=320x180` gives every remote tile exactly that size in CSS pixels.
+// `&tile=320x180` gives every remote tile exactly that size in CSS pixels. `&token=T` joins with
+// the access token T (needed outside `--dev`; `fanout token create` makes one); without one, a
+// `--dev` server hands the page a token from `/dev/token`.
 // `window.fanout` is the client and `window.fanoutDemo` has helpers, for tests and the console.
 
-import { FanoutClient, type RemoteParticipant, type TrackLayerMessage } from './fanout';
+import { FanoutClient, FanoutError, type RemoteParticipant, type TrackLayerMessage } from './fanout';
 
 /** Test and console helpers. */
 interface DemoApi {
@@ -39,6 +41,36 @@ function roomAndName(): { room: string; name: string; publish: boolean } {
     history.replaceState(null, '', `${location.pathname}?${params}${location.hash}`);
   }
   return { room, name, publish: params.get('publish') !== '0' };
+}
+
+/**
+ * The access token to join with: `&token=` from the URL, else one from the dev-only endpoint of a
+ * `--dev` server, else none (a server outside `--dev` then refuses the join with `token_missing`).
+ */
+async function accessToken(room: string, name: string): Promise<string | undefined> {
+  const fromUrl = new URLSearchParams(location.search).get('token')?.trim();
+  if (fromUrl) return fromUrl;
+  try {
+    const response = await fetch(`/dev/token?${new URLSearchParams({ room, name })}`);
+    if (!response.ok) return undefined;
+    const body = (await response.json()) as { token?: string };
+    return body.token;
+  } catch {
+    return undefined;
+  }
+}
+
+/** What to tell the user when a join is refused. */
+function joinFailure(err: unknown): string {
+  if (err instanceof FanoutError) {
+    if (err.code === 'token_missing') {
+      return 'This server needs an access token: add &token=… to the URL (make one with `fanout token create --room ROOM --identity NAME`).';
+    }
+    if (err.code.startsWith('token_')) return `the access token was refused (${err.message})`;
+    if (err.code === 'server_draining') return 'This server is shutting down; reload the page to join another one.';
+    return err.message;
+  }
+  return err instanceof Error ? err.message : String(err);
 }
 
 function setStatus(text: string, kind: 'info' | 'ok' | 'error' = 'info'): void {
@@ -242,11 +274,12 @@ async function main(): Promise<void> {
 
   setStatus('Connecting…');
   try {
-    const joined = await client.join(undefined, room, name);
+    const token = await accessToken(room, name);
+    const joined = await client.join(undefined, room, name, token);
     localTile.dataset.participantId = joined.participant_id;
     inRoom = true;
   } catch (err) {
-    setStatus(`Could not join: ${err instanceof Error ? err.message : String(err)}`, 'error');
+    setStatus(`Could not join: ${joinFailure(err)}`, 'error');
     return;
   }
   for (const p of client.participants.values()) tileFor(p);

@@ -88,6 +88,8 @@ export interface FanoutEvents {
   publisher_layers: PublisherLayersMessage;
   /** The room's active speaker changed. */
   active_speaker: { participantId: string };
+  /** An administrator muted or unmuted a track (`participantId` may be our own). */
+  track_muted: { participantId: string; trackId: string; muted: boolean };
   /** An `error` message from the server. */
   error: { code: ErrorCode; message: string };
   /** The browser refused a description (ours or the server's); media may be incomplete. */
@@ -445,6 +447,12 @@ export class FanoutClient extends EventTarget {
         this.applyPublisherLayers(msg);
         this.emit('publisher_layers', msg);
         return;
+      case 'track_muted': {
+        const t = this.participants.get(msg.participant_id)?.tracks.find((t) => t.id === msg.track_id);
+        if (t) t.muted = msg.muted;
+        this.emit('track_muted', { participantId: msg.participant_id, trackId: msg.track_id, muted: msg.muted });
+        return;
+      }
       case 'active_speaker':
         this.activeSpeaker = msg.participant_id;
         this.emit('active_speaker', { participantId: msg.participant_id });

@@ -12,6 +12,8 @@ export interface Track {
   id: string;
   kind: 'audio' | 'video';
   source?: TrackSource;
+  /** Muted by an administrator: nothing of it is forwarded. */
+  muted?: boolean;
 }
 
 /** A simulcast layer's quality: with three layers low/medium/high, two low/high, one high. */
@@ -23,6 +25,8 @@ export type LayerReason = 'display_size' | 'bandwidth' | 'publisher_not_sending'
 /** A participant of a room: `{"id": "PA_…", "name": "Alice", "tracks": [track]}`. */
 export interface Participant {
   id: string;
+  /** The stable identity from the participant's access token. */
+  identity: string;
   name: string;
   tracks: Track[];
 }
@@ -162,6 +166,14 @@ export interface PublisherLayersMessage {
   paused: string[];
 }
 
+/** An administrator muted or unmuted a track (ours included). */
+export interface TrackMutedMessage {
+  type: 'track_muted';
+  participant_id: string;
+  track_id: string;
+  muted: boolean;
+}
+
 /** The room's loudest voice. */
 export interface ActiveSpeakerMessage {
   type: 'active_speaker';
@@ -180,6 +192,24 @@ export type ErrorCode =
   | 'invalid_candidate'
   | 'unknown_track'
   | 'message_too_large'
+  | 'rate_limited'
+  | 'token_missing'
+  | 'token_malformed'
+  | 'token_expired'
+  | 'token_not_yet_valid'
+  | 'token_invalid_signature'
+  | 'token_wrong_room'
+  | 'token_missing_grant'
+  | 'room_not_found'
+  | 'room_full'
+  | 'too_many_rooms'
+  | 'publish_not_allowed'
+  | 'too_many_tracks'
+  | 'server_draining'
+  | 'server_shutdown'
+  | 'removed'
+  | 'room_deleted'
+  | 'duplicate_identity'
   | 'internal_error';
 
 export interface ErrorMessage {
@@ -201,6 +231,7 @@ export type ServerMessage =
   | TrackLayerMessage
   | PublisherLayersMessage
   | ActiveSpeakerMessage
+  | TrackMutedMessage
   | ErrorMessage;
 
 /** Parses one text frame from the server; `null` for anything that is not a tagged JSON object. */

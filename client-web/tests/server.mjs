@@ -46,13 +46,14 @@ export function tail(file, lines = 60) {
 }
 
 /**
- * Starts `fanout serve --dev` with `extraArgs` appended and waits until /healthz answers 200.
+ * Starts `fanout serve --dev` (without `--dev` if `dev` is false; `env` adds environment
+ * variables) with `extraArgs` appended and waits until /healthz answers 200.
  * `host` is the address signaling binds to (the media socket follows it); the returned `url`
  * is always on 127.0.0.1.
  * Returns `{ url, port, udpPort, logPath, stop }`; `stop` also runs when test `t` ends, and the
  * log's path and tail are printed if the test failed (and the log is deleted if it passed).
  */
-export async function startServer(t, extraArgs = [], { host = '127.0.0.1' } = {}) {
+export async function startServer(t, extraArgs = [], { host = '127.0.0.1', dev = true, env = {} } = {}) {
   const bin = process.env.FANOUT_BIN || path.join(repoRoot, 'target/debug/fanout');
   const staticDir = path.join(repoRoot, 'client-web/dist');
   if (!fs.existsSync(bin)) {
@@ -66,10 +67,10 @@ export async function startServer(t, extraArgs = [], { host = '127.0.0.1' } = {}
   const udpPort = await freeUdpPort();
   const logDir = fs.mkdtempSync(path.join(os.tmpdir(), 'fanout-e2e-'));
   const logPath = path.join(logDir, 'server.log');
-  const args = ['serve', '--dev', '--bind', `${host}:${port}`, '--udp-port', String(udpPort), '--static-dir', staticDir, ...extraArgs];
+  const args = ['serve', ...(dev ? ['--dev'] : []), '--bind', `${host}:${port}`, '--udp-port', String(udpPort), '--static-dir', staticDir, ...extraArgs];
   fs.writeFileSync(logPath, `$ ${bin} ${args.join(' ')}\n`);
   const logFd = fs.openSync(logPath, 'a');
-  const child = spawn(bin, args, { stdio: ['ignore', logFd, logFd], env: { ...process.env, NO_COLOR: '1' } });
+  const child = spawn(bin, args, { stdio: ['ignore', logFd, logFd], env: { ...process.env, NO_COLOR: '1', ...env } });
   fs.closeSync(logFd); // the child has its own copy
 
   let exited = null; // { code, signal } once the process is gone
@@ -112,5 +113,5 @@ export async function startServer(t, extraArgs = [], { host = '127.0.0.1' } = {}
     }
     await sleep(100);
   }
-  return { url, port, udpPort, logPath, stop };
+  return { url, port, udpPort, logPath, stop, bin };
 }

@@ -28,6 +28,12 @@ pub struct SfuConfig {
     /// index (every socket on its own ephemeral port when that port is 0). A participant is
     /// placed on the least loaded; one room can span them all.
     pub media_drivers: usize,
+    /// Tracks one participant may publish at most (simulcast layers of a track count once);
+    /// 0 means no limit. A track beyond it is refused with [`ErrorKind::TrackLimit`].
+    pub max_tracks_per_participant: usize,
+    /// Where the engine reports what happens to published tracks (for webhooks, the room
+    /// registry and metrics). `None`: nobody listens.
+    pub observer: Option<mpsc::UnboundedSender<Observation>>,
 }
 
 impl Default for SfuConfig {
@@ -38,6 +44,8 @@ impl Default for SfuConfig {
             inject_loss: 0.0,
             inject_loss_out: 0.0,
             media_drivers: 1,
+            max_tracks_per_participant: 0,
+            observer: None,
         }
     }
 }
@@ -90,6 +98,66 @@ pub struct TrackInfo {
     pub id: String,
     pub kind: MediaKind,
     pub source: TrackSource,
+    /// Muted by an administrator: nothing of it is forwarded.
+    pub muted: bool,
+}
+
+/// What a participant may do, from its access token.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Permissions {
+    pub publish: bool,
+    pub subscribe: bool,
+    /// The sources it may publish; `None` allows every source.
+    pub sources: Option<Vec<TrackSource>>,
+}
+
+impl Default for Permissions {
+    fn default() -> Self {
+        Self {
+            publish: true,
+            subscribe: true,
+            sources: None,
+        }
+    }
+}
+
+impl Permissions {
+    /// Whether a track of this source may be published.
+    pub fn may_publish(&self, source: TrackSource) -> bool {
+        self.publish && self.sources.as_ref().is_none_or(|s| s.contains(&source))
+    }
+}
+
+/// Who joins which room, and what it may do there.
+#[derive(Debug, Clone)]
+pub struct JoinRequest {
+    pub room: String,
+    /// The participant's stable identity (from its token); unique in a room by convention of
+    /// the caller, not checked here.
+    pub identity: String,
+    pub name: String,
+    pub permissions: Permissions,
+}
+
+/// What the engine reports to its observer (see [`SfuConfig::observer`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Observation {
+    TrackPublished {
+        room: String,
+        participant_id: String,
+        track: TrackInfo,
+    },
+    TrackUnpublished {
+        room: String,
+        participant_id: String,
+        track_id: String,
+    },
+    TrackMuted {
+        room: String,
+        participant_id: String,
+        track_id: String,
+        muted: bool,
+    },
 }
 
 /// A subscriber's view settings for one remote video track. `None` fields keep their value.
@@ -118,6 +186,7 @@ pub struct LayerReport {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ParticipantInfo {
     pub id: String,
+    pub identity: String,
     pub name: String,
     pub tracks: Vec<TrackInfo>,
 }
@@ -145,6 +214,10 @@ pub enum ErrorKind {
     InvalidCandidate,
     /// A message named a track that does not exist (or is not subscribed).
     UnknownTrack,
+    /// The participant may not publish this track (no publish grant, or not this source).
+    PublishDenied,
+    /// The participant publishes as many tracks as it may.
+    TrackLimit,
     Internal,
 }
 
@@ -171,6 +244,12 @@ pub enum Event {
     /// The room's active speaker changed.
     ActiveSpeaker {
         participant_id: String,
+    },
+    /// A track was muted or unmuted by an administrator (told to the whole room, publisher too).
+    TrackMuted {
+        participant_id: String,
+        track_id: String,
+        muted: bool,
     },
     /// To a subscriber: the layer it receives for a track changed (or why).
     TrackLayer(LayerReport),
@@ -205,8 +284,7 @@ pub(crate) type ParticipantKey = u64;
 
 pub(crate) enum Command {
     Join {
-        room: String,
-        name: String,
+        request: JoinRequest,
         events: mpsc::UnboundedSender<Event>,
         reply: oneshot::Sender<Result<(ParticipantKey, JoinInfo), SfuError>>,
     },
@@ -237,6 +315,13 @@ pub(crate) enum Command {
     Debug {
         reply: oneshot::Sender<crate::debug::Snapshot>,
     },
+    /// Mutes or unmutes a track; the reply says whether this driver publishes it.
+    MuteTrack {
+        room: String,
+        track_id: String,
+        muted: bool,
+        reply: oneshot::Sender<bool>,
+    },
     Stats {
         reply: oneshot::Sender<DriverStats>,
     },
@@ -250,7 +335,21 @@ pub struct DriverStats {
     pub participants: usize,
     pub rooms: usize,
     pub published_tracks: usize,
+    /// Forwarders (one per subscriber per track) on this driver.
+    pub subscriptions: usize,
     pub datagrams_in: u64,
+    pub bytes_in: u64,
+    /// Datagrams and bytes written to the media socket (media, RTCP, STUN, DTLS).
+    pub datagrams_out: u64,
+    pub bytes_out: u64,
+    /// Payload bytes of the RTP packets forwarded to subscribers.
+    pub rtp_forwarded_bytes: u64,
+    /// Publisher RTP dropped because the track is muted.
+    pub rtp_dropped_muted: u64,
+    /// NACK (generic transport feedback) packets received from subscribers.
+    pub nacks_received: u64,
+    /// PLI and FIR packets received from subscribers.
+    pub keyframe_requests_received: u64,
     pub datagrams_unknown_source: u64,
     pub datagrams_dropped_injected: u64,
     pub datagrams_dropped_injected_out: u64,
@@ -278,7 +377,15 @@ impl DriverStats {
         self.participants += o.participants;
         self.rooms += o.rooms;
         self.published_tracks += o.published_tracks;
+        self.subscriptions += o.subscriptions;
         self.datagrams_in += o.datagrams_in;
+        self.bytes_in += o.bytes_in;
+        self.datagrams_out += o.datagrams_out;
+        self.bytes_out += o.bytes_out;
+        self.rtp_forwarded_bytes += o.rtp_forwarded_bytes;
+        self.rtp_dropped_muted += o.rtp_dropped_muted;
+        self.nacks_received += o.nacks_received;
+        self.keyframe_requests_received += o.keyframe_requests_received;
         self.datagrams_unknown_source += o.datagrams_unknown_source;
         self.datagrams_dropped_injected += o.datagrams_dropped_injected;
         self.datagrams_dropped_injected_out += o.datagrams_dropped_injected_out;
@@ -344,13 +451,12 @@ impl Sfu {
             .collect()
     }
 
-    /// Adds a participant to `room` (created on first join), on the least loaded media driver.
-    /// Events for it arrive on the returned receiver, starting with nothing: the caller already
-    /// has the [`JoinInfo`].
+    /// Adds a participant to its room (created on first join), on the least loaded media
+    /// driver. Events for it arrive on the returned receiver, starting with nothing: the caller
+    /// already has the [`JoinInfo`].
     pub async fn join(
         &self,
-        room: &str,
-        name: &str,
+        request: JoinRequest,
     ) -> Result<(Participant, JoinInfo, mpsc::UnboundedReceiver<Event>), SfuError> {
         let driver = self
             .drivers
@@ -362,8 +468,7 @@ impl Sfu {
         driver
             .commands
             .send(Command::Join {
-                room: room.to_owned(),
-                name: name.to_owned(),
+                request,
                 events,
                 reply,
             })
@@ -396,6 +501,34 @@ impl Sfu {
         }
         merged.rooms.sort_by(|a, b| a.name.cmp(&b.name));
         Ok(merged)
+    }
+
+    /// Mutes (or unmutes) a published track of `room`: nothing of it is forwarded while muted,
+    /// and every member of the room is told. Returns whether the track exists.
+    pub async fn mute_track(
+        &self,
+        room: &str,
+        track_id: &str,
+        muted: bool,
+    ) -> Result<bool, SfuError> {
+        let mut replies = Vec::with_capacity(self.drivers.len());
+        for d in self.drivers.iter() {
+            let (reply, rx) = oneshot::channel();
+            d.commands
+                .send(Command::MuteTrack {
+                    room: room.to_owned(),
+                    track_id: track_id.to_owned(),
+                    muted,
+                    reply,
+                })
+                .map_err(|_| SfuError::Stopped)?;
+            replies.push(rx);
+        }
+        let mut found = false;
+        for rx in replies {
+            found |= rx.await.map_err(|_| SfuError::Stopped)?;
+        }
+        Ok(found)
     }
 
     /// The counters of every driver added up (a room spanning two drivers counts twice in

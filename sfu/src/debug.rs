@@ -18,7 +18,10 @@ pub struct RoomSnapshot {
 #[derive(Debug, Clone, Serialize)]
 pub struct ParticipantSnapshot {
     pub id: String,
+    pub identity: String,
     pub name: String,
+    pub can_publish: bool,
+    pub can_subscribe: bool,
     pub connected: bool,
     /// The downlink estimate (transport-wide feedback, else REMB) in bits per second.
     pub estimate_bps: Option<u64>,
@@ -36,6 +39,7 @@ pub struct TrackSnapshot {
     pub source: &'static str,
     pub codec: String,
     pub mid: Option<String>,
+    pub muted: bool,
     /// Ordered low to high.
     pub layers: Vec<LayerSnapshot>,
 }

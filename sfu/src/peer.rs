@@ -33,6 +33,7 @@ use rtc::rtcp::payload_feedbacks::picture_loss_indication::PictureLossIndication
 use rtc::rtcp::payload_feedbacks::receiver_estimated_maximum_bitrate::ReceiverEstimatedMaximumBitrate;
 use rtc::rtcp::receiver_report::ReceiverReport;
 use rtc::rtcp::sender_report::SenderReport;
+use rtc::rtcp::transport_feedbacks::transport_layer_nack::TransportLayerNack;
 use rtc::rtp_transceiver::rtp_sender::{
     RTCPFeedback, RTCRtpCodec, RTCRtpCodecParameters, RTCRtpHeaderExtensionCapability, RtpCodecKind,
 };
@@ -117,8 +118,9 @@ impl BandwidthEstimator for ReportingGcc {
 }
 
 /// Lets subscribers' keyframe requests (PLI, FIR) out of the interceptor chain to the application,
-/// which relays them to the publisher, and REMB (the downlink estimate of receivers that do not
-/// send transport-wide feedback). Everything else stays with the interceptors.
+/// which relays them to the publisher, REMB (the downlink estimate of receivers that do not
+/// send transport-wide feedback) and NACKs (answered by the NACK responder before this point;
+/// the application only counts them). Everything else stays with the interceptors.
 #[derive(Default)]
 struct DeliverKeyframeRequests {
     reads: VecDeque<TaggedPacket>,
@@ -140,6 +142,7 @@ impl Protocol<TaggedPacket, TaggedPacket, ()> for DeliverKeyframeRequests {
                     || p.as_any()
                         .downcast_ref::<ReceiverEstimatedMaximumBitrate>()
                         .is_some()
+                    || p.as_any().downcast_ref::<TransportLayerNack>().is_some()
             });
             if wanted {
                 msg.message.add(Attribute::DeliverToApplication);

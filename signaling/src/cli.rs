@@ -1,18 +1,25 @@
-//! The `fanout` command line.
+//! The `fanout` command line: `serve`, `config` and `token create`.
+//!
+//! Server settings come from the configuration ([`crate::config`]): a flag here overrides the
+//! environment (`FANOUT_…`), which overrides the file (`--config`), which overrides the
+//! defaults. Flag values are passed on as given and checked with everything else, so a bad
+//! flag gets the same message as a bad file or environment value.
 
-use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 
-use clap::{Parser, Subcommand};
+use clap::{Args, Parser, Subcommand};
+
+use crate::config::{LogFormat, Overrides};
 
 #[derive(Debug, Parser)]
 #[command(
     name = "fanout",
     version,
     about = "Fanout: a WebRTC Selective Forwarding Unit",
-    after_help = "Every flag of `fanout serve` also reads a FANOUT_... environment variable.\n\
-                  Logging: set FANOUT_LOG to a tracing filter, e.g. FANOUT_LOG=debug or\n\
-                  FANOUT_LOG=info,sfu=debug (default: info, webrtc-rs internals at warn)."
+    after_help = "Every setting can also come from a configuration file (--config) or from a\n\
+                  FANOUT_<KEY> environment variable (FANOUT_API_KEY, FANOUT_UDP_PORT, ...);\n\
+                  flags win over the environment, which wins over the file.\n\
+                  docs/configuration.md lists every key."
 )]
 pub struct Cli {
     #[command(subcommand)]
@@ -21,147 +28,273 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
-    /// Run the server: HTTP/WebSocket signaling, the demo page, and the media port.
-    Serve(ServeArgs),
+    /// Run the server: HTTP/WebSocket signaling, the admin API, metrics, the demo page, and the
+    /// media ports.
+    Serve(SettingsArgs),
+    /// Print the effective configuration (TOML, secrets redacted) and exit.
+    Config(SettingsArgs),
+    /// Access tokens.
+    #[command(subcommand)]
+    Token(TokenCommand),
 }
 
-#[derive(Debug, Clone, clap::Args)]
-pub struct ServeArgs {
-    /// Address for HTTP and WebSocket signaling (the demo page is at http://ADDR/).
-    #[arg(long, env = "FANOUT_BIND", default_value = "127.0.0.1:7880")]
-    pub bind: SocketAddr,
+#[derive(Debug, Subcommand)]
+pub enum TokenCommand {
+    /// Print a signed access token (HS256, with the configured api_key and api_secret).
+    Create(TokenArgs),
+}
 
-    /// UDP port of the first media driver; driver N uses this port + N (0 picks free ports).
-    #[arg(long, env = "FANOUT_UDP_PORT", default_value_t = 7882)]
-    pub udp_port: u16,
+#[derive(Debug, Clone, Args)]
+pub struct TokenArgs {
+    /// The room the token joins (or, with the admin grant, administers; omit for a
+    /// server-wide admin token).
+    #[arg(long)]
+    pub room: Option<String>,
+    /// The participant's identity (unique within a room).
+    #[arg(long)]
+    pub identity: String,
+    /// The display name.
+    #[arg(long)]
+    pub name: Option<String>,
+    /// Comma-separated grants: join, publish, subscribe, admin.
+    #[arg(long, default_value = "join,publish,subscribe")]
+    pub grants: String,
+    /// Comma-separated sources the participant may publish (camera, microphone, screen).
+    /// Default: all.
+    #[arg(long)]
+    pub sources: Option<String>,
+    /// Lifetime: seconds, or a duration such as 30m, 6h, 7d.
+    #[arg(long, default_value = "6h")]
+    pub ttl: String,
+    /// Configuration file holding api_key and api_secret (or set FANOUT_API_KEY and
+    /// FANOUT_API_SECRET).
+    #[arg(long, env = "FANOUT_CONFIG")]
+    pub config: Option<PathBuf>,
+}
 
-    /// Media drivers (threads, each with its own UDP port). Default: one per CPU core.
-    #[arg(long, env = "FANOUT_MEDIA_DRIVERS", value_parser = clap::value_parser!(u16).range(1..=256))]
-    pub media_drivers: Option<u16>,
+/// Every server setting as a flag. Unset flags leave the key to the other sources.
+#[derive(Debug, Clone, Default, Args)]
+pub struct SettingsArgs {
+    /// Configuration file (YAML or TOML; the extension tells which).
+    #[arg(long, env = "FANOUT_CONFIG")]
+    pub config: Option<PathBuf>,
 
-    /// IP the media socket binds to. Default: the IP of --bind.
-    #[arg(long, env = "FANOUT_MEDIA_IP")]
-    pub media_ip: Option<IpAddr>,
+    /// Address for HTTP(S) and WebSocket signaling [default: 127.0.0.1:7880].
+    #[arg(long)]
+    pub bind: Option<String>,
+
+    /// UDP port of the first media driver; driver N uses this port + N (0 picks free ports)
+    /// [default: 7882].
+    #[arg(long)]
+    pub udp_port: Option<String>,
+
+    /// Media drivers (threads, each with its own UDP port) [default: one per CPU core].
+    #[arg(long)]
+    pub media_drivers: Option<String>,
+
+    /// IP the media sockets bind to [default: the IP of --bind].
+    #[arg(long)]
+    pub media_ip: Option<String>,
 
     /// Address(es) announced to clients in ICE candidates (repeat or comma-separate).
-    /// Default: the media IP; when that is a wildcard, this host's non-loopback addresses.
-    #[arg(
-        long = "announce-ip",
-        env = "FANOUT_ANNOUNCE_IPS",
-        value_delimiter = ','
-    )]
-    pub announce_ips: Vec<IpAddr>,
+    #[arg(long = "announce-ip")]
+    pub announce_ips: Vec<String>,
 
-    /// Local development mode: relaxed security for running on a laptop (later: no access
-    /// tokens needed). Logs that it is on.
-    #[arg(long, env = "FANOUT_DEV")]
+    /// Local development mode: joins need no token, the demo page gets tokens from
+    /// /dev/token, /debug/rooms is open.
+    #[arg(long)]
     pub dev: bool,
 
-    /// Directory of the built demo page served at `/`.
-    #[arg(long, env = "FANOUT_STATIC_DIR", default_value = "client-web/dist")]
-    pub static_dir: PathBuf,
+    /// Directory of the built demo page served at `/` [default: client-web/dist].
+    #[arg(long)]
+    pub static_dir: Option<String>,
 
     /// STUN/TURN URL(s) handed to clients in `joined` (repeat or comma-separate).
-    #[arg(long = "ice-server", env = "FANOUT_ICE_SERVERS", value_delimiter = ',')]
+    #[arg(long = "ice-server")]
     pub ice_servers: Vec<String>,
 
+    /// Log filter (tracing env-filter syntax), e.g. `debug` or `info,sfu=debug`.
+    #[arg(long)]
+    pub log: Option<String>,
+
     /// Log format.
-    #[arg(long, env = "FANOUT_LOG_FORMAT", value_enum, default_value_t = LogFormat::Pretty)]
-    pub log_format: LogFormat,
+    #[arg(long, value_enum)]
+    pub log_format: Option<LogFormat>,
 
-    /// Testing only: drop this percentage (0-100) of incoming RTP datagrams, to exercise NACK
-    /// and retransmission paths under loss.
-    #[arg(
-        long,
-        env = "FANOUT_INJECT_LOSS",
-        default_value_t = 0.0,
-        hide_short_help = true
-    )]
-    pub inject_loss: f64,
+    /// API key that signs access tokens (better in the file or FANOUT_API_KEY).
+    #[arg(long)]
+    pub api_key: Option<String>,
+
+    /// API secret (better in the file or FANOUT_API_SECRET: flags show in `ps`).
+    #[arg(long)]
+    pub api_secret: Option<String>,
+
+    /// PEM certificate chain: serve HTTPS/WSS.
+    #[arg(long)]
+    pub tls_cert: Option<String>,
+
+    /// PEM private key of --tls-cert.
+    #[arg(long)]
+    pub tls_key: Option<String>,
+
+    /// How long a drain waits for rooms to empty (e.g. 300s, 10m).
+    #[arg(long)]
+    pub drain_timeout: Option<String>,
+
+    /// Rooms at most (0: no limit).
+    #[arg(long)]
+    pub max_rooms: Option<String>,
+
+    /// Participants per room at most (0: no limit).
+    #[arg(long)]
+    pub max_participants: Option<String>,
+
+    /// Tracks a participant may publish (0: no limit).
+    #[arg(long)]
+    pub max_tracks_per_participant: Option<String>,
+
+    /// Largest signaling message, in bytes.
+    #[arg(long)]
+    pub max_message_bytes: Option<String>,
+
+    /// Signaling messages a client may send per second.
+    #[arg(long)]
+    pub max_messages_per_second: Option<String>,
+
+    /// Whether joins may create rooms (true/false).
+    #[arg(long)]
+    pub auto_create_rooms: Option<String>,
+
+    /// How long a room created through the admin API waits for its first participant.
+    #[arg(long)]
+    pub room_empty_timeout: Option<String>,
+
+    /// How long a room lives on after its last participant left.
+    #[arg(long)]
+    pub room_departure_timeout: Option<String>,
+
+    /// Webhook URL(s) (repeat or comma-separate).
+    #[arg(long = "webhook-url")]
+    pub webhook_urls: Vec<String>,
+
+    /// Timeout of one webhook delivery attempt.
+    #[arg(long)]
+    pub webhook_timeout: Option<String>,
+
+    /// Webhook delivery retries after a failed attempt.
+    #[arg(long)]
+    pub webhook_retries: Option<String>,
+
+    /// Testing only: drop this percentage (0-100) of incoming RTP datagrams.
+    #[arg(long, hide = true)]
+    pub inject_loss: Option<String>,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-pub enum LogFormat {
-    Pretty,
-    Json,
-}
-
-impl ServeArgs {
-    /// The number of media drivers: as given, else one per core.
-    pub fn media_drivers(&self) -> usize {
-        self.media_drivers.map_or_else(
-            || std::thread::available_parallelism().map_or(1, |n| n.get()),
-            usize::from,
-        )
-    }
-
-    pub fn media_bind(&self) -> SocketAddr {
-        SocketAddr::new(self.media_ip.unwrap_or(self.bind.ip()), self.udp_port)
-    }
-
-    /// The IPs to announce in candidates.
-    pub fn announce_ips(&self) -> Vec<IpAddr> {
-        if !self.announce_ips.is_empty() {
-            return self.announce_ips.clone();
+impl SettingsArgs {
+    /// The flags that were given, as configuration overrides.
+    pub fn overrides(&self) -> Overrides {
+        let mut o = Overrides::default();
+        let one = [
+            ("bind", &self.bind),
+            ("udp_port", &self.udp_port),
+            ("media_drivers", &self.media_drivers),
+            ("media_ip", &self.media_ip),
+            ("static_dir", &self.static_dir),
+            ("log", &self.log),
+            ("api_key", &self.api_key),
+            ("api_secret", &self.api_secret),
+            ("tls_cert", &self.tls_cert),
+            ("tls_key", &self.tls_key),
+            ("drain_timeout", &self.drain_timeout),
+            ("max_rooms", &self.max_rooms),
+            ("max_participants", &self.max_participants),
+            (
+                "max_tracks_per_participant",
+                &self.max_tracks_per_participant,
+            ),
+            ("max_message_bytes", &self.max_message_bytes),
+            ("max_messages_per_second", &self.max_messages_per_second),
+            ("auto_create_rooms", &self.auto_create_rooms),
+            ("room_empty_timeout", &self.room_empty_timeout),
+            ("room_departure_timeout", &self.room_departure_timeout),
+            ("webhook_timeout", &self.webhook_timeout),
+            ("webhook_retries", &self.webhook_retries),
+            ("inject_loss", &self.inject_loss),
+        ];
+        for (key, value) in one {
+            if let Some(v) = value {
+                o.set(key, v);
+            }
         }
-        let media_ip = self.media_bind().ip();
-        if !media_ip.is_unspecified() {
-            return vec![media_ip];
+        if let Some(f) = self.log_format {
+            o.set(
+                "log_format",
+                match f {
+                    LogFormat::Pretty => "pretty",
+                    LogFormat::Json => "json",
+                },
+            );
         }
-        let mut ips: Vec<IpAddr> = if_addrs::get_if_addrs()
-            .unwrap_or_default()
-            .into_iter()
-            .map(|i| i.ip())
-            .filter(|ip| !ip.is_loopback() && (media_ip.is_ipv6() || ip.is_ipv4()))
-            .collect();
-        ips.sort();
-        ips.dedup();
-        if ips.is_empty() {
-            ips.push(IpAddr::from([127, 0, 0, 1]));
+        if self.dev {
+            o.set("dev", true);
         }
-        ips
+        for (key, values) in [
+            ("announce_ips", &self.announce_ips),
+            ("ice_servers", &self.ice_servers),
+            ("webhook_urls", &self.webhook_urls),
+        ] {
+            if !values.is_empty() {
+                o.set_list(key, values);
+            }
+        }
+        o
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::load;
+
+    fn settings(args: &[&str]) -> Result<crate::config::Settings, crate::config::ConfigError> {
+        let cli = Cli::try_parse_from(args).unwrap();
+        let Command::Serve(a) = cli.command else {
+            panic!()
+        };
+        load(a.config.as_deref(), Vec::new(), &a.overrides())
+    }
 
     #[test]
-    fn defaults_bind_loopback_and_media_on_the_same_ip() {
-        let cli = Cli::try_parse_from(["fanout", "serve"]).unwrap();
-        let Command::Serve(args) = cli.command;
-        assert_eq!(args.bind, "127.0.0.1:7880".parse::<SocketAddr>().unwrap());
-        assert_eq!(
-            args.media_bind(),
-            "127.0.0.1:7882".parse::<SocketAddr>().unwrap()
-        );
-        assert_eq!(args.announce_ips(), vec![IpAddr::from([127, 0, 0, 1])]);
+    fn flags_become_settings() {
+        let s = settings(&[
+            "fanout",
+            "serve",
+            "--dev",
+            "--announce-ip",
+            "203.0.113.5,198.51.100.7",
+            "--udp-port",
+            "9000",
+            "--drain-timeout",
+            "2m",
+        ])
+        .unwrap();
+        assert_eq!(s.announce_ips().len(), 2);
+        assert_eq!(s.media_bind().port(), 9000);
+        assert_eq!(s.drain_timeout.as_secs(), 120);
     }
 
     #[test]
     fn wildcard_bind_announces_non_loopback_addresses() {
-        let cli = Cli::try_parse_from(["fanout", "serve", "--bind", "0.0.0.0:8000"]).unwrap();
-        let Command::Serve(args) = cli.command;
-        assert!(args.media_bind().ip().is_unspecified());
-        let ips = args.announce_ips();
+        let s = settings(&["fanout", "serve", "--dev", "--bind", "0.0.0.0:8000"]).unwrap();
+        assert!(s.media_bind().ip().is_unspecified());
+        let ips = s.announce_ips();
         assert!(!ips.is_empty());
         assert!(ips.iter().all(|ip| !ip.is_unspecified()));
     }
 
     #[test]
-    fn explicit_announce_wins() {
-        let cli = Cli::try_parse_from([
-            "fanout",
-            "serve",
-            "--announce-ip",
-            "203.0.113.5,198.51.100.7",
-            "--udp-port",
-            "9000",
-        ])
-        .unwrap();
-        let Command::Serve(args) = cli.command;
-        assert_eq!(args.announce_ips().len(), 2);
-        assert_eq!(args.media_bind().port(), 9000);
+    fn a_bad_flag_names_its_key() {
+        let err = settings(&["fanout", "serve", "--dev", "--max-rooms", "many"]).unwrap_err();
+        assert!(err.0.contains("max_rooms"), "{err}");
     }
 }

@@ -1,14 +1,28 @@
 //! Fanout's signaling front end and server shell.
 //!
 //! # Layout
-//! - `cli`: the `fanout` command line (flags and `FANOUT_…` environment variables).
+//! - `config`: every setting, merged from defaults, a file, the environment and flags.
+//! - `cli`: the `fanout` command line (`serve`, `config`, `token create`).
+//! - `auth`: access tokens (JWT, HS256) and their grants.
 //! - `protocol`: the WebSocket wire types and their parsing (one file; see `docs/protocol.md`).
-//! - `session`: one client's signaling session, a state machine between the socket and the engine.
-//! - `server`: the axum router (`/ws`, `/healthz`, the demo page) and `run`.
+//! - `session`: one client's signaling session, a state machine between the socket and the
+//!   engine; the drain state.
+//! - `rooms`: the room registry (limits, participants by identity, lifecycle events).
+//! - `admin`: the admin REST API (`docs/openapi.yaml`).
+//! - `webhooks`: signed lifecycle events POSTed to configured URLs.
+//! - `metrics`: `/metrics` (Prometheus).
+//! - `server`: the axum router, `build` (engine + registry + webhooks from the settings),
+//!   serving (plain or TLS) and the drain.
 //!
 //! The media engine is the `sfu` crate; this crate never touches an RTP packet.
 
+pub mod admin;
+pub mod auth;
 pub mod cli;
+pub mod config;
+pub mod metrics;
 pub mod protocol;
+pub mod rooms;
 pub mod server;
 pub mod session;
+pub mod webhooks;

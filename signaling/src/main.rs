@@ -1,103 +1,100 @@
-//! The `fanout` binary: parse the command line, start the engine and the front end.
+//! The `fanout` binary: read the configuration, then serve, print it, or make a token.
 
 use std::process::ExitCode;
 
 use clap::Parser;
-use fanout_signaling::cli::{Cli, Command, LogFormat, ServeArgs};
-use fanout_signaling::protocol::IceServer;
-use fanout_signaling::server::{self, AppState};
-use fanout_signaling::session::SessionContext;
-use sfu::{Sfu, SfuConfig};
+use fanout_signaling::auth::{parse_ttl, Grants, TokenAuthority};
+use fanout_signaling::cli::{Cli, Command, SettingsArgs, TokenArgs, TokenCommand};
+use fanout_signaling::config::{self, LogFormat, Overrides, Settings};
+use fanout_signaling::server::{self, DrainEnd};
 use tracing::{error, info, warn};
 use tracing_subscriber::EnvFilter;
+
+/// Exit code of a configuration error (a usage error, like clap's own).
+const CONFIG_ERROR: u8 = 2;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
-        Command::Serve(args) => {
-            init_logging(args.log_format);
-            let runtime = match tokio::runtime::Runtime::new() {
-                Ok(rt) => rt,
-                Err(err) => {
-                    error!(%err, "cannot start the runtime");
-                    return ExitCode::FAILURE;
-                }
-            };
-            match runtime.block_on(serve(args)) {
-                Ok(()) => ExitCode::SUCCESS,
-                Err(err) => {
-                    error!("{err}");
-                    ExitCode::FAILURE
-                }
+        Command::Serve(args) => serve(&args),
+        Command::Config(args) => match settings(&args) {
+            Ok(s) => {
+                print!("{}", s.to_redacted_toml());
+                ExitCode::SUCCESS
             }
-        }
+            Err(code) => code,
+        },
+        Command::Token(TokenCommand::Create(args)) => token_create(&args),
     }
 }
 
-fn init_logging(format: LogFormat) {
-    let filter = EnvFilter::try_from_env("FANOUT_LOG").unwrap_or_else(|_| {
-        EnvFilter::new("info,rtc=warn,rtc_ice=warn,rtc_dtls=warn,rtc_srtp=error")
-    });
+fn settings(args: &SettingsArgs) -> Result<Settings, ExitCode> {
+    config::load(args.config.as_deref(), std::env::vars(), &args.overrides()).map_err(|e| {
+        eprintln!("fanout: {e}");
+        ExitCode::from(CONFIG_ERROR)
+    })
+}
+
+fn init_logging(settings: &Settings) {
+    let filter = EnvFilter::try_new(&settings.log).unwrap_or_else(|_| EnvFilter::new("info"));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr);
-    match format {
+    match settings.log_format {
         LogFormat::Pretty => builder.init(),
         LogFormat::Json => builder.json().init(),
     }
 }
 
-async fn serve(args: ServeArgs) -> Result<(), String> {
-    if !(0.0..=100.0).contains(&args.inject_loss) {
-        return Err(format!(
-            "--inject-loss must be between 0 and 100, got {}",
-            args.inject_loss
-        ));
+fn serve(args: &SettingsArgs) -> ExitCode {
+    let settings = match settings(args) {
+        Ok(s) => s,
+        Err(code) => return code,
+    };
+    init_logging(&settings);
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(rt) => rt,
+        Err(err) => {
+            error!(%err, "cannot start the runtime");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(settings)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            error!("{err}");
+            eprintln!("fanout: {err}");
+            ExitCode::FAILURE
+        }
     }
-    if args.inject_loss > 0.0 {
+}
+
+async fn run(settings: Settings) -> Result<(), String> {
+    if settings.inject_loss > 0.0 {
         warn!(
-            percent = args.inject_loss,
+            percent = settings.inject_loss,
             "TESTING: dropping incoming RTP on purpose"
         );
     }
-    if args.dev {
-        info!("development mode (--dev)");
+    if settings.dev {
+        info!(
+            "development mode (--dev): joins need no token; /dev/token and /debug/rooms are open"
+        );
     }
-    let announce_ips = args.announce_ips();
-    let sfu = Sfu::start(SfuConfig {
-        media_bind: args.media_bind(),
-        announce_ips: announce_ips.clone(),
-        inject_loss: args.inject_loss / 100.0,
-        media_drivers: args.media_drivers(),
-        ..SfuConfig::default()
-    })
-    .map_err(|e| format!("cannot bind the media port {}: {e}", args.media_bind()))?;
-    let listener = tokio::net::TcpListener::bind(args.bind)
-        .await
-        .map_err(|e| format!("cannot bind {}: {e}", args.bind))?;
+    let tls = server::tls_config(&settings).await?;
+    let state = server::build(&settings)?;
+    let listener = std::net::TcpListener::bind(settings.bind)
+        .map_err(|e| format!("cannot bind {}: {e}", settings.bind))?;
     let http_addr = listener.local_addr().map_err(|e| e.to_string())?;
-    let ice_servers = if args.ice_servers.is_empty() {
-        Vec::new()
-    } else {
-        vec![IceServer {
-            urls: args.ice_servers.clone(),
-            username: None,
-            credential: None,
-        }]
-    };
-    let state = AppState {
-        session: SessionContext {
-            sfu: sfu.clone(),
-            ice_servers,
-        },
-        dev: args.dev,
-    };
-    let app = server::app(state, Some(args.static_dir.clone()));
+    let app = server::app(state.clone(), Some(settings.static_dir.clone()));
+    let handle = server::Handle::new();
+    let mut http = tokio::spawn(server::serve(listener, app, tls, handle.clone()));
     info!(
         http = %http_addr,
-        media = ?sfu.media_addrs(),
-        announce = ?announce_ips,
-        static_dir = %args.static_dir.display(),
+        tls = settings.tls(),
+        media = ?state.sfu().media_addrs(),
+        announce = ?settings.announce_ips(),
+        static_dir = %settings.static_dir.display(),
         "Fanout is running"
     );
     let host = if http_addr.ip().is_unspecified() {
@@ -110,17 +107,41 @@ async fn serve(args: ServeArgs) -> Result<(), String> {
     } else {
         host
     };
-    println!(
-        "Fanout is running. Open http://{host}:{}/?room=demo in two browser tabs.",
-        http_addr.port()
-    );
-    server::run(listener, app, shutdown_signal())
-        .await
-        .map_err(|e| e.to_string())?;
-    info!("stopped");
+    let scheme = if settings.tls() { "https" } else { "http" };
+    if settings.dev {
+        println!(
+            "Fanout is running. Open {scheme}://{host}:{}/?room=demo in two browser tabs.",
+            http_addr.port()
+        );
+    } else {
+        println!(
+            "Fanout is running on {scheme}://{host}:{}/ (joins need an access token: \
+             `fanout token create --room demo --identity alice`, then open \
+             {scheme}://{host}:{}/?room=demo&token=TOKEN).",
+            http_addr.port(),
+            http_addr.port()
+        );
+    }
+    tokio::select! {
+        _ = shutdown_signal() => {}
+        result = &mut http => {
+            return match result {
+                Ok(Ok(())) => Ok(()),
+                Ok(Err(e)) => Err(format!("HTTP server failed: {e}")),
+                Err(e) => Err(format!("HTTP server failed: {e}")),
+            };
+        }
+    }
+    let end = server::drain(&state, &handle, settings.drain_timeout, shutdown_signal()).await;
+    if end != DrainEnd::Forced {
+        // Let HTTP finish its graceful shutdown (at most the second it was given).
+        let _ = tokio::time::timeout(std::time::Duration::from_secs(2), http).await;
+    }
+    info!(?end, "stopped");
     Ok(())
 }
 
+/// SIGINT or SIGTERM.
 async fn shutdown_signal() {
     let ctrl_c = async {
         let _ = tokio::signal::ctrl_c().await;
@@ -135,4 +156,64 @@ async fn shutdown_signal() {
     #[cfg(not(unix))]
     let term = std::future::pending::<()>();
     tokio::select! { _ = ctrl_c => {}, _ = term => {} }
+}
+
+fn token_create(args: &TokenArgs) -> ExitCode {
+    let fail = |msg: String| {
+        eprintln!("fanout token create: {msg}");
+        ExitCode::from(CONFIG_ERROR)
+    };
+    // The key and secret come from the same configuration as the server's.
+    let settings = match config::load(
+        args.config.as_deref(),
+        std::env::vars(),
+        &Overrides::default(),
+    ) {
+        Ok(s) => s,
+        Err(e) => return fail(e.to_string()),
+    };
+    let (Some(key), Some(secret)) = (&settings.api_key, &settings.api_secret) else {
+        return fail(
+            "api_key and api_secret are not configured (set them in the --config file or as \
+             FANOUT_API_KEY and FANOUT_API_SECRET)"
+                .into(),
+        );
+    };
+    let mut grants = match Grants::parse_list(&args.grants) {
+        Ok(g) => g,
+        Err(e) => return fail(format!("--grants: {e}")),
+    };
+    if let Some(sources) = &args.sources {
+        let list: Vec<String> = sources
+            .split(',')
+            .map(|s| s.trim().to_owned())
+            .filter(|s| !s.is_empty())
+            .collect();
+        if let Some(bad) = list.iter().find(|s| sfu::TrackSource::parse(s).is_none()) {
+            return fail(format!(
+                "--sources: unknown source {bad:?} (known: camera, microphone, screen)"
+            ));
+        }
+        grants.sources = Some(list);
+    }
+    if grants.join && args.room.is_none() {
+        return fail("--room is required for a token with the join grant".into());
+    }
+    let ttl = match parse_ttl(&args.ttl) {
+        Ok(t) => t,
+        Err(e) => return fail(format!("--ttl: {e}")),
+    };
+    match TokenAuthority::new(key, secret).create(
+        &args.identity,
+        args.name.as_deref(),
+        args.room.as_deref(),
+        grants,
+        ttl,
+    ) {
+        Ok(token) => {
+            println!("{token}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => fail(e),
+    }
 }

@@ -4,7 +4,8 @@
 use serde::{Deserialize, Serialize};
 
 pub const PROTOCOL_VERSION: u32 = 1;
-/// The largest text frame accepted; larger ones get `message_too_large` and the socket closes.
+/// The largest text frame accepted by default (`max_message_bytes`); larger ones get
+/// `message_too_large` and the socket closes.
 pub const MAX_MESSAGE_BYTES: usize = 64 * 1024;
 pub const MAX_ROOM_CHARS: usize = 128;
 pub const MAX_NAME_CHARS: usize = 128;
@@ -100,11 +101,16 @@ pub struct Track {
     pub kind: String,
     /// camera, microphone or screen.
     pub source: String,
+    /// Muted by an administrator: nothing of it is forwarded.
+    #[serde(default)]
+    pub muted: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Participant {
     pub id: String,
+    /// The stable identity from the participant's access token.
+    pub identity: String,
     pub name: String,
     pub tracks: Vec<Track>,
 }
@@ -151,6 +157,12 @@ pub enum ServerMessage {
     Candidate {
         candidate: IceCandidate,
     },
+    /// A track was muted or unmuted by an administrator (sent to its publisher too).
+    TrackMuted {
+        participant_id: String,
+        track_id: String,
+        muted: bool,
+    },
     /// The room's active speaker changed (the loudest voice, kept through silence).
     ActiveSpeaker {
         participant_id: String,
@@ -196,16 +208,65 @@ pub enum ErrorCode {
     InvalidCandidate,
     UnknownTrack,
     MessageTooLarge,
+    /// More messages per second than the server allows: this one was dropped.
+    RateLimited,
+    TokenMissing,
+    TokenMalformed,
+    TokenExpired,
+    TokenNotYetValid,
+    TokenInvalidSignature,
+    TokenWrongRoom,
+    TokenMissingGrant,
+    /// The room does not exist and joins may not create rooms.
+    RoomNotFound,
+    RoomFull,
+    TooManyRooms,
+    /// A published track was refused: this participant may not publish it.
+    PublishNotAllowed,
+    /// A published track was refused: this participant publishes as many as it may.
+    TooManyTracks,
+    /// The server is draining: join another server (retry through the load balancer).
+    ServerDraining,
+    /// The server is shutting down; rejoin (another server will take the room).
+    ServerShutdown,
+    /// An administrator removed this participant.
+    Removed,
+    /// The room was deleted.
+    RoomDeleted,
+    /// The same identity joined the room again; this older session ends.
+    DuplicateIdentity,
     InternalError,
 }
 
 impl ErrorCode {
     /// Whether the server closes the socket after sending this error.
     pub fn closes(self) -> bool {
-        matches!(
-            self,
-            ErrorCode::UnsupportedVersion | ErrorCode::MessageTooLarge | ErrorCode::InternalError
-        )
+        self.close_code().is_some()
+    }
+
+    /// The WebSocket close code that follows this error, for those that end the session.
+    pub fn close_code(self) -> Option<u16> {
+        use ErrorCode::*;
+        match self {
+            MessageTooLarge => Some(1009),
+            UnsupportedVersion
+            | TokenMissing
+            | TokenMalformed
+            | TokenExpired
+            | TokenNotYetValid
+            | TokenInvalidSignature
+            | TokenWrongRoom
+            | TokenMissingGrant
+            | RoomNotFound
+            | RoomFull
+            | TooManyRooms => Some(1008),
+            // "Try again later": another server, or this one after a moment.
+            ServerDraining => Some(1013),
+            ServerShutdown => Some(1012),
+            Removed | RoomDeleted | DuplicateIdentity => Some(1000),
+            InternalError => Some(1011),
+            _ => None,
+        }
     }
 }
 
@@ -218,11 +279,19 @@ pub struct ParseError {
 
 /// Parses one text frame, telling malformed JSON, unknown types and malformed messages apart.
 pub fn parse_client_message(text: &str) -> Result<ClientMessage, ParseError> {
-    if text.len() > MAX_MESSAGE_BYTES {
+    parse_client_message_limited(text, MAX_MESSAGE_BYTES)
+}
+
+/// [`parse_client_message`] with a size limit of `max_bytes`.
+pub fn parse_client_message_limited(
+    text: &str,
+    max_bytes: usize,
+) -> Result<ClientMessage, ParseError> {
+    if text.len() > max_bytes {
         return Err(ParseError {
             code: ErrorCode::MessageTooLarge,
             message: format!(
-                "message of {} bytes exceeds the limit of {MAX_MESSAGE_BYTES}",
+                "message of {} bytes exceeds the limit of {max_bytes}",
                 text.len()
             ),
         });

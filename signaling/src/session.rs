@@ -2,38 +2,147 @@
 //!
 //! The session is a small state machine (waiting for `join`, then joined) that turns client
 //! messages into calls on the participant's engine handle and engine [`Event`]s into server
-//! messages. It is generic over the socket's `Sink`/`Stream` halves, so tests can drive it
-//! without HTTP.
+//! messages. A join is checked in order: the server is not draining, the access token (unless
+//! `--dev` and none is given), then the room registry's limits; only then does the engine see
+//! it. It is generic over the socket's `Sink`/`Stream` halves, so tests can drive it without
+//! HTTP.
 
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use axum::extract::ws::{CloseFrame, Message, Utf8Bytes};
 use futures_util::{Sink, SinkExt, Stream, StreamExt};
-use sfu::{Event, Participant, Sfu};
-use tokio::sync::mpsc;
+use rand::distr::{Alphanumeric, SampleString};
+use sfu::{Event, JoinRequest, Participant, Permissions, Sfu, TrackSource};
+use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
 use tracing::{debug, info, Instrument};
 
+use crate::auth::{TokenAuthority, TokenError};
+use crate::metrics::Metrics;
 use crate::protocol::{
-    parse_client_message, ClientMessage, ErrorCode, IceCandidate, IceServer, QualityName,
+    parse_client_message_limited, ClientMessage, ErrorCode, IceCandidate, IceServer, QualityName,
     ServerMessage, SourceName, MAX_NAME_CHARS, MAX_ROOM_CHARS, PROTOCOL_VERSION,
 };
+use crate::rooms::{Kick, Refusal, Rooms};
 
 /// How often the server pings, and how long a silent socket lives: a client that loses its
 /// network is removed (and the room told) within about five seconds.
 const PING_INTERVAL: Duration = Duration::from_secs(1);
 const SILENCE_TIMEOUT: Duration = Duration::from_secs(4);
 
+/// The server's drain state, shared by every session and the health endpoints.
+#[derive(Clone)]
+pub struct Drain {
+    draining: Arc<AtomicBool>,
+    closing: watch::Sender<bool>,
+}
+
+impl Default for Drain {
+    fn default() -> Self {
+        Self {
+            draining: Arc::new(AtomicBool::new(false)),
+            closing: watch::Sender::new(false),
+        }
+    }
+}
+
+impl Drain {
+    /// From now on joins are refused and readiness fails.
+    pub fn start(&self) {
+        self.draining.store(true, Ordering::SeqCst);
+    }
+
+    pub fn is_draining(&self) -> bool {
+        self.draining.load(Ordering::SeqCst)
+    }
+
+    /// Every session ends now (with `server_shutdown`).
+    pub fn close_all(&self) {
+        self.start();
+        self.closing.send_replace(true);
+    }
+
+    fn closing(&self) -> watch::Receiver<bool> {
+        self.closing.subscribe()
+    }
+}
+
+/// Per-socket limits on what a client sends.
+#[derive(Debug, Clone, Copy)]
+pub struct SessionLimits {
+    pub max_message_bytes: usize,
+    pub max_messages_per_second: u32,
+}
+
+impl Default for SessionLimits {
+    fn default() -> Self {
+        Self {
+            max_message_bytes: crate::protocol::MAX_MESSAGE_BYTES,
+            max_messages_per_second: 50,
+        }
+    }
+}
+
 /// What a session needs from the server.
 #[derive(Clone)]
 pub struct SessionContext {
     pub sfu: Sfu,
     pub ice_servers: Vec<IceServer>,
+    pub rooms: Rooms,
+    /// Verifies access tokens. Always set: in `--dev` without configured keys it holds a random
+    /// secret, so that the dev token endpoint works.
+    pub auth: TokenAuthority,
+    /// Joins without a token are let in (as full participants).
+    pub dev: bool,
+    pub limits: SessionLimits,
+    pub drain: Drain,
+    pub metrics: Arc<Metrics>,
 }
 
 struct Joined {
     participant: Participant,
+    room: String,
     events: mpsc::UnboundedReceiver<Event>,
+    kicks: mpsc::UnboundedReceiver<Kick>,
+}
+
+/// A token bucket over the messages a client sends: `rate` per second, bursts of `2 × rate`.
+struct RateLimit {
+    rate: f64,
+    tokens: f64,
+    at: Instant,
+    /// Messages dropped in a row, and when the client was last told.
+    dropped_in_a_row: u32,
+    last_told: Option<Instant>,
+}
+
+impl RateLimit {
+    fn new(rate: u32) -> Self {
+        let rate = f64::from(rate.max(1));
+        Self {
+            rate,
+            tokens: 2.0 * rate,
+            at: Instant::now(),
+            dropped_in_a_row: 0,
+            last_told: None,
+        }
+    }
+
+    fn allow(&mut self, now: Instant) -> bool {
+        let elapsed = now.saturating_duration_since(self.at).as_secs_f64();
+        self.at = now;
+        self.tokens = (self.tokens + elapsed * self.rate).min(2.0 * self.rate);
+        if self.tokens >= 1.0 {
+            self.tokens -= 1.0;
+            self.dropped_in_a_row = 0;
+            true
+        } else {
+            self.dropped_in_a_row += 1;
+            false
+        }
+    }
 }
 
 enum Flow {
@@ -51,14 +160,25 @@ where
     let mut last_heard = Instant::now();
     let mut ping = tokio::time::interval(PING_INTERVAL);
     ping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let span = tracing::info_span!("session", participant = tracing::field::Empty);
+    let mut rate = RateLimit::new(ctx.limits.max_messages_per_second);
+    let mut closing = ctx.drain.closing();
+    let span = tracing::info_span!(
+        "session",
+        room = tracing::field::Empty,
+        participant = tracing::field::Empty
+    );
     async {
         loop {
             let flow = tokio::select! {
                 msg = stream.next() => match msg {
                     Some(Ok(msg)) => {
-                        last_heard = Instant::now();
-                        handle_frame(&ctx, &mut joined, &mut sink, msg).await
+                        let now = Instant::now();
+                        last_heard = now;
+                        if matches!(msg, Message::Text(_) | Message::Binary(_)) && !rate.allow(now) {
+                            rate_limited(&ctx, &mut sink, &mut rate, now).await
+                        } else {
+                            handle_frame(&ctx, &mut joined, &mut sink, msg).await
+                        }
                     }
                     Some(Err(err)) => {
                         debug!(%err, "websocket error");
@@ -66,10 +186,28 @@ where
                     }
                     None => break,
                 },
-                event = next_event(&mut joined) => match event {
-                    Some(event) => forward_event(&mut sink, event).await,
-                    None => Flow::Close(1011, "media session ended"),
+                input = from_engine(&mut joined) => match input {
+                    FromEngine::Event(event) => forward_event(&ctx, &mut sink, event).await,
+                    FromEngine::Ended => Flow::Close(1011, "media session ended"),
+                    FromEngine::Kick(kick) => {
+                        let (code, message) = match kick {
+                            Kick::Removed => (ErrorCode::Removed, "removed by an administrator"),
+                            Kick::RoomDeleted => (ErrorCode::RoomDeleted, "the room was deleted"),
+                            Kick::DuplicateIdentity => (
+                                ErrorCode::DuplicateIdentity,
+                                "the same identity joined this room again",
+                            ),
+                            Kick::ServerShutdown => {
+                                (ErrorCode::ServerShutdown, "the server is shutting down")
+                            }
+                        };
+                        info!(reason = message, "session ended by the server");
+                        send_error(&ctx, &mut sink, code, message.into()).await
+                    }
                 },
+                _ = closed(&mut closing) => {
+                    send_error(&ctx, &mut sink, ErrorCode::ServerShutdown, "the server is shutting down".into()).await
+                }
                 _ = ping.tick() => {
                     if last_heard.elapsed() > SILENCE_TIMEOUT {
                         info!("no sign of life from the client; closing");
@@ -90,17 +228,69 @@ where
                 break;
             }
         }
-        // Dropping the participant handle removes it from its room.
-        drop(joined);
+        if let Some(j) = joined.take() {
+            ctx.rooms.leave(&j.room, j.participant.id());
+            // Dropping the participant handle removes it from the engine's room.
+        }
     }
     .instrument(span)
     .await;
 }
 
-async fn next_event(joined: &mut Option<Joined>) -> Option<Event> {
-    match joined {
-        Some(j) => j.events.recv().await,
-        None => std::future::pending().await,
+/// A message over the rate limit: dropped, the client told (at most once a second), and a
+/// client that keeps flooding is disconnected.
+async fn rate_limited<S: Sink<Message> + Unpin>(
+    ctx: &SessionContext,
+    sink: &mut S,
+    rate: &mut RateLimit,
+    now: Instant,
+) -> Flow {
+    if f64::from(rate.dropped_in_a_row) > 4.0 * rate.rate {
+        info!("client keeps sending over the rate limit; closing");
+        return Flow::Close(1008, "rate limit");
+    }
+    if rate
+        .last_told
+        .is_some_and(|t| now.saturating_duration_since(t) < Duration::from_secs(1))
+    {
+        return Flow::Continue;
+    }
+    rate.last_told = Some(now);
+    send_error(
+        ctx,
+        sink,
+        ErrorCode::RateLimited,
+        format!(
+            "more than {} messages per second: message dropped",
+            ctx.limits.max_messages_per_second
+        ),
+    )
+    .await
+}
+
+/// Resolves once the server closes every session.
+async fn closed(closing: &mut watch::Receiver<bool>) {
+    let closed = closing.wait_for(|c| *c).await.is_ok();
+    if !closed {
+        std::future::pending::<()>().await;
+    }
+}
+
+/// What the engine or the room registry has for a joined session.
+enum FromEngine {
+    Event(Event),
+    /// The engine dropped the participant's event channel.
+    Ended,
+    Kick(Kick),
+}
+
+async fn from_engine(joined: &mut Option<Joined>) -> FromEngine {
+    let Some(j) = joined else {
+        return std::future::pending().await;
+    };
+    tokio::select! {
+        event = j.events.recv() => event.map_or(FromEngine::Ended, FromEngine::Event),
+        Some(kick) = j.kicks.recv() => FromEngine::Kick(kick),
     }
 }
 
@@ -112,21 +302,208 @@ async fn send<S: Sink<Message> + Unpin>(sink: &mut S, msg: &ServerMessage) -> bo
 }
 
 async fn send_error<S: Sink<Message> + Unpin>(
+    ctx: &SessionContext,
     sink: &mut S,
     code: ErrorCode,
     message: String,
 ) -> Flow {
     debug!(?code, %message, "client error");
+    ctx.metrics.signaling_error(code);
     send(sink, &ServerMessage::Error { code, message }).await;
-    if code.closes() {
-        let close_code = if code == ErrorCode::MessageTooLarge {
-            1009
-        } else {
-            1008
-        };
-        Flow::Close(close_code, "protocol error")
-    } else {
+    match code.close_code() {
+        Some(close) => Flow::Close(close, close_reason(code)),
+        None => Flow::Continue,
+    }
+}
+
+fn close_reason(code: ErrorCode) -> &'static str {
+    match code {
+        ErrorCode::ServerDraining => "server draining",
+        ErrorCode::ServerShutdown => "server shutting down",
+        ErrorCode::Removed => "removed",
+        ErrorCode::RoomDeleted => "room deleted",
+        ErrorCode::DuplicateIdentity => "duplicate identity",
+        ErrorCode::InternalError => "internal error",
+        _ => "protocol error",
+    }
+}
+
+fn token_code(e: TokenError) -> ErrorCode {
+    match e {
+        TokenError::Missing => ErrorCode::TokenMissing,
+        TokenError::Malformed => ErrorCode::TokenMalformed,
+        TokenError::Expired => ErrorCode::TokenExpired,
+        TokenError::NotYetValid => ErrorCode::TokenNotYetValid,
+        TokenError::BadSignature => ErrorCode::TokenInvalidSignature,
+        TokenError::WrongRoom => ErrorCode::TokenWrongRoom,
+        TokenError::MissingGrant => ErrorCode::TokenMissingGrant,
+    }
+}
+
+/// Who the participant is and what it may do: from its token, or (in `--dev`, without one)
+/// a fresh identity with every permission.
+fn admission(
+    ctx: &SessionContext,
+    room: &str,
+    name: &str,
+    token: Option<&str>,
+) -> Result<(String, String, Permissions), (ErrorCode, String)> {
+    if token.is_none() && ctx.dev {
+        let identity = format!("dev-{}", Alphanumeric.sample_string(&mut rand::rng(), 8));
+        return Ok((identity, name.to_owned(), Permissions::default()));
+    }
+    let claims = ctx
+        .auth
+        .verify_join(token, room)
+        .map_err(|e| (token_code(e), e.to_string()))?;
+    let name = claims
+        .name
+        .filter(|n| !n.is_empty())
+        .unwrap_or_else(|| name.to_owned());
+    let sources = match &claims.grants.sources {
+        None => None,
+        Some(list) => Some(
+            list.iter()
+                .map(|s| {
+                    TrackSource::parse(s).ok_or_else(|| {
+                        (
+                            ErrorCode::TokenMalformed,
+                            format!("the token's grants name an unknown source {s:?}"),
+                        )
+                    })
+                })
+                .collect::<Result<Vec<_>, _>>()?,
+        ),
+    };
+    Ok((
+        claims.sub,
+        name,
+        Permissions {
+            publish: claims.grants.publish,
+            subscribe: claims.grants.subscribe,
+            sources,
+        },
+    ))
+}
+
+async fn join<S: Sink<Message> + Unpin>(
+    ctx: &SessionContext,
+    joined: &mut Option<Joined>,
+    sink: &mut S,
+    room: String,
+    name: String,
+    token: Option<String>,
+) -> Flow {
+    let started = Instant::now();
+    if ctx.drain.is_draining() {
+        return send_error(
+            ctx,
+            sink,
+            ErrorCode::ServerDraining,
+            "this server is draining and takes no new participants; join again (through the \
+             load balancer) to reach another server"
+                .into(),
+        )
+        .await;
+    }
+    let room_len = room.chars().count();
+    if room_len == 0 || room_len > MAX_ROOM_CHARS {
+        return send_error(
+            ctx,
+            sink,
+            ErrorCode::InvalidMessage,
+            format!("room must be 1 to {MAX_ROOM_CHARS} characters"),
+        )
+        .await;
+    }
+    let (identity, name, permissions) = match admission(ctx, &room, &name, token.as_deref()) {
+        Ok(a) => a,
+        Err((code, message)) => return send_error(ctx, sink, code, message).await,
+    };
+    let name_len = name.chars().count();
+    if name_len == 0 || name_len > MAX_NAME_CHARS {
+        return send_error(
+            ctx,
+            sink,
+            ErrorCode::InvalidMessage,
+            format!("name must be 1 to {MAX_NAME_CHARS} characters"),
+        )
+        .await;
+    }
+    if identity.is_empty() || identity.chars().count() > MAX_NAME_CHARS {
+        return send_error(
+            ctx,
+            sink,
+            ErrorCode::TokenMalformed,
+            format!("the token's identity must be 1 to {MAX_NAME_CHARS} characters"),
+        )
+        .await;
+    }
+    let reservation = match ctx.rooms.reserve(&room) {
+        Ok(r) => r,
+        Err(refusal) => {
+            let code = match refusal {
+                Refusal::RoomNotFound(_) => ErrorCode::RoomNotFound,
+                Refusal::RoomFull { .. } => ErrorCode::RoomFull,
+                Refusal::TooManyRooms(_) => ErrorCode::TooManyRooms,
+            };
+            return send_error(ctx, sink, code, refusal.to_string()).await;
+        }
+    };
+    let request = JoinRequest {
+        room: room.clone(),
+        identity: identity.clone(),
+        name: name.clone(),
+        permissions,
+    };
+    let (participant, info, events) = match ctx.sfu.join(request).await {
+        Ok(j) => j,
+        Err(err) => {
+            return send_error(
+                ctx,
+                sink,
+                ErrorCode::InternalError,
+                format!("join failed: {err}"),
+            )
+            .await
+        }
+    };
+    let span = tracing::Span::current();
+    span.record("room", room.as_str());
+    span.record("participant", participant.id());
+    let (kick_tx, kicks) = mpsc::unbounded_channel();
+    ctx.rooms
+        .admit(reservation, participant.id(), &identity, &name, kick_tx);
+    let participants = info
+        .participants
+        .into_iter()
+        .map(to_wire_participant)
+        .collect();
+    let ok = send(
+        sink,
+        &ServerMessage::Joined {
+            v: PROTOCOL_VERSION,
+            room: room.clone(),
+            participant_id: info.participant_id,
+            participants,
+            ice_servers: ctx.ice_servers.clone(),
+        },
+    )
+    .await;
+    ctx.metrics
+        .join_latency
+        .observe(started.elapsed().as_secs_f64());
+    info!(%identity, "joined");
+    *joined = Some(Joined {
+        participant,
+        room,
+        events,
+        kicks,
+    });
+    if ok {
         Flow::Continue
+    } else {
+        Flow::Close(1011, "send failed")
     }
 }
 
@@ -140,6 +517,7 @@ async fn handle_frame<S: Sink<Message> + Unpin>(
         Message::Text(text) => text,
         Message::Binary(_) => {
             return send_error(
+                ctx,
                 sink,
                 ErrorCode::InvalidMessage,
                 "binary frames are not accepted".into(),
@@ -149,9 +527,9 @@ async fn handle_frame<S: Sink<Message> + Unpin>(
         Message::Close(_) => return Flow::Close(1000, "bye"),
         Message::Ping(_) | Message::Pong(_) => return Flow::Continue,
     };
-    let msg = match parse_client_message(&text) {
+    let msg = match parse_client_message_limited(&text, ctx.limits.max_message_bytes) {
         Ok(msg) => msg,
-        Err(e) => return send_error(sink, e.code, e.message).await,
+        Err(e) => return send_error(ctx, sink, e.code, e.message).await,
     };
     match (msg, joined.as_ref()) {
         (
@@ -159,84 +537,31 @@ async fn handle_frame<S: Sink<Message> + Unpin>(
                 v,
                 room,
                 name,
-                token: _,
+                token,
             },
             None,
         ) => {
             if v != PROTOCOL_VERSION {
                 return send_error(
+                    ctx,
                     sink,
                     ErrorCode::UnsupportedVersion,
                     format!("protocol version {v} is not supported; this server speaks {PROTOCOL_VERSION}"),
                 )
                 .await;
             }
-            let room_len = room.chars().count();
-            let name_len = name.chars().count();
-            if room_len == 0 || room_len > MAX_ROOM_CHARS {
-                return send_error(
-                    sink,
-                    ErrorCode::InvalidMessage,
-                    format!("room must be 1 to {MAX_ROOM_CHARS} characters"),
-                )
-                .await;
-            }
-            if name_len == 0 || name_len > MAX_NAME_CHARS {
-                return send_error(
-                    sink,
-                    ErrorCode::InvalidMessage,
-                    format!("name must be 1 to {MAX_NAME_CHARS} characters"),
-                )
-                .await;
-            }
-            match ctx.sfu.join(&room, &name).await {
-                Ok((participant, info, events)) => {
-                    tracing::Span::current().record("participant", participant.id());
-                    let participants = info
-                        .participants
-                        .into_iter()
-                        .map(to_wire_participant)
-                        .collect();
-                    let ok = send(
-                        sink,
-                        &ServerMessage::Joined {
-                            v: PROTOCOL_VERSION,
-                            room,
-                            participant_id: info.participant_id,
-                            participants,
-                            ice_servers: ctx.ice_servers.clone(),
-                        },
-                    )
-                    .await;
-                    *joined = Some(Joined {
-                        participant,
-                        events,
-                    });
-                    if ok {
-                        Flow::Continue
-                    } else {
-                        Flow::Close(1011, "send failed")
-                    }
-                }
-                Err(err) => {
-                    send_error(
-                        sink,
-                        ErrorCode::InternalError,
-                        format!("join failed: {err}"),
-                    )
-                    .await
-                }
-            }
+            join(ctx, joined, sink, room, name, token).await
         }
         (ClientMessage::Join { .. }, Some(_)) => {
             send_error(
+                ctx,
                 sink,
                 ErrorCode::AlreadyJoined,
                 "this socket has already joined a room".into(),
             )
             .await
         }
-        (_, None) => send_error(sink, ErrorCode::NotJoined, "send join first".into()).await,
+        (_, None) => send_error(ctx, sink, ErrorCode::NotJoined, "send join first".into()).await,
         (ClientMessage::Offer { sdp }, Some(j)) => {
             j.participant.offer(sdp);
             Flow::Continue
@@ -272,6 +597,7 @@ async fn handle_frame<S: Sink<Message> + Unpin>(
                 (None, None) => None,
                 _ => {
                     return send_error(
+                        ctx,
                         sink,
                         ErrorCode::InvalidMessage,
                         "width and height go together".into(),
@@ -302,6 +628,7 @@ async fn handle_frame<S: Sink<Message> + Unpin>(
 fn to_wire_participant(p: sfu::ParticipantInfo) -> crate::protocol::Participant {
     crate::protocol::Participant {
         id: p.id,
+        identity: p.identity,
         name: p.name,
         tracks: p.tracks.into_iter().map(to_wire_track).collect(),
     }
@@ -312,6 +639,7 @@ fn to_wire_track(t: sfu::TrackInfo) -> crate::protocol::Track {
         id: t.id,
         kind: t.kind.as_str().to_owned(),
         source: t.source.as_str().to_owned(),
+        muted: t.muted,
     }
 }
 
@@ -331,7 +659,11 @@ fn to_wire_quality(q: sfu::Quality) -> QualityName {
     }
 }
 
-async fn forward_event<S: Sink<Message> + Unpin>(sink: &mut S, event: Event) -> Flow {
+async fn forward_event<S: Sink<Message> + Unpin>(
+    ctx: &SessionContext,
+    sink: &mut S,
+    event: Event,
+) -> Flow {
     let msg = match event {
         Event::ParticipantJoined(p) => ServerMessage::ParticipantJoined {
             participant: to_wire_participant(p),
@@ -364,6 +696,15 @@ async fn forward_event<S: Sink<Message> + Unpin>(sink: &mut S, event: Event) -> 
             },
         },
         Event::ActiveSpeaker { participant_id } => ServerMessage::ActiveSpeaker { participant_id },
+        Event::TrackMuted {
+            participant_id,
+            track_id,
+            muted,
+        } => ServerMessage::TrackMuted {
+            participant_id,
+            track_id,
+            muted,
+        },
         Event::TrackLayer(r) => ServerMessage::TrackLayer {
             track_id: r.track_id,
             current: r.current.map(to_wire_quality),
@@ -389,9 +730,11 @@ async fn forward_event<S: Sink<Message> + Unpin>(sink: &mut S, event: Event) -> 
                 sfu::ErrorKind::InvalidSdp => ErrorCode::InvalidSdp,
                 sfu::ErrorKind::InvalidCandidate => ErrorCode::InvalidCandidate,
                 sfu::ErrorKind::UnknownTrack => ErrorCode::UnknownTrack,
+                sfu::ErrorKind::PublishDenied => ErrorCode::PublishNotAllowed,
+                sfu::ErrorKind::TrackLimit => ErrorCode::TooManyTracks,
                 sfu::ErrorKind::Internal => ErrorCode::InternalError,
             };
-            return send_error(sink, code, message).await;
+            return send_error(ctx, sink, code, message).await;
         }
         Event::Closed { reason } => {
             info!(%reason, "media session closed by the server");

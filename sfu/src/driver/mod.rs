@@ -24,7 +24,7 @@ pub(crate) mod mesh;
 mod select;
 mod timers;
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::rc::Rc;
@@ -43,6 +43,7 @@ use rtc::peer_connection::RTCPeerConnection;
 use rtc::rtcp::payload_feedbacks::full_intra_request::FullIntraRequest;
 use rtc::rtcp::payload_feedbacks::picture_loss_indication::PictureLossIndication;
 use rtc::rtcp::payload_feedbacks::receiver_estimated_maximum_bitrate::ReceiverEstimatedMaximumBitrate;
+use rtc::rtcp::transport_feedbacks::transport_layer_nack::TransportLayerNack;
 use rtc::rtp;
 use rtc::rtp_transceiver::rtp_sender::{
     RTCRtpCodec, RTCRtpCodingParameters, RTCRtpEncodingParameters, RtpCodecKind,
@@ -58,8 +59,9 @@ use tokio::sync::mpsc;
 use tracing::{debug, info, warn};
 
 use crate::api::{
-    Candidate, Command, DriverStats, ErrorKind, Event, JoinInfo, LayerReport, MediaKind,
-    ParticipantInfo, ParticipantKey, SfuConfig, SfuError, TrackInfo, TrackSettings, TrackSource,
+    Candidate, Command, DriverStats, ErrorKind, Event, JoinInfo, JoinRequest, LayerReport,
+    MediaKind, Observation, ParticipantInfo, ParticipantKey, Permissions, SfuConfig, SfuError,
+    TrackInfo, TrackSettings, TrackSource,
 };
 use crate::engine::classify::{
     classify, is_stun_binding_success, stun_binding_local_ufrag, DatagramKind,
@@ -186,6 +188,8 @@ pub(crate) fn spawn(config: SfuConfig) -> std::io::Result<Vec<Spawned>> {
                         driver_load,
                     );
                     driver.inject_loss_out = config.inject_loss_out;
+                    driver.max_tracks = config.max_tracks_per_participant;
+                    driver.observer = config.observer.clone();
                     driver.run(cmd_rx, media_rx).await;
                 });
             })?;
@@ -221,8 +225,13 @@ fn bind_socket(addr: SocketAddr) -> std::io::Result<std::net::UdpSocket> {
 /// One participant's connection and what the driver knows about it.
 struct Peer {
     id: String,
+    identity: String,
     name: String,
     room: String,
+    permissions: Permissions,
+    /// rtc's receiver track ids of tracks refused (no grant, track limit): their packets are
+    /// dropped and the refusal is not repeated for each simulcast layer.
+    refused: HashSet<String>,
     pc: RTCPeerConnection,
     events: mpsc::UnboundedSender<Event>,
     ufrag: String,
@@ -311,6 +320,8 @@ struct Track {
     /// Audio: the negotiated id of the audio-level header extension, and the smoothed level.
     audio_level_ext: Option<u8>,
     level: LevelMeter,
+    /// Muted by an administrator: its packets are dropped at the origin, its forwarders paused.
+    muted: bool,
     forwarders: Vec<Forwarder>,
 }
 
@@ -326,8 +337,8 @@ enum Origin {
 /// What a driver knows of a room's participants and tracks on other drivers.
 #[derive(Default)]
 struct RemoteRoom {
-    /// Key → (participant id, name).
-    members: HashMap<ParticipantKey, (String, String)>,
+    /// Key → the participant (without tracks).
+    members: HashMap<ParticipantKey, ParticipantInfo>,
     tracks: HashMap<TrackKey, RemoteTrack>,
 }
 
@@ -436,6 +447,9 @@ struct Driver {
     load: Load,
     /// Rooms' participants and tracks on other drivers.
     remote_rooms: HashMap<String, RemoteRoom>,
+    /// Tracks a participant may publish (0: no limit).
+    max_tracks: usize,
+    observer: Option<mpsc::UnboundedSender<Observation>>,
 }
 
 /// For each (IPv6, loopback) kind of source address, the host candidate a client of that kind
@@ -505,6 +519,8 @@ impl Driver {
             mesh,
             load,
             remote_rooms: HashMap::new(),
+            max_tracks: 0,
+            observer: None,
         }
     }
 
@@ -650,6 +666,7 @@ impl Driver {
 
     fn on_datagram(&mut self, data: &[u8], src: SocketAddr, now: Instant) {
         self.stats.datagrams_in += 1;
+        self.stats.bytes_in += data.len() as u64;
         if self.inject_loss > 0.0
             && classify(data) == DatagramKind::Rtp
             && rand::random::<f64>() < self.inject_loss
@@ -732,8 +749,12 @@ impl Driver {
                             continue;
                         }
                     }
-                    if let Err(err) = self.socket.try_send_to(&out.message, dst) {
-                        debug!(%dst, %err, "media send failed");
+                    match self.socket.try_send_to(&out.message, dst) {
+                        Ok(n) => {
+                            self.stats.datagrams_out += 1;
+                            self.stats.bytes_out += n as u64;
+                        }
+                        Err(err) => debug!(%dst, %err, "media send failed"),
                     }
                 }
                 while let Some(ev) = peer.pc.poll_event() {
@@ -828,9 +849,15 @@ impl Driver {
                     let any = p.as_any();
                     let media_ssrc = if let Some(pli) = any.downcast_ref::<PictureLossIndication>()
                     {
+                        self.stats.keyframe_requests_received += 1;
                         pli.media_ssrc
                     } else if let Some(fir) = any.downcast_ref::<FullIntraRequest>() {
+                        self.stats.keyframe_requests_received += 1;
                         fir.fir.first().map_or(fir.media_ssrc, |e| e.ssrc)
+                    } else if any.downcast_ref::<TransportLayerNack>().is_some() {
+                        // Answered inside rtc (NACK responder); delivered here to be counted.
+                        self.stats.nacks_received += 1;
+                        continue;
                     } else if let Some(remb) = any.downcast_ref::<ReceiverEstimatedMaximumBitrate>()
                     {
                         if let Some(peer) = self.peers.get_mut(&key) {
@@ -873,6 +900,10 @@ impl Driver {
         let Some(track) = self.tracks.get(&tkey) else {
             return;
         };
+        if track.muted {
+            self.stats.rtp_dropped_muted += 1;
+            return;
+        }
         let Some(layer_id) = track
             .layers
             .iter()
@@ -927,6 +958,9 @@ impl Driver {
         let Some(track) = self.tracks.get_mut(&tkey) else {
             return;
         };
+        if track.muted {
+            return;
+        }
         let layer_id = usize::from(p.layer);
         if let Some(level) = p.audio_level {
             track.level.observe(now, level);
@@ -1013,7 +1047,10 @@ impl Driver {
                     .map(|mut s| s.write_rtp(now, out))
             });
             match written {
-                Some(Some(Ok(()))) => self.stats.rtp_forwarded += 1,
+                Some(Some(Ok(()))) => {
+                    self.stats.rtp_forwarded += 1;
+                    self.stats.rtp_forwarded_bytes += p.payload.len() as u64;
+                }
                 Some(_) => self.stats.forward_errors += 1,
                 None => {
                     self.stats.connection_panics += 1;
@@ -1080,12 +1117,19 @@ impl Driver {
     fn on_command(&mut self, cmd: Command) {
         match cmd {
             Command::Join {
-                room,
-                name,
+                request,
                 events,
                 reply,
             } => {
-                let _ = reply.send(self.join(room, name, events));
+                let _ = reply.send(self.join(request, events));
+            }
+            Command::MuteTrack {
+                room,
+                track_id,
+                muted,
+                reply,
+            } => {
+                let _ = reply.send(self.mute_track(&room, &track_id, muted));
             }
             Command::Offer { key, sdp } => self.on_remote_offer(key, sdp),
             Command::Answer { key, sdp } => self.on_remote_answer(key, sdp),
@@ -1101,6 +1145,7 @@ impl Driver {
                 let mut stats = self.stats.clone();
                 stats.participants = self.peers.len();
                 stats.rooms = self.rooms.len();
+                stats.subscriptions = self.tracks.values().map(|t| t.forwarders.len()).sum();
                 stats.published_tracks = self
                     .tracks
                     .values()
@@ -1119,10 +1164,15 @@ impl Driver {
 
     fn join(
         &mut self,
-        room: String,
-        name: String,
+        request: JoinRequest,
         events: mpsc::UnboundedSender<Event>,
     ) -> Result<(ParticipantKey, JoinInfo), SfuError> {
+        let JoinRequest {
+            room,
+            identity,
+            name,
+            permissions,
+        } = request;
         let now = Instant::now();
         let key = self.new_key();
         let id = random_id("PA_");
@@ -1150,16 +1200,15 @@ impl Driver {
             .map(|p| self.info_of(p))
             .collect();
         if let Some(remote) = self.remote_rooms.get(&room) {
-            for (&member, (id, name)) in &remote.members {
+            for (&member, info) in &remote.members {
                 participants.push(ParticipantInfo {
-                    id: id.clone(),
-                    name: name.clone(),
                     tracks: remote
                         .tracks
                         .values()
                         .filter(|t| t.publisher == member)
                         .map(|t| t.info.clone())
                         .collect(),
+                    ..info.clone()
                 });
             }
         }
@@ -1167,8 +1216,11 @@ impl Driver {
 
         let peer = Peer {
             id: id.clone(),
+            identity: identity.clone(),
             name: name.clone(),
             room: room.clone(),
+            permissions,
+            refused: HashSet::new(),
             pc,
             events,
             ufrag: ufrag.clone(),
@@ -1195,6 +1247,7 @@ impl Driver {
         };
         let joined = ParticipantInfo {
             id: id.clone(),
+            identity,
             name,
             tracks: Vec::new(),
         };
@@ -1247,10 +1300,12 @@ impl Driver {
                 id: t.id.clone(),
                 kind: t.kind,
                 source: t.source,
+                muted: t.muted,
             })
             .collect();
         ParticipantInfo {
             id: peer.id.clone(),
+            identity: peer.identity.clone(),
             name: peer.name.clone(),
             tracks,
         }
@@ -1271,6 +1326,9 @@ impl Driver {
         let Some(peer) = self.peers.get_mut(&key) else {
             return;
         };
+        if peer.refused.contains(&init.track_id) {
+            return;
+        }
         let rid = init.rid.clone().unwrap_or_default();
         if !rid.is_empty() {
             if let Ok(mut ssrcs) = peer.simulcast_ssrcs.lock() {
@@ -1330,6 +1388,32 @@ impl Driver {
                 MediaKind::Audio => TrackSource::Microphone,
                 MediaKind::Video => TrackSource::Camera,
             });
+        let refusal = if !peer.permissions.may_publish(source) {
+            Some((
+                ErrorKind::PublishDenied,
+                if peer.permissions.publish {
+                    format!("this participant may not publish {}", source.as_str())
+                } else {
+                    "this participant may not publish".to_owned()
+                },
+            ))
+        } else if self.max_tracks > 0 && peer.published.len() >= self.max_tracks {
+            Some((
+                ErrorKind::TrackLimit,
+                format!(
+                    "a participant may publish at most {} tracks",
+                    self.max_tracks
+                ),
+            ))
+        } else {
+            None
+        };
+        if let Some((kind, message)) = refusal {
+            info!(participant = %peer.id, source = source.as_str(), %message, "track refused");
+            peer.refused.insert(init.track_id);
+            let _ = peer.events.send(Event::Error { kind, message });
+            return;
+        }
         let tkey = global_key(self.mesh.index, self.next_key);
         self.next_key += 1;
         let track_id = random_id("TR_");
@@ -1345,6 +1429,7 @@ impl Driver {
                 id: track_id.clone(),
                 kind,
                 source,
+                muted: false,
             },
             codec,
             rtc_codec: rtc_codec.clone(),
@@ -1378,6 +1463,7 @@ impl Driver {
                 requested: None,
                 audio_level_ext: audio_level_ext.filter(|_| kind == MediaKind::Audio),
                 level: LevelMeter::default(),
+                muted: false,
                 forwarders: Vec::new(),
             },
         );
@@ -1390,7 +1476,13 @@ impl Driver {
             id: track_id,
             kind,
             source,
+            muted: false,
         };
+        self.observe(|| Observation::TrackPublished {
+            room: room.clone(),
+            participant_id: publisher_id.clone(),
+            track: track.clone(),
+        });
         for other in others {
             self.send_event(
                 other,
@@ -1412,6 +1504,9 @@ impl Driver {
         let Some(sub) = self.peers.get_mut(&sub_key) else {
             return;
         };
+        if !sub.permissions.subscribe {
+            return;
+        }
         let ssrc = rand::random::<u32>();
         let kind = match track.kind {
             MediaKind::Audio => RtpCodecKind::Audio,
@@ -1491,6 +1586,11 @@ impl Driver {
         if matches!(track.origin, Origin::Local(_)) {
             self.mesh
                 .broadcast(|| MeshMsg::TrackUnpublished { track: tkey });
+            self.observe(|| Observation::TrackUnpublished {
+                room: track.room.clone(),
+                participant_id: track.publisher_id.clone(),
+                track_id: track.id.clone(),
+            });
         }
         let room_members = self.rooms.get(&track.room).cloned().unwrap_or_default();
         for member in room_members.into_iter().filter(|k| *k != track.publisher) {
@@ -1809,7 +1909,7 @@ impl Driver {
             };
             fwd.payload_type = pt;
             fwd.active = true;
-            if track.kind == MediaKind::Audio {
+            if track.kind == MediaKind::Audio && !track.muted {
                 fwd.rewriter.set_target(Some(0));
             }
             to_request.push(tkey);
@@ -1889,6 +1989,84 @@ impl Driver {
 }
 
 impl Driver {
+    /// Tells the engine's observer, if anyone listens.
+    fn observe(&self, make: impl FnOnce() -> Observation) {
+        if let Some(observer) = &self.observer {
+            let _ = observer.send(make());
+        }
+    }
+
+    /// Mutes or unmutes a track of `room` on this driver, as its origin or a proxy, and tells
+    /// the local members. Returns whether this driver is the track's origin.
+    fn mute_track(&mut self, room: &str, track_id: &str, muted: bool) -> bool {
+        for r in self.remote_rooms.values_mut() {
+            for t in r.tracks.values_mut() {
+                if t.info.id == track_id {
+                    t.info.muted = muted;
+                }
+            }
+        }
+        let Some(&tkey) = self.track_ids.get(track_id) else {
+            return false;
+        };
+        let Some(track) = self.tracks.get_mut(&tkey) else {
+            return false;
+        };
+        if track.room != room {
+            return false;
+        }
+        let local = matches!(track.origin, Origin::Local(_));
+        if track.muted == muted {
+            return local;
+        }
+        track.muted = muted;
+        info!(track = %track.id, muted, "track mute changed");
+        let subscribers: Vec<ParticipantKey> = track
+            .forwarders
+            .iter()
+            .filter(|f| f.active)
+            .map(|f| f.subscriber)
+            .collect();
+        for fwd in track.forwarders.iter_mut().filter(|f| f.active) {
+            if muted {
+                // Paused at once; resumed through a new epoch (a keyframe for video), so the
+                // subscriber sees contiguous sequence numbers across the silence.
+                fwd.rewriter.set_target(None);
+            } else if track.kind == MediaKind::Audio {
+                fwd.rewriter.set_target(Some(0));
+            }
+        }
+        let (publisher_id, kind, room) =
+            (track.publisher_id.clone(), track.kind, track.room.clone());
+        let track_id = track.id.clone();
+        if local {
+            self.observe(|| Observation::TrackMuted {
+                room: room.clone(),
+                participant_id: publisher_id.clone(),
+                track_id: track_id.clone(),
+                muted,
+            });
+        }
+        let members = self.rooms.get(&room).cloned().unwrap_or_default();
+        for m in members {
+            self.send_event(
+                m,
+                Event::TrackMuted {
+                    participant_id: publisher_id.clone(),
+                    track_id: track_id.clone(),
+                    muted,
+                },
+            );
+        }
+        if !muted && kind == MediaKind::Video {
+            let now = Instant::now();
+            for sub in subscribers {
+                self.allocate_subscriber(sub, now);
+            }
+        }
+        local
+    }
+
     /// A remote description was applied: hand rtc the checks that came before it.
     fn replay_early_checks(&mut self, key: ParticipantKey) {
         let Some(peer) = self.peers.get_mut(&key) else {
@@ -1943,6 +2121,7 @@ impl Driver {
                 requested: None,
                 audio_level_ext: None,
                 level: LevelMeter::default(),
+                muted: remote.info.muted,
                 forwarders: Vec::new(),
             },
         );
@@ -1991,7 +2170,7 @@ impl Driver {
                     .entry(room)
                     .or_default()
                     .members
-                    .insert(key, (info.id, info.name));
+                    .insert(key, info);
             }
             MeshMsg::Left { room, key, id } => {
                 let mut empty = false;

@@ -170,6 +170,9 @@ impl Driver {
             let Some(track) = self.tracks.get(&tkey) else {
                 continue;
             };
+            if track.muted {
+                continue; // paused when muted, resumed by the unmute
+            }
             let Some(fwd) = track
                 .forwarders
                 .iter()
@@ -403,6 +406,27 @@ impl Driver {
             }
         }
         peer.sources.insert(mid, source);
+        if !changed.is_empty() && !peer.permissions.may_publish(source) {
+            // Relabelled as a source this participant may not publish: the track goes.
+            let refused: Vec<String> = peer
+                .published
+                .iter()
+                .filter(|(_, t)| changed.contains(t))
+                .map(|(rtc_id, _)| rtc_id.clone())
+                .collect();
+            for rtc_id in refused {
+                peer.published.remove(&rtc_id);
+                peer.refused.insert(rtc_id);
+            }
+            let _ = peer.events.send(Event::Error {
+                kind: ErrorKind::PublishDenied,
+                message: format!("this participant may not publish {}", source.as_str()),
+            });
+            for tkey in changed {
+                self.unpublish_track(tkey);
+            }
+            return;
+        }
         for track in changed {
             self.mesh
                 .broadcast(|| MeshMsg::TrackSource { track, source });
@@ -442,6 +466,7 @@ impl Driver {
                 source: t.source.as_str(),
                 codec: t.rtc_codec.mime_type.clone(),
                 mid: t.mid.clone(),
+                muted: t.muted,
                 layers: t
                     .order
                     .iter()
@@ -484,7 +509,10 @@ impl Driver {
             .collect();
         ParticipantSnapshot {
             id: p.id.clone(),
+            identity: p.identity.clone(),
             name: p.name.clone(),
+            can_publish: p.permissions.publish,
+            can_subscribe: p.permissions.subscribe,
             connected: p.connected,
             estimate_bps: p
                 .bandwidth

@@ -12,8 +12,8 @@ use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::Duration;
 
+use fanout_signaling::config::Settings;
 use fanout_signaling::server::{self, AppState};
-use fanout_signaling::session::SessionContext;
 use futures_util::{SinkExt, StreamExt};
 use rtc::ice::mdns::MulticastDnsMode;
 use rtc::interceptor::{Attribute, Interceptor, Packet, Slot, StreamInfo, TaggedPacket};
@@ -57,8 +57,21 @@ pub fn init_logging() {
 /// The real Fanout server (engine + axum front end, `--dev`) on loopback ports chosen by the OS.
 pub struct TestServer {
     pub sfu: Sfu,
+    pub state: AppState,
     pub ws_url: String,
-    shutdown: Option<oneshot::Sender<()>>,
+    pub http_url: String,
+    handle: server::Handle,
+}
+
+/// The settings of a `--dev` test server on loopback ports chosen by the OS.
+pub fn dev_settings() -> Settings {
+    Settings {
+        dev: true,
+        bind: "127.0.0.1:0".parse().unwrap(),
+        udp_port: 0,
+        media_drivers: Some(1),
+        ..Settings::default()
+    }
 }
 
 impl TestServer {
@@ -82,32 +95,23 @@ impl TestServer {
     }
 
     pub async fn start_with(config: SfuConfig) -> TestServer {
-        let sfu = Sfu::start(config).expect("media socket binds");
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("http listener binds");
+        Self::start_settings(&dev_settings(), config).await
+    }
+
+    /// A server from `settings`, its engine configured by `engine` (the observer is added).
+    pub async fn start_settings(settings: &Settings, engine: SfuConfig) -> TestServer {
+        let state = server::build_with(settings, engine).expect("server starts");
+        let listener = std::net::TcpListener::bind(settings.bind).expect("http listener binds");
         let addr = listener.local_addr().unwrap();
-        let app = server::app(
-            AppState {
-                session: SessionContext {
-                    sfu: sfu.clone(),
-                    ice_servers: vec![],
-                },
-                dev: true,
-            },
-            None,
-        );
-        let (tx, rx) = oneshot::channel::<()>();
-        tokio::spawn(async move {
-            let _ = server::run(listener, app, async {
-                let _ = rx.await;
-            })
-            .await;
-        });
+        let app = server::app(state.clone(), None);
+        let handle = server::Handle::new();
+        tokio::spawn(server::serve(listener, app, None, handle.clone()));
         TestServer {
-            sfu,
+            sfu: state.sfu().clone(),
+            state,
             ws_url: format!("ws://{addr}/ws"),
-            shutdown: Some(tx),
+            http_url: format!("http://{addr}"),
+            handle,
         }
     }
 
@@ -118,9 +122,7 @@ impl TestServer {
 
 impl Drop for TestServer {
     fn drop(&mut self) {
-        if let Some(tx) = self.shutdown.take() {
-            let _ = tx.send(());
-        }
+        self.handle.shutdown();
     }
 }
 
@@ -217,9 +219,35 @@ impl SignalingClient {
 
     /// Sends `join` and returns the `joined` answer.
     pub async fn join(&mut self, room: &str, name: &str) -> Value {
-        self.send(json!({"type": "join", "v": 1, "room": room, "name": name}))
-            .await;
+        self.join_token(room, name, None).await
+    }
+
+    /// Sends `join` with an access token and returns the `joined` answer.
+    pub async fn join_token(&mut self, room: &str, name: &str, token: Option<&str>) -> Value {
+        let mut msg = json!({"type": "join", "v": 1, "room": room, "name": name});
+        if let Some(t) = token {
+            msg["token"] = json!(t);
+        }
+        self.send(msg).await;
         self.recv_type("joined", Duration::from_secs(5)).await
+    }
+
+    /// Sends `join` and returns the error the server answers with (asserting it closes the
+    /// socket after it when `closes`).
+    pub async fn join_refused(&mut self, room: &str, token: Option<&str>, closes: bool) -> Value {
+        let mut msg = json!({"type": "join", "v": 1, "room": room, "name": "n"});
+        if let Some(t) = token {
+            msg["token"] = json!(t);
+        }
+        self.send(msg).await;
+        let err = self.recv_type("error", Duration::from_secs(5)).await;
+        if closes {
+            let next = tokio::time::timeout(Duration::from_secs(5), self.next())
+                .await
+                .expect("the server closes the socket after a refused join");
+            assert!(next.is_none(), "expected the socket to close, got {next:?}");
+        }
+        err
     }
 }
 
@@ -416,6 +444,11 @@ impl RtcClient {
     /// Builds the peer (127.0.0.1:0 only, mDNS off, Opus + VP8, default interceptors plus the
     /// keyframe-request tap), connects the socket and joins `room`.
     pub async fn join(url: &str, room: &str, name: &str) -> RtcClient {
+        Self::join_token(url, room, name, None).await
+    }
+
+    /// [`RtcClient::join`] with an access token.
+    pub async fn join_token(url: &str, room: &str, name: &str, token: Option<&str>) -> RtcClient {
         let mut me = media_engine();
         let registry = register_default_interceptors(Registry::new(), &mut me)
             .expect("default interceptors")
@@ -443,7 +476,7 @@ impl RtcClient {
         let pc: Arc<dyn PeerConnection> = Arc::new(pc);
 
         let mut sig = SignalingClient::connect(url).await;
-        let joined = sig.join(room, name).await;
+        let joined = sig.join_token(room, name, token).await;
         let participant_id = joined["participant_id"]
             .as_str()
             .expect("joined has participant_id")
@@ -750,3 +783,130 @@ a=rtcp-mux\r\n\
 a=rtpmap:111 opus/48000/2\r\n\
 a=fmtp:111 minptime=10;useinbandfec=1\r\n\
 a=ssrc:1111 cname:test\r\n";
+
+// ── Synthetic media ──────────────────────────────────────────────────────────────────────────
+
+/// Adds a track of `kind` (VP8 keyframes at 30 fps, or Opus-sized audio at 50 packets/s) to
+/// `publisher`, negotiates it, and sends until the returned task is aborted.
+pub async fn publish_synthetic(
+    publisher: &RtcClient,
+    kind: RtpCodecKind,
+    timeout: Duration,
+) -> tokio::task::JoinHandle<()> {
+    use rtc::media_stream::MediaStreamTrack;
+    use rtc::rtp_transceiver::rtp_sender::{RTCRtpCodingParameters, RTCRtpEncodingParameters};
+    use webrtc::media_stream::track_local::static_rtp::TrackLocalStaticRTP;
+    use webrtc::media_stream::track_local::TrackLocal;
+
+    let ssrc = rand::random::<u32>();
+    let video = kind == RtpCodecKind::Video;
+    let (mime, clock) = if video {
+        ("video/VP8", 90000)
+    } else {
+        ("audio/opus", 48000)
+    };
+    let id = format!(
+        "{}-{}",
+        publisher.name,
+        if video { "video" } else { "audio" }
+    );
+    let track = Arc::new(TrackLocalStaticRTP::new(MediaStreamTrack::new(
+        publisher.name.clone(),
+        id.clone(),
+        id,
+        kind,
+        vec![RTCRtpEncodingParameters {
+            rtp_coding_parameters: RTCRtpCodingParameters {
+                ssrc: Some(ssrc),
+                ..Default::default()
+            },
+            codec: RTCRtpCodec {
+                mime_type: mime.into(),
+                clock_rate: clock,
+                channels: if video { 0 } else { 2 },
+                ..Default::default()
+            },
+            ..Default::default()
+        }],
+    )));
+    let sender = publisher
+        .pc
+        .add_track(track.clone() as Arc<dyn TrackLocal>)
+        .await
+        .expect("add_track");
+    publisher.publish(timeout).await;
+    let pt = negotiated_pt(&sender).await;
+    tokio::spawn(async move {
+        let (period, step) = if video { (33, 3000) } else { (20, 960) };
+        let mut ticker = tokio::time::interval(Duration::from_millis(period));
+        let (mut seq, mut ts) = (rand::random::<u16>(), rand::random::<u32>());
+        loop {
+            ticker.tick().await;
+            let mut payload = if video {
+                // A VP8 keyframe start (every frame), so forwarding starts at once.
+                vec![
+                    0x10, 0x30, 0x02, 0x00, 0x9d, 0x01, 0x2a, 0x40, 0x01, 0xb4, 0x00,
+                ]
+            } else {
+                vec![0xfc]
+            };
+            payload.extend(std::iter::repeat_n(0xcd, if video { 300 } else { 80 }));
+            let written = track
+                .write_rtp(rtc::rtp::Packet {
+                    header: rtc::rtp::header::Header {
+                        version: 2,
+                        marker: true,
+                        payload_type: pt,
+                        sequence_number: seq,
+                        timestamp: ts,
+                        ssrc,
+                        ..Default::default()
+                    },
+                    payload: payload.into(),
+                })
+                .await;
+            if written.is_err() {
+                return;
+            }
+            seq = seq.wrapping_add(1);
+            ts = ts.wrapping_add(step);
+        }
+    })
+}
+
+/// Counts the RTP packets `client` receives, over all its tracks.
+pub fn count_received(client: &mut RtcClient) -> Arc<std::sync::atomic::AtomicU64> {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    use webrtc::media_stream::track_remote::TrackRemoteEvent;
+
+    let count = Arc::new(AtomicU64::new(0));
+    let mut tracks = client.take_tracks();
+    let out = count.clone();
+    tokio::spawn(async move {
+        while let Some(track) = tracks.recv().await {
+            let out = out.clone();
+            tokio::spawn(async move {
+                while let Some(event) = track.poll().await {
+                    if let TrackRemoteEvent::OnRtpPacket(_) = event {
+                        out.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+            });
+        }
+    });
+    count
+}
+
+/// Waits until `count` grows by at least `by` within `timeout`; returns whether it did.
+pub async fn grows(count: &std::sync::atomic::AtomicU64, by: u64, timeout: Duration) -> bool {
+    use std::sync::atomic::Ordering;
+    let start = count.load(Ordering::Relaxed);
+    let deadline = Instant::now() + timeout;
+    while Instant::now() < deadline {
+        if count.load(Ordering::Relaxed) >= start + by {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    false
+}

@@ -1,0 +1,307 @@
+//! The admin REST API under `/api` (documented in `docs/openapi.yaml`).
+//!
+//! Every request carries `Authorization: Bearer <token>` with the `admin` grant; a token that
+//! names a room may act on that room only. Errors are JSON, `{"error": {"code", "message"}}`,
+//! with the token codes of the signaling protocol and a few of their own.
+
+use std::time::Duration;
+
+use axum::extract::rejection::JsonRejection;
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{delete, get, post};
+use axum::{Json, Router};
+use serde::Deserialize;
+use serde_json::json;
+
+use crate::auth::TokenError;
+use crate::protocol::MAX_ROOM_CHARS;
+use crate::rooms::{Refusal, RoomOptions};
+use crate::server::AppState;
+
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/rooms", get(list_rooms).post(create_room))
+        .route("/rooms/{room}", get(get_room).delete(delete_room))
+        .route(
+            "/rooms/{room}/participants/{identity}",
+            delete(remove_participant),
+        )
+        .route("/rooms/{room}/tracks/{track}/mute", post(mute_track))
+        .fallback(|| async {
+            ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such admin endpoint")
+        })
+}
+
+/// An admin API error: its HTTP status, stable code and message.
+#[derive(Debug)]
+pub struct ApiError {
+    status: StatusCode,
+    code: &'static str,
+    message: String,
+}
+
+impl ApiError {
+    fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> ApiError {
+        ApiError {
+            status,
+            code,
+            message: message.into(),
+        }
+    }
+
+    fn room_not_found(room: &str) -> ApiError {
+        ApiError::new(
+            StatusCode::NOT_FOUND,
+            "room_not_found",
+            format!("no room {room:?}"),
+        )
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        (
+            self.status,
+            Json(json!({ "error": { "code": self.code, "message": self.message } })),
+        )
+            .into_response()
+    }
+}
+
+impl From<TokenError> for ApiError {
+    fn from(e: TokenError) -> ApiError {
+        let (status, code) = match e {
+            TokenError::Missing => (StatusCode::UNAUTHORIZED, "token_missing"),
+            TokenError::Malformed => (StatusCode::UNAUTHORIZED, "token_malformed"),
+            TokenError::Expired => (StatusCode::UNAUTHORIZED, "token_expired"),
+            TokenError::NotYetValid => (StatusCode::UNAUTHORIZED, "token_not_yet_valid"),
+            TokenError::BadSignature => (StatusCode::UNAUTHORIZED, "token_invalid_signature"),
+            TokenError::WrongRoom => (StatusCode::FORBIDDEN, "token_wrong_room"),
+            TokenError::MissingGrant => (StatusCode::FORBIDDEN, "token_missing_grant"),
+        };
+        ApiError::new(status, code, e.to_string())
+    }
+}
+
+fn body<T>(parsed: Result<Json<T>, JsonRejection>) -> Result<T, ApiError> {
+    parsed.map(|Json(v)| v).map_err(|e| {
+        ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "invalid_request",
+            format!("invalid request body: {}", e.body_text()),
+        )
+    })
+}
+
+/// Checks the bearer token for acting on `room` (`None`: the whole server) and counts the
+/// request.
+fn authorize(state: &AppState, headers: &HeaderMap, room: Option<&str>) -> Result<(), ApiError> {
+    let token = headers
+        .get(axum::http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .map(|v| v.strip_prefix("Bearer ").unwrap_or(v).trim());
+    state.session.auth.verify_admin(token, room)?;
+    Ok(())
+}
+
+/// Wraps a handler's outcome so that every response is counted by status.
+fn counted(state: &AppState, result: Result<Response, ApiError>) -> Response {
+    let response = match result {
+        Ok(r) => r,
+        Err(e) => e.into_response(),
+    };
+    state
+        .metrics()
+        .admin_requests
+        .with_label_values(&[response.status().as_str()])
+        .inc();
+    response
+}
+
+async fn list_rooms(State(state): State<AppState>, headers: HeaderMap) -> Response {
+    let result = (|| {
+        authorize(&state, &headers, None)?;
+        let rooms: Vec<_> = state.rooms().list();
+        Ok(Json(json!({ "rooms": rooms })).into_response())
+    })();
+    counted(&state, result)
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CreateRoom {
+    name: String,
+    #[serde(default)]
+    max_participants: Option<usize>,
+    /// Seconds the room waits for its first participant.
+    #[serde(default)]
+    empty_timeout: Option<u64>,
+}
+
+async fn create_room(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    parsed: Result<Json<CreateRoom>, JsonRejection>,
+) -> Response {
+    let result = (|| {
+        let req = body(parsed)?;
+        authorize(&state, &headers, Some(&req.name))?;
+        let len = req.name.chars().count();
+        if len == 0 || len > MAX_ROOM_CHARS {
+            return Err(ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "invalid_request",
+                format!("name must be 1 to {MAX_ROOM_CHARS} characters"),
+            ));
+        }
+        let options = RoomOptions {
+            max_participants: req.max_participants,
+            empty_timeout: req.empty_timeout.map(Duration::from_secs),
+        };
+        match state.rooms().create(&req.name, options) {
+            Ok(true) => {}
+            Ok(false) => {
+                return Err(ApiError::new(
+                    StatusCode::CONFLICT,
+                    "room_exists",
+                    format!("room {:?} exists already", req.name),
+                ))
+            }
+            Err(Refusal::TooManyRooms(max)) => {
+                return Err(ApiError::new(
+                    StatusCode::TOO_MANY_REQUESTS,
+                    "too_many_rooms",
+                    format!("the server holds as many rooms as it may ({max})"),
+                ))
+            }
+            Err(other) => {
+                return Err(ApiError::new(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "internal_error",
+                    other.to_string(),
+                ))
+            }
+        }
+        let room = state.rooms().get(&req.name);
+        Ok((StatusCode::CREATED, Json(json!({ "room": room }))).into_response())
+    })();
+    counted(&state, result)
+}
+
+async fn get_room(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Path(room): Path<String>,
+) -> Response {
+    let result = async {
+        authorize(&state, &headers, Some(&room))?;
+        let summary = state
+            .rooms()
+            .get(&room)
+            .ok_or_else(|| ApiError::room_not_found(&room))?;
+        // The engine's view: each participant's tracks and layers, and what each subscriber
+        // receives (layer, target, reason).
+        let media = state
+            .sfu()
+            .debug()
+            .await
+            .map_err(|e| {
+                ApiError::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "engine_unavailable",
+                    e.to_string(),
+                )
+            })?
+            .rooms
+            .into_iter()
+            .find(|r| r.name == room);
+        Ok(Json(json!({
+            "room": summary,
+            "participants": media.map(|m| m.participants).unwrap_or_default(),
+        }))
+        .into_response())
+    }
+    .await;
+    counted(&state, result)
+}
+
+async fn delete_room(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Path(room): Path<String>,
+) -> Response {
+    let result = (|| {
+        authorize(&state, &headers, Some(&room))?;
+        if !state.rooms().delete(&room) {
+            return Err(ApiError::room_not_found(&room));
+        }
+        Ok(StatusCode::NO_CONTENT.into_response())
+    })();
+    counted(&state, result)
+}
+
+async fn remove_participant(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Path((room, identity)): Path<(String, String)>,
+) -> Response {
+    let result = (|| {
+        authorize(&state, &headers, Some(&room))?;
+        if !state.rooms().exists(&room) {
+            return Err(ApiError::room_not_found(&room));
+        }
+        if !state.rooms().remove_participant(&room, &identity) {
+            return Err(ApiError::new(
+                StatusCode::NOT_FOUND,
+                "participant_not_found",
+                format!("no participant {identity:?} in room {room:?}"),
+            ));
+        }
+        Ok(StatusCode::NO_CONTENT.into_response())
+    })();
+    counted(&state, result)
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Mute {
+    muted: bool,
+}
+
+async fn mute_track(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Path((room, track)): Path<(String, String)>,
+    parsed: Result<Json<Mute>, JsonRejection>,
+) -> Response {
+    let result = async {
+        authorize(&state, &headers, Some(&room))?;
+        let req = body(parsed)?;
+        if !state.rooms().exists(&room) {
+            return Err(ApiError::room_not_found(&room));
+        }
+        let found = state
+            .sfu()
+            .mute_track(&room, &track, req.muted)
+            .await
+            .map_err(|e| {
+                ApiError::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "engine_unavailable",
+                    e.to_string(),
+                )
+            })?;
+        if !found {
+            return Err(ApiError::new(
+                StatusCode::NOT_FOUND,
+                "track_not_found",
+                format!("no track {track:?} published in room {room:?}"),
+            ));
+        }
+        Ok(Json(json!({ "track_id": track, "muted": req.muted })).into_response())
+    }
+    .await;
+    counted(&state, result)
+}

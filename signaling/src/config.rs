@@ -1,0 +1,561 @@
+//! The server's configuration, merged once at start-up by the `config` crate from, lowest first:
+//! built-in defaults, a file (`--config fanout.yaml` or `.toml`), the environment (`FANOUT_…`,
+//! e.g. `FANOUT_API_KEY`) and command-line flags. The result is one [`Settings`], validated as a
+//! whole: a bad value stops the server with a message that names the key.
+//!
+//! Every key is documented in `docs/configuration.md`; keep the two in step.
+
+use std::collections::BTreeSet;
+use std::net::{IpAddr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+/// Printed instead of a secret by `fanout config`.
+pub const REDACTED: &str = "<redacted>";
+/// The shortest API secret accepted: HS256 wants a key at least as long as its hash.
+pub const MIN_SECRET_CHARS: usize = 32;
+/// Keys whose environment value is a comma-separated list.
+const LIST_KEYS: &[&str] = &["announce_ips", "ice_servers", "webhook_urls"];
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "snake_case")]
+pub enum LogFormat {
+    Pretty,
+    Json,
+}
+
+/// Every setting of the server. Field names are the configuration keys (in files, and upper-cased
+/// after `FANOUT_` in the environment).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct Settings {
+    /// HTTP(S) and WebSocket address.
+    pub bind: SocketAddr,
+    /// UDP port of the first media driver; driver N uses this port + N (0: any free ports).
+    pub udp_port: u16,
+    /// Media drivers (threads with a UDP port each); `None`: one per CPU core.
+    pub media_drivers: Option<u16>,
+    /// IP the media sockets bind to; `None`: the IP of `bind`.
+    pub media_ip: Option<IpAddr>,
+    /// Addresses announced in ICE candidates; empty: the media IP (or, when that is a wildcard,
+    /// this host's non-loopback addresses).
+    pub announce_ips: Vec<IpAddr>,
+    /// Local development: joins need no token, the demo page gets tokens from `/dev/token`,
+    /// `/debug/rooms` is open.
+    pub dev: bool,
+    /// The built demo page, served at `/`.
+    pub static_dir: PathBuf,
+    /// STUN/TURN URLs handed to clients in `joined`.
+    pub ice_servers: Vec<String>,
+    /// A `tracing` filter (`FANOUT_LOG`).
+    pub log: String,
+    pub log_format: LogFormat,
+    /// The key and secret that sign access tokens (HS256) and webhooks.
+    pub api_key: Option<String>,
+    pub api_secret: Option<String>,
+    /// PEM certificate chain and private key: serve HTTPS and WSS on `bind`.
+    pub tls_cert: Option<PathBuf>,
+    pub tls_key: Option<PathBuf>,
+    /// How long a drain (SIGTERM, SIGINT) waits for rooms to empty before closing them.
+    #[serde(with = "duration")]
+    pub drain_timeout: Duration,
+    /// Rooms at most (0: no limit).
+    pub max_rooms: usize,
+    /// Participants per room at most, unless the room was created with its own limit (0: none).
+    pub max_participants: usize,
+    /// Tracks a participant may publish (0: no limit).
+    pub max_tracks_per_participant: usize,
+    /// The largest signaling message accepted, in bytes.
+    pub max_message_bytes: usize,
+    /// Signaling messages a client may send per second (bursts of twice as many pass).
+    pub max_messages_per_second: u32,
+    /// Whether a join may create its room; if not, rooms come from the admin API only.
+    pub auto_create_rooms: bool,
+    /// How long a room created through the admin API waits for its first participant.
+    #[serde(with = "duration")]
+    pub room_empty_timeout: Duration,
+    /// How long a room lives on after its last participant left.
+    #[serde(with = "duration")]
+    pub room_departure_timeout: Duration,
+    /// URLs that receive signed webhook events (POST, JSON).
+    pub webhook_urls: Vec<String>,
+    /// Per delivery attempt.
+    #[serde(with = "duration")]
+    pub webhook_timeout: Duration,
+    /// Attempts after the first failed one (with exponential back-off).
+    pub webhook_retries: u32,
+    /// Testing only: the percentage (0–100) of incoming RTP dropped on purpose.
+    pub inject_loss: f64,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Self {
+            bind: SocketAddr::from(([127, 0, 0, 1], 7880)),
+            udp_port: 7882,
+            media_drivers: None,
+            media_ip: None,
+            announce_ips: Vec::new(),
+            dev: false,
+            static_dir: PathBuf::from("client-web/dist"),
+            ice_servers: Vec::new(),
+            log: "info,rtc=warn,rtc_ice=warn,rtc_dtls=warn,rtc_srtp=error".into(),
+            log_format: LogFormat::Pretty,
+            api_key: None,
+            api_secret: None,
+            tls_cert: None,
+            tls_key: None,
+            drain_timeout: Duration::from_secs(300),
+            max_rooms: 0,
+            max_participants: 0,
+            max_tracks_per_participant: 16,
+            max_message_bytes: 64 * 1024,
+            max_messages_per_second: 50,
+            auto_create_rooms: true,
+            room_empty_timeout: Duration::from_secs(300),
+            room_departure_timeout: Duration::from_secs(20),
+            webhook_urls: Vec::new(),
+            webhook_timeout: Duration::from_secs(5),
+            webhook_retries: 5,
+            inject_loss: 0.0,
+        }
+    }
+}
+
+/// Why the configuration could not be used. The message names the key (or the file).
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct ConfigError(pub String);
+
+fn invalid(key: &str, problem: impl std::fmt::Display) -> ConfigError {
+    ConfigError(format!("invalid configuration: `{key}`: {problem}"))
+}
+
+/// Settings given on the command line, each overriding every other source. Values are kept as
+/// given and parsed with the rest, so a bad flag is reported like a bad file value.
+#[derive(Debug, Clone, Default)]
+pub struct Overrides {
+    pub values: Vec<(&'static str, OverrideValue)>,
+}
+
+#[derive(Debug, Clone)]
+pub enum OverrideValue {
+    One(String),
+    List(Vec<String>),
+}
+
+impl Overrides {
+    pub fn set(&mut self, key: &'static str, value: impl ToString) {
+        self.values
+            .push((key, OverrideValue::One(value.to_string())));
+    }
+
+    pub fn set_list(&mut self, key: &'static str, values: &[String]) {
+        let items = values
+            .iter()
+            .flat_map(|v| v.split(','))
+            .map(|v| v.trim().to_owned())
+            .filter(|v| !v.is_empty())
+            .collect();
+        self.values.push((key, OverrideValue::List(items)));
+    }
+}
+
+/// Every configuration key, from the defaults.
+pub fn known_keys() -> BTreeSet<String> {
+    match serde_json::to_value(Settings::default()) {
+        Ok(serde_json::Value::Object(map)) => map.keys().cloned().collect(),
+        _ => BTreeSet::new(),
+    }
+}
+
+/// Merges defaults < `file` < the environment (`env`, normally `std::env::vars()`) < `flags`,
+/// then validates the result.
+pub fn load(
+    file: Option<&Path>,
+    env: impl IntoIterator<Item = (String, String)>,
+    flags: &Overrides,
+) -> Result<Settings, ConfigError> {
+    let defaults = config::Config::try_from(&Settings::default())
+        .map_err(|e| ConfigError(format!("internal error in the defaults: {e}")))?;
+    let mut builder = config::Config::builder().add_source(defaults);
+    if let Some(path) = file {
+        check_file(path)?;
+        builder = builder.add_source(config::File::from(path).required(true));
+    }
+    let env: config::Map<String, String> = env
+        .into_iter()
+        .filter(|(k, _)| k.starts_with("FANOUT_"))
+        .collect();
+    let mut environment = config::Environment::with_prefix("FANOUT")
+        .prefix_separator("_")
+        .separator("__")
+        .list_separator(",")
+        .try_parsing(true)
+        .source(Some(env));
+    for key in LIST_KEYS {
+        environment = environment.with_list_parse_key(key);
+    }
+    builder = builder.add_source(environment);
+    for (key, value) in &flags.values {
+        builder = match value {
+            OverrideValue::One(v) => builder.set_override(*key, v.as_str()),
+            OverrideValue::List(v) => builder.set_override(*key, v.clone()),
+        }
+        .map_err(|e| invalid(key, e))?;
+    }
+    let merged = builder
+        .build()
+        .map_err(|e| ConfigError(format!("invalid configuration: {e}")))?;
+    let settings: Settings = merged
+        .try_deserialize()
+        .map_err(|e| ConfigError(format!("invalid configuration: {e}")))?;
+    settings.validate()?;
+    Ok(settings)
+}
+
+/// A file must exist, parse, and hold only known keys (a misspelt key would otherwise be
+/// ignored without a word).
+fn check_file(path: &Path) -> Result<(), ConfigError> {
+    if !path.is_file() {
+        return Err(ConfigError(format!(
+            "configuration file {} does not exist",
+            path.display()
+        )));
+    }
+    let parsed = config::Config::builder()
+        .add_source(config::File::from(path))
+        .build()
+        .map_err(|e| ConfigError(format!("configuration file {}: {e}", path.display())))?;
+    let table: config::Map<String, config::Value> = parsed
+        .try_deserialize()
+        .map_err(|e| ConfigError(format!("configuration file {}: {e}", path.display())))?;
+    let known = known_keys();
+    let mut unknown: Vec<&String> = table.keys().filter(|k| !known.contains(*k)).collect();
+    unknown.sort();
+    if let Some(key) = unknown.first() {
+        return Err(ConfigError(format!(
+            "configuration file {}: unknown key `{key}` (docs/configuration.md lists every key)",
+            path.display()
+        )));
+    }
+    Ok(())
+}
+
+impl Settings {
+    /// Checks what the types alone cannot.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        match (&self.api_key, &self.api_secret) {
+            (Some(_), None) => return Err(invalid("api_secret", "required when api_key is set")),
+            (None, Some(_)) => return Err(invalid("api_key", "required when api_secret is set")),
+            (None, None) if !self.dev => {
+                return Err(invalid(
+                    "api_key",
+                    "api_key and api_secret are required outside --dev (they sign access tokens); \
+                     set FANOUT_API_KEY and FANOUT_API_SECRET, or run with --dev",
+                ))
+            }
+            _ => {}
+        }
+        if let Some(key) = &self.api_key {
+            if key.trim().is_empty() || key.chars().any(char::is_whitespace) {
+                return Err(invalid("api_key", "must be non-empty, without spaces"));
+            }
+        }
+        if let Some(secret) = &self.api_secret {
+            if secret.chars().count() < MIN_SECRET_CHARS {
+                return Err(invalid(
+                    "api_secret",
+                    format!("must be at least {MIN_SECRET_CHARS} characters"),
+                ));
+            }
+        }
+        match (&self.tls_cert, &self.tls_key) {
+            (Some(_), None) => return Err(invalid("tls_key", "required when tls_cert is set")),
+            (None, Some(_)) => return Err(invalid("tls_cert", "required when tls_key is set")),
+            (Some(cert), Some(key)) => {
+                for (name, path) in [("tls_cert", cert), ("tls_key", key)] {
+                    if !path.is_file() {
+                        return Err(invalid(
+                            name,
+                            format!("{} is not a readable file", path.display()),
+                        ));
+                    }
+                }
+            }
+            (None, None) => {}
+        }
+        if let Some(n) = self.media_drivers {
+            if !(1..=256).contains(&n) {
+                return Err(invalid("media_drivers", "must be between 1 and 256"));
+            }
+        }
+        if let Some(ip) = self.announce_ips.iter().find(|ip| ip.is_unspecified()) {
+            return Err(invalid(
+                "announce_ips",
+                format!("{ip} is a wildcard, not an address clients can reach"),
+            ));
+        }
+        if !(0.0..=100.0).contains(&self.inject_loss) {
+            return Err(invalid("inject_loss", "must be between 0 and 100"));
+        }
+        if !(1024..=1 << 20).contains(&self.max_message_bytes) {
+            return Err(invalid(
+                "max_message_bytes",
+                "must be between 1024 and 1048576",
+            ));
+        }
+        if self.max_messages_per_second == 0 {
+            return Err(invalid("max_messages_per_second", "must be at least 1"));
+        }
+        if self.drain_timeout > Duration::from_secs(86_400) {
+            return Err(invalid("drain_timeout", "must be at most a day"));
+        }
+        if let Err(e) = tracing_subscriber::EnvFilter::try_new(&self.log) {
+            return Err(invalid("log", format!("not a tracing filter: {e}")));
+        }
+        for url in &self.webhook_urls {
+            let ok = reqwest::Url::parse(url)
+                .is_ok_and(|u| matches!(u.scheme(), "http" | "https") && u.host().is_some());
+            if !ok {
+                return Err(invalid(
+                    "webhook_urls",
+                    format!("{url:?} is not an http(s) URL"),
+                ));
+            }
+        }
+        if !self.webhook_urls.is_empty() && self.api_secret.is_none() {
+            return Err(invalid(
+                "webhook_urls",
+                "webhooks are signed with api_secret, which is not set",
+            ));
+        }
+        Ok(())
+    }
+
+    /// The number of media drivers: as configured, else one per core.
+    pub fn media_driver_count(&self) -> usize {
+        self.media_drivers.map_or_else(
+            || std::thread::available_parallelism().map_or(1, |n| n.get()),
+            usize::from,
+        )
+    }
+
+    pub fn media_bind(&self) -> SocketAddr {
+        SocketAddr::new(self.media_ip.unwrap_or(self.bind.ip()), self.udp_port)
+    }
+
+    /// The IPs to announce in candidates.
+    pub fn announce_ips(&self) -> Vec<IpAddr> {
+        if !self.announce_ips.is_empty() {
+            return self.announce_ips.clone();
+        }
+        let media_ip = self.media_bind().ip();
+        if !media_ip.is_unspecified() {
+            return vec![media_ip];
+        }
+        let mut ips: Vec<IpAddr> = if_addrs::get_if_addrs()
+            .unwrap_or_default()
+            .into_iter()
+            .map(|i| i.ip())
+            .filter(|ip| !ip.is_loopback() && (media_ip.is_ipv6() || ip.is_ipv4()))
+            .collect();
+        ips.sort();
+        ips.dedup();
+        if ips.is_empty() {
+            ips.push(IpAddr::from([127, 0, 0, 1]));
+        }
+        ips
+    }
+
+    pub fn tls(&self) -> bool {
+        self.tls_cert.is_some()
+    }
+
+    /// The configuration as TOML (a valid configuration file), secrets replaced by
+    /// [`REDACTED`].
+    pub fn to_redacted_toml(&self) -> String {
+        let mut shown = self.clone();
+        if shown.api_secret.is_some() {
+            shown.api_secret = Some(REDACTED.into());
+        }
+        // TOML has no null: unset optional keys are left out (their default applies).
+        match toml::to_string_pretty(&shown) {
+            Ok(text) => text,
+            Err(e) => format!("# cannot print the configuration: {e}\n"),
+        }
+    }
+}
+
+/// Durations in configuration: a number of seconds (`30`, `0.5`) or a human-readable string
+/// (`"30s"`, `"5m"`, `"1h 30m"`). Written back as the string form.
+mod duration {
+    use std::time::Duration;
+
+    use serde::{de, Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&humantime::format_duration(*d).to_string())
+    }
+
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Raw {
+        Int(u64),
+        Float(f64),
+        Text(String),
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+        match Raw::deserialize(d)? {
+            Raw::Int(n) => Ok(Duration::from_secs(n)),
+            Raw::Float(f) if f.is_finite() && f >= 0.0 => Ok(Duration::from_secs_f64(f)),
+            Raw::Float(f) => Err(de::Error::custom(format!("{f} is not a duration"))),
+            Raw::Text(t) => match t.trim().parse::<u64>() {
+                Ok(n) => Ok(Duration::from_secs(n)),
+                Err(_) => humantime::parse_duration(t.trim()).map_err(|e| {
+                    de::Error::custom(format!("{t:?} is not a duration like \"30s\": {e}"))
+                }),
+            },
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const SECRET: &str = "0123456789abcdef0123456789abcdef";
+
+    fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    fn dev() -> Overrides {
+        let mut o = Overrides::default();
+        o.set("dev", true);
+        o
+    }
+
+    #[test]
+    fn defaults_are_valid_in_dev_and_bind_loopback() {
+        let s = load(None, env(&[]), &dev()).unwrap();
+        assert_eq!(s.bind, "127.0.0.1:7880".parse::<SocketAddr>().unwrap());
+        assert_eq!(
+            s.media_bind(),
+            "127.0.0.1:7882".parse::<SocketAddr>().unwrap()
+        );
+        assert_eq!(s.announce_ips(), vec![IpAddr::from([127, 0, 0, 1])]);
+    }
+
+    #[test]
+    fn outside_dev_keys_are_required() {
+        let err = load(None, env(&[]), &Overrides::default()).unwrap_err();
+        assert!(err.0.contains("`api_key`"), "{err}");
+        let ok = load(
+            None,
+            env(&[("FANOUT_API_KEY", "k1"), ("FANOUT_API_SECRET", SECRET)]),
+            &Overrides::default(),
+        )
+        .unwrap();
+        assert_eq!(ok.api_key.as_deref(), Some("k1"));
+    }
+
+    #[test]
+    fn bad_values_name_their_key() {
+        let cases: &[(&[(&str, &str)], &str)] = &[
+            (&[("FANOUT_UDP_PORT", "seventy")], "udp_port"),
+            (&[("FANOUT_UDP_PORT", "70000")], "udp_port"),
+            (&[("FANOUT_BIND", "nowhere")], "bind"),
+            (&[("FANOUT_DRAIN_TIMEOUT", "soon")], "drain_timeout"),
+            (
+                &[("FANOUT_API_SECRET", "short"), ("FANOUT_API_KEY", "k")],
+                "api_secret",
+            ),
+            (&[("FANOUT_MEDIA_DRIVERS", "0")], "media_drivers"),
+            (&[("FANOUT_ANNOUNCE_IPS", "0.0.0.0")], "announce_ips"),
+            (&[("FANOUT_WEBHOOK_URLS", "ftp://x")], "webhook_urls"),
+            (&[("FANOUT_LOG", "info,[")], "log"),
+            (&[("FANOUT_TLS_CERT", "/nonexistent.pem")], "tls_key"),
+        ];
+        for (vars, key) in cases {
+            let err = load(None, env(vars), &dev()).unwrap_err();
+            assert!(err.0.contains(key), "{vars:?}: {err}");
+        }
+    }
+
+    #[test]
+    fn lists_and_durations_from_the_environment() {
+        let s = load(
+            None,
+            env(&[
+                ("FANOUT_ANNOUNCE_IPS", "203.0.113.5,198.51.100.7"),
+                ("FANOUT_DRAIN_TIMEOUT", "90s"),
+                ("FANOUT_ROOM_DEPARTURE_TIMEOUT", "7"),
+                ("FANOUT_BIN", "/somewhere/fanout"),
+            ]),
+            &dev(),
+        )
+        .unwrap();
+        assert_eq!(s.announce_ips.len(), 2);
+        assert_eq!(s.drain_timeout, Duration::from_secs(90));
+        assert_eq!(s.room_departure_timeout, Duration::from_secs(7));
+    }
+
+    #[test]
+    fn redacted_output_hides_the_secret_and_parses_back() {
+        let mut o = dev();
+        o.set("api_key", "key");
+        o.set("api_secret", SECRET);
+        let s = load(None, env(&[]), &o).unwrap();
+        let text = s.to_redacted_toml();
+        assert!(!text.contains(SECRET));
+        assert!(text.contains(REDACTED));
+        let back: Settings = toml::from_str(&text).unwrap();
+        assert_eq!(back.drain_timeout, s.drain_timeout);
+        assert_eq!(back.bind, s.bind);
+    }
+}
+
+#[cfg(test)]
+mod docs {
+    use super::*;
+
+    fn repo(path: &str) -> PathBuf {
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("..").join(path)
+    }
+
+    #[test]
+    fn every_key_is_documented_and_set_in_the_example() {
+        let doc = std::fs::read_to_string(repo("docs/configuration.md")).unwrap();
+        let example = std::fs::read_to_string(repo("docs/fanout.example.yaml")).unwrap();
+        for key in known_keys() {
+            assert!(
+                doc.contains(&format!("| `{key}` |")),
+                "docs/configuration.md lacks `{key}`"
+            );
+            assert!(
+                example.contains(&format!("{key}:")),
+                "docs/fanout.example.yaml lacks `{key}`"
+            );
+        }
+    }
+
+    #[test]
+    fn the_example_file_is_valid() {
+        let s = load(
+            Some(&repo("docs/fanout.example.yaml")),
+            Vec::new(),
+            &Overrides::default(),
+        )
+        .unwrap();
+        assert_eq!(s.media_drivers, Some(2));
+        assert_eq!(s.drain_timeout, Duration::from_secs(600));
+        assert_eq!(s.webhook_urls.len(), 1);
+    }
+}

@@ -1,0 +1,677 @@
+//! The room registry: which rooms exist, their limits, who is in them and what they publish.
+//!
+//! The media engine knows connections and tracks; this registry knows what an operator asks
+//! about: rooms with their limits and timeouts, participants by identity, and the lifecycle
+//! events that webhooks report (room started and finished, participant joined and left, track
+//! published and unpublished). Signaling sessions reserve a place before joining the engine and
+//! leave when they end; the engine's [`Observation`]s keep the track list. Touched on joins,
+//! leaves and admin calls only, never per packet, so one mutex serves it.
+//!
+//! A room starts when it is created (by a join, or by the admin API with its own limits). It
+//! finishes when it was empty for its timeout: `room_empty_timeout` if nobody ever joined,
+//! `room_departure_timeout` after the last participant left, or at once when it is deleted.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use rand::distr::{Alphanumeric, SampleString};
+use serde::Serialize;
+use sfu::Observation;
+use tokio::sync::mpsc;
+use tracing::info;
+
+use crate::auth::unix_now;
+use crate::webhooks::{Event as HookEvent, EventKind, HookParticipant, HookRoom, HookTrack};
+
+/// Why the server ends a participant's session.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kick {
+    /// An administrator removed it.
+    Removed,
+    /// Its room was deleted.
+    RoomDeleted,
+    /// The same identity joined the room again (a reconnect, or a second tab).
+    DuplicateIdentity,
+    /// The server is shutting down (a drain ended).
+    ServerShutdown,
+}
+
+/// Why a join cannot have a place.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Refusal {
+    #[error("room {0:?} does not exist (rooms are created through the admin API)")]
+    RoomNotFound(String),
+    #[error("room {room:?} is full ({max} participants)")]
+    RoomFull { room: String, max: usize },
+    #[error("the server holds as many rooms as it may ({0})")]
+    TooManyRooms(usize),
+}
+
+/// How rooms behave unless created with their own settings.
+#[derive(Debug, Clone)]
+pub struct RoomPolicy {
+    pub max_rooms: usize,
+    pub max_participants: usize,
+    pub auto_create: bool,
+    pub empty_timeout: Duration,
+    pub departure_timeout: Duration,
+}
+
+impl Default for RoomPolicy {
+    fn default() -> Self {
+        Self {
+            max_rooms: 0,
+            max_participants: 0,
+            auto_create: true,
+            empty_timeout: Duration::from_secs(300),
+            departure_timeout: Duration::from_secs(20),
+        }
+    }
+}
+
+/// What the admin API may set when it creates a room.
+#[derive(Debug, Clone, Default)]
+pub struct RoomOptions {
+    pub max_participants: Option<usize>,
+    pub empty_timeout: Option<Duration>,
+}
+
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct TrackEntry {
+    pub id: String,
+    pub participant_id: String,
+    pub kind: &'static str,
+    pub source: &'static str,
+    pub muted: bool,
+}
+
+struct Member {
+    identity: String,
+    name: String,
+    joined_at: u64,
+    kick: mpsc::UnboundedSender<Kick>,
+}
+
+struct Room {
+    sid: String,
+    created_at: u64,
+    /// Created through the admin API (rather than by a join).
+    explicit: bool,
+    max_participants: usize,
+    empty_timeout: Duration,
+    members: HashMap<String, Member>,
+    /// Joins holding a place but not in the engine yet.
+    pending: usize,
+    tracks: HashMap<String, TrackEntry>,
+    /// Whether anybody ever joined.
+    joined_once: bool,
+    /// Counts emptyings, so that a timer set when the room emptied knows whether it still holds.
+    epoch: u64,
+}
+
+/// A room as the admin API lists it.
+#[derive(Debug, Clone, Serialize)]
+pub struct RoomSummary {
+    pub name: String,
+    pub sid: String,
+    pub created_at: u64,
+    pub max_participants: usize,
+    pub empty_timeout_secs: u64,
+    pub num_participants: usize,
+    pub num_tracks: usize,
+    pub participants: Vec<ParticipantSummary>,
+    pub tracks: Vec<TrackEntry>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct ParticipantSummary {
+    pub id: String,
+    pub identity: String,
+    pub name: String,
+    pub joined_at: u64,
+}
+
+/// A place in a room held by a join in progress; dropping it without [`Rooms::admit`] gives the
+/// place back.
+pub struct Reservation {
+    rooms: Rooms,
+    room: String,
+    done: bool,
+}
+
+impl Drop for Reservation {
+    fn drop(&mut self) {
+        if !self.done {
+            self.rooms.release(&self.room);
+        }
+    }
+}
+
+#[derive(Clone)]
+pub struct Rooms {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    policy: RoomPolicy,
+    rooms: Mutex<HashMap<String, Room>>,
+    hooks: Option<mpsc::UnboundedSender<HookEvent>>,
+}
+
+fn hook_room(name: &str, room: &Room) -> HookRoom {
+    HookRoom {
+        name: name.to_owned(),
+        sid: room.sid.clone(),
+        created_at: room.created_at,
+        num_participants: room.members.len(),
+    }
+}
+
+impl Rooms {
+    pub fn new(policy: RoomPolicy, hooks: Option<mpsc::UnboundedSender<HookEvent>>) -> Rooms {
+        Rooms {
+            inner: Arc::new(Inner {
+                policy,
+                rooms: Mutex::new(HashMap::new()),
+                hooks,
+            }),
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Room>> {
+        // A panic while holding the lock leaves plain data behind; keep serving.
+        self.inner.rooms.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn emit(
+        &self,
+        kind: EventKind,
+        room: HookRoom,
+        participant: Option<HookParticipant>,
+        track: Option<HookTrack>,
+    ) {
+        if let Some(hooks) = &self.inner.hooks {
+            let _ = hooks.send(HookEvent::new(kind, room, participant, track));
+        }
+    }
+
+    fn new_room(&self, explicit: bool, options: &RoomOptions) -> Room {
+        Room {
+            sid: format!("RM_{}", Alphanumeric.sample_string(&mut rand::rng(), 12)),
+            created_at: unix_now(),
+            explicit,
+            max_participants: options
+                .max_participants
+                .unwrap_or(self.inner.policy.max_participants),
+            empty_timeout: options
+                .empty_timeout
+                .unwrap_or(self.inner.policy.empty_timeout),
+            members: HashMap::new(),
+            pending: 0,
+            tracks: HashMap::new(),
+            joined_once: false,
+            epoch: 0,
+        }
+    }
+
+    fn check_room_count(&self, rooms: &HashMap<String, Room>) -> Result<(), Refusal> {
+        let max = self.inner.policy.max_rooms;
+        if max > 0 && rooms.len() >= max {
+            return Err(Refusal::TooManyRooms(max));
+        }
+        Ok(())
+    }
+
+    /// Holds a place in `room` for a join (creating the room if the policy allows), checking the
+    /// server's and the room's limits.
+    pub fn reserve(&self, room: &str) -> Result<Reservation, Refusal> {
+        let mut rooms = self.lock();
+        if !rooms.contains_key(room) {
+            if !self.inner.policy.auto_create {
+                return Err(Refusal::RoomNotFound(room.to_owned()));
+            }
+            self.check_room_count(&rooms)?;
+            let r = self.new_room(false, &RoomOptions::default());
+            info!(room, sid = %r.sid, "room started");
+            self.emit(EventKind::RoomStarted, hook_room(room, &r), None, None);
+            rooms.insert(room.to_owned(), r);
+        }
+        let Some(r) = rooms.get_mut(room) else {
+            return Err(Refusal::RoomNotFound(room.to_owned()));
+        };
+        if r.max_participants > 0 && r.members.len() + r.pending >= r.max_participants {
+            return Err(Refusal::RoomFull {
+                room: room.to_owned(),
+                max: r.max_participants,
+            });
+        }
+        r.pending += 1;
+        Ok(Reservation {
+            rooms: self.clone(),
+            room: room.to_owned(),
+            done: false,
+        })
+    }
+
+    fn release(&self, room: &str) {
+        let mut rooms = self.lock();
+        if let Some(r) = rooms.get_mut(room) {
+            r.pending = r.pending.saturating_sub(1);
+            if r.members.is_empty() && r.pending == 0 {
+                drop(rooms);
+                self.schedule_finish(room);
+            }
+        }
+    }
+
+    /// The join made it into the engine: the participant takes its place. Another participant
+    /// with the same identity is asked to leave.
+    pub fn admit(
+        &self,
+        mut reservation: Reservation,
+        participant_id: &str,
+        identity: &str,
+        name: &str,
+        kick: mpsc::UnboundedSender<Kick>,
+    ) {
+        reservation.done = true;
+        let mut rooms = self.lock();
+        let Some(r) = rooms.get_mut(&reservation.room) else {
+            // Deleted meanwhile: the session is told so right away.
+            let _ = kick.send(Kick::RoomDeleted);
+            return;
+        };
+        r.pending = r.pending.saturating_sub(1);
+        for (id, m) in &r.members {
+            if m.identity == identity {
+                info!(room = %reservation.room, participant = %id, identity, "same identity joined again; the older session goes");
+                let _ = m.kick.send(Kick::DuplicateIdentity);
+            }
+        }
+        r.members.insert(
+            participant_id.to_owned(),
+            Member {
+                identity: identity.to_owned(),
+                name: name.to_owned(),
+                joined_at: unix_now(),
+                kick,
+            },
+        );
+        r.joined_once = true;
+        let room = hook_room(&reservation.room, r);
+        let participant = HookParticipant {
+            id: participant_id.to_owned(),
+            identity: identity.to_owned(),
+            name: name.to_owned(),
+        };
+        drop(rooms);
+        self.emit(EventKind::ParticipantJoined, room, Some(participant), None);
+    }
+
+    /// The participant's session ended.
+    pub fn leave(&self, room: &str, participant_id: &str) {
+        let mut rooms = self.lock();
+        let Some(r) = rooms.get_mut(room) else {
+            return;
+        };
+        let Some(m) = r.members.remove(participant_id) else {
+            return;
+        };
+        let gone: Vec<TrackEntry> = r
+            .tracks
+            .values()
+            .filter(|t| t.participant_id == participant_id)
+            .cloned()
+            .collect();
+        r.tracks.retain(|_, t| t.participant_id != participant_id);
+        let hook = hook_room(room, r);
+        let empty = r.members.is_empty() && r.pending == 0;
+        drop(rooms);
+        let participant = HookParticipant {
+            id: participant_id.to_owned(),
+            identity: m.identity,
+            name: m.name,
+        };
+        // The engine reports the unpublications too, but only after the participant is gone
+        // from here: report them now, in order, and ignore the engine's.
+        for t in gone {
+            self.emit(
+                EventKind::TrackUnpublished,
+                hook.clone(),
+                Some(participant.clone()),
+                Some(HookTrack::from(&t)),
+            );
+        }
+        self.emit(EventKind::ParticipantLeft, hook, Some(participant), None);
+        if empty {
+            self.schedule_finish(room);
+        }
+    }
+
+    /// What the engine says about tracks.
+    pub fn observe(&self, obs: Observation) {
+        let mut rooms = self.lock();
+        let (room_name, participant_id) = match &obs {
+            Observation::TrackPublished {
+                room,
+                participant_id,
+                ..
+            }
+            | Observation::TrackUnpublished {
+                room,
+                participant_id,
+                ..
+            }
+            | Observation::TrackMuted {
+                room,
+                participant_id,
+                ..
+            } => (room.clone(), participant_id.clone()),
+        };
+        let Some(r) = rooms.get_mut(&room_name) else {
+            return;
+        };
+        let Some(m) = r.members.get(&participant_id) else {
+            return;
+        };
+        let participant = HookParticipant {
+            id: participant_id.clone(),
+            identity: m.identity.clone(),
+            name: m.name.clone(),
+        };
+        let (kind, entry) = match obs {
+            Observation::TrackPublished { track, .. } => {
+                let entry = TrackEntry {
+                    id: track.id.clone(),
+                    participant_id,
+                    kind: track.kind.as_str(),
+                    source: track.source.as_str(),
+                    muted: track.muted,
+                };
+                r.tracks.insert(track.id, entry.clone());
+                (EventKind::TrackPublished, entry)
+            }
+            Observation::TrackUnpublished { track_id, .. } => match r.tracks.remove(&track_id) {
+                Some(entry) => (EventKind::TrackUnpublished, entry),
+                None => return,
+            },
+            Observation::TrackMuted {
+                track_id, muted, ..
+            } => match r.tracks.get_mut(&track_id) {
+                Some(entry) => {
+                    entry.muted = muted;
+                    let kind = if muted {
+                        EventKind::TrackMuted
+                    } else {
+                        EventKind::TrackUnmuted
+                    };
+                    (kind, entry.clone())
+                }
+                None => return,
+            },
+        };
+        let hook = hook_room(&room_name, r);
+        drop(rooms);
+        self.emit(kind, hook, Some(participant), Some(HookTrack::from(&entry)));
+    }
+
+    /// Creates a room with its own limits (the admin API). `Ok(false)` if it exists already.
+    pub fn create(&self, name: &str, options: RoomOptions) -> Result<bool, Refusal> {
+        let mut rooms = self.lock();
+        if rooms.contains_key(name) {
+            return Ok(false);
+        }
+        self.check_room_count(&rooms)?;
+        let r = self.new_room(true, &options);
+        info!(room = name, sid = %r.sid, "room created");
+        self.emit(EventKind::RoomStarted, hook_room(name, &r), None, None);
+        rooms.insert(name.to_owned(), r);
+        drop(rooms);
+        self.schedule_finish(name);
+        Ok(true)
+    }
+
+    /// Deletes a room: its participants are disconnected. Returns whether it existed.
+    pub fn delete(&self, name: &str) -> bool {
+        let Some(r) = self.lock().remove(name) else {
+            return false;
+        };
+        for m in r.members.values() {
+            let _ = m.kick.send(Kick::RoomDeleted);
+        }
+        info!(room = name, "room deleted");
+        self.emit(EventKind::RoomFinished, hook_room(name, &r), None, None);
+        true
+    }
+
+    /// Disconnects the participant with this identity (or participant id). Returns whether
+    /// one was found.
+    pub fn remove_participant(&self, room: &str, who: &str) -> bool {
+        let rooms = self.lock();
+        let Some(r) = rooms.get(room) else {
+            return false;
+        };
+        let mut found = false;
+        for (id, m) in &r.members {
+            if m.identity == who || id == who {
+                let _ = m.kick.send(Kick::Removed);
+                found = true;
+            }
+        }
+        found
+    }
+
+    /// Tells every session the server is going away.
+    pub fn kick_everyone(&self) {
+        for r in self.lock().values() {
+            for m in r.members.values() {
+                let _ = m.kick.send(Kick::ServerShutdown);
+            }
+        }
+    }
+
+    /// Whether the room exists.
+    pub fn exists(&self, name: &str) -> bool {
+        self.lock().contains_key(name)
+    }
+
+    /// The participant id of `who` (an identity or a participant id) in `room`.
+    pub fn track_owner(&self, room: &str, track_id: &str) -> Option<String> {
+        self.lock()
+            .get(room)
+            .and_then(|r| r.tracks.get(track_id))
+            .map(|t| t.participant_id.clone())
+    }
+
+    pub fn list(&self) -> Vec<RoomSummary> {
+        let rooms = self.lock();
+        let mut list: Vec<RoomSummary> = rooms.iter().map(|(n, r)| summary(n, r)).collect();
+        list.sort_by(|a, b| a.name.cmp(&b.name));
+        list
+    }
+
+    pub fn get(&self, name: &str) -> Option<RoomSummary> {
+        self.lock().get(name).map(|r| summary(name, r))
+    }
+
+    /// (rooms, participants) now.
+    pub fn counts(&self) -> (usize, usize) {
+        let rooms = self.lock();
+        (rooms.len(), rooms.values().map(|r| r.members.len()).sum())
+    }
+
+    /// Finishes the room once it stayed empty for its timeout.
+    fn schedule_finish(&self, name: &str) {
+        let (epoch, timeout) = {
+            let mut rooms = self.lock();
+            let Some(r) = rooms.get_mut(name) else {
+                return;
+            };
+            r.epoch += 1;
+            let timeout = if r.joined_once || !r.explicit {
+                self.inner.policy.departure_timeout
+            } else {
+                r.empty_timeout
+            };
+            (r.epoch, timeout)
+        };
+        let rooms = self.clone();
+        let name = name.to_owned();
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        runtime.spawn(async move {
+            tokio::time::sleep(timeout).await;
+            rooms.finish_if_still_empty(&name, epoch);
+        });
+    }
+
+    fn finish_if_still_empty(&self, name: &str, epoch: u64) {
+        let mut rooms = self.lock();
+        let still = rooms
+            .get(name)
+            .is_some_and(|r| r.epoch == epoch && r.members.is_empty() && r.pending == 0);
+        if !still {
+            return;
+        }
+        if let Some(r) = rooms.remove(name) {
+            drop(rooms);
+            info!(room = name, "room finished");
+            self.emit(EventKind::RoomFinished, hook_room(name, &r), None, None);
+        }
+    }
+}
+
+fn summary(name: &str, r: &Room) -> RoomSummary {
+    let mut participants: Vec<ParticipantSummary> = r
+        .members
+        .iter()
+        .map(|(id, m)| ParticipantSummary {
+            id: id.clone(),
+            identity: m.identity.clone(),
+            name: m.name.clone(),
+            joined_at: m.joined_at,
+        })
+        .collect();
+    participants.sort_by(|a, b| a.joined_at.cmp(&b.joined_at).then(a.id.cmp(&b.id)));
+    let mut tracks: Vec<TrackEntry> = r.tracks.values().cloned().collect();
+    tracks.sort_by(|a, b| a.id.cmp(&b.id));
+    RoomSummary {
+        name: name.to_owned(),
+        sid: r.sid.clone(),
+        created_at: r.created_at,
+        max_participants: r.max_participants,
+        empty_timeout_secs: r.empty_timeout.as_secs(),
+        num_participants: r.members.len(),
+        num_tracks: r.tracks.len(),
+        participants,
+        tracks,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rooms(policy: RoomPolicy) -> (Rooms, mpsc::UnboundedReceiver<HookEvent>) {
+        let (tx, rx) = mpsc::unbounded_channel();
+        (Rooms::new(policy, Some(tx)), rx)
+    }
+
+    fn kinds(rx: &mut mpsc::UnboundedReceiver<HookEvent>) -> Vec<EventKind> {
+        let mut v = Vec::new();
+        while let Ok(e) = rx.try_recv() {
+            v.push(e.event);
+        }
+        v
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn limits_and_lifecycle() {
+        let (rooms, mut hooks) = rooms(RoomPolicy {
+            max_rooms: 1,
+            max_participants: 2,
+            ..RoomPolicy::default()
+        });
+        let a = rooms.reserve("r").unwrap();
+        let b = rooms.reserve("r").unwrap();
+        assert_eq!(
+            rooms.reserve("r").err(),
+            Some(Refusal::RoomFull {
+                room: "r".into(),
+                max: 2
+            })
+        );
+        assert_eq!(rooms.reserve("other").err(), Some(Refusal::TooManyRooms(1)));
+        drop(b); // a failed join gives its place back
+        let (k1, mut kick1) = mpsc::unbounded_channel();
+        rooms.admit(a, "PA_1", "alice", "Alice", k1);
+        let c = rooms.reserve("r").unwrap();
+        let (k2, _kick2) = mpsc::unbounded_channel();
+        rooms.admit(c, "PA_2", "alice", "Alice again", k2);
+        assert_eq!(kick1.try_recv().ok(), Some(Kick::DuplicateIdentity));
+        rooms.leave("r", "PA_1");
+        rooms.leave("r", "PA_2");
+        assert!(rooms.exists("r"), "kept for the departure timeout");
+        tokio::time::sleep(Duration::from_secs(21)).await;
+        assert!(!rooms.exists("r"));
+        assert_eq!(
+            kinds(&mut hooks),
+            vec![
+                EventKind::RoomStarted,
+                EventKind::ParticipantJoined,
+                EventKind::ParticipantJoined,
+                EventKind::ParticipantLeft,
+                EventKind::ParticipantLeft,
+                EventKind::RoomFinished,
+            ]
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn created_rooms_wait_for_their_first_participant_then_go() {
+        let (rooms, _hooks) = rooms(RoomPolicy {
+            auto_create: false,
+            ..RoomPolicy::default()
+        });
+        assert_eq!(
+            rooms.reserve("x").err(),
+            Some(Refusal::RoomNotFound("x".into()))
+        );
+        let opts = RoomOptions {
+            max_participants: Some(1),
+            empty_timeout: Some(Duration::from_secs(60)),
+        };
+        assert_eq!(rooms.create("x", opts.clone()), Ok(true));
+        assert_eq!(rooms.create("x", opts), Ok(false));
+        let r = rooms.reserve("x").unwrap();
+        assert!(matches!(
+            rooms.reserve("x"),
+            Err(Refusal::RoomFull { max: 1, .. })
+        ));
+        drop(r);
+        tokio::time::sleep(Duration::from_secs(30)).await;
+        assert!(
+            rooms.exists("x"),
+            "a released reservation does not shorten the wait much"
+        );
+        tokio::time::sleep(Duration::from_secs(31)).await;
+        assert!(!rooms.exists("x"));
+    }
+
+    #[tokio::test]
+    async fn delete_and_remove_kick_sessions() {
+        let (rooms, _hooks) = rooms(RoomPolicy::default());
+        let (k1, mut kick1) = mpsc::unbounded_channel();
+        rooms.admit(rooms.reserve("r").unwrap(), "PA_1", "alice", "A", k1);
+        let (k2, mut kick2) = mpsc::unbounded_channel();
+        rooms.admit(rooms.reserve("r").unwrap(), "PA_2", "bob", "B", k2);
+        assert!(rooms.remove_participant("r", "bob"));
+        assert!(!rooms.remove_participant("r", "carol"));
+        assert_eq!(kick2.try_recv().ok(), Some(Kick::Removed));
+        assert!(rooms.delete("r"));
+        assert!(!rooms.delete("r"));
+        assert_eq!(kick1.try_recv().ok(), Some(Kick::RoomDeleted));
+    }
+}
