@@ -20,6 +20,16 @@ use crate::protocol::MAX_ROOM_CHARS;
 use crate::rooms::{Refusal, RoomOptions};
 use crate::server::AppState;
 
+/// Every endpoint (method, path under `/api`), as `docs/openapi.yaml` must document it.
+pub const ENDPOINTS: &[(&str, &str)] = &[
+    ("get", "/rooms"),
+    ("post", "/rooms"),
+    ("get", "/rooms/{room}"),
+    ("delete", "/rooms/{room}"),
+    ("delete", "/rooms/{room}/participants/{identity}"),
+    ("post", "/rooms/{room}/tracks/{track}/mute"),
+];
+
 pub fn router() -> Router<AppState> {
     Router::new()
         .route("/rooms", get(list_rooms).post(create_room))
@@ -304,4 +314,35 @@ async fn mute_track(
     }
     .await;
     counted(&state, result)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeSet;
+
+    use super::ENDPOINTS;
+
+    /// The OpenAPI document lists exactly the endpoints the router serves.
+    #[test]
+    fn openapi_document_matches_the_router() {
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs/openapi.yaml");
+        let doc = config::Config::builder()
+            .add_source(config::File::from(path))
+            .build()
+            .expect("docs/openapi.yaml parses");
+        let paths: config::Map<String, config::Value> = doc.get("paths").expect("paths");
+        let methods = ["get", "post", "put", "patch", "delete"];
+        let mut documented = BTreeSet::new();
+        for (path, item) in paths {
+            let item: config::Map<String, config::Value> = item.into_table().expect("path item");
+            for method in item.keys().filter(|k| methods.contains(&k.as_str())) {
+                documented.insert((method.clone(), path.clone()));
+            }
+        }
+        let served: BTreeSet<(String, String)> = ENDPOINTS
+            .iter()
+            .map(|(m, p)| (m.to_string(), p.to_string()))
+            .collect();
+        assert_eq!(documented, served);
+    }
 }

@@ -232,10 +232,16 @@ struct Server {
     child: Child,
     base: String,
     ws: String,
+    log: PathBuf,
 }
 
 impl Server {
     fn start(args: &[&str], env: &[(&str, &str)]) -> Server {
+        let log = std::env::temp_dir().join(format!(
+            "fanout-binary-test-{}-{}.log",
+            std::process::id(),
+            SERVERS.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+        ));
         let mut cmd = Command::new(BIN);
         cmd.args([
             "serve",
@@ -251,12 +257,7 @@ impl Server {
         .args(args)
         .stdout(Stdio::piped())
         .stderr(Stdio::from(
-            std::fs::File::create(std::env::temp_dir().join(format!(
-                "fanout-binary-test-{}-{}.log",
-                std::process::id(),
-                SERVERS.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
-            )))
-            .expect("server log file"),
+            std::fs::File::create(&log).expect("server log file"),
         ));
         for (k, _) in std::env::vars().filter(|(k, _)| k.starts_with("FANOUT_")) {
             cmd.env_remove(k);
@@ -276,7 +277,12 @@ impl Server {
             .join("/");
         let base = url.trim_end_matches('/').to_owned();
         let ws = base.replacen("http", "ws", 1) + "/ws";
-        Server { child, base, ws }
+        Server {
+            child,
+            base,
+            ws,
+            log,
+        }
     }
 
     fn signal(&self, sig: &str) {
@@ -471,12 +477,19 @@ async fn serves_https_and_wss_from_the_configured_certificate() {
     ))
     .await
     .unwrap();
-    let reply = tokio::time::timeout(T, ws.next())
-        .await
-        .unwrap()
-        .unwrap()
-        .unwrap();
-    let reply: serde_json::Value = serde_json::from_str(reply.to_text().unwrap()).unwrap();
+    // The first text frame (the server pings, too).
+    let reply = tokio::time::timeout(T, async {
+        loop {
+            match ws.next().await {
+                Some(Ok(tokio_tungstenite::tungstenite::Message::Text(t))) => return t,
+                Some(Ok(_)) => continue,
+                other => panic!("socket ended: {other:?}"),
+            }
+        }
+    })
+    .await
+    .expect("an answer within 10 s");
+    let reply: serde_json::Value = serde_json::from_str(&reply).unwrap();
     assert_eq!(reply["type"], "joined", "{reply}");
 }
 
@@ -486,4 +499,32 @@ fn rcgen_der(pem: &str) -> Vec<u8> {
     rustls::pki_types::CertificateDer::from_pem_slice(pem.as_bytes())
         .expect("PEM certificate")
         .to_vec()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn json_logs_carry_the_room_and_participant_of_the_session() {
+    let mut server = Server::start(&["--dev", "--log-format", "json", "--log", "info"], &[]);
+    let mut client = SignalingClient::connect(&server.ws).await;
+    let joined = client.join("logged", "L").await;
+    let participant = joined["participant_id"].as_str().unwrap().to_owned();
+    server.signal("TERM");
+    drop(client);
+    assert_eq!(server.wait_exit(Duration::from_secs(10)), Some(0));
+    let text = std::fs::read_to_string(&server.log).unwrap();
+    let lines: Vec<serde_json::Value> = text
+        .lines()
+        .filter(|l| !l.trim().is_empty())
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}")))
+        .collect();
+    let joined_line = lines
+        .iter()
+        .find(|l| l["fields"]["message"] == "joined" && l["span"]["name"] == "session")
+        .unwrap_or_else(|| panic!("no `joined` line of a session span in {text}"));
+    assert_eq!(joined_line["span"]["room"], "logged", "{joined_line}");
+    assert_eq!(
+        joined_line["span"]["participant"],
+        participant.as_str(),
+        "{joined_line}"
+    );
+    assert_eq!(joined_line["level"], "INFO");
 }

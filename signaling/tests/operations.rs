@@ -388,6 +388,16 @@ async fn admin_scenario() {
     let base = format!("{}/api", server.http_url);
     let url = server.ws_url().to_owned();
     let admin = admin_token(None);
+    // Every documented endpoint is served (and wants a token).
+    for (method, path) in fanout_signaling::admin::ENDPOINTS {
+        let path = path
+            .replace("{room}", "r")
+            .replace("{identity}", "i")
+            .replace("{track}", "t");
+        let method = reqwest::Method::from_bytes(method.to_uppercase().as_bytes()).unwrap();
+        let (st, body) = api(method.clone(), format!("{base}{path}"), None, None).await;
+        assert!(![404, 405].contains(&st), "{method} {path}: {st} {body}");
+    }
     // Authorization.
     let (st, body) = api(Method::GET, format!("{base}/rooms"), None, None).await;
     assert_eq!(
