@@ -61,6 +61,14 @@ impl ApiError {
         }
     }
 
+    fn engine_unavailable(e: sfu::SfuError) -> ApiError {
+        ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "engine_unavailable",
+            e.to_string(),
+        )
+    }
+
     fn room_not_found(room: &str) -> ApiError {
         ApiError::new(
             StatusCode::NOT_FOUND,
@@ -217,13 +225,7 @@ async fn get_room(
             .sfu()
             .debug()
             .await
-            .map_err(|e| {
-                ApiError::new(
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    "engine_unavailable",
-                    e.to_string(),
-                )
-            })?
+            .map_err(ApiError::engine_unavailable)?
             .rooms
             .into_iter()
             .find(|r| r.name == room);
@@ -296,13 +298,7 @@ async fn mute_track(
             .sfu()
             .mute_track(&room, &track, req.muted)
             .await
-            .map_err(|e| {
-                ApiError::new(
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    "engine_unavailable",
-                    e.to_string(),
-                )
-            })?;
+            .map_err(ApiError::engine_unavailable)?;
         if !found {
             return Err(ApiError::new(
                 StatusCode::NOT_FOUND,

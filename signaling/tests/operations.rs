@@ -354,6 +354,16 @@ fn c_code(v: Value) -> String {
     v["code"].as_str().unwrap_or_default().to_owned()
 }
 
+/// Asserts an admin API answer is the error `code` with HTTP `status`.
+#[track_caller]
+fn refused((status, body): (u16, Value), want_status: u16, code: &str) {
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (want_status, Some(code)),
+        "{body}"
+    );
+}
+
 /// Sends an admin request and returns (status, JSON body or Null).
 async fn api(
     method: reqwest::Method,
@@ -399,34 +409,34 @@ async fn admin_scenario() {
         assert!(![404, 405].contains(&st), "{method} {path}: {st} {body}");
     }
     // Authorization.
-    let (st, body) = api(Method::GET, format!("{base}/rooms"), None, None).await;
-    assert_eq!(
-        (st, body["error"]["code"].clone()),
-        (401, json!("token_missing"))
+    refused(
+        api(Method::GET, format!("{base}/rooms"), None, None).await,
+        401,
+        "token_missing",
     );
-    let (st, body) = api(Method::GET, format!("{base}/rooms"), Some("junk"), None).await;
-    assert_eq!(
-        (st, body["error"]["code"].clone()),
-        (401, json!("token_malformed"))
+    refused(
+        api(Method::GET, format!("{base}/rooms"), Some("junk"), None).await,
+        401,
+        "token_malformed",
     );
     let user = token("u", Some("r2"), Grants::default());
-    let (st, body) = api(Method::GET, format!("{base}/rooms"), Some(&user), None).await;
-    assert_eq!(
-        (st, body["error"]["code"].clone()),
-        (403, json!("token_missing_grant"))
+    refused(
+        api(Method::GET, format!("{base}/rooms"), Some(&user), None).await,
+        403,
+        "token_missing_grant",
     );
     let (st, body) = api(Method::GET, format!("{base}/rooms"), Some(&admin), None).await;
     assert_eq!((st, body.clone()), (200, json!({"rooms": []})));
-    let (st, body) = api(
-        Method::GET,
-        format!("{base}/nothing-here"),
-        Some(&admin),
-        None,
-    )
-    .await;
-    assert_eq!(
-        (st, body["error"]["code"].clone()),
-        (404, json!("not_found"))
+    refused(
+        api(
+            Method::GET,
+            format!("{base}/nothing-here"),
+            Some(&admin),
+            None,
+        )
+        .await,
+        404,
+        "not_found",
     );
     // Create with limits.
     let create = json!({"name": "r2", "max_participants": 1, "empty_timeout": 60});
@@ -439,39 +449,39 @@ async fn admin_scenario() {
     .await;
     assert_eq!(st, 201, "{body}");
     assert_eq!(body["room"]["max_participants"], 1);
-    let (st, body) = api(
-        Method::POST,
-        format!("{base}/rooms"),
-        Some(&admin),
-        Some(create),
-    )
-    .await;
-    assert_eq!(
-        (st, body["error"]["code"].clone()),
-        (409, json!("room_exists"))
+    refused(
+        api(
+            Method::POST,
+            format!("{base}/rooms"),
+            Some(&admin),
+            Some(create),
+        )
+        .await,
+        409,
+        "room_exists",
     );
-    let (st, body) = api(
-        Method::POST,
-        format!("{base}/rooms"),
-        Some(&admin),
-        Some(json!({"nom": 1})),
-    )
-    .await;
-    assert_eq!(
-        (st, body["error"]["code"].clone()),
-        (400, json!("invalid_request"))
+    refused(
+        api(
+            Method::POST,
+            format!("{base}/rooms"),
+            Some(&admin),
+            Some(json!({"nom": 1})),
+        )
+        .await,
+        400,
+        "invalid_request",
     );
     let scoped = admin_token(Some("r2"));
-    let (st, body) = api(
-        Method::POST,
-        format!("{base}/rooms"),
-        Some(&scoped),
-        Some(json!({"name": "r9"})),
-    )
-    .await;
-    assert_eq!(
-        (st, body["error"]["code"].clone()),
-        (403, json!("token_wrong_room"))
+    refused(
+        api(
+            Method::POST,
+            format!("{base}/rooms"),
+            Some(&scoped),
+            Some(json!({"name": "r9"})),
+        )
+        .await,
+        403,
+        "token_wrong_room",
     );
     let mut first = SignalingClient::connect(&url).await;
     first
@@ -576,27 +586,27 @@ async fn admin_scenario() {
         grows(&received, 30, T).await,
         "media resumes after the unmute"
     );
-    let (st, body) = api(
-        Method::POST,
-        format!("{base}/rooms/r3/tracks/TR_nope/mute"),
-        Some(&admin),
-        Some(json!({"muted": true})),
-    )
-    .await;
-    assert_eq!(
-        (st, body["error"]["code"].clone()),
-        (404, json!("track_not_found"))
+    refused(
+        api(
+            Method::POST,
+            format!("{base}/rooms/r3/tracks/TR_nope/mute"),
+            Some(&admin),
+            Some(json!({"muted": true})),
+        )
+        .await,
+        404,
+        "track_not_found",
     );
-    let (st, body) = api(
-        Method::POST,
-        mute,
-        Some(&admin),
-        Some(json!({"muted": "yes"})),
-    )
-    .await;
-    assert_eq!(
-        (st, body["error"]["code"].clone()),
-        (400, json!("invalid_request"))
+    refused(
+        api(
+            Method::POST,
+            mute,
+            Some(&admin),
+            Some(json!({"muted": "yes"})),
+        )
+        .await,
+        400,
+        "invalid_request",
     );
 
     // Remove S: it is told and disconnected; P sees it leave.
@@ -612,16 +622,16 @@ async fn admin_scenario() {
     assert_eq!(err["code"], "removed");
     let left = p.recv_type("participant_left", T).await;
     assert_eq!(left["participant_id"], s.participant_id.as_str());
-    let (st, body) = api(
-        Method::DELETE,
-        format!("{base}/rooms/r3/participants/s-id"),
-        Some(&admin),
-        None,
-    )
-    .await;
-    assert_eq!(
-        (st, body["error"]["code"].clone()),
-        (404, json!("participant_not_found"))
+    refused(
+        api(
+            Method::DELETE,
+            format!("{base}/rooms/r3/participants/s-id"),
+            Some(&admin),
+            None,
+        )
+        .await,
+        404,
+        "participant_not_found",
     );
 
     // Delete the room: P is told.
@@ -634,16 +644,16 @@ async fn admin_scenario() {
     .await;
     assert_eq!(st, 204);
     assert_eq!(p.recv_type("error", T).await["code"], "room_deleted");
-    let (st, body) = api(
-        Method::DELETE,
-        format!("{base}/rooms/r3"),
-        Some(&admin),
-        None,
-    )
-    .await;
-    assert_eq!(
-        (st, body["error"]["code"].clone()),
-        (404, json!("room_not_found"))
+    refused(
+        api(
+            Method::DELETE,
+            format!("{base}/rooms/r3"),
+            Some(&admin),
+            None,
+        )
+        .await,
+        404,
+        "room_not_found",
     );
     sending.abort();
     s.close().await;

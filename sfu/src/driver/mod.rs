@@ -826,6 +826,7 @@ impl Driver {
                 self.enqueue(key);
             }
             RTCPeerConnectionEvent::OnTrack(RTCTrackEvent::OnOpen(init)) => {
+                debug!(participant = key, ssrc = init.ssrc, track = %init.track_id, "track opened");
                 self.publish_track(key, init);
             }
             RTCPeerConnectionEvent::OnTrack(RTCTrackEvent::OnClose(track_id)) => {
@@ -1363,6 +1364,7 @@ impl Driver {
             };
             track.codec(init.ssrc).cloned().map(|c| (kind, c))
         }) else {
+            warn!(participant = %peer.id, ssrc = init.ssrc, "a track opened without a known codec; not published");
             return;
         };
         let Some(codec) = Codec::from_mime(&rtc_codec.mime_type) else {
