@@ -369,11 +369,37 @@ pub struct DriverStats {
     pub mesh_packets_out: u64,
     pub mesh_packets_in: u64,
     pub mesh_dropped: u64,
+    /// Bytes of what was dropped, by reason (the packet counters above count the same drops).
+    pub bytes_dropped: DroppedBytes,
+}
+
+/// Bytes dropped on purpose, by reason: datagrams from unknown sources or rejected by their
+/// connection (whole datagrams), RTP of muted tracks, RTP that found another driver's queue
+/// full or could not be written to a subscriber (payloads), and test fault injection.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct DroppedBytes {
+    pub unknown_source: u64,
+    pub rejected: u64,
+    pub muted: u64,
+    pub driver_queue_full: u64,
+    pub forward_error: u64,
+    pub injected: u64,
+}
+
+impl DroppedBytes {
+    fn add(&mut self, o: &DroppedBytes) {
+        self.unknown_source += o.unknown_source;
+        self.rejected += o.rejected;
+        self.muted += o.muted;
+        self.driver_queue_full += o.driver_queue_full;
+        self.forward_error += o.forward_error;
+        self.injected += o.injected;
+    }
 }
 
 impl DriverStats {
     /// Adds another driver's counters to these.
-    fn add(&mut self, o: &DriverStats) {
+    pub fn add(&mut self, o: &DriverStats) {
         self.participants += o.participants;
         self.rooms += o.rooms;
         self.published_tracks += o.published_tracks;
@@ -400,6 +426,7 @@ impl DriverStats {
         self.mesh_packets_out += o.mesh_packets_out;
         self.mesh_packets_in += o.mesh_packets_in;
         self.mesh_dropped += o.mesh_dropped;
+        self.bytes_dropped.add(&o.bytes_dropped);
     }
 }
 

@@ -23,7 +23,7 @@ pub mod engine;
 pub mod peer;
 
 pub use api::{
-    Candidate, DriverStats, ErrorKind, Event, JoinInfo, JoinRequest, LayerReport, MediaKind,
-    Observation, Participant, ParticipantInfo, Permissions, Quality, Reason, Sfu, SfuConfig,
-    SfuError, TrackInfo, TrackSettings, TrackSource,
+    Candidate, DriverStats, DroppedBytes, ErrorKind, Event, JoinInfo, JoinRequest, LayerReport,
+    MediaKind, Observation, Participant, ParticipantInfo, Permissions, Quality, Reason, Sfu,
+    SfuConfig, SfuError, TrackInfo, TrackSettings, TrackSource,
 };

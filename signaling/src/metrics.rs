@@ -37,7 +37,8 @@ pub struct Metrics {
     bytes_out: Counter,
     packets_forwarded: Counter,
     bytes_forwarded: Counter,
-    packets_dropped: prometheus::core::GenericCounterVec<AtomicU64>,
+    packets_dropped: IntCounterVec,
+    bytes_dropped: IntCounterVec,
     nacks: Counter,
     plis_received: Counter,
     keyframe_requests: Counter,
@@ -125,6 +126,11 @@ impl Metrics {
             "Datagrams and RTP packets dropped, by reason",
             "reason",
         );
+        let bytes_dropped = vec(
+            "fanout_bytes_dropped_total",
+            "Bytes of the datagrams and RTP payloads dropped, by reason",
+            "reason",
+        );
         let driver_participants = IntGaugeVec::new(
             Opts::new(
                 "fanout_driver_participants",
@@ -210,6 +216,7 @@ impl Metrics {
                 "Simulcast layers paused at their publishers (dynacast)",
             ),
             packets_dropped,
+            bytes_dropped,
             driver_participants,
             join_latency,
             signaling_errors,
@@ -239,26 +246,7 @@ impl Metrics {
             self.driver_participants
                 .with_label_values(&[i.to_string().as_str()])
                 .set(s.participants as i64);
-            total.published_tracks += s.published_tracks;
-            total.subscriptions += s.subscriptions;
-            total.datagrams_in += s.datagrams_in;
-            total.bytes_in += s.bytes_in;
-            total.datagrams_out += s.datagrams_out;
-            total.bytes_out += s.bytes_out;
-            total.rtp_forwarded += s.rtp_forwarded;
-            total.rtp_forwarded_bytes += s.rtp_forwarded_bytes;
-            total.nacks_received += s.nacks_received;
-            total.keyframe_requests_received += s.keyframe_requests_received;
-            total.keyframe_requests += s.keyframe_requests;
-            total.layer_switches += s.layer_switches;
-            total.layers_paused += s.layers_paused;
-            total.datagrams_unknown_source += s.datagrams_unknown_source;
-            total.handle_read_errors += s.handle_read_errors;
-            total.rtp_dropped_muted += s.rtp_dropped_muted;
-            total.mesh_dropped += s.mesh_dropped;
-            total.forward_errors += s.forward_errors;
-            total.datagrams_dropped_injected += s.datagrams_dropped_injected;
-            total.datagrams_dropped_injected_out += s.datagrams_dropped_injected_out;
+            total.add(s);
         }
         self.published_tracks.set(total.published_tracks as i64);
         self.subscriptions.set(total.subscriptions as i64);
@@ -285,6 +273,17 @@ impl Metrics {
             ),
         ] {
             advance(&self.packets_dropped.with_label_values(&[reason]), n);
+        }
+        let b = total.bytes_dropped;
+        for (reason, n) in [
+            ("unknown_source", b.unknown_source),
+            ("rejected", b.rejected),
+            ("muted", b.muted),
+            ("driver_queue_full", b.driver_queue_full),
+            ("forward_error", b.forward_error),
+            ("injected", b.injected),
+        ] {
+            advance(&self.bytes_dropped.with_label_values(&[reason]), n);
         }
     }
 

@@ -432,15 +432,37 @@ impl Rooms {
         Ok(true)
     }
 
-    /// Deletes a room: its participants are disconnected. Returns whether it existed.
+    /// Deletes a room: its participants are disconnected (and reported as having left, their
+    /// tracks as unpublished, before the room finishes). Returns whether it existed.
     pub fn delete(&self, name: &str) -> bool {
-        let Some(r) = self.lock().remove(name) else {
+        let Some(mut r) = self.lock().remove(name) else {
             return false;
         };
-        for m in r.members.values() {
-            let _ = m.kick.send(Kick::RoomDeleted);
-        }
         info!(room = name, "room deleted");
+        let members: Vec<(String, Member)> = r.members.drain().collect();
+        for (id, m) in members {
+            let _ = m.kick.send(Kick::RoomDeleted);
+            let participant = HookParticipant {
+                id: id.clone(),
+                identity: m.identity,
+                name: m.name,
+            };
+            for t in r.tracks.values().filter(|t| t.participant_id == id) {
+                self.emit(
+                    EventKind::TrackUnpublished,
+                    hook_room(name, &r),
+                    Some(participant.clone()),
+                    Some(HookTrack::from(t)),
+                );
+            }
+            self.emit(
+                EventKind::ParticipantLeft,
+                hook_room(name, &r),
+                Some(participant),
+                None,
+            );
+        }
+        r.tracks.clear();
         self.emit(EventKind::RoomFinished, hook_room(name, &r), None, None);
         true
     }
@@ -474,14 +496,6 @@ impl Rooms {
     /// Whether the room exists.
     pub fn exists(&self, name: &str) -> bool {
         self.lock().contains_key(name)
-    }
-
-    /// The participant id of `who` (an identity or a participant id) in `room`.
-    pub fn track_owner(&self, room: &str, track_id: &str) -> Option<String> {
-        self.lock()
-            .get(room)
-            .and_then(|r| r.tracks.get(track_id))
-            .map(|t| t.participant_id.clone())
     }
 
     pub fn list(&self) -> Vec<RoomSummary> {
@@ -673,5 +687,24 @@ mod tests {
         assert!(rooms.delete("r"));
         assert!(!rooms.delete("r"));
         assert_eq!(kick1.try_recv().ok(), Some(Kick::RoomDeleted));
+    }
+
+    #[tokio::test]
+    async fn a_deleted_room_reports_its_participants_leaving_before_it_finishes() {
+        let (rooms, mut hooks) = rooms(RoomPolicy::default());
+        let (k, _kick) = mpsc::unbounded_channel();
+        rooms.admit(rooms.reserve("r").unwrap(), "PA_1", "alice", "A", k);
+        rooms.delete("r");
+        // The session's leave comes after the room is gone: nothing more is reported.
+        rooms.leave("r", "PA_1");
+        assert_eq!(
+            kinds(&mut hooks),
+            vec![
+                EventKind::RoomStarted,
+                EventKind::ParticipantJoined,
+                EventKind::ParticipantLeft,
+                EventKind::RoomFinished,
+            ]
+        );
     }
 }

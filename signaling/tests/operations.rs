@@ -818,8 +818,28 @@ async fn metrics_move_while_media_flows() {
                 .unwrap()
         };
         let first = scrape().await;
+        // Garbage from an unknown source is dropped and counted, with its bytes.
+        let stranger = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        for _ in 0..3 {
+            stranger
+                .send_to(&[0x42; 100], server.sfu.media_addr())
+                .unwrap();
+        }
         tokio::time::sleep(Duration::from_secs(1)).await;
         let second = scrape().await;
+        let dropped = |text: &str, name: &str| {
+            metric(text, &format!("{name}{{reason=\"unknown_source\"}}")).unwrap_or(0.0)
+        };
+        assert_eq!(
+            dropped(&second, "fanout_packets_dropped_total")
+                - dropped(&first, "fanout_packets_dropped_total"),
+            3.0
+        );
+        assert_eq!(
+            dropped(&second, "fanout_bytes_dropped_total")
+                - dropped(&first, "fanout_bytes_dropped_total"),
+            300.0
+        );
         for name in [
             "fanout_packets_forwarded_total",
             "fanout_bytes_forwarded_total",

@@ -672,6 +672,7 @@ impl Driver {
             && rand::random::<f64>() < self.inject_loss
         {
             self.stats.datagrams_dropped_injected += 1;
+            self.stats.bytes_dropped.injected += data.len() as u64;
             return;
         }
         let key = match self.by_addr.get(&src) {
@@ -680,6 +681,7 @@ impl Driver {
                 Some(&key) => key,
                 None => {
                     self.stats.datagrams_unknown_source += 1;
+                    self.stats.bytes_dropped.unknown_source += data.len() as u64;
                     return;
                 }
             },
@@ -708,6 +710,7 @@ impl Driver {
             Some(Ok(())) => {}
             Some(Err(err)) => {
                 self.stats.handle_read_errors += 1;
+                self.stats.bytes_dropped.rejected += data.len() as u64;
                 debug!(participant = key, %src, %err, "datagram rejected");
             }
             None => self.fail_peer(key, "panic in handle_read"),
@@ -746,6 +749,7 @@ impl Driver {
                             && rand::random::<f64>() < self.inject_loss_out
                         {
                             self.stats.datagrams_dropped_injected_out += 1;
+                            self.stats.bytes_dropped.injected += out.message.len() as u64;
                             continue;
                         }
                     }
@@ -903,6 +907,7 @@ impl Driver {
         };
         if track.muted {
             self.stats.rtp_dropped_muted += 1;
+            self.stats.bytes_dropped.muted += packet.payload.len() as u64;
             return;
         }
         let Some(layer_id) = track
@@ -935,7 +940,10 @@ impl Driver {
             };
             match queue.try_send(p.clone()) {
                 Ok(()) => self.stats.mesh_packets_out += 1,
-                Err(_) => self.stats.mesh_dropped += 1,
+                Err(_) => {
+                    self.stats.mesh_dropped += 1;
+                    self.stats.bytes_dropped.driver_queue_full += p.payload.len() as u64;
+                }
             }
         }
         self.route(p);
@@ -1052,7 +1060,10 @@ impl Driver {
                     self.stats.rtp_forwarded += 1;
                     self.stats.rtp_forwarded_bytes += p.payload.len() as u64;
                 }
-                Some(_) => self.stats.forward_errors += 1,
+                Some(_) => {
+                    self.stats.forward_errors += 1;
+                    self.stats.bytes_dropped.forward_error += p.payload.len() as u64;
+                }
                 None => {
                     self.stats.connection_panics += 1;
                     self.removals
