@@ -36,6 +36,21 @@ pub enum Command {
     /// Access tokens.
     #[command(subcommand)]
     Token(TokenCommand),
+    /// Exit 0 if the server configured here answers /healthz (a container HEALTHCHECK).
+    Healthcheck(HealthcheckArgs),
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct HealthcheckArgs {
+    /// The URL to probe [default: /healthz on the configured bind address, over HTTPS when
+    /// TLS is configured; a wildcard bind is probed on loopback].
+    #[arg(long)]
+    pub url: Option<String>,
+    /// Seconds to wait for the answer.
+    #[arg(long, default_value_t = 3.0)]
+    pub timeout: f64,
+    #[command(flatten)]
+    pub settings: SettingsArgs,
 }
 
 #[derive(Debug, Subcommand)]

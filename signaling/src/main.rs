@@ -4,7 +4,7 @@ use std::process::ExitCode;
 
 use clap::Parser;
 use fanout_signaling::auth::{parse_ttl, Grants, TokenAuthority};
-use fanout_signaling::cli::{Cli, Command, SettingsArgs, TokenArgs, TokenCommand};
+use fanout_signaling::cli::{Cli, Command, HealthcheckArgs, SettingsArgs, TokenArgs, TokenCommand};
 use fanout_signaling::config::{self, LogFormat, Overrides, Settings};
 use fanout_signaling::server::{self, DrainEnd};
 use tracing::{error, info, warn};
@@ -25,6 +25,68 @@ fn main() -> ExitCode {
             Err(code) => code,
         },
         Command::Token(TokenCommand::Create(args)) => token_create(&args),
+        Command::Healthcheck(args) => healthcheck(&args),
+    }
+}
+
+/// Probes /healthz of the configured server; exit 0 if it answers 200.
+fn healthcheck(args: &HealthcheckArgs) -> ExitCode {
+    let url = match &args.url {
+        Some(url) => url.clone(),
+        None => {
+            // The server's own configuration says where it listens; keys are not needed here.
+            let mut overrides = args.settings.overrides();
+            overrides.set("dev", true);
+            let settings = match config::load(
+                args.settings.config.as_deref(),
+                std::env::vars(),
+                &overrides,
+            ) {
+                Ok(s) => s,
+                Err(e) => {
+                    eprintln!("fanout healthcheck: {e}");
+                    return ExitCode::from(CONFIG_ERROR);
+                }
+            };
+            let ip = settings.bind.ip();
+            let host = match ip {
+                ip if ip.is_unspecified() && ip.is_ipv6() => "[::1]".to_owned(),
+                ip if ip.is_unspecified() => "127.0.0.1".to_owned(),
+                std::net::IpAddr::V6(v6) => format!("[{v6}]"),
+                std::net::IpAddr::V4(v4) => v4.to_string(),
+            };
+            let scheme = if settings.tls() { "https" } else { "http" };
+            format!("{scheme}://{host}:{}/healthz", settings.bind.port())
+        }
+    };
+    let Ok(runtime) = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    else {
+        return ExitCode::FAILURE;
+    };
+    server::install_crypto_provider();
+    let timeout = std::time::Duration::from_secs_f64(args.timeout.clamp(0.1, 60.0));
+    let result = runtime.block_on(async {
+        // A local liveness probe: the certificate names the public host, not this address.
+        let client = reqwest::Client::builder()
+            .timeout(timeout)
+            .danger_accept_invalid_certs(true)
+            .build()
+            .map_err(|e| e.to_string())?;
+        let response = client.get(&url).send().await.map_err(|e| e.to_string())?;
+        if response.status().is_success() {
+            Ok(())
+        } else {
+            Err(format!("status {}", response.status()))
+        }
+    });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("fanout healthcheck: {url}: {e}");
+            ExitCode::FAILURE
+        }
     }
 }
 

@@ -390,6 +390,26 @@ async fn drain_on_sigterm_keeps_the_call_and_exits_zero_when_it_ends() {
     assert_eq!(server.wait_exit(Duration::from_secs(10)), Some(0));
 }
 
+#[test]
+fn healthcheck_probes_the_configured_server() {
+    let server = Server::start(&["--dev"], &[]);
+    let bind = server.base.trim_start_matches("http://").to_owned();
+    let o = fanout(&["healthcheck"], &[("FANOUT_BIND", bind.as_str())]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let o = fanout(
+        &["healthcheck", "--url", &format!("{}/healthz", server.base)],
+        &[],
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    drop(server);
+    let o = fanout(
+        &["healthcheck", "--timeout", "1"],
+        &[("FANOUT_BIND", bind.as_str())],
+    );
+    assert_eq!(o.status.code(), Some(1), "nothing listens any more");
+    assert!(stderr(&o).contains("/healthz"), "{}", stderr(&o));
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn drain_without_rooms_exits_promptly_and_the_timeout_ends_a_drain() {
     common::init_logging();
@@ -447,6 +467,19 @@ async fn serves_https_and_wss_from_the_configured_certificate() {
         .expect("https request");
     assert_eq!(r.status(), 200);
     assert_eq!(r.text().await.unwrap(), "ok");
+    let o = fanout(
+        &[
+            "healthcheck",
+            "--bind",
+            &format!("127.0.0.1:{port}"),
+            "--tls-cert",
+            cert.to_str().unwrap(),
+            "--tls-key",
+            key.to_str().unwrap(),
+        ],
+        &[],
+    );
+    assert!(o.status.success(), "healthcheck over TLS: {}", stderr(&o));
     // Plain HTTP on the TLS port gets nowhere.
     let plain = reqwest::get(format!("http://127.0.0.1:{port}/healthz")).await;
     assert!(!plain.is_ok_and(|r| r.status().is_success()));

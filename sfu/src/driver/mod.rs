@@ -382,8 +382,10 @@ impl Layer {
 }
 
 /// Where a rid sits in the usual simulcast naming schemes (q/h/f, l/m/h, 0/1/2), low first.
+/// The scheme is told by a rid only it uses (`q` or `f`; `l` or `m`), so `q` ranks low even while
+/// it is the only layer that has started.
 fn rid_rank(rid: &str, all: &[&str]) -> usize {
-    let scheme: &[&str] = if all.contains(&"f") {
+    let scheme: &[&str] = if all.contains(&"f") || all.contains(&"q") {
         &["q", "h", "f"]
     } else if all.contains(&"l") || all.contains(&"m") {
         &["l", "m", "h"]
@@ -408,8 +410,9 @@ struct Forwarder {
     /// The layer the allocator would forward if the publisher sent everything (dynacast).
     ideal: Option<u8>,
     reason: Reason,
-    /// The last (current, target, reason) reported to the subscriber.
-    reported: Option<(Option<u8>, Option<u8>, Reason)>,
+    /// The last (current, target, reason) reported to the subscriber, as quality names: a
+    /// layer's name can change as more layers start (with only `q` seen, it is the top one).
+    reported: Option<(Option<Quality>, Option<Quality>, Reason)>,
 }
 
 struct Driver {
@@ -2313,6 +2316,20 @@ fn first_mid(sdp: &str) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn rids_rank_by_their_scheme_even_alone() {
+        assert_eq!(
+            rid_rank("q", &["q"]),
+            0,
+            "q is low while it is the only layer seen"
+        );
+        assert_eq!(rid_rank("f", &["f"]), 2);
+        assert_eq!(rid_rank("h", &["q", "h"]), 1);
+        assert_eq!(rid_rank("h", &["l", "h"]), 2, "h of l/m/h is high");
+        assert_eq!(rid_rank("m", &["m"]), 1);
+        assert_eq!(rid_rank("1", &["0", "1", "2"]), 1);
+    }
 
     #[test]
     fn rtc_sees_a_candidate_address_for_every_kind_of_source() {

@@ -43,16 +43,21 @@ pub(super) fn report_layer(
     order: &[u8],
     fwd: &mut Forwarder,
 ) {
-    let state = (fwd.rewriter.current(), fwd.rewriter.target(), fwd.reason);
+    let (current_id, target_id) = (fwd.rewriter.current(), fwd.rewriter.target());
+    let state = (
+        quality(layers, order, current_id),
+        quality(layers, order, target_id),
+        fwd.reason,
+    );
     if fwd.reported == Some(state) {
         return;
     }
     fwd.reported = Some(state);
-    let current = state.0.and_then(|id| layers.get(usize::from(id)));
+    let current = current_id.and_then(|id| layers.get(usize::from(id)));
     let report = LayerReport {
         track_id: track_id.to_owned(),
-        current: quality(layers, order, state.0),
-        target: quality(layers, order, state.1),
+        current: state.0,
+        target: state.1,
         reason: state.2,
         width: current.map(|l| l.width).filter(|w| *w > 0),
         height: current.map(|l| l.height).filter(|h| *h > 0),
