@@ -350,6 +350,11 @@ pub struct DriverStats {
     pub nacks_received: u64,
     /// PLI and FIR packets received from subscribers.
     pub keyframe_requests_received: u64,
+    /// Retransmissions sent to subscribers in answer to NACKs, and those held back because they
+    /// would have fed a retransmission storm (too old, resent within the round trip, or over the
+    /// retransmission budget; see `engine::retransmit`).
+    pub retransmissions_sent: u64,
+    pub retransmissions_held_back: u64,
     pub datagrams_unknown_source: u64,
     pub datagrams_dropped_injected: u64,
     pub datagrams_dropped_injected_out: u64,
@@ -412,6 +417,8 @@ impl DriverStats {
         self.rtp_dropped_muted += o.rtp_dropped_muted;
         self.nacks_received += o.nacks_received;
         self.keyframe_requests_received += o.keyframe_requests_received;
+        self.retransmissions_sent += o.retransmissions_sent;
+        self.retransmissions_held_back += o.retransmissions_held_back;
         self.datagrams_unknown_source += o.datagrams_unknown_source;
         self.datagrams_dropped_injected += o.datagrams_dropped_injected;
         self.datagrams_dropped_injected_out += o.datagrams_dropped_injected_out;

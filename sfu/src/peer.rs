@@ -40,6 +40,8 @@ use rtc::rtp_transceiver::rtp_sender::{
 use rtc::sansio::Protocol;
 use rtc::shared::error::Error as RtcError;
 
+use crate::engine::retransmit::{RetransmitGuard, RtxDecision};
+
 /// libwebrtc's and Firefox's SRTP replay window; rtc's default of 64 rejects legitimate late
 /// retransmissions of a video burst (the stall described in the notes).
 const SRTP_REPLAY_WINDOW: usize = 1024;
@@ -65,12 +67,33 @@ const BWE_MAX_BPS: f64 = 50_000_000.0;
 pub struct Bandwidth {
     bps: AtomicU64,
     updates: AtomicU64,
+    /// The round trip implied by the latest feedback, in microseconds (0: not known yet).
+    rtt_us: AtomicU64,
+    /// Retransmissions sent, and held back by [`RetransmitGuard`] (see [`Bandwidth::retransmissions`]).
+    resent: AtomicU64,
+    held_back: AtomicU64,
 }
 
 impl Bandwidth {
     /// The latest estimate in bits per second, once transport-wide feedback produced one.
     pub(crate) fn estimate(&self) -> Option<f64> {
         (self.updates.load(Ordering::Relaxed) > 0).then(|| self.bps.load(Ordering::Relaxed) as f64)
+    }
+
+    /// The round trip implied by the latest transport-wide feedback.
+    pub(crate) fn rtt(&self) -> Option<Duration> {
+        match self.rtt_us.load(Ordering::Relaxed) {
+            0 => None,
+            us => Some(Duration::from_micros(us)),
+        }
+    }
+
+    /// Retransmissions this connection sent, and held back (storm guard).
+    pub(crate) fn retransmissions(&self) -> (u64, u64) {
+        (
+            self.resent.load(Ordering::Relaxed),
+            self.held_back.load(Ordering::Relaxed),
+        )
     }
 }
 
@@ -96,6 +119,11 @@ impl BandwidthEstimator for ReportingGcc {
             self.out
                 .bps
                 .store(self.gcc.target_bitrate() as u64, Ordering::Relaxed);
+            if let Some(rtt) = st.round_trip_time {
+                self.out
+                    .rtt_us
+                    .store((rtt.as_micros() as u64).max(1), Ordering::Relaxed);
+            }
             self.out.updates.fetch_add(1, Ordering::Relaxed);
         }
     }
@@ -177,6 +205,79 @@ impl Protocol<TaggedPacket, TaggedPacket, ()> for DeliverKeyframeRequests {
 impl Interceptor for DeliverKeyframeRequests {
     fn bind_local_stream(&mut self, _info: &StreamInfo) {}
     fn unbind_local_stream(&mut self, _info: &StreamInfo) {}
+    fn bind_remote_stream(&mut self, _info: &StreamInfo) {}
+    fn unbind_remote_stream(&mut self, _info: &StreamInfo) {}
+}
+
+/// Holds back retransmissions that would feed a storm (see [`RetransmitGuard`]): sits wire-ward
+/// of rtc's NACK responder, so it sees both the original packets and the responder's resends
+/// (the same SSRC and sequence number again; no RTX is negotiated).
+struct GuardRetransmissions {
+    guard: RetransmitGuard,
+    bandwidth: Arc<Bandwidth>,
+    reads: VecDeque<TaggedPacket>,
+    writes: VecDeque<TaggedPacket>,
+}
+
+impl Protocol<TaggedPacket, TaggedPacket, ()> for GuardRetransmissions {
+    type Rout = TaggedPacket;
+    type Wout = TaggedPacket;
+    type Eout = ();
+    type Error = RtcError;
+    type Time = Instant;
+
+    fn handle_read(&mut self, msg: TaggedPacket) -> Result<(), Self::Error> {
+        self.reads.push_back(msg);
+        Ok(())
+    }
+
+    fn poll_read(&mut self) -> Option<Self::Rout> {
+        self.reads.pop_front()
+    }
+
+    fn handle_write(&mut self, msg: TaggedPacket) -> Result<(), Self::Error> {
+        if let Packet::Rtp(p) = &msg.message.packet {
+            let decision = self.guard.on_send(
+                p.header.ssrc,
+                p.header.sequence_number,
+                p.payload.len() + 12,
+                msg.now,
+                self.bandwidth.estimate(),
+                self.bandwidth.rtt(),
+            );
+            match decision {
+                RtxDecision::Original => {}
+                RtxDecision::Resend => {
+                    self.bandwidth.resent.fetch_add(1, Ordering::Relaxed);
+                }
+                _ => {
+                    self.bandwidth.held_back.fetch_add(1, Ordering::Relaxed);
+                    return Ok(());
+                }
+            }
+        }
+        self.writes.push_back(msg);
+        Ok(())
+    }
+
+    fn poll_write(&mut self) -> Option<Self::Wout> {
+        self.writes.pop_front()
+    }
+
+    fn handle_timeout(&mut self, _now: Instant) -> Result<(), Self::Error> {
+        Ok(())
+    }
+
+    fn poll_timeout(&mut self) -> Option<Self::Time> {
+        None
+    }
+}
+
+impl Interceptor for GuardRetransmissions {
+    fn bind_local_stream(&mut self, _info: &StreamInfo) {}
+    fn unbind_local_stream(&mut self, info: &StreamInfo) {
+        self.guard.forget(info.ssrc);
+    }
     fn bind_remote_stream(&mut self, _info: &StreamInfo) {}
     fn unbind_remote_stream(&mut self, _info: &StreamInfo) {}
 }
@@ -409,6 +510,16 @@ fn interceptors(
     register_header_extensions(me)?;
     let registry = Registry::new()
         .with(Slot::NackResponder, NackResponderBuilder::new().build())
+        // Wire-ward of the responder (its resends pass through), application-ward of the pacer.
+        .with(
+            Slot::from(3_500),
+            GuardRetransmissions {
+                guard: RetransmitGuard::new(),
+                bandwidth: bandwidth.clone(),
+                reads: VecDeque::new(),
+                writes: VecDeque::new(),
+            },
+        )
         .with(
             Slot::NackGenerator,
             NackGeneratorBuilder::new()

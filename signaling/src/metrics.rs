@@ -40,6 +40,7 @@ pub struct Metrics {
     packets_dropped: IntCounterVec,
     bytes_dropped: IntCounterVec,
     nacks: Counter,
+    retransmissions: IntCounterVec,
     plis_received: Counter,
     keyframe_requests: Counter,
     layer_switches: Counter,
@@ -110,6 +111,12 @@ impl Metrics {
             "fanout_signaling_errors_total",
             "Errors sent to signaling clients, by error code (refused joins among them)",
             "code",
+        );
+        let retransmissions = vec(
+            "fanout_retransmissions_total",
+            "Retransmissions to subscribers: sent, or held back by the storm guard (too old, \
+             resent within the round trip, or over the retransmission budget)",
+            "result",
         );
         let webhook_deliveries = vec(
             "fanout_webhook_deliveries_total",
@@ -195,6 +202,7 @@ impl Metrics {
                 "fanout_nacks_total",
                 "NACK packets received from subscribers (answered with retransmissions)",
             ),
+            retransmissions,
             plis_received: counter(
                 &r,
                 "fanout_plis_total",
@@ -258,6 +266,14 @@ impl Metrics {
         advance(&self.bytes_forwarded, total.rtp_forwarded_bytes);
         advance(&self.nacks, total.nacks_received);
         advance(&self.plis_received, total.keyframe_requests_received);
+        advance(
+            &self.retransmissions.with_label_values(&["sent"]),
+            total.retransmissions_sent,
+        );
+        advance(
+            &self.retransmissions.with_label_values(&["held_back"]),
+            total.retransmissions_held_back,
+        );
         advance(&self.keyframe_requests, total.keyframe_requests);
         advance(&self.layer_switches, total.layer_switches);
         self.layers_paused.set(total.layers_paused as i64);

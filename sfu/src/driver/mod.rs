@@ -98,6 +98,11 @@ const MAX_DATAGRAM: usize = 2048;
 /// selected pair every 2.5 s or so. A client that loses its network entirely is caught sooner by
 /// the signaling heartbeat.
 const CONSENT_TIMEOUT: Duration = Duration::from_secs(10);
+/// A connection that has not had a connectivity check accepted this long after its first
+/// negotiation is
+/// given up (a WHIP client that posted an offer and vanished, a browser whose UDP is blocked):
+/// its participant is removed, so nothing holds a place in a room for ever.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(30);
 /// How often layer choices, bitrates and dynacast are re-evaluated.
 const TICK: Duration = Duration::from_millis(250);
 /// A layer with no packet for this long is not being sent.
@@ -246,6 +251,9 @@ struct Peer {
     consent: Option<(Instant, SocketAddr)>,
     /// Whether the peer is waiting in the service queue.
     queued: bool,
+    /// When the first remote description was applied (for [`CONNECT_TIMEOUT`]): a participant
+    /// that has not negotiated yet (a viewer in an empty room) has nothing to connect.
+    negotiated_at: Option<Instant>,
     connected: bool,
     /// The server's offer awaits the client's answer.
     offer_outstanding: bool,
@@ -1172,6 +1180,11 @@ impl Driver {
                     .filter_map(|t| t.requested.as_ref().map(|r| (t, r)))
                     .map(|(t, r)| t.layers.iter().filter(|l| !r.contains(&l.rid)).count() as u64)
                     .sum();
+                for peer in self.peers.values() {
+                    let (sent, held) = peer.bandwidth.retransmissions();
+                    stats.retransmissions_sent += sent;
+                    stats.retransmissions_held_back += held;
+                }
                 let _ = reply.send(stats);
             }
         }
@@ -1243,6 +1256,7 @@ impl Driver {
             timer: None,
             consent: None,
             queued: false,
+            negotiated_at: None,
             connected: false,
             offer_outstanding: false,
             negotiation_needed: false,
@@ -1954,6 +1968,10 @@ impl Driver {
         let Some(mut peer) = self.peers.remove(&key) else {
             return;
         };
+        // Its counters live on in the driver's (they only ever grow).
+        let (sent, held) = peer.bandwidth.retransmissions();
+        self.stats.retransmissions_sent += sent;
+        self.stats.retransmissions_held_back += held;
         let _ = guarded(|| peer.pc.close());
         // Flush the close (DTLS close_notify) to the client.
         let _ = guarded(|| {
@@ -2088,6 +2106,9 @@ impl Driver {
         let Some(peer) = self.peers.get_mut(&key) else {
             return;
         };
+        if !peer.remote_set {
+            peer.negotiated_at = Some(Instant::now());
+        }
         peer.remote_set = true;
         let early = std::mem::take(&mut peer.early_checks);
         for (data, src) in early {

@@ -96,6 +96,17 @@ impl Driver {
         }
         self.dynacast(now);
         self.active_speakers(now);
+        for (key, peer) in &self.peers {
+            let waited = peer
+                .negotiated_at
+                .map(|at| now.saturating_duration_since(at));
+            if peer.consent.is_none() && waited.is_some_and(|w| w > CONNECT_TIMEOUT) {
+                self.removals.push((
+                    *key,
+                    "no connectivity check within the connect timeout".into(),
+                ));
+            }
+        }
     }
 
     /// Picks each room's active speaker from its audio levels (of publishers on this driver and

@@ -8,6 +8,7 @@ pub mod classify;
 pub mod codec;
 pub mod keyframe;
 pub mod layers;
+pub mod retransmit;
 pub mod rewriter;
 pub mod seq;
 pub mod speaker;
