@@ -26,3 +26,4 @@ pub mod rooms;
 pub mod server;
 pub mod session;
 pub mod webhooks;
+pub mod whip;

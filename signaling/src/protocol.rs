@@ -207,6 +207,10 @@ pub enum ErrorCode {
     InvalidSdp,
     InvalidCandidate,
     UnknownTrack,
+    /// WHIP/WHEP: no such session resource (ended, or never created).
+    UnknownSession,
+    /// WHIP/WHEP: a PATCH asked for an ICE restart, which sessions do not support.
+    IceRestartNotSupported,
     MessageTooLarge,
     /// More messages per second than the server allows: this one was dropped.
     RateLimited,

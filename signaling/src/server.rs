@@ -31,6 +31,8 @@ use crate::webhooks::{self, WebhookConfig};
 pub struct AppState {
     pub session: SessionContext,
     pub dev: bool,
+    /// Live WHIP sessions (publishers over HTTP).
+    pub whip: crate::whip::WhipSessions,
 }
 
 impl AppState {
@@ -141,6 +143,7 @@ pub fn build_with(settings: &Settings, engine: SfuConfig) -> Result<AppState, St
             metrics,
         },
         dev: settings.dev,
+        whip: Default::default(),
     })
 }
 
@@ -151,7 +154,8 @@ pub fn app(state: AppState, static_dir: Option<PathBuf>) -> Router {
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
-        .nest("/api", crate::admin::router());
+        .nest("/api", crate::admin::router())
+        .merge(crate::whip::router());
     if state.dev {
         router = router
             .route("/debug/rooms", get(debug_rooms))

@@ -64,7 +64,7 @@ impl Drain {
         self.closing.send_replace(true);
     }
 
-    fn closing(&self) -> watch::Receiver<bool> {
+    pub(crate) fn closing(&self) -> watch::Receiver<bool> {
         self.closing.subscribe()
     }
 }
@@ -269,7 +269,7 @@ async fn rate_limited<S: Sink<Message> + Unpin>(
 }
 
 /// Resolves once the server closes every session.
-async fn closed(closing: &mut watch::Receiver<bool>) {
+pub(crate) async fn closed(closing: &mut watch::Receiver<bool>) {
     let closed = closing.wait_for(|c| *c).await.is_ok();
     if !closed {
         std::future::pending::<()>().await;
@@ -386,6 +386,68 @@ fn admission(
     ))
 }
 
+/// A join that passed every check, holding its place in the room.
+pub(crate) struct Admitted {
+    pub reservation: crate::rooms::Reservation,
+    pub identity: String,
+    pub name: String,
+    pub permissions: Permissions,
+}
+
+/// The checks every join goes through, whatever its transport (WebSocket, WHIP, WHEP): the
+/// server is not draining, room and name are valid, the token (unless `--dev` and none is
+/// given), then the room registry's limits.
+pub(crate) fn admit(
+    ctx: &SessionContext,
+    room: &str,
+    name: &str,
+    token: Option<&str>,
+) -> Result<Admitted, (ErrorCode, String)> {
+    if ctx.drain.is_draining() {
+        return Err((
+            ErrorCode::ServerDraining,
+            "this server is draining and takes no new participants; join again (through the \
+             load balancer) to reach another server"
+                .into(),
+        ));
+    }
+    let room_len = room.chars().count();
+    if room_len == 0 || room_len > MAX_ROOM_CHARS {
+        return Err((
+            ErrorCode::InvalidMessage,
+            format!("room must be 1 to {MAX_ROOM_CHARS} characters"),
+        ));
+    }
+    let (identity, name, permissions) = admission(ctx, room, name, token)?;
+    let name_len = name.chars().count();
+    if name_len == 0 || name_len > MAX_NAME_CHARS {
+        return Err((
+            ErrorCode::InvalidMessage,
+            format!("name must be 1 to {MAX_NAME_CHARS} characters"),
+        ));
+    }
+    if identity.is_empty() || identity.chars().count() > MAX_NAME_CHARS {
+        return Err((
+            ErrorCode::TokenMalformed,
+            format!("the token's identity must be 1 to {MAX_NAME_CHARS} characters"),
+        ));
+    }
+    let reservation = ctx.rooms.reserve(room).map_err(|refusal| {
+        let code = match refusal {
+            Refusal::RoomNotFound(_) => ErrorCode::RoomNotFound,
+            Refusal::RoomFull { .. } => ErrorCode::RoomFull,
+            Refusal::TooManyRooms(_) => ErrorCode::TooManyRooms,
+        };
+        (code, refusal.to_string())
+    })?;
+    Ok(Admitted {
+        reservation,
+        identity,
+        name,
+        permissions,
+    })
+}
+
 async fn join<S: Sink<Message> + Unpin>(
     ctx: &SessionContext,
     joined: &mut Option<Joined>,
@@ -395,60 +457,14 @@ async fn join<S: Sink<Message> + Unpin>(
     token: Option<String>,
 ) -> Flow {
     let started = Instant::now();
-    if ctx.drain.is_draining() {
-        return send_error(
-            ctx,
-            sink,
-            ErrorCode::ServerDraining,
-            "this server is draining and takes no new participants; join again (through the \
-             load balancer) to reach another server"
-                .into(),
-        )
-        .await;
-    }
-    let room_len = room.chars().count();
-    if room_len == 0 || room_len > MAX_ROOM_CHARS {
-        return send_error(
-            ctx,
-            sink,
-            ErrorCode::InvalidMessage,
-            format!("room must be 1 to {MAX_ROOM_CHARS} characters"),
-        )
-        .await;
-    }
-    let (identity, name, permissions) = match admission(ctx, &room, &name, token.as_deref()) {
+    let Admitted {
+        reservation,
+        identity,
+        name,
+        permissions,
+    } = match admit(ctx, &room, &name, token.as_deref()) {
         Ok(a) => a,
         Err((code, message)) => return send_error(ctx, sink, code, message).await,
-    };
-    let name_len = name.chars().count();
-    if name_len == 0 || name_len > MAX_NAME_CHARS {
-        return send_error(
-            ctx,
-            sink,
-            ErrorCode::InvalidMessage,
-            format!("name must be 1 to {MAX_NAME_CHARS} characters"),
-        )
-        .await;
-    }
-    if identity.is_empty() || identity.chars().count() > MAX_NAME_CHARS {
-        return send_error(
-            ctx,
-            sink,
-            ErrorCode::TokenMalformed,
-            format!("the token's identity must be 1 to {MAX_NAME_CHARS} characters"),
-        )
-        .await;
-    }
-    let reservation = match ctx.rooms.reserve(&room) {
-        Ok(r) => r,
-        Err(refusal) => {
-            let code = match refusal {
-                Refusal::RoomNotFound(_) => ErrorCode::RoomNotFound,
-                Refusal::RoomFull { .. } => ErrorCode::RoomFull,
-                Refusal::TooManyRooms(_) => ErrorCode::TooManyRooms,
-            };
-            return send_error(ctx, sink, code, refusal.to_string()).await;
-        }
     };
     let request = JoinRequest {
         room: room.clone(),

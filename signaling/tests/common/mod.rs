@@ -423,6 +423,50 @@ enum Command {
     Send(Value),
 }
 
+/// A bare client peer (127.0.0.1:0 only, mDNS off, Opus + VP8, default interceptors plus the
+/// keyframe-request tap) and what its handler reports: local candidates, remote tracks, state.
+pub struct ClientPeer {
+    pub pc: Arc<dyn PeerConnection>,
+    pub candidates: mpsc::UnboundedReceiver<RTCIceCandidateInit>,
+    pub tracks: mpsc::UnboundedReceiver<Arc<dyn TrackRemote>>,
+    pub state: watch::Receiver<RTCPeerConnectionState>,
+}
+
+impl ClientPeer {
+    pub async fn new() -> ClientPeer {
+        let mut me = media_engine();
+        let registry = register_default_interceptors(Registry::new(), &mut me)
+            .expect("default interceptors")
+            .with(Slot::from(14_000), DeliverKeyframeRequests::default());
+        let (cand_tx, candidates) = mpsc::unbounded_channel();
+        let (track_tx, tracks) = mpsc::unbounded_channel();
+        let (state_tx, state) = watch::channel(RTCPeerConnectionState::New);
+        let pc = PeerConnectionBuilder::new()
+            .with_media_engine(me)
+            .with_interceptor_registry(registry)
+            .with_setting_engine(
+                SettingEngineBuilder::new()
+                    .with_multicast_dns_mode(MulticastDnsMode::Disabled)
+                    .build(),
+            )
+            .with_handler(Arc::new(Handler {
+                candidates: cand_tx,
+                tracks: track_tx,
+                state: state_tx,
+            }))
+            .with_udp_addrs(vec!["127.0.0.1:0"])
+            .build()
+            .await
+            .expect("client peer connection builds");
+        ClientPeer {
+            pc: Arc::new(pc),
+            candidates,
+            tracks,
+            state,
+        }
+    }
+}
+
 /// A real webrtc-rs peer with its signaling socket. A background task answers the server's
 /// offers (rolling back a colliding offer of its own, as the polite side, and offering again
 /// afterwards), applies answers, and trickles candidates both ways. Every other server message
@@ -449,31 +493,12 @@ impl RtcClient {
 
     /// [`RtcClient::join`] with an access token.
     pub async fn join_token(url: &str, room: &str, name: &str, token: Option<&str>) -> RtcClient {
-        let mut me = media_engine();
-        let registry = register_default_interceptors(Registry::new(), &mut me)
-            .expect("default interceptors")
-            .with(Slot::from(14_000), DeliverKeyframeRequests::default());
-        let (cand_tx, cand_rx) = mpsc::unbounded_channel();
-        let (track_tx, track_rx) = mpsc::unbounded_channel();
-        let (state_tx, state_rx) = watch::channel(RTCPeerConnectionState::New);
-        let pc = PeerConnectionBuilder::new()
-            .with_media_engine(me)
-            .with_interceptor_registry(registry)
-            .with_setting_engine(
-                SettingEngineBuilder::new()
-                    .with_multicast_dns_mode(MulticastDnsMode::Disabled)
-                    .build(),
-            )
-            .with_handler(Arc::new(Handler {
-                candidates: cand_tx,
-                tracks: track_tx,
-                state: state_tx,
-            }))
-            .with_udp_addrs(vec!["127.0.0.1:0"])
-            .build()
-            .await
-            .expect("client peer connection builds");
-        let pc: Arc<dyn PeerConnection> = Arc::new(pc);
+        let ClientPeer {
+            pc,
+            candidates: cand_rx,
+            tracks: track_rx,
+            state: state_rx,
+        } = ClientPeer::new().await;
 
         let mut sig = SignalingClient::connect(url).await;
         let joined = sig.join_token(room, name, token).await;
@@ -793,85 +818,115 @@ pub async fn publish_synthetic(
     kind: RtpCodecKind,
     timeout: Duration,
 ) -> tokio::task::JoinHandle<()> {
-    use rtc::media_stream::MediaStreamTrack;
-    use rtc::rtp_transceiver::rtp_sender::{RTCRtpCodingParameters, RTCRtpEncodingParameters};
-    use webrtc::media_stream::track_local::static_rtp::TrackLocalStaticRTP;
-    use webrtc::media_stream::track_local::TrackLocal;
-
-    let ssrc = rand::random::<u32>();
-    let video = kind == RtpCodecKind::Video;
-    let (mime, clock) = if video {
-        ("video/VP8", 90000)
-    } else {
-        ("audio/opus", 48000)
-    };
-    let id = format!(
-        "{}-{}",
-        publisher.name,
-        if video { "video" } else { "audio" }
-    );
-    let track = Arc::new(TrackLocalStaticRTP::new(MediaStreamTrack::new(
-        publisher.name.clone(),
-        id.clone(),
-        id,
-        kind,
-        vec![RTCRtpEncodingParameters {
-            rtp_coding_parameters: RTCRtpCodingParameters {
-                ssrc: Some(ssrc),
-                ..Default::default()
-            },
-            codec: RTCRtpCodec {
-                mime_type: mime.into(),
-                clock_rate: clock,
-                channels: if video { 0 } else { 2 },
-                ..Default::default()
-            },
-            ..Default::default()
-        }],
-    )));
-    let sender = publisher
-        .pc
-        .add_track(track.clone() as Arc<dyn TrackLocal>)
-        .await
-        .expect("add_track");
+    let synthetic = SyntheticTrack::add(&publisher.pc, &publisher.name, kind).await;
     publisher.publish(timeout).await;
-    let pt = negotiated_pt(&sender).await;
-    tokio::spawn(async move {
-        let (period, step) = if video { (33, 3000) } else { (20, 960) };
-        let mut ticker = tokio::time::interval(Duration::from_millis(period));
-        let (mut seq, mut ts) = (rand::random::<u16>(), rand::random::<u32>());
-        loop {
-            ticker.tick().await;
-            let mut payload = if video {
-                // A VP8 keyframe start (every frame), so forwarding starts at once.
-                vec![
-                    0x10, 0x30, 0x02, 0x00, 0x9d, 0x01, 0x2a, 0x40, 0x01, 0xb4, 0x00,
-                ]
-            } else {
-                vec![0xfc]
-            };
-            payload.extend(std::iter::repeat_n(0xcd, if video { 300 } else { 80 }));
-            let written = track
-                .write_rtp(rtc::rtp::Packet {
-                    header: rtc::rtp::header::Header {
-                        version: 2,
-                        marker: true,
-                        payload_type: pt,
-                        sequence_number: seq,
-                        timestamp: ts,
-                        ssrc,
-                        ..Default::default()
-                    },
-                    payload: payload.into(),
-                })
-                .await;
-            if written.is_err() {
-                return;
-            }
-            seq = seq.wrapping_add(1);
-            ts = ts.wrapping_add(step);
+    synthetic.start().await
+}
+
+/// A synthetic track on a client peer: added before an offer, started once negotiated.
+pub struct SyntheticTrack {
+    track: Arc<webrtc::media_stream::track_local::static_rtp::TrackLocalStaticRTP>,
+    sender: Arc<dyn webrtc::rtp_transceiver::RtpSender>,
+    ssrc: u32,
+    video: bool,
+}
+
+impl SyntheticTrack {
+    /// Adds a track of `kind` to `pc` (stream id `stream`).
+    pub async fn add(
+        pc: &Arc<dyn PeerConnection>,
+        stream: &str,
+        kind: RtpCodecKind,
+    ) -> SyntheticTrack {
+        use rtc::media_stream::MediaStreamTrack;
+        use rtc::rtp_transceiver::rtp_sender::{RTCRtpCodingParameters, RTCRtpEncodingParameters};
+        use webrtc::media_stream::track_local::static_rtp::TrackLocalStaticRTP;
+        use webrtc::media_stream::track_local::TrackLocal;
+
+        let ssrc = rand::random::<u32>();
+        let video = kind == RtpCodecKind::Video;
+        let (mime, clock) = if video {
+            ("video/VP8", 90000)
+        } else {
+            ("audio/opus", 48000)
+        };
+        let id = format!("{stream}-{}", if video { "video" } else { "audio" });
+        let track = Arc::new(TrackLocalStaticRTP::new(MediaStreamTrack::new(
+            stream.to_owned(),
+            id.clone(),
+            id,
+            kind,
+            vec![RTCRtpEncodingParameters {
+                rtp_coding_parameters: RTCRtpCodingParameters {
+                    ssrc: Some(ssrc),
+                    ..Default::default()
+                },
+                codec: RTCRtpCodec {
+                    mime_type: mime.into(),
+                    clock_rate: clock,
+                    channels: if video { 0 } else { 2 },
+                    ..Default::default()
+                },
+                ..Default::default()
+            }],
+        )));
+        let sender = pc
+            .add_track(track.clone() as Arc<dyn TrackLocal>)
+            .await
+            .expect("add_track");
+        SyntheticTrack {
+            track,
+            sender,
+            ssrc,
+            video,
         }
-    })
+    }
+
+    /// Sends (once negotiated) until the returned task is aborted.
+    pub async fn start(self) -> tokio::task::JoinHandle<()> {
+        use webrtc::media_stream::track_local::TrackLocal;
+
+        let pt = negotiated_pt(&self.sender).await;
+        let SyntheticTrack {
+            track, ssrc, video, ..
+        } = self;
+        tokio::spawn(async move {
+            let (period, step) = if video { (33, 3000) } else { (20, 960) };
+            let mut ticker = tokio::time::interval(Duration::from_millis(period));
+            let (mut seq, mut ts) = (rand::random::<u16>(), rand::random::<u32>());
+            loop {
+                ticker.tick().await;
+                let mut payload = if video {
+                    // A VP8 keyframe start (every frame), so forwarding starts at once.
+                    vec![
+                        0x10, 0x30, 0x02, 0x00, 0x9d, 0x01, 0x2a, 0x40, 0x01, 0xb4, 0x00,
+                    ]
+                } else {
+                    vec![0xfc]
+                };
+                payload.extend(std::iter::repeat_n(0xcd, if video { 300 } else { 80 }));
+                let written = track
+                    .write_rtp(rtc::rtp::Packet {
+                        header: rtc::rtp::header::Header {
+                            version: 2,
+                            marker: true,
+                            payload_type: pt,
+                            sequence_number: seq,
+                            timestamp: ts,
+                            ssrc,
+                            ..Default::default()
+                        },
+                        payload: payload.into(),
+                    })
+                    .await;
+                if written.is_err() {
+                    return;
+                }
+                seq = seq.wrapping_add(1);
+                ts = ts.wrapping_add(step);
+            }
+        })
+    }
 }
 
 /// Counts the RTP packets `client` receives, over all its tracks.

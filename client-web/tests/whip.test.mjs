@@ -1,0 +1,99 @@
+// WHIP ingest from a browser: Chromium's own WebRTC stack publishes over plain HTTP (RFC 9725,
+// from a page of another origin, so through the CORS preflight), trickling its candidates with
+// PATCH; a participant on the demo page sees it in the grid like any browser and decodes its
+// video; DELETE ends it and its tile goes away.
+//
+// The issue asked for an interop run with Debian's `whip-client` (simple-whip-client,
+// GStreamer): on Debian 12 that binary aborts at start-up ("libsoup2 symbols detected. Using
+// libsoup2 and libsoup3 in the same process is not supported": it links libsoup2 while libnice
+// pulls in libsoup3 through gupnp-igd), so Chromium is the WHIP client we did not write.
+
+import assert from 'node:assert/strict';
+import { randomBytes } from 'node:crypto';
+import { setTimeout as sleep } from 'node:timers/promises';
+import test from 'node:test';
+import { launchBrowser, pollUntil, roomUrl, rtpStats } from './browser.mjs';
+import { startServer } from './server.mjs';
+
+/** In the page: publishes camera and microphone to `url` over WHIP; resolves to the session's URL. */
+function whipPublish(url) {
+  return (async () => {
+    const media = await navigator.mediaDevices.getUserMedia({ audio: true, video: { width: 640, height: 360 } });
+    const pc = new RTCPeerConnection({ bundlePolicy: 'max-bundle' });
+    window.fanout = { pc };
+    for (const track of media.getTracks()) pc.addTransceiver(track, { direction: 'sendonly', streams: [media] });
+    const pending = [];
+    let session = null;
+    const patch = async (candidates) => {
+      const ufrag = pc.localDescription.sdp.match(/a=ice-ufrag:(\S+)/)[1];
+      const pwd = pc.localDescription.sdp.match(/a=ice-pwd:(\S+)/)[1];
+      const body =
+        `a=ice-ufrag:${ufrag}\r\na=ice-pwd:${pwd}\r\nm=audio 9 UDP/TLS/RTP/SAVPF 0\r\na=mid:0\r\n` +
+        candidates.map((c) => `a=${c.candidate}\r\n`).join('');
+      const res = await fetch(session, { method: 'PATCH', headers: { 'Content-Type': 'application/trickle-ice-sdpfrag' }, body });
+      window.whipPatches = (window.whipPatches ?? []).concat(res.status);
+    };
+    pc.onicecandidate = (e) => {
+      if (!e.candidate || !e.candidate.candidate) return;
+      if (session) patch([e.candidate]);
+      else pending.push(e.candidate);
+    };
+    await pc.setLocalDescription(await pc.createOffer());
+    const res = await fetch(url, { method: 'POST', headers: { 'Content-Type': 'application/sdp' }, body: pc.localDescription.sdp });
+    if (res.status !== 201) throw new Error(`POST ${url}: ${res.status} ${await res.text()}`);
+    session = new URL(res.headers.get('Location'), url).toString();
+    await pc.setRemoteDescription({ type: 'answer', sdp: await res.text() });
+    if (pending.length > 0) await patch(pending);
+    window.whipSession = session;
+    return session;
+  })();
+}
+
+test('a browser publishing over WHIP shows up in the grid and is decoded; DELETE removes it', { timeout: 90_000 }, async (t) => {
+  const { open } = await launchBrowser(t);
+  const server = await startServer(t);
+  const room = `whip-${randomBytes(4).toString('hex')}`;
+  const viewer = await open(roomUrl(server.url, room, 'viewer', { publish: '0' }), 'viewer');
+
+  // Another origin than the server's (localhost, not 127.0.0.1; both secure contexts, as
+  // getUserMedia needs): the POST, PATCH and DELETE go through CORS.
+  const publisher = await open(server.url.replace('127.0.0.1', 'localhost') + '/healthz', 'whip');
+  const session = await publisher.evaluate(whipPublish, `${server.url}/whip/${room}?name=OBS`);
+  assert.match(session, new RegExp(`/whip/${room}/PA_`));
+
+  await pollUntil(
+    async () => (await viewer.$$eval('[data-remote]', (tiles) => tiles.map((t) => t.dataset.name))).includes('OBS'),
+    { timeoutMs: 15_000, what: 'the WHIP publisher tile (OBS) on the viewer' },
+  );
+  let last = [];
+  await pollUntil(
+    async () => {
+      const before = await rtpStats(viewer, 'inbound-rtp');
+      await sleep(1500);
+      const after = (last = await rtpStats(viewer, 'inbound-rtp'));
+      const grew = (kind, field) =>
+        after.some((r) => r.kind === kind && r[field] > (before.find((b) => b.id === r.id)?.[field] ?? 0) && r[field] > 0);
+      return grew('video', 'framesDecoded') && grew('audio', 'packetsReceived');
+    },
+    {
+      timeoutMs: 30_000,
+      intervalMs: 0,
+      what: 'the viewer decoding the WHIP video and receiving its audio',
+      describe: async () =>
+        `viewer inbound: ${JSON.stringify(last)}\npublisher outbound: ${JSON.stringify(await rtpStats(publisher, 'outbound-rtp'))}\n` +
+        `server: ${await (await fetch(`${server.url}/debug/rooms`)).text()}`,
+    },
+  );
+  const video = last.find((r) => r.kind === 'video');
+  assert.equal(video.frameWidth, 640, `decoded ${video.frameWidth}x${video.frameHeight}`);
+  const patches = await publisher.evaluate(() => window.whipPatches ?? []);
+  assert.ok(patches.length > 0 && patches.every((s) => s === 204), `PATCH statuses ${patches}`);
+
+  const status = await publisher.evaluate(async () => (await fetch(window.whipSession, { method: 'DELETE' })).status);
+  assert.equal(status, 200);
+  await pollUntil(
+    async () => !(await viewer.$$eval('[data-remote]', (tiles) => tiles.map((t) => t.dataset.name))).includes('OBS'),
+    { timeoutMs: 10_000, what: 'the WHIP tile to disappear after DELETE' },
+  );
+  console.log(`WHIP publisher decoded at ${video.frameWidth}x${video.frameHeight}; PATCH statuses ${patches.join(',')}`);
+});

@@ -1,0 +1,436 @@
+//! WHIP ingest through the real server: a webrtc-rs peer publishes over HTTP (RFC 9725) into a
+//! room that a WebSocket participant watches; then every way a WHIP request can be wrong gets its
+//! status and problem code while the live session keeps flowing.
+
+mod common;
+
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use common::{count_received, grows, ClientPeer, RtcClient, SyntheticTrack, TestServer};
+use reqwest::header::{HeaderMap, CONTENT_TYPE};
+use reqwest::StatusCode;
+use rtc::rtp_transceiver::rtp_sender::RtpCodecKind;
+use serde_json::Value;
+use webrtc::peer_connection::RTCSessionDescription;
+
+const SIGNAL_TIMEOUT: Duration = Duration::from_secs(10);
+
+struct WhipSession {
+    peer: ClientPeer,
+    location: String,
+    etag: String,
+    offer: String,
+    media: Vec<tokio::task::JoinHandle<()>>,
+}
+
+/// A webrtc-rs WHIP publisher (audio + VP8) posting to `url`.
+async fn publish(http: &reqwest::Client, url: &str, token: Option<&str>) -> WhipSession {
+    let peer = ClientPeer::new().await;
+    let audio = SyntheticTrack::add(&peer.pc, "whip", RtpCodecKind::Audio).await;
+    let video = SyntheticTrack::add(&peer.pc, "whip", RtpCodecKind::Video).await;
+    let offer = peer.pc.create_offer(None).await.expect("offer");
+    peer.pc
+        .set_local_description(offer.clone())
+        .await
+        .expect("local offer");
+    let mut req = http
+        .post(url)
+        .header(CONTENT_TYPE, "application/sdp")
+        .body(offer.sdp.clone());
+    if let Some(t) = token {
+        req = req.bearer_auth(t);
+    }
+    let res = req.send().await.expect("POST");
+    assert_eq!(res.status(), StatusCode::CREATED, "{:?}", res.text().await);
+    let headers = res.headers().clone();
+    assert_eq!(header(&headers, "content-type"), "application/sdp");
+    let location = header(&headers, "location");
+    assert!(location.starts_with("/whip/"), "Location {location}");
+    let etag = header(&headers, "etag");
+    assert!(etag.starts_with('"') && etag.len() > 2, "ETag {etag}");
+    assert_eq!(
+        header(&headers, "accept-patch"),
+        "application/trickle-ice-sdpfrag"
+    );
+    let answer = res.text().await.unwrap();
+    // The server's candidates are in the answer: a WHIP client need not wait for trickle.
+    assert!(
+        answer.contains("a=candidate:") && answer.contains("typ host"),
+        "{answer}"
+    );
+    assert!(answer.contains("a=end-of-candidates"), "{answer}");
+    peer.pc
+        .set_remote_description(RTCSessionDescription::answer(answer).unwrap())
+        .await
+        .expect("answer applies");
+    let media = vec![audio.start().await, video.start().await];
+    WhipSession {
+        peer,
+        location,
+        etag,
+        offer: offer.sdp,
+        media,
+    }
+}
+
+fn header(headers: &HeaderMap, name: &str) -> String {
+    headers
+        .get(name)
+        .unwrap_or_else(|| panic!("no {name} header in {headers:?}"))
+        .to_str()
+        .unwrap()
+        .to_owned()
+}
+
+/// The problem document of a refused request: its status and `code`.
+async fn problem(res: reqwest::Response) -> (StatusCode, String) {
+    let status = res.status();
+    assert_eq!(
+        res.headers()
+            .get("content-type")
+            .and_then(|v| v.to_str().ok()),
+        Some("application/problem+json"),
+        "{status}"
+    );
+    let body: Value = res.json().await.expect("problem JSON");
+    assert_eq!(body["status"], status.as_u16(), "{body}");
+    assert!(
+        body["detail"].as_str().is_some_and(|d| !d.is_empty()),
+        "{body}"
+    );
+    (status, body["code"].as_str().unwrap_or_default().to_owned())
+}
+
+fn attribute(sdp: &str, name: &str) -> String {
+    let prefix = format!("a={name}:");
+    sdp.lines()
+        .find_map(|l| l.strip_prefix(prefix.as_str()))
+        .unwrap_or_else(|| panic!("no {name} in {sdp}"))
+        .trim()
+        .to_owned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_whip_publisher_is_seen_and_heard_by_a_websocket_participant() {
+    common::init_logging();
+    let server = TestServer::start().await;
+    let http = reqwest::Client::new();
+    let mut viewer = RtcClient::join(server.ws_url(), "whip-room", "viewer").await;
+    let received = count_received(&mut viewer);
+
+    let mut whip = publish(
+        &http,
+        &format!("{}/whip/whip-room?name=OBS", server.http_url),
+        None,
+    )
+    .await;
+    // Trickle the client's own candidates (RFC 8840 fragment with its ICE credentials).
+    let mut frag = format!(
+        "a=ice-ufrag:{}\r\na=ice-pwd:{}\r\nm=audio 9 UDP/TLS/RTP/SAVPF 0\r\na=mid:0\r\n",
+        attribute(&whip.offer, "ice-ufrag"),
+        attribute(&whip.offer, "ice-pwd")
+    );
+    if let Ok(Some(c)) =
+        tokio::time::timeout(Duration::from_secs(2), whip.peer.candidates.recv()).await
+    {
+        frag.push_str(&format!("a={}\r\n", c.candidate.trim_start_matches("a=")));
+    }
+    frag.push_str("a=end-of-candidates\r\n");
+    let res = http
+        .patch(format!("{}{}", server.http_url, whip.location))
+        .header(CONTENT_TYPE, "application/trickle-ice-sdpfrag")
+        .header("if-match", &whip.etag)
+        .body(frag)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::NO_CONTENT);
+    assert!(res.headers().get("etag").is_none());
+
+    // The room sees a participant named OBS publishing audio and video, and its media flows.
+    let joined = viewer.recv_type("participant_joined", SIGNAL_TIMEOUT).await;
+    assert_eq!(joined["participant"]["name"], "OBS", "{joined}");
+    let publisher_id = joined["participant"]["id"].as_str().unwrap().to_owned();
+    assert!(whip.location.ends_with(&publisher_id), "{}", whip.location);
+    let mut kinds = Vec::new();
+    for _ in 0..2 {
+        let t = viewer.recv_type("track_published", SIGNAL_TIMEOUT).await;
+        assert_eq!(t["participant_id"], publisher_id.as_str());
+        kinds.push(t["track"]["kind"].as_str().unwrap().to_owned());
+    }
+    kinds.sort();
+    assert_eq!(kinds, ["audio", "video"]);
+    assert!(
+        grows(&received, 100, Duration::from_secs(10)).await,
+        "the viewer received {} packets from the WHIP publisher",
+        received.load(Ordering::Relaxed)
+    );
+    let room = server.state.rooms().get("whip-room").expect("room");
+    assert_eq!(room.num_participants, 2);
+
+    // DELETE ends it: the room is told, and the resource is gone.
+    let res = http
+        .delete(format!("{}{}", server.http_url, whip.location))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::OK);
+    let left = viewer.recv_type("participant_left", SIGNAL_TIMEOUT).await;
+    assert_eq!(left["participant_id"], publisher_id.as_str());
+    let res = http
+        .delete(format!("{}{}", server.http_url, whip.location))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        problem(res).await,
+        (StatusCode::NOT_FOUND, "unknown_session".into())
+    );
+    for m in whip.media.drain(..) {
+        m.abort();
+    }
+    let _ = whip.peer.pc.close().await;
+    viewer.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_whip_requests_get_precise_errors_and_the_live_session_keeps_flowing() {
+    common::init_logging();
+    let server = TestServer::start().await;
+    let http = reqwest::Client::new();
+    let base = format!("{}/whip/bad-room", server.http_url);
+    let mut viewer = RtcClient::join(server.ws_url(), "bad-room", "viewer").await;
+    let received = count_received(&mut viewer);
+    let live = publish(&http, &base, None).await;
+    assert!(grows(&received, 50, Duration::from_secs(10)).await);
+
+    let post =
+        |ct: &'static str, body: Vec<u8>| http.post(&base).header(CONTENT_TYPE, ct).body(body);
+    let cases: Vec<(&str, reqwest::RequestBuilder, StatusCode, &str)> = vec![
+        (
+            "wrong content type",
+            post("application/json", b"{}".to_vec()),
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "invalid_message",
+        ),
+        (
+            "not SDP",
+            post("application/sdp", b"hello".to_vec()),
+            StatusCode::BAD_REQUEST,
+            "invalid_sdp",
+        ),
+        (
+            "not UTF-8",
+            post("application/sdp", vec![0xff, 0xfe, 0x00]),
+            StatusCode::BAD_REQUEST,
+            "invalid_sdp",
+        ),
+        (
+            "receives only",
+            post(
+                "application/sdp",
+                b"v=0\r\nm=video 9 UDP/TLS/RTP/SAVPF 96\r\na=recvonly\r\n".to_vec(),
+            ),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid_sdp",
+        ),
+        (
+            "SDP-shaped garbage the engine rejects",
+            post(
+                "application/sdp",
+                b"v=0\r\no=- 1 1 IN IP4 0.0.0.0\r\ns=-\r\nt=0 0\r\nm=video 9 UDP/TLS/RTP/SAVPF 96\r\na=sendonly\r\n"
+                    .to_vec(),
+            ),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid_sdp",
+        ),
+        (
+            "oversized",
+            post("application/sdp", vec![b'v'; 70 * 1024]),
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "message_too_large",
+        ),
+        (
+            "not a bearer token",
+            post("application/sdp", b"v=0\r\n".to_vec()).header("authorization", "Basic Zm9vOmJhcg=="),
+            StatusCode::UNAUTHORIZED,
+            "token_malformed",
+        ),
+        (
+            "garbage token",
+            post("application/sdp", live.offer.clone().into_bytes()).bearer_auth("not.a.jwt"),
+            StatusCode::UNAUTHORIZED,
+            "token_malformed",
+        ),
+        (
+            "patch of an unknown session",
+            http.patch(format!("{base}/PA_nosuchthing"))
+                .header(CONTENT_TYPE, "application/trickle-ice-sdpfrag")
+                .body("a=end-of-candidates\r\n"),
+            StatusCode::NOT_FOUND,
+            "unknown_session",
+        ),
+        (
+            "patch with the wrong content type",
+            http.patch(format!("{}{}", server.http_url, live.location))
+                .header(CONTENT_TYPE, "application/sdp")
+                .body("a=end-of-candidates\r\n"),
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "invalid_message",
+        ),
+        (
+            "ICE restart",
+            http.patch(format!("{}{}", server.http_url, live.location))
+                .header(CONTENT_TYPE, "application/trickle-ice-sdpfrag")
+                .header("if-match", "*")
+                .body("a=ice-ufrag:new1\r\na=ice-pwd:newnewnewnewnewnewnewnew\r\nm=audio 9 UDP/TLS/RTP/SAVPF 0\r\na=mid:0\r\n"),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "ice_restart_not_supported",
+        ),
+        (
+            "stale entity tag",
+            http.patch(format!("{}{}", server.http_url, live.location))
+                .header(CONTENT_TYPE, "application/trickle-ice-sdpfrag")
+                .header("if-match", "\"someotherice\"")
+                .body("a=end-of-candidates\r\n"),
+            StatusCode::PRECONDITION_FAILED,
+            "invalid_candidate",
+        ),
+        (
+            "malformed candidate",
+            http.patch(format!("{}{}", server.http_url, live.location))
+                .header(CONTENT_TYPE, "application/trickle-ice-sdpfrag")
+                .body("a=mid:0\r\na=candidate:1 1 udp\r\n"),
+            StatusCode::BAD_REQUEST,
+            "invalid_candidate",
+        ),
+    ];
+    for (what, req, status, code) in cases {
+        let res = req.send().await.unwrap();
+        assert_eq!(problem(res).await, (status, code.to_owned()), "{what}");
+    }
+    // A refused token names its WWW-Authenticate scheme.
+    let res = post("application/sdp", live.offer.clone().into_bytes())
+        .bearer_auth("x.y.z")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(header(res.headers(), "www-authenticate"), "Bearer");
+
+    // CORS preflight and the accepted media types.
+    let res = http
+        .request(reqwest::Method::OPTIONS, &base)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::NO_CONTENT);
+    assert_eq!(header(res.headers(), "accept-post"), "application/sdp");
+    assert_eq!(header(res.headers(), "access-control-allow-origin"), "*");
+
+    // None of that left a participant behind, and the live publisher still flows.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let room = server.state.rooms().get("bad-room").expect("room");
+    assert_eq!(room.num_participants, 2, "{:?}", room.participants);
+    assert!(
+        grows(&received, 50, Duration::from_secs(5)).await,
+        "the live WHIP session stopped flowing"
+    );
+    for m in live.media {
+        m.abort();
+    }
+    let _ = live.peer.pc.close().await;
+    viewer.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn whip_needs_a_token_with_publish_outside_dev_mode() {
+    use fanout_signaling::auth::{Grants, TokenAuthority};
+
+    common::init_logging();
+    let mut settings = common::dev_settings();
+    settings.dev = false;
+    settings.api_key = Some("key".into());
+    settings.api_secret = Some("secret-secret-secret-secret-secret".into());
+    let server = TestServer::start_settings(
+        &settings,
+        sfu::SfuConfig {
+            media_bind: "127.0.0.1:0".parse().unwrap(),
+            ..sfu::SfuConfig::default()
+        },
+    )
+    .await;
+    let http = reqwest::Client::new();
+    let url = format!("{}/whip/tok-room", server.http_url);
+    let offer = "v=0\r\nm=video 9 UDP/TLS/RTP/SAVPF 96\r\na=sendonly\r\n";
+    let send = |token: Option<String>| {
+        let mut req = http
+            .post(&url)
+            .header(CONTENT_TYPE, "application/sdp")
+            .body(offer);
+        if let Some(t) = token {
+            req = req.bearer_auth(t);
+        }
+        req.send()
+    };
+    let res = send(None).await.unwrap();
+    assert_eq!(
+        problem(res).await,
+        (StatusCode::UNAUTHORIZED, "token_missing".into())
+    );
+
+    let auth = TokenAuthority::new("key", "secret-secret-secret-secret-secret");
+    let ttl = Duration::from_secs(60);
+    let viewer_only = Grants {
+        publish: false,
+        ..Grants::default()
+    };
+    let token = auth
+        .create("v", None, Some("tok-room"), viewer_only, ttl)
+        .unwrap();
+    let res = send(Some(token)).await.unwrap();
+    assert_eq!(
+        problem(res).await,
+        (StatusCode::FORBIDDEN, "publish_not_allowed".into())
+    );
+    let other_room = auth
+        .create("p", None, Some("elsewhere"), Grants::default(), ttl)
+        .unwrap();
+    let res = send(Some(other_room)).await.unwrap();
+    assert_eq!(
+        problem(res).await,
+        (StatusCode::FORBIDDEN, "token_wrong_room".into())
+    );
+
+    // With a publish token the session is created, and only that token may end it.
+    let token = auth
+        .create(
+            "cam-1",
+            Some("Camera 1"),
+            Some("tok-room"),
+            Grants::default(),
+            ttl,
+        )
+        .unwrap();
+    let whip = publish(&http, &url, Some(&token)).await;
+    let res = http
+        .delete(format!("{}{}", server.http_url, whip.location))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        problem(res).await,
+        (StatusCode::UNAUTHORIZED, "token_missing".into())
+    );
+    let res = http
+        .delete(format!("{}{}", server.http_url, whip.location))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::OK);
+    for m in whip.media {
+        m.abort();
+    }
+    let _ = whip.peer.pc.close().await;
+}
