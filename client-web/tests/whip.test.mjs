@@ -1,7 +1,7 @@
-// WHIP ingest from a browser: Chromium's own WebRTC stack publishes over plain HTTP (RFC 9725,
-// from a page of another origin, so through the CORS preflight), trickling its candidates with
-// PATCH; a participant on the demo page sees it in the grid like any browser and decodes its
-// video; DELETE ends it and its tile goes away.
+// WHIP ingest and WHEP egress from a browser: Chromium's own WebRTC stack publishes over plain
+// HTTP (RFC 9725, from a page of another origin, so through the CORS preflight), trickling its
+// candidates with PATCH; a participant on the demo page sees it in the grid like any browser and
+// decodes its video; a WHEP player in another page plays it; DELETE ends it and its tile goes.
 //
 // The issue asked for an interop run with Debian's `whip-client` (simple-whip-client,
 // GStreamer): on Debian 12 that binary aborts at start-up ("libsoup2 symbols detected. Using
@@ -49,7 +49,27 @@ function whipPublish(url) {
   })();
 }
 
-test('a browser publishing over WHIP shows up in the grid and is decoded; DELETE removes it', { timeout: 90_000 }, async (t) => {
+/** In the page: plays `url` over WHEP (receives audio and video); resolves to the session's URL. */
+function whepPlay(url) {
+  return (async () => {
+    const pc = new RTCPeerConnection({ bundlePolicy: 'max-bundle' });
+    window.fanout = { pc };
+    pc.addTransceiver('audio', { direction: 'recvonly' });
+    pc.addTransceiver('video', { direction: 'recvonly' });
+    pc.ontrack = (e) => {
+      window.whepStreams = (window.whepStreams ?? []).concat(e.streams.map((s) => s.id));
+    };
+    await pc.setLocalDescription(await pc.createOffer());
+    const res = await fetch(url, { method: 'POST', headers: { 'Content-Type': 'application/sdp' }, body: pc.localDescription.sdp });
+    if (res.status !== 201) throw new Error(`POST ${url}: ${res.status} ${await res.text()}`);
+    const session = new URL(res.headers.get('Location'), url).toString();
+    await pc.setRemoteDescription({ type: 'answer', sdp: await res.text() });
+    window.whepSession = session;
+    return session;
+  })();
+}
+
+test('a browser publishing over WHIP shows up in the grid and is decoded, a WHEP player plays it; DELETE removes it', { timeout: 90_000 }, async (t) => {
   const { open } = await launchBrowser(t);
   const server = await startServer(t);
   const room = `whip-${randomBytes(4).toString('hex')}`;
@@ -88,6 +108,27 @@ test('a browser publishing over WHIP shows up in the grid and is decoded; DELETE
   assert.equal(video.frameWidth, 640, `decoded ${video.frameWidth}x${video.frameHeight}`);
   const patches = await publisher.evaluate(() => window.whipPatches ?? []);
   assert.ok(patches.length > 0 && patches.every((s) => s === 204), `PATCH statuses ${patches}`);
+
+  // A WHEP player (another page of another origin) plays the WHIP publisher.
+  const publisherId = session.split('/').pop();
+  const player = await open(server.url.replace('127.0.0.1', 'localhost') + '/healthz', 'whep');
+  const playing = await player.evaluate(whepPlay, `${server.url}/whep/${room}/${publisherId}`);
+  assert.match(playing, new RegExp(`/whep/${room}/${publisherId}/PA_`));
+  let played = [];
+  await pollUntil(
+    async () => {
+      const before = await rtpStats(player, 'inbound-rtp');
+      await sleep(1500);
+      played = await rtpStats(player, 'inbound-rtp');
+      return played.some((r) => r.kind === 'video' && r.framesDecoded > (before.find((b) => b.id === r.id)?.framesDecoded ?? 0) && r.framesDecoded > 0);
+    },
+    { timeoutMs: 30_000, intervalMs: 0, what: 'the WHEP player decoding video', describe: async () => `player inbound: ${JSON.stringify(played)}` },
+  );
+  const streams = await player.evaluate(() => window.whepStreams ?? []);
+  assert.ok(streams.length === 2 && streams.every((s) => s === publisherId), `WHEP streams ${streams}`);
+  const whepVideo = played.find((r) => r.kind === 'video');
+  assert.equal(whepVideo.frameWidth, 640);
+  assert.equal(await player.evaluate(async () => (await fetch(window.whepSession, { method: 'DELETE' })).status), 200);
 
   const status = await publisher.evaluate(async () => (await fetch(window.whipSession, { method: 'DELETE' })).status);
   assert.equal(status, 200);

@@ -137,6 +137,12 @@ pub struct JoinRequest {
     pub identity: String,
     pub name: String,
     pub permissions: Permissions,
+    /// Only the tracks of this participant (by participant id) are subscribed; `None`: all.
+    pub subscribe_to: Option<String>,
+    /// The server never offers to this participant: its subscriptions are negotiated by its own
+    /// offer, answered with the tracks subscribed at that moment (WHIP and WHEP clients, which
+    /// cannot take a server offer). Tracks published later are not added.
+    pub answer_only: bool,
 }
 
 /// What the engine reports to its observer (see [`SfuConfig::observer`]).

@@ -209,6 +209,8 @@ pub enum ErrorCode {
     UnknownTrack,
     /// WHIP/WHEP: no such session resource (ended, or never created).
     UnknownSession,
+    /// WHEP: the participant (or track) to play is not in the room.
+    UnknownParticipant,
     /// WHIP/WHEP: a PATCH asked for an ICE restart, which sessions do not support.
     IceRestartNotSupported,
     MessageTooLarge,

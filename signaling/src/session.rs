@@ -471,6 +471,8 @@ async fn join<S: Sink<Message> + Unpin>(
         identity: identity.clone(),
         name: name.clone(),
         permissions,
+        subscribe_to: None,
+        answer_only: false,
     };
     let (participant, info, events) = match ctx.sfu.join(request).await {
         Ok(j) => j,

@@ -1,4 +1,5 @@
-//! WHIP ingest (RFC 9725): a publisher that speaks HTTP instead of the WebSocket protocol.
+//! WHIP ingest (RFC 9725) and WHEP egress (the WHEP draft): publishers and viewers that speak
+//! HTTP instead of the WebSocket protocol.
 //!
 //! `POST /whip/{room}` with an SDP offer (and a bearer token, unless `--dev`) joins the room as a
 //! participant that publishes and subscribes to nothing, and answers `201 Created` with the SDP
@@ -8,6 +9,13 @@
 //! an ICE restart is refused with 422, as the RFC asks of a server that trickles but does not
 //! restart. `DELETE` ends the session. The session lives in a task of its own until then, or
 //! until the media connection ends (consent freshness) or an administrator removes it.
+//!
+//! WHEP is the mirror image: `POST /whep/{room}/{participant}` (a participant id or identity, or
+//! the id of one of its tracks) with a receiving offer joins as a participant that publishes
+//! nothing and subscribes to that participant's tracks only; the answer carries them. Its
+//! session resource is `/whep/{room}/{participant}/{id}`, with the same PATCH and DELETE.
+//! Neither kind of session renegotiates: a WHEP viewer plays the tracks published when it
+//! joined.
 //!
 //! Every refusal is an RFC 9457 problem (`application/problem+json`) carrying the same error code
 //! the WebSocket protocol uses.
@@ -34,12 +42,13 @@ use crate::session::{self, Admitted, SessionContext};
 
 /// How long the engine may take to answer an offer.
 const ANSWER_TIMEOUT: Duration = Duration::from_secs(10);
-/// The name a WHIP publisher gets when neither the URL nor its token gives one.
-const DEFAULT_NAME: &str = "WHIP";
+/// The name a WHIP publisher or WHEP viewer gets when neither the URL nor its token gives one.
+const WHIP_NAME: &str = "WHIP";
+const WHEP_NAME: &str = "WHEP viewer";
 const SDP: &str = "application/sdp";
 const SDP_FRAG: &str = "application/trickle-ice-sdpfrag";
 
-/// The live WHIP sessions, by resource id (the participant id).
+/// The live WHIP and WHEP sessions, by resource id (the participant id).
 #[derive(Clone, Default)]
 pub struct WhipSessions(Arc<DashMap<String, SessionHandle>>);
 
@@ -55,6 +64,8 @@ impl WhipSessions {
 
 struct SessionHandle {
     room: String,
+    /// WHEP: the participant played (as the URL named it); WHIP: none.
+    target: Option<String>,
     /// The token the session was created with: PATCH and DELETE must present it too.
     token: Option<String>,
     /// The client's ICE credentials from its offer (a PATCH with others is an ICE restart).
@@ -71,13 +82,29 @@ enum Control {
 
 pub fn router() -> Router<AppState> {
     Router::new()
-        .route("/whip/{room}", post(create).options(options))
+        .route("/whip/{room}", post(create_whip).options(options))
         .route(
             "/whip/{room}/{session}",
-            axum::routing::patch(patch)
-                .delete(delete)
+            axum::routing::patch(patch_whip)
+                .delete(delete_whip)
                 .options(options_session),
         )
+        .route("/whep/{room}/{target}", post(create_whep).options(options))
+        .route(
+            "/whep/{room}/{target}/{session}",
+            axum::routing::patch(patch_whep)
+                .delete(delete_whep)
+                .options(options_session),
+        )
+}
+
+/// Which way a session's media goes.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Direction {
+    /// WHIP: the client publishes.
+    Ingest,
+    /// WHEP: the client plays.
+    Egress,
 }
 
 /// An RFC 9457 problem with the protocol's error code.
@@ -215,8 +242,9 @@ struct CreateQuery {
     name: Option<String>,
 }
 
-/// Checks that `body` looks like an SDP offer that sends media; the engine checks the rest.
-fn check_offer(body: &[u8]) -> Result<&str, Problem> {
+/// Checks that `body` looks like an SDP offer that sends (WHIP) or receives (WHEP) media; the
+/// engine checks the rest.
+fn check_offer(body: &[u8], direction: Direction) -> Result<&str, Problem> {
     let Ok(sdp) = std::str::from_utf8(body) else {
         return Err(Problem(
             StatusCode::BAD_REQUEST,
@@ -231,31 +259,108 @@ fn check_offer(body: &[u8]) -> Result<&str, Problem> {
             "the body is not an SDP offer (it must start with v=0 and have m= sections)".into(),
         ));
     }
-    let sends = sdp
-        .lines()
-        .any(|l| matches!(l.trim_end(), "a=sendonly" | "a=sendrecv"));
-    if !sends {
+    let (wanted, what) = match direction {
+        Direction::Ingest => (
+            ["a=sendonly", "a=sendrecv"],
+            "a WHIP offer must send media (no m= section is sendonly or sendrecv)",
+        ),
+        Direction::Egress => (
+            ["a=recvonly", "a=sendrecv"],
+            "a WHEP offer must receive media (no m= section is recvonly or sendrecv)",
+        ),
+    };
+    if !sdp.lines().any(|l| wanted.contains(&l.trim_end())) {
         return Err(Problem(
             StatusCode::UNPROCESSABLE_ENTITY,
             ErrorCode::InvalidSdp,
-            "a WHIP offer must send media (no m= section is sendonly or sendrecv)".into(),
+            what.into(),
         ));
     }
     Ok(sdp)
 }
 
-async fn create(
+async fn create_whip(
     State(state): State<AppState>,
     Path(room): Path<String>,
     Query(query): Query<CreateQuery>,
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
+    create(state, room, None, query, headers, body).await
+}
+
+async fn create_whep(
+    State(state): State<AppState>,
+    Path((room, target)): Path<(String, String)>,
+    Query(query): Query<CreateQuery>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    create(state, room, Some(target), query, headers, body).await
+}
+
+/// The participant id a WHEP URL names: a participant id or identity, or one of its tracks' ids.
+/// It must publish something.
+fn resolve_target(state: &AppState, room: &str, target: &str) -> Result<String, Problem> {
+    let Some(summary) = state.session.rooms.get(room) else {
+        return Err(Problem(
+            StatusCode::NOT_FOUND,
+            ErrorCode::RoomNotFound,
+            format!("room {room} does not exist"),
+        ));
+    };
+    let id = summary
+        .participants
+        .iter()
+        .find(|p| p.id == target || p.identity == target)
+        .map(|p| p.id.clone())
+        .or_else(|| {
+            summary
+                .tracks
+                .iter()
+                .find(|t| t.id == target)
+                .map(|t| t.participant_id.clone())
+        });
+    let Some(id) = id else {
+        return Err(Problem(
+            StatusCode::NOT_FOUND,
+            ErrorCode::UnknownParticipant,
+            format!("room {room} has no participant or track {target}"),
+        ));
+    };
+    if !summary.tracks.iter().any(|t| t.participant_id == id) {
+        return Err(Problem(
+            StatusCode::CONFLICT,
+            ErrorCode::UnknownTrack,
+            format!("{target} publishes nothing yet"),
+        ));
+    }
+    Ok(id)
+}
+
+/// Creates a WHIP session (`target` None) or a WHEP session playing `target`.
+async fn create(
+    state: AppState,
+    room: String,
+    target: Option<String>,
+    query: CreateQuery,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let direction = if target.is_some() {
+        Direction::Egress
+    } else {
+        Direction::Ingest
+    };
+    let protocol = match direction {
+        Direction::Ingest => "WHIP",
+        Direction::Egress => "WHEP",
+    };
     if !content_type_is(&headers, SDP) {
         return problem(
             StatusCode::UNSUPPORTED_MEDIA_TYPE,
             ErrorCode::InvalidMessage,
-            format!("a WHIP offer has Content-Type {SDP}"),
+            format!("a {protocol} offer has Content-Type {SDP}"),
         );
     }
     if body.len() > state.session.limits.max_message_bytes {
@@ -273,12 +378,25 @@ async fn create(
         Ok(t) => t,
         Err(p) => return p.into_response(),
     };
-    let offer = match check_offer(&body) {
+    let offer = match check_offer(&body, direction) {
         Ok(o) => o.to_owned(),
         Err(p) => return p.into_response(),
     };
+    let subscribe_to = match &target {
+        Some(t) => match resolve_target(&state, &room, t) {
+            Ok(id) => Some(id),
+            Err(p) => return p.into_response(),
+        },
+        None => None,
+    };
     let ctx = &state.session;
-    let name = query.name.unwrap_or_else(|| DEFAULT_NAME.to_owned());
+    let name = query.name.unwrap_or_else(|| {
+        match direction {
+            Direction::Ingest => WHIP_NAME,
+            Direction::Egress => WHEP_NAME,
+        }
+        .to_owned()
+    });
     let Admitted {
         reservation,
         identity,
@@ -288,14 +406,24 @@ async fn create(
         Ok(a) => a,
         Err((code, message)) => return problem(status_of(code), code, message),
     };
-    if !permissions.publish {
-        return problem(
-            StatusCode::FORBIDDEN,
-            ErrorCode::PublishNotAllowed,
-            "the token does not grant publish",
-        );
+    match direction {
+        Direction::Ingest if !permissions.publish => {
+            return problem(
+                StatusCode::FORBIDDEN,
+                ErrorCode::PublishNotAllowed,
+                "the token does not grant publish",
+            )
+        }
+        Direction::Egress if !permissions.subscribe => {
+            return problem(
+                StatusCode::FORBIDDEN,
+                ErrorCode::TokenMissingGrant,
+                "the token does not grant subscribe",
+            )
+        }
+        Direction::Ingest => permissions.subscribe = false,
+        Direction::Egress => permissions.publish = false,
     }
-    permissions.subscribe = false;
     let (participant, _info, mut events) = match ctx
         .sfu
         .join(JoinRequest {
@@ -303,6 +431,8 @@ async fn create(
             identity: identity.clone(),
             name: name.clone(),
             permissions,
+            subscribe_to,
+            answer_only: true,
         })
         .await
     {
@@ -333,14 +463,15 @@ async fn create(
         id.clone(),
         SessionHandle {
             room: room.clone(),
+            target: target.clone(),
             token,
             client_ufrag: ice_attribute(&offer, "ice-ufrag"),
             etag: etag.clone(),
             control,
         },
     );
-    info!(%room, participant = %id, %identity, "WHIP publisher joined");
-    let span = tracing::info_span!("whip", room = %room, participant = %id);
+    info!(%room, participant = %id, %identity, protocol, "HTTP session joined");
+    let span = tracing::info_span!("http_session", protocol, room = %room, participant = %id);
     tokio::spawn(
         run(
             ctx.clone(),
@@ -354,7 +485,15 @@ async fn create(
         .instrument(span),
     );
 
-    let location = format!("/whip/{}/{}", encode_segment(&room), id);
+    let location = match &target {
+        None => format!("/whip/{}/{}", encode_segment(&room), id),
+        Some(t) => format!(
+            "/whep/{}/{}/{}",
+            encode_segment(&room),
+            encode_segment(t),
+            id
+        ),
+    };
     let mut response = (StatusCode::CREATED, answer).into_response();
     let headers = response.headers_mut();
     cors(headers);
@@ -459,7 +598,7 @@ async fn run(
             _ = session::closed(&mut closing) => break "server shutting down".to_owned(),
         }
     };
-    info!(%reason, "WHIP session ended");
+    info!(%reason, "HTTP session ended");
     sessions.0.remove(participant.id());
     ctx.rooms.leave(&room, participant.id());
     // Dropping the participant handle removes it from the engine.
@@ -469,14 +608,20 @@ async fn run(
 fn session_of<'a>(
     state: &'a AppState,
     room: &str,
+    target: Option<&str>,
     id: &str,
     headers: &HeaderMap,
 ) -> Result<dashmap::mapref::one::Ref<'a, String, SessionHandle>, Problem> {
-    let Some(s) = state.whip.0.get(id).filter(|s| s.room == room) else {
+    let Some(s) = state
+        .whip
+        .0
+        .get(id)
+        .filter(|s| s.room == room && s.target.as_deref() == target)
+    else {
         return Err(Problem(
             StatusCode::NOT_FOUND,
             ErrorCode::UnknownSession,
-            format!("no WHIP session {id} in room {room}"),
+            format!("no such session {id} in room {room}"),
         ));
     };
     if let Some(expected) = &s.token {
@@ -502,13 +647,49 @@ fn session_of<'a>(
     Ok(s)
 }
 
-async fn patch(
+async fn patch_whip(
     State(state): State<AppState>,
     Path((room, id)): Path<(String, String)>,
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    let session = match session_of(&state, &room, &id, &headers) {
+    patch(state, room, None, id, headers, body)
+}
+
+async fn patch_whep(
+    State(state): State<AppState>,
+    Path((room, target, id)): Path<(String, String, String)>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    patch(state, room, Some(target), id, headers, body)
+}
+
+async fn delete_whip(
+    State(state): State<AppState>,
+    Path((room, id)): Path<(String, String)>,
+    headers: HeaderMap,
+) -> Response {
+    delete(state, room, None, id, headers)
+}
+
+async fn delete_whep(
+    State(state): State<AppState>,
+    Path((room, target, id)): Path<(String, String, String)>,
+    headers: HeaderMap,
+) -> Response {
+    delete(state, room, Some(target), id, headers)
+}
+
+fn patch(
+    state: AppState,
+    room: String,
+    target: Option<String>,
+    id: String,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let session = match session_of(&state, &room, target.as_deref(), &id, &headers) {
         Ok(s) => s,
         Err(p) => return p.into_response(),
     };
@@ -516,7 +697,7 @@ async fn patch(
         return problem(
             StatusCode::UNSUPPORTED_MEDIA_TYPE,
             ErrorCode::InvalidMessage,
-            format!("a WHIP PATCH has Content-Type {SDP_FRAG}"),
+            format!("a PATCH of a session has Content-Type {SDP_FRAG}"),
         );
     }
     if body.len() > state.session.limits.max_message_bytes {
@@ -541,8 +722,8 @@ async fn patch(
         return problem(
             StatusCode::UNPROCESSABLE_ENTITY,
             ErrorCode::IceRestartNotSupported,
-            "ICE restarts are not supported on WHIP sessions: end this session (DELETE) and \
-             publish again",
+            "ICE restarts are not supported on WHIP and WHEP sessions: end this session \
+             (DELETE) and start another",
         );
     }
     if let Some(tag) = if_match {
@@ -570,12 +751,14 @@ async fn patch(
     response
 }
 
-async fn delete(
-    State(state): State<AppState>,
-    Path((room, id)): Path<(String, String)>,
+fn delete(
+    state: AppState,
+    room: String,
+    target: Option<String>,
+    id: String,
     headers: HeaderMap,
 ) -> Response {
-    let session = match session_of(&state, &room, &id, &headers) {
+    let session = match session_of(&state, &room, target.as_deref(), &id, &headers) {
         Ok(s) => s,
         Err(p) => return p.into_response(),
     };
@@ -773,15 +956,18 @@ mod tests {
 
     #[test]
     fn offers_that_send_nothing_or_are_not_sdp_are_refused() {
-        assert!(check_offer(b"hello").is_err());
-        assert!(check_offer(b"v=0\r\ns=-\r\n").is_err());
+        let (ingest, egress) = (Direction::Ingest, Direction::Egress);
+        assert!(check_offer(b"hello", ingest).is_err());
+        assert!(check_offer(b"v=0\r\ns=-\r\n", egress).is_err());
         let recvonly = b"v=0\r\nm=video 9 UDP/TLS/RTP/SAVPF 96\r\na=recvonly\r\n";
         assert_eq!(
-            check_offer(recvonly).unwrap_err().0,
+            check_offer(recvonly, ingest).unwrap_err().0,
             StatusCode::UNPROCESSABLE_ENTITY
         );
+        assert!(check_offer(recvonly, egress).is_ok());
         let sendonly = b"v=0\r\nm=video 9 UDP/TLS/RTP/SAVPF 96\r\na=sendonly\r\n";
-        assert!(check_offer(sendonly).is_ok());
+        assert!(check_offer(sendonly, ingest).is_ok());
+        assert!(check_offer(sendonly, egress).is_err());
         assert_eq!(encode_segment("a b/ü"), "a%20b%2F%C3%BC");
     }
 }

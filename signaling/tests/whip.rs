@@ -434,3 +434,200 @@ async fn whip_needs_a_token_with_publish_outside_dev_mode() {
     }
     let _ = whip.peer.pc.close().await;
 }
+
+/// Waits until the room registry lists `n` tracks of `participant`.
+async fn wait_tracks(server: &TestServer, room: &str, participant: &str, n: usize) -> Vec<String> {
+    let deadline = tokio::time::Instant::now() + SIGNAL_TIMEOUT;
+    loop {
+        let tracks: Vec<String> = server
+            .state
+            .rooms()
+            .get(room)
+            .map(|r| {
+                r.tracks
+                    .iter()
+                    .filter(|t| t.participant_id == participant)
+                    .map(|t| t.id.clone())
+                    .collect()
+            })
+            .unwrap_or_default();
+        if tracks.len() >= n {
+            return tracks;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{participant} published {} of {n} tracks",
+            tracks.len()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// A webrtc-rs WHEP viewer (receives audio and video) posting to `url`: the response, and the
+/// peer with the answer applied if it was a 201.
+async fn play(http: &reqwest::Client, url: &str) -> (ClientPeer, StatusCode, HeaderMap, String) {
+    use rtc::rtp_transceiver::{RTCRtpTransceiverDirection, RTCRtpTransceiverInit};
+    let peer = ClientPeer::new().await;
+    for kind in [RtpCodecKind::Audio, RtpCodecKind::Video] {
+        peer.pc
+            .add_transceiver_from_kind(
+                kind,
+                Some(RTCRtpTransceiverInit {
+                    direction: RTCRtpTransceiverDirection::Recvonly,
+                    streams: vec![],
+                    send_encodings: vec![],
+                }),
+            )
+            .await
+            .expect("recvonly transceiver");
+    }
+    let offer = peer.pc.create_offer(None).await.expect("offer");
+    peer.pc
+        .set_local_description(offer.clone())
+        .await
+        .expect("local offer");
+    let res = http
+        .post(url)
+        .header(CONTENT_TYPE, "application/sdp")
+        .body(offer.sdp)
+        .send()
+        .await
+        .expect("POST");
+    let status = res.status();
+    let headers = res.headers().clone();
+    let body = res.text().await.unwrap();
+    if status == StatusCode::CREATED {
+        peer.pc
+            .set_remote_description(RTCSessionDescription::answer(body.clone()).unwrap())
+            .await
+            .expect("answer applies");
+    }
+    (peer, status, headers, body)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_whep_viewer_plays_the_participant_it_names_and_only_that_one() {
+    use webrtc::media_stream::track_remote::TrackRemoteEvent;
+
+    common::init_logging();
+    let server = TestServer::start().await;
+    let http = reqwest::Client::new();
+    let room = "whep-room";
+    let alice = RtcClient::join(server.ws_url(), room, "alice").await;
+    let alice_media = vec![
+        common::publish_synthetic(&alice, RtpCodecKind::Audio, SIGNAL_TIMEOUT).await,
+        common::publish_synthetic(&alice, RtpCodecKind::Video, SIGNAL_TIMEOUT).await,
+    ];
+    let bob = RtcClient::join(server.ws_url(), room, "bob").await;
+    let bob_media = common::publish_synthetic(&bob, RtpCodecKind::Video, SIGNAL_TIMEOUT).await;
+    wait_tracks(&server, room, &alice.participant_id, 2).await;
+    let bob_tracks = wait_tracks(&server, room, &bob.participant_id, 1).await;
+
+    let base = format!("{}/whep/{room}", server.http_url);
+    let (mut viewer, status, headers, answer) =
+        play(&http, &format!("{base}/{}", alice.participant_id)).await;
+    assert_eq!(status, StatusCode::CREATED, "{answer}");
+    let location = header(&headers, "location");
+    assert!(
+        location.starts_with(&format!("/whep/{room}/{}/PA_", alice.participant_id)),
+        "{location}"
+    );
+    assert_eq!(answer.matches("a=sendonly").count(), 2, "{answer}");
+    assert!(
+        answer.contains(&format!("a=msid:{} ", alice.participant_id)),
+        "{answer}"
+    );
+    assert!(!answer.contains(&bob.participant_id), "{answer}");
+
+    // Both of alice's tracks arrive, and nothing of bob's.
+    let mut streams = Vec::new();
+    let received = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+    for _ in 0..2 {
+        let track = tokio::time::timeout(SIGNAL_TIMEOUT, viewer.tracks.recv())
+            .await
+            .expect("a track within 10 s")
+            .expect("track");
+        streams.push(track.stream_id().await);
+        let count = received.clone();
+        tokio::spawn(async move {
+            while let Some(event) = track.poll().await {
+                if let TrackRemoteEvent::OnRtpPacket(_) = event {
+                    count.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+        });
+    }
+    assert!(
+        streams.iter().all(|s| *s == alice.participant_id),
+        "{streams:?}"
+    );
+    assert!(
+        grows(&received, 150, Duration::from_secs(10)).await,
+        "the WHEP viewer received {} packets",
+        received.load(Ordering::Relaxed)
+    );
+
+    // A track id names its publisher too; a viewer by bob's track plays bob.
+    let (other, status, _, answer) = play(&http, &format!("{base}/{}", bob_tracks[0])).await;
+    assert_eq!(status, StatusCode::CREATED, "{answer}");
+    assert!(
+        answer.contains(&format!("a=msid:{} ", bob.participant_id)),
+        "{answer}"
+    );
+    let _ = other.pc.close().await;
+
+    // Wrong targets and offers.
+    let (p, status, _, body) = play(&http, &format!("{base}/PA_nobody")).await;
+    assert_eq!(status, StatusCode::NOT_FOUND, "{body}");
+    assert!(body.contains("unknown_participant"), "{body}");
+    let _ = p.pc.close().await;
+    let (p, status, _, body) = play(&http, &format!("{}/whep/no-room/x", server.http_url)).await;
+    assert_eq!(status, StatusCode::NOT_FOUND, "{body}");
+    assert!(body.contains("room_not_found"), "{body}");
+    let _ = p.pc.close().await;
+    let quiet = RtcClient::join(server.ws_url(), room, "quiet").await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let (p, status, _, body) = play(&http, &format!("{base}/{}", quiet.participant_id)).await;
+    assert_eq!(status, StatusCode::CONFLICT, "{body}");
+    let _ = p.pc.close().await;
+    let res = http
+        .post(format!("{base}/{}", alice.participant_id))
+        .header(CONTENT_TYPE, "application/sdp")
+        .body("v=0\r\nm=video 9 UDP/TLS/RTP/SAVPF 96\r\na=sendonly\r\n")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        problem(res).await,
+        (StatusCode::UNPROCESSABLE_ENTITY, "invalid_sdp".into())
+    );
+
+    // DELETE ends the session; the WHIP path does not know it.
+    let res = http
+        .delete(format!(
+            "{}/whip/{room}/{}",
+            server.http_url,
+            location.rsplit('/').next().unwrap()
+        ))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        problem(res).await,
+        (StatusCode::NOT_FOUND, "unknown_session".into())
+    );
+    let res = http
+        .delete(format!("{}{location}", server.http_url))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::OK);
+    let _ = viewer.pc.close().await;
+    for m in alice_media {
+        m.abort();
+    }
+    bob_media.abort();
+    quiet.close().await;
+    alice.close().await;
+    bob.close().await;
+}

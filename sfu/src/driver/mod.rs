@@ -251,6 +251,10 @@ struct Peer {
     consent: Option<(Instant, SocketAddr)>,
     /// Whether the peer is waiting in the service queue.
     queued: bool,
+    /// Only this publisher's tracks are subscribed (see [`JoinRequest::subscribe_to`]).
+    subscribe_to: Option<String>,
+    /// Never offered to (see [`JoinRequest::answer_only`]).
+    answer_only: bool,
     /// When the first remote description was applied (for [`CONNECT_TIMEOUT`]): a participant
     /// that has not negotiated yet (a viewer in an empty room) has nothing to connect.
     negotiated_at: Option<Instant>,
@@ -1200,6 +1204,8 @@ impl Driver {
             identity,
             name,
             permissions,
+            subscribe_to,
+            answer_only,
         } = request;
         let now = Instant::now();
         let key = self.new_key();
@@ -1257,6 +1263,8 @@ impl Driver {
             consent: None,
             queued: false,
             negotiated_at: None,
+            subscribe_to,
+            answer_only,
             connected: false,
             offer_outstanding: false,
             negotiation_needed: false,
@@ -1534,7 +1542,13 @@ impl Driver {
         let Some(sub) = self.peers.get_mut(&sub_key) else {
             return;
         };
-        if !sub.permissions.subscribe {
+        if !sub.permissions.subscribe
+            || sub
+                .subscribe_to
+                .as_ref()
+                .is_some_and(|p| *p != track.publisher_id)
+            || (sub.answer_only && sub.remote_set)
+        {
             return;
         }
         let ssrc = rand::random::<u32>();
@@ -1648,7 +1662,7 @@ impl Driver {
         let Some(peer) = self.peers.get_mut(&key) else {
             return;
         };
-        if !peer.negotiation_needed || peer.offer_outstanding {
+        if !peer.negotiation_needed || peer.offer_outstanding || peer.answer_only {
             return;
         }
         let now = Instant::now();
@@ -1781,12 +1795,39 @@ impl Driver {
             return;
         }
         let now = Instant::now();
-        let result = guarded(|| {
+        let applied = guarded(|| {
             let offer =
                 RTCSessionDescription::offer(sdp).map_err(|e| (ErrorKind::InvalidSdp, e))?;
             peer.pc
                 .set_remote_description(now, offer)
-                .map_err(|e| (ErrorKind::InvalidSdp, e))?;
+                .map_err(|e| (ErrorKind::InvalidSdp, e))
+        });
+        match applied {
+            Some(Ok(())) => {}
+            Some(Err((kind, err))) => {
+                self.send_error(key, kind, format!("offer rejected: {err}"));
+                self.enqueue(key);
+                return;
+            }
+            None => {
+                self.fail_peer(key, "panic applying an offer");
+                return;
+            }
+        }
+        let answer_only = peer.answer_only;
+        if answer_only {
+            // The client's offer negotiates the subscriptions (rtc pairs its m-lines with the
+            // senders already added): their codecs go on the encodings before the answer, as
+            // between a server offer and its answer.
+            for sub in peer.subscribed.values_mut() {
+                sub.offered = true;
+            }
+            self.pin_sender_codecs(key);
+        }
+        let Some(peer) = self.peers.get_mut(&key) else {
+            return;
+        };
+        let result = guarded(|| {
             let answer = peer
                 .pc
                 .create_answer(None)
@@ -1796,6 +1837,11 @@ impl Driver {
                 .map_err(|e| (ErrorKind::Internal, e))?;
             Ok(peer.pc.local_description().map(|d| d.sdp))
         });
+        if answer_only && matches!(result, Some(Ok(Some(_)))) {
+            for sub in peer.subscribed.values_mut() {
+                sub.negotiated = sub.offered;
+            }
+        }
         match result {
             Some(Ok(Some(sdp))) => {
                 let _ = peer.events.send(Event::Answer(sdp));
@@ -1805,6 +1851,9 @@ impl Driver {
                 }
                 self.replay_early_checks(key);
                 self.send_candidates_once(key);
+                if answer_only {
+                    self.activate_forwarders(key, now);
+                }
                 // Subscriptions offered before may now be negotiated too (an answer covers them).
                 self.maybe_offer(key);
             }
