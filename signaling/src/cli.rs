@@ -128,6 +128,20 @@ pub struct SettingsArgs {
     #[arg(long = "ice-server")]
     pub ice_servers: Vec<String>,
 
+    /// TURN URL(s) handed out with time-limited credentials from --turn-secret (repeat or
+    /// comma-separate).
+    #[arg(long = "turn-url")]
+    pub turn_urls: Vec<String>,
+
+    /// The TURN server's shared secret (coturn static-auth-secret; better in the file or
+    /// FANOUT_TURN_SECRET).
+    #[arg(long)]
+    pub turn_secret: Option<String>,
+
+    /// How long handed-out TURN credentials stay valid (e.g. 12h).
+    #[arg(long)]
+    pub turn_ttl: Option<String>,
+
     /// Log filter (tracing env-filter syntax), e.g. `debug` or `info,sfu=debug`.
     #[arg(long)]
     pub log: Option<String>,
@@ -218,6 +232,8 @@ impl SettingsArgs {
             ("log", &self.log),
             ("api_key", &self.api_key),
             ("api_secret", &self.api_secret),
+            ("turn_secret", &self.turn_secret),
+            ("turn_ttl", &self.turn_ttl),
             ("tls_cert", &self.tls_cert),
             ("tls_key", &self.tls_key),
             ("drain_timeout", &self.drain_timeout),
@@ -256,6 +272,7 @@ impl SettingsArgs {
         for (key, values) in [
             ("announce_ips", &self.announce_ips),
             ("ice_servers", &self.ice_servers),
+            ("turn_urls", &self.turn_urls),
             ("webhook_urls", &self.webhook_urls),
         ] {
             if !values.is_empty() {

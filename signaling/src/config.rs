@@ -17,7 +17,7 @@ pub const REDACTED: &str = "<redacted>";
 /// The shortest API secret accepted: HS256 wants a key at least as long as its hash.
 pub const MIN_SECRET_CHARS: usize = 32;
 /// Keys whose environment value is a comma-separated list.
-const LIST_KEYS: &[&str] = &["announce_ips", "ice_servers", "webhook_urls"];
+const LIST_KEYS: &[&str] = &["announce_ips", "ice_servers", "turn_urls", "webhook_urls"];
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
 #[serde(rename_all = "snake_case")]
@@ -49,6 +49,14 @@ pub struct Settings {
     pub static_dir: PathBuf,
     /// STUN/TURN URLs handed to clients in `joined`.
     pub ice_servers: Vec<String>,
+    /// TURN URLs handed to clients with time-limited credentials derived from `turn_secret`
+    /// (coturn's `use-auth-secret` scheme).
+    pub turn_urls: Vec<String>,
+    /// The secret shared with the TURN server (coturn's `static-auth-secret`).
+    pub turn_secret: Option<String>,
+    /// How long TURN credentials handed out at a join stay valid.
+    #[serde(with = "duration")]
+    pub turn_ttl: Duration,
     /// A `tracing` filter (`FANOUT_LOG`).
     pub log: String,
     pub log_format: LogFormat,
@@ -101,6 +109,9 @@ impl Default for Settings {
             dev: false,
             static_dir: PathBuf::from("client-web/dist"),
             ice_servers: Vec::new(),
+            turn_urls: Vec::new(),
+            turn_secret: None,
+            turn_ttl: Duration::from_secs(12 * 3600),
             log: "info,rtc=warn,rtc_ice=warn,rtc_dtls=warn,rtc_srtp=error".into(),
             log_format: LogFormat::Pretty,
             api_key: None,
@@ -298,6 +309,43 @@ impl Settings {
                 format!("{ip} is a wildcard, not an address clients can reach"),
             ));
         }
+        for url in &self.ice_servers {
+            if !["stun:", "stuns:", "turn:", "turns:"]
+                .iter()
+                .any(|p| url.starts_with(p))
+            {
+                return Err(invalid(
+                    "ice_servers",
+                    format!("{url:?} is not a stun:, stuns:, turn: or turns: URL"),
+                ));
+            }
+        }
+        for url in &self.turn_urls {
+            if !url.starts_with("turn:") && !url.starts_with("turns:") {
+                return Err(invalid(
+                    "turn_urls",
+                    format!("{url:?} is not a turn: or turns: URL"),
+                ));
+            }
+        }
+        match (self.turn_urls.is_empty(), &self.turn_secret) {
+            (false, None) => {
+                return Err(invalid(
+                    "turn_secret",
+                    "required when turn_urls is set (the TURN server's static-auth-secret)",
+                ))
+            }
+            (true, Some(_)) => {
+                return Err(invalid("turn_urls", "required when turn_secret is set"))
+            }
+            (_, Some(s)) if s.is_empty() => {
+                return Err(invalid("turn_secret", "must not be empty"))
+            }
+            _ => {}
+        }
+        if !(Duration::from_secs(60)..=Duration::from_secs(7 * 86_400)).contains(&self.turn_ttl) {
+            return Err(invalid("turn_ttl", "must be between 1 minute and 7 days"));
+        }
         if !(0.0..=100.0).contains(&self.inject_loss) {
             return Err(invalid("inject_loss", "must be between 0 and 100"));
         }
@@ -380,6 +428,9 @@ impl Settings {
         let mut shown = self.clone();
         if shown.api_secret.is_some() {
             shown.api_secret = Some(REDACTED.into());
+        }
+        if shown.turn_secret.is_some() {
+            shown.turn_secret = Some(REDACTED.into());
         }
         // TOML has no null: unset optional keys are left out (their default applies).
         match toml::to_string_pretty(&shown) {

@@ -20,6 +20,7 @@ pub mod admin;
 pub mod auth;
 pub mod cli;
 pub mod config;
+pub mod ice;
 pub mod metrics;
 pub mod protocol;
 pub mod rooms;

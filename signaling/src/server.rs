@@ -22,7 +22,6 @@ use tracing::{info, warn};
 use crate::auth::{Grants, TokenAuthority};
 use crate::config::Settings;
 use crate::metrics::Metrics;
-use crate::protocol::IceServer;
 use crate::rooms::{RoomPolicy, Rooms};
 use crate::session::{self, Drain, SessionContext, SessionLimits};
 use crate::webhooks::{self, WebhookConfig};
@@ -119,19 +118,11 @@ pub fn build_with(settings: &Settings, engine: SfuConfig) -> Result<AppState, St
             TokenAuthority::new("dev", &secret)
         }
     };
-    let ice_servers = if settings.ice_servers.is_empty() {
-        Vec::new()
-    } else {
-        vec![IceServer {
-            urls: settings.ice_servers.clone(),
-            username: None,
-            credential: None,
-        }]
-    };
+    let ice = crate::ice::IceServers::from_settings(settings);
     Ok(AppState {
         session: SessionContext {
             sfu,
-            ice_servers,
+            ice,
             rooms,
             auth,
             dev: settings.dev,

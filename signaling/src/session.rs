@@ -22,7 +22,7 @@ use tracing::{debug, info, Instrument};
 use crate::auth::{TokenAuthority, TokenError};
 use crate::metrics::Metrics;
 use crate::protocol::{
-    parse_client_message_limited, ClientMessage, ErrorCode, IceCandidate, IceServer, QualityName,
+    parse_client_message_limited, ClientMessage, ErrorCode, IceCandidate, QualityName,
     ServerMessage, SourceName, MAX_NAME_CHARS, MAX_ROOM_CHARS, PROTOCOL_VERSION,
 };
 use crate::rooms::{Kick, Refusal, Rooms};
@@ -89,7 +89,8 @@ impl Default for SessionLimits {
 #[derive(Clone)]
 pub struct SessionContext {
     pub sfu: Sfu,
-    pub ice_servers: Vec<IceServer>,
+    /// STUN/TURN servers for clients (TURN credentials made per participant).
+    pub ice: crate::ice::IceServers,
     pub rooms: Rooms,
     /// Verifies access tokens. Always set: in `--dev` without configured keys it holds a random
     /// secret, so that the dev token endpoint works.
@@ -504,7 +505,7 @@ async fn join<S: Sink<Message> + Unpin>(
             room: room.clone(),
             participant_id: info.participant_id,
             participants,
-            ice_servers: ctx.ice_servers.clone(),
+            ice_servers: ctx.ice.for_identity(&identity, crate::auth::unix_now()),
         },
     )
     .await;

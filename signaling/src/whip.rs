@@ -505,7 +505,7 @@ async fn create(
         headers.insert(header::ETAG, v);
     }
     headers.insert("accept-patch", HeaderValue::from_static(SDP_FRAG));
-    for link in ice_server_links(&ctx.ice_servers) {
+    for link in ice_server_links(&ctx.ice.for_identity(&identity, crate::auth::unix_now())) {
         if let Ok(v) = HeaderValue::from_str(&link) {
             headers.append(header::LINK, v);
         }

@@ -880,3 +880,36 @@ async fn metrics_move_while_media_flows() {
     .await
     .expect("within 60 s");
 }
+
+/// `joined` carries the configured STUN URLs as they are and the TURN URLs with credentials
+/// in coturn's `use-auth-secret` scheme, made for the joining identity.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn joined_hands_out_stun_and_time_limited_turn_credentials() {
+    common::init_logging();
+    let settings = Settings {
+        ice_servers: vec!["stun:stun.example.com:3478".into()],
+        turn_urls: vec!["turn:127.0.0.1:3478?transport=udp".into()],
+        turn_secret: Some("coturn-static-auth-secret".into()),
+        turn_ttl: Duration::from_secs(3600),
+        ..secure_settings()
+    };
+    let server = start(&settings).await;
+    let mut c = SignalingClient::connect(server.ws_url()).await;
+    let before = fanout_signaling::auth::unix_now();
+    let joined = c
+        .join_token("t", "Dora", Some(&token("dora", Some("t"), Grants::default())))
+        .await;
+    let servers = joined["ice_servers"].as_array().unwrap();
+    assert_eq!(servers.len(), 2, "{joined}");
+    assert_eq!(servers[0]["urls"][0], "stun:stun.example.com:3478");
+    assert!(servers[0].get("username").is_none());
+    assert_eq!(servers[1]["urls"][0], "turn:127.0.0.1:3478?transport=udp");
+    let username = servers[1]["username"].as_str().unwrap();
+    let (expires, identity) = username.split_once(':').unwrap();
+    assert_eq!(identity, "dora");
+    let expires: u64 = expires.parse().unwrap();
+    assert!((before + 3600..=before + 3602).contains(&expires), "{expires} vs {before}");
+    let (_, expected) =
+        fanout_signaling::ice::turn_credentials("coturn-static-auth-secret", "dora", expires);
+    assert_eq!(servers[1]["credential"], expected.as_str());
+}
