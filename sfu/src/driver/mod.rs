@@ -103,6 +103,9 @@ const CONSENT_TIMEOUT: Duration = Duration::from_secs(10);
 /// given up (a WHIP client that posted an offer and vanished, a browser whose UDP is blocked):
 /// its participant is removed, so nothing holds a place in a room for ever.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(30);
+/// Source addresses pinned per connection at most (its candidate pairs: loopback, LAN, a new
+/// network after a move); past this, the one confirmed longest ago is unpinned.
+const MAX_PINNED_ADDRS: usize = 4;
 /// How often layer choices, bitrates and dynacast are re-evaluated.
 const TICK: Duration = Duration::from_millis(250);
 /// A layer with no packet for this long is not being sent.
@@ -749,7 +752,20 @@ impl Driver {
                     if is_stun_binding_success(&out.message) {
                         // The connection accepted a check from `dst`: pin the address, and make
                         // it the client's current path.
-                        if !peer.addrs.contains(&dst) {
+                        if let Some(i) = peer.addrs.iter().position(|a| *a == dst) {
+                            // Most recently confirmed last.
+                            let a = peer.addrs.remove(i);
+                            peer.addrs.push(a);
+                        } else {
+                            if peer.addrs.len() >= MAX_PINNED_ADDRS {
+                                // The address confirmed longest ago goes (a client that moved
+                                // networks several times): the table stays bounded.
+                                let old = peer.addrs.remove(0);
+                                if self.by_addr.get(&old) == Some(&key) {
+                                    self.by_addr.remove(&old);
+                                }
+                                debug!(participant = %peer.id, %old, "source address unpinned");
+                            }
                             peer.addrs.push(dst);
                             self.by_addr.insert(dst, key);
                             debug!(participant = %peer.id, %dst, "source address pinned");
