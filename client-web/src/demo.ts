@@ -166,6 +166,8 @@ async function main(): Promise<void> {
   /** Per remote participant, stops its tile's size reports. */
   const detachers = new Map<string, () => void>();
   const params = new URLSearchParams(location.search);
+  // `?relay=1`: media only through the TURN servers in `joined` (to try a TURN setup).
+  if (params.get('relay') === '1') client.iceTransportPolicy = 'relay';
   document.body.classList.toggle('show-layers', params.get('overlay') === '1');
   addEventListener('keydown', (e) => {
     if ((e.key === 'l' || e.key === 'L') && !e.ctrlKey && !e.metaKey && !e.altKey) {

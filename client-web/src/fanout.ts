@@ -122,6 +122,8 @@ export class FanoutClient extends EventTarget {
   readonly participants = new Map<string, RemoteParticipant>();
   /** Our own participant id; `null` until `joined`. */
   participantId: string | null = null;
+  /** `relay`: connect only through the TURN servers the server hands out (set before `join`). */
+  iceTransportPolicy: RTCIceTransportPolicy = 'all';
 
   private ws: WebSocket | null = null;
   /** Incoming messages are handled strictly in order, each after the previous one's awaits. */
@@ -377,7 +379,11 @@ export class FanoutClient extends EventTarget {
     this.participantId = msg.participant_id;
     for (const p of msg.participants) this.addParticipant(p.id, p.name, p.tracks);
 
-    const pc = new RTCPeerConnection({ iceServers: msg.ice_servers, bundlePolicy: 'max-bundle' });
+    const pc = new RTCPeerConnection({
+      iceServers: msg.ice_servers,
+      iceTransportPolicy: this.iceTransportPolicy,
+      bundlePolicy: 'max-bundle',
+    });
     this.pc = pc;
 
     pc.onnegotiationneeded = async () => {
