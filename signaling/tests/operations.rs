@@ -897,7 +897,11 @@ async fn joined_hands_out_stun_and_time_limited_turn_credentials() {
     let mut c = SignalingClient::connect(server.ws_url()).await;
     let before = fanout_signaling::auth::unix_now();
     let joined = c
-        .join_token("t", "Dora", Some(&token("dora", Some("t"), Grants::default())))
+        .join_token(
+            "t",
+            "Dora",
+            Some(&token("dora", Some("t"), Grants::default())),
+        )
         .await;
     let servers = joined["ice_servers"].as_array().unwrap();
     assert_eq!(servers.len(), 2, "{joined}");
@@ -908,7 +912,10 @@ async fn joined_hands_out_stun_and_time_limited_turn_credentials() {
     let (expires, identity) = username.split_once(':').unwrap();
     assert_eq!(identity, "dora");
     let expires: u64 = expires.parse().unwrap();
-    assert!((before + 3600..=before + 3602).contains(&expires), "{expires} vs {before}");
+    assert!(
+        (before + 3600..=before + 3602).contains(&expires),
+        "{expires} vs {before}"
+    );
     let (_, expected) =
         fanout_signaling::ice::turn_credentials("coturn-static-auth-secret", "dora", expires);
     assert_eq!(servers[1]["credential"], expected.as_str());

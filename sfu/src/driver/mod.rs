@@ -438,6 +438,8 @@ struct Driver {
     /// a different address is announced, as behind a 1:1 NAT).
     rtc_local: [[SocketAddr; 2]; 2],
     host_candidates: Vec<SocketAddr>,
+    /// The media socket is IPv6 (dual-stack when bound to `::`).
+    v6_socket: bool,
     inject_loss: f64,
     inject_loss_out: f64,
     peers: HashMap<ParticipantKey, Peer>,
@@ -492,6 +494,17 @@ fn rtc_local_addrs(bound: SocketAddr, candidates: &[SocketAddr]) -> [[SocketAddr
     ]
 }
 
+/// The address to send to on the media socket: an IPv4 client of a (dual-stack) IPv6 socket is
+/// reached through its IPv4-mapped address.
+fn wire_addr(v6_socket: bool, dst: SocketAddr) -> SocketAddr {
+    match dst {
+        SocketAddr::V4(v4) if v6_socket => {
+            SocketAddr::new(std::net::IpAddr::V6(v4.ip().to_ipv6_mapped()), v4.port())
+        }
+        other => other,
+    }
+}
+
 /// Runs `f` on one connection; a panic inside `rtc` is contained to that connection.
 fn guarded<T>(f: impl FnOnce() -> T) -> Option<T> {
     catch_unwind(AssertUnwindSafe(f)).ok()
@@ -516,6 +529,7 @@ impl Driver {
         Self {
             socket,
             rtc_local: rtc_local_addrs(local_addr, &host_candidates),
+            v6_socket: local_addr.is_ipv6(),
             host_candidates,
             inject_loss,
             inject_loss_out: 0.0,
@@ -603,6 +617,8 @@ impl Driver {
             match socket.try_recv_from(buf) {
                 Ok((n, src)) => {
                     let now = Instant::now();
+                    // A dual-stack socket reports IPv4 clients as ::ffff:a.b.c.d.
+                    let src = SocketAddr::new(src.ip().to_canonical(), src.port());
                     self.on_datagram(&buf[..n], src, now);
                     if (i + 1) % SETTLE_EVERY == 0 {
                         self.settle();
@@ -784,7 +800,10 @@ impl Driver {
                             continue;
                         }
                     }
-                    match self.socket.try_send_to(&out.message, dst) {
+                    match self
+                        .socket
+                        .try_send_to(&out.message, wire_addr(self.v6_socket, dst))
+                    {
                         Ok(n) => {
                             self.stats.datagrams_out += 1;
                             self.stats.bytes_out += n as u64;
@@ -2041,9 +2060,8 @@ impl Driver {
         // Flush the close (DTLS close_notify) to the client.
         let _ = guarded(|| {
             while let Some(out) = peer.pc.poll_write() {
-                let _ = self
-                    .socket
-                    .try_send_to(&out.message, out.transport.peer_addr);
+                let dst = wire_addr(self.v6_socket, out.transport.peer_addr);
+                let _ = self.socket.try_send_to(&out.message, dst);
             }
         });
         self.by_ufrag.remove(&peer.ufrag);

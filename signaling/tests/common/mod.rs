@@ -434,6 +434,11 @@ pub struct ClientPeer {
 
 impl ClientPeer {
     pub async fn new() -> ClientPeer {
+        Self::bound("127.0.0.1:0").await
+    }
+
+    /// A client peer whose one socket binds `udp_addr` (e.g. `[::1]:0` for an IPv6-only client).
+    pub async fn bound(udp_addr: &str) -> ClientPeer {
         let mut me = media_engine();
         let registry = register_default_interceptors(Registry::new(), &mut me)
             .expect("default interceptors")
@@ -454,7 +459,7 @@ impl ClientPeer {
                 tracks: track_tx,
                 state: state_tx,
             }))
-            .with_udp_addrs(vec!["127.0.0.1:0"])
+            .with_udp_addrs(vec![udp_addr.to_owned()])
             .build()
             .await
             .expect("client peer connection builds");
@@ -493,12 +498,27 @@ impl RtcClient {
 
     /// [`RtcClient::join`] with an access token.
     pub async fn join_token(url: &str, room: &str, name: &str, token: Option<&str>) -> RtcClient {
+        Self::join_peer(url, room, name, token, ClientPeer::new().await).await
+    }
+
+    /// [`RtcClient::join`] with the client's media socket bound to `udp_addr`.
+    pub async fn join_from(url: &str, room: &str, name: &str, udp_addr: &str) -> RtcClient {
+        Self::join_peer(url, room, name, None, ClientPeer::bound(udp_addr).await).await
+    }
+
+    async fn join_peer(
+        url: &str,
+        room: &str,
+        name: &str,
+        token: Option<&str>,
+        peer: ClientPeer,
+    ) -> RtcClient {
         let ClientPeer {
             pc,
             candidates: cand_rx,
             tracks: track_rx,
             state: state_rx,
-        } = ClientPeer::new().await;
+        } = peer;
 
         let mut sig = SignalingClient::connect(url).await;
         let joined = sig.join_token(room, name, token).await;
