@@ -7,6 +7,7 @@
 // `--dev` server hands the page a token from `/dev/token`.
 // `window.fanout` is the client and `window.fanoutDemo` has helpers, for tests and the console.
 
+import { runDiag } from './diag';
 import { FanoutClient, FanoutError, type RemoteParticipant, type TrackLayerMessage } from './fanout';
 
 /** Test and console helpers. */
@@ -304,4 +305,6 @@ async function main(): Promise<void> {
   }
 }
 
-void main();
+// `/diag`: the connection test instead of a room.
+if (/\/diag\/?$/.test(location.pathname)) void runDiag(accessToken);
+else void main();

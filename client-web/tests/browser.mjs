@@ -181,3 +181,18 @@ export async function pollUntil(check, { timeoutMs, intervalMs = 200, what, desc
     await sleep(intervalMs);
   }
 }
+
+/** What /diag shows once done: candidate rows, missing kinds and the pair row. */
+export async function diagResult(page) {
+  await page.waitForSelector('#diag[data-state="done"], #diag[data-state="failed"]', { timeout: 40_000 });
+  return page.evaluate(() => ({
+    state: document.getElementById('diag').dataset.state,
+    status: document.getElementById('status').textContent,
+    candidates: [...document.querySelectorAll('#candidates tbody tr[data-type]')].map((r) => ({ type: r.dataset.type, protocol: r.dataset.protocol })),
+    missing: [...document.querySelectorAll('#candidates tbody tr[data-missing]')].map((r) => r.dataset.missing),
+    pair: (() => {
+      const r = document.querySelector('#pair tbody tr[data-local-type]');
+      return r && { localType: r.dataset.localType, rttMs: Number(r.dataset.rttMs), text: r.textContent };
+    })(),
+  }));
+}

@@ -14,7 +14,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import test from 'node:test';
-import { launchBrowser, pollUntil, roomUrl, rtpStats } from './browser.mjs';
+import { diagResult, launchBrowser, pollUntil, roomUrl, rtpStats } from './browser.mjs';
 import { startServer } from './server.mjs';
 
 function missingCoturn() {
@@ -122,4 +122,11 @@ test('a relay-only browser calls through an unmodified coturn with the credentia
   const servers = await relayed.evaluate(() => window.fanout.pc.getConfiguration().iceServers);
   assert.match(servers[0].username, /^\d+:dev-/);
   console.log(`relayed participant connected through coturn (${type}); viewer decodes ${last.find((r) => r.kind === 'video')?.frameWidth} px`);
+
+  // The connection-test page gathers a relay candidate from the same coturn.
+  const diag = await open(`${server.url}/diag`, 'diag');
+  const r = await diagResult(diag);
+  assert.equal(r.state, 'done', JSON.stringify(r));
+  assert.ok(r.candidates.some((c) => c.type === 'relay' && c.protocol === 'udp'), `no relay candidate on /diag: ${JSON.stringify(r)}`);
+  assert.ok(!r.missing.includes('relay'), JSON.stringify(r));
 });
