@@ -15,8 +15,9 @@
 
 use std::time::{Duration, Instant};
 
-/// Sequence numbers remembered per stream (a power of two).
-const HISTORY: usize = 1024;
+/// Sequence numbers remembered per stream (a power of two): 6 KB per stream, and at the top
+/// layer's ~200 packets/s still 2.5 s of packets, more than [`MAX_AGE`].
+const HISTORY: usize = 512;
 /// A packet first sent longer ago than this is not resent.
 pub const MAX_AGE: Duration = Duration::from_millis(1000);
 /// Bounds on the wait between two resends of one packet (the round trip, when known).
