@@ -169,6 +169,9 @@ async function main(): Promise<void> {
   const params = new URLSearchParams(location.search);
   // `?relay=1`: media only through the TURN servers in `joined` (to try a TURN setup).
   if (params.get('relay') === '1') client.iceTransportPolicy = 'relay';
+  // `?mode=p2p`: join (or create) the room as a direct 1:1 call; media goes browser to browser.
+  const mode = params.get('mode');
+  if (mode === 'p2p' || mode === 'sfu') client.mode = mode;
   document.body.classList.toggle('show-layers', params.get('overlay') === '1');
   addEventListener('keydown', (e) => {
     if ((e.key === 'l' || e.key === 'L') && !e.ctrlKey && !e.metaKey && !e.altKey) {
@@ -224,7 +227,8 @@ async function main(): Promise<void> {
 
   const inCall = () => {
     const others = client.participants.size;
-    setStatus(`In call as ${name} · ${others} other${others === 1 ? '' : 's'}`, 'ok');
+    const direct = client.roomMode === 'p2p' ? ' · direct call (p2p)' : '';
+    setStatus(`In call as ${name} · ${others} other${others === 1 ? '' : 's'}${direct}`, 'ok');
   };
   const tileFor = (p: RemoteParticipant): HTMLElement => {
     let tile = remoteTiles.get(p.id);
@@ -280,6 +284,7 @@ async function main(): Promise<void> {
     const token = await accessToken(room, name);
     const joined = await client.join(undefined, room, name, token);
     localTile.dataset.participantId = joined.participant_id;
+    document.body.dataset.mode = joined.mode;
     inRoom = true;
   } catch (err) {
     setStatus(`Could not join: ${joinFailure(err)}`, 'error');

@@ -1,6 +1,11 @@
 // The Fanout browser client: one WebSocket for signaling (docs/protocol.md) and one
 // RTCPeerConnection for both directions, negotiated with the perfect-negotiation pattern in which
 // the client is the *polite* side (it yields on offer collisions; the server never does).
+//
+// In a p2p room (a direct 1:1 call) the peer connection is with the other participant instead;
+// the server only relays offers, answers and candidates. Of the two, the one that joined later is
+// polite. When the other leaves, the connection is replaced by a fresh one carrying the same
+// local tracks, ready for whoever joins next.
 
 import {
   PROTOCOL_VERSION,
@@ -10,6 +15,7 @@ import {
   type JoinedMessage,
   type PublisherLayersMessage,
   type Quality,
+  type RoomMode,
   type ServerMessage,
   type Track,
   type TrackLayerMessage,
@@ -24,6 +30,7 @@ export type {
   Participant,
   PublisherLayersMessage,
   Quality,
+  RoomMode,
   Track,
   TrackLayerMessage,
   TrackSettingsMessage,
@@ -124,6 +131,18 @@ export class FanoutClient extends EventTarget {
   participantId: string | null = null;
   /** `relay`: connect only through the TURN servers the server hands out (set before `join`). */
   iceTransportPolicy: RTCIceTransportPolicy = 'all';
+  /** The room mode to ask for (set before `join`); `undefined` takes the room as it is. */
+  mode: RoomMode | undefined = undefined;
+  /** The joined room's mode (`sfu` until `joined` says otherwise). */
+  roomMode: RoomMode = 'sfu';
+
+  /** Perfect negotiation: whether we yield on an offer collision (always, towards the server). */
+  private polite = true;
+  private iceServers: RTCIceServer[] = [];
+  /** What `publish` was given, re-added when a p2p peer connection is replaced. */
+  private published: { stream: MediaStream; options: PublishOptions }[] = [];
+  /** p2p: the other participant, once there. */
+  private peerId: string | null = null;
 
   private ws: WebSocket | null = null;
   /** Incoming messages are handled strictly in order, each after the previous one's awaits. */
@@ -174,7 +193,14 @@ export class FanoutClient extends EventTarget {
     return new Promise<JoinedMessage>((resolve, reject) => {
       let joined = false;
       ws.onopen = () => {
-        this.send({ type: 'join', v: PROTOCOL_VERSION, room, name, ...(token ? { token } : {}) });
+        this.send({
+          type: 'join',
+          v: PROTOCOL_VERSION,
+          room,
+          name,
+          ...(token ? { token } : {}),
+          ...(this.mode ? { mode: this.mode } : {}),
+        });
       };
       ws.onmessage = (event) => {
         const msg = typeof event.data === 'string' ? parseServerMessage(event.data) : null;
@@ -212,17 +238,26 @@ export class FanoutClient extends EventTarget {
    * sent as simulcast unless `options.simulcast` says otherwise or the source is small.
    */
   publish(stream: MediaStream, options: PublishOptions = {}): void {
+    this.requirePc();
+    this.published.push({ stream, options });
+    this.addTransceivers(stream, options);
+    // `negotiationneeded` fires once for all of them and sends the offer.
+  }
+
+  private addTransceivers(stream: MediaStream, options: PublishOptions): void {
     const pc = this.requirePc();
+    const p2p = this.roomMode === 'p2p';
     for (const track of stream.getTracks()) {
-      const init: RTCRtpTransceiverInit = { direction: 'sendonly', streams: [stream] };
-      if (track.kind === 'video') {
+      // In p2p, media goes to the other browser both ways on one transceiver per track.
+      const init: RTCRtpTransceiverInit = { direction: p2p ? 'sendrecv' : 'sendonly', streams: [stream] };
+      // A browser receives one encoding: no simulcast in p2p.
+      if (track.kind === 'video' && !p2p) {
         const encodings = simulcastEncodings(track, options.simulcast ?? true);
         if (encodings) init.sendEncodings = encodings;
       }
       const transceiver = pc.addTransceiver(track, init);
-      this.pendingSources.set(transceiver, options.source ?? (track.kind === 'audio' ? 'microphone' : 'camera'));
+      if (!p2p) this.pendingSources.set(transceiver, options.source ?? (track.kind === 'audio' ? 'microphone' : 'camera'));
     }
-    // `negotiationneeded` fires once for all of them and sends the offer.
   }
 
   /**
@@ -377,27 +412,28 @@ export class FanoutClient extends EventTarget {
 
   private onJoined(msg: JoinedMessage): void {
     this.participantId = msg.participant_id;
+    this.roomMode = msg.mode ?? 'sfu';
+    this.iceServers = msg.ice_servers;
     for (const p of msg.participants) this.addParticipant(p.id, p.name, p.tracks);
+    if (this.roomMode === 'p2p') {
+      this.peerId = msg.participants[0]?.id ?? null;
+      // The later of the two yields.
+      this.polite = this.peerId !== null;
+    }
+    this.createPeerConnection();
+  }
 
+  private createPeerConnection(): void {
     const pc = new RTCPeerConnection({
-      iceServers: msg.ice_servers,
+      iceServers: this.iceServers,
       iceTransportPolicy: this.iceTransportPolicy,
       bundlePolicy: 'max-bundle',
     });
     this.pc = pc;
+    this.makingOffer = false;
+    this.pendingCandidates = [];
 
-    pc.onnegotiationneeded = async () => {
-      try {
-        this.makingOffer = true;
-        await pc.setLocalDescription();
-        this.send({ type: 'offer', sdp: pc.localDescription!.sdp });
-        this.sendTrackSources();
-      } catch (err) {
-        this.negotiationFailed(err);
-      } finally {
-        this.makingOffer = false;
-      }
-    };
+    pc.onnegotiationneeded = () => this.negotiate(pc);
 
     pc.onicecandidate = ({ candidate }) => {
       if (candidate === null) {
@@ -411,21 +447,59 @@ export class FanoutClient extends EventTarget {
     pc.ontrack = (event) => this.onTrack(event);
   }
 
+  /** Sends an offer for `pc`'s current state (in p2p only once the other participant is there). */
+  private async negotiate(pc: RTCPeerConnection): Promise<void> {
+    if (pc !== this.pc || pc.signalingState === 'closed') return;
+    if (this.roomMode === 'p2p' && this.peerId === null) return; // offered when somebody joins
+    try {
+      this.makingOffer = true;
+      await pc.setLocalDescription();
+      this.send({ type: 'offer', sdp: pc.localDescription!.sdp });
+      this.sendTrackSources();
+    } catch (err) {
+      this.negotiationFailed(err);
+    } finally {
+      this.makingOffer = false;
+    }
+  }
+
+  /** p2p: the other participant left. A fresh connection with our tracks waits for the next. */
+  private replacePeerConnection(): void {
+    this.pc?.close();
+    this.peerId = null;
+    this.polite = false; // whoever joins next joins later
+    this.createPeerConnection();
+    for (const { stream, options } of this.published) this.addTransceivers(stream, options);
+  }
+
+  /** Whether a relayed message comes from someone other than our current p2p peer (stale). */
+  private stale(from: string | undefined): boolean {
+    return this.roomMode === 'p2p' && from !== undefined && from !== this.peerId;
+  }
+
   private async handle(msg: ServerMessage): Promise<void> {
     switch (msg.type) {
       case 'offer':
       case 'answer':
+        if (this.stale(msg.from)) return;
         return this.onDescription({ type: msg.type, sdp: msg.sdp });
       case 'candidate':
+        if (this.stale(msg.from)) return;
         return this.onCandidate(msg.candidate);
       case 'participant_joined': {
         const p = msg.participant;
         this.emit('participant_joined', this.addParticipant(p.id, p.name, p.tracks));
+        if (this.roomMode === 'p2p' && this.peerId === null) {
+          this.peerId = p.id;
+          // We were here first: we offer what we publish (the newcomer may offer too; it yields).
+          if (this.pc && this.pc.getTransceivers().length > 0) void this.negotiate(this.pc);
+        }
         return;
       }
       case 'participant_left': {
         const participant = this.participants.get(msg.participant_id);
         this.participants.delete(msg.participant_id);
+        if (this.roomMode === 'p2p' && msg.participant_id === this.peerId) this.replacePeerConnection();
         this.emit('participant_left', { participantId: msg.participant_id, participant });
         return;
       }
@@ -479,8 +553,13 @@ export class FanoutClient extends EventTarget {
     if (!pc || pc.signalingState === 'closed') return;
     // The polite side never ignores an offer. On a collision (our own offer outstanding),
     // setRemoteDescription(offer) rolls ours back implicitly; `negotiationneeded` fires again once
-    // stable, so our change is offered afterwards (the server ignored our colliding offer).
+    // stable, so our change is offered afterwards (the server ignored our colliding offer). The
+    // impolite side (a p2p participant that was there first) ignores the colliding offer.
     const collision = description.type === 'offer' && (this.makingOffer || pc.signalingState !== 'stable');
+    if (collision && !this.polite) {
+      console.debug('fanout: offer collision, ignoring the other offer');
+      return;
+    }
     if (collision) console.debug('fanout: offer collision, rolling back our offer');
     await pc.setRemoteDescription(description);
     await this.flushCandidates();
@@ -572,20 +651,23 @@ export class FanoutClient extends EventTarget {
   }
 
   private onTrack(event: RTCTrackEvent): void {
-    // The server sets the msid stream id to the publisher's participant id (docs/protocol.md).
+    // The server sets the msid stream id to the publisher's participant id (docs/protocol.md);
+    // in p2p everything comes from the one other participant.
     const remoteStream = event.streams[0];
     if (!remoteStream) {
       console.warn('fanout: remote track without a stream id; cannot attribute it', event.track);
       return;
     }
-    const participantId = remoteStream.id;
+    const participantId = this.roomMode === 'p2p' ? this.peerId : remoteStream.id;
+    if (participantId === null) return;
     const { track } = event;
     // A transceiver can be reused for another publisher's track after renegotiation; the
     // receiver's MediaStreamTrack object stays the same, so detach it from anyone else first.
     for (const other of this.participants.values()) {
       if (other.id !== participantId) other.stream.removeTrack(track);
     }
-    const trackId = event.transceiver.mid ? msidTrackId(this.pc?.remoteDescription?.sdp, event.transceiver.mid) : null;
+    // p2p tracks have no `TR_` id: nothing to report to the server about them.
+    const trackId = this.roomMode !== 'p2p' && event.transceiver.mid ? msidTrackId(this.pc?.remoteDescription?.sdp, event.transceiver.mid) : null;
     if (trackId) this.trackIds.set(event.track, trackId);
     else this.trackIds.delete(event.track);
     const p = this.participants.get(participantId) ?? this.addParticipant(participantId, '', []);
@@ -596,8 +678,8 @@ export class FanoutClient extends EventTarget {
     if (!this.watched.has(remoteStream)) {
       this.watched.add(remoteStream);
       remoteStream.addEventListener('removetrack', (e) => {
-        this.participants.get(remoteStream.id)?.stream.removeTrack(e.track);
-        this.rebind(remoteStream.id, null, false);
+        this.participants.get(participantId)?.stream.removeTrack(e.track);
+        this.rebind(participantId, null, false);
       });
     }
     if (!this.watched.has(track)) {

@@ -42,7 +42,12 @@ export interface JoinMessage {
   name: string;
   /** Ignored by a server in `--dev` mode. */
   token?: string;
+  /** `p2p` creates (or insists on) a direct 1:1 room; absent: the room as it is (new: `sfu`). */
+  mode?: RoomMode;
 }
+
+/** `sfu`: media goes through the server. `p2p`: straight between the room's two participants. */
+export type RoomMode = 'sfu' | 'p2p';
 
 export interface ClientOfferMessage {
   type: 'offer';
@@ -101,6 +106,8 @@ export interface JoinedMessage {
   /** Everyone already in the room, with their published tracks. */
   participants: Participant[];
   ice_servers: RTCIceServer[];
+  /** In `p2p` the peer connection is with the other participant (offers etc. are relayed). */
+  mode: RoomMode;
 }
 
 export interface ParticipantJoinedMessage {
@@ -125,19 +132,23 @@ export interface TrackUnpublishedMessage {
   track_id: string;
 }
 
+/** `from`: in a p2p room, the participant whose offer (answer, candidate) the server relays. */
 export interface ServerOfferMessage {
   type: 'offer';
   sdp: string;
+  from?: string;
 }
 
 export interface ServerAnswerMessage {
   type: 'answer';
   sdp: string;
+  from?: string;
 }
 
 export interface ServerCandidateMessage {
   type: 'candidate';
   candidate: RTCIceCandidateInit;
+  from?: string;
 }
 
 /** The layer this client receives for a video track (`current`), the one the server switches to
@@ -203,6 +214,8 @@ export type ErrorCode =
   | 'room_not_found'
   | 'room_full'
   | 'too_many_rooms'
+  | 'room_mode_mismatch'
+  | 'no_peer'
   | 'publish_not_allowed'
   | 'too_many_tracks'
   | 'server_draining'

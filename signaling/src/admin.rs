@@ -156,6 +156,9 @@ struct CreateRoom {
     /// Seconds the room waits for its first participant.
     #[serde(default)]
     empty_timeout: Option<u64>,
+    /// `sfu` (default) or `p2p` (a direct 1:1 call; at most two participants).
+    #[serde(default)]
+    mode: Option<crate::protocol::RoomMode>,
 }
 
 async fn create_room(
@@ -177,6 +180,7 @@ async fn create_room(
         let options = RoomOptions {
             max_participants: req.max_participants,
             empty_timeout: req.empty_timeout.map(Duration::from_secs),
+            mode: req.mode,
         };
         match state.rooms().create(&req.name, options) {
             Ok(true) => {}

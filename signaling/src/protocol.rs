@@ -36,6 +36,9 @@ pub enum ClientMessage {
         name: String,
         #[serde(default)]
         token: Option<String>,
+        /// `p2p` creates (or expects) a direct 1:1 room; absent: whatever the room is.
+        #[serde(default)]
+        mode: Option<RoomMode>,
     },
     Offer {
         sdp: String,
@@ -77,6 +80,25 @@ pub const CLIENT_TYPES: &[&str] = &[
     "track_settings",
     "track_source",
 ];
+
+/// How a room carries media: through the server (`sfu`, the default) or directly between its
+/// two participants (`p2p`: the server only relays their offers, answers and candidates).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RoomMode {
+    #[default]
+    Sfu,
+    P2p,
+}
+
+impl RoomMode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RoomMode::Sfu => "sfu",
+            RoomMode::P2p => "p2p",
+        }
+    }
+}
 
 /// A simulcast layer's quality on the wire.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -133,6 +155,9 @@ pub enum ServerMessage {
         participant_id: String,
         participants: Vec<Participant>,
         ice_servers: Vec<IceServer>,
+        /// The room's mode; in `p2p` the client connects to the other participant, not to us.
+        #[serde(default)]
+        mode: RoomMode,
     },
     ParticipantJoined {
         participant: Participant,
@@ -148,14 +173,21 @@ pub enum ServerMessage {
         participant_id: String,
         track_id: String,
     },
+    /// From the server, or (in a p2p room) relayed from participant `from`.
     Offer {
         sdp: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        from: Option<String>,
     },
     Answer {
         sdp: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        from: Option<String>,
     },
     Candidate {
         candidate: IceCandidate,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        from: Option<String>,
     },
     /// A track was muted or unmuted by an administrator (sent to its publisher too).
     TrackMuted {
@@ -227,6 +259,10 @@ pub enum ErrorCode {
     RoomNotFound,
     RoomFull,
     TooManyRooms,
+    /// The join asked for a room mode (`sfu` or `p2p`) other than the existing room's.
+    RoomModeMismatch,
+    /// p2p room: an offer, answer or candidate arrived while nobody else is there to take it.
+    NoPeer,
     /// A published track was refused: this participant may not publish it.
     PublishNotAllowed,
     /// A published track was refused: this participant publishes as many as it may.
@@ -265,7 +301,8 @@ impl ErrorCode {
             | TokenMissingGrant
             | RoomNotFound
             | RoomFull
-            | TooManyRooms => Some(1008),
+            | TooManyRooms
+            | RoomModeMismatch => Some(1008),
             // "Try again later": another server, or this one after a moment.
             ServerDraining => Some(1013),
             ServerShutdown => Some(1012),
@@ -452,6 +489,7 @@ mod tests {
                 sdp_mline_index: Some(0),
                 username_fragment: None,
             },
+            from: None,
         };
         assert_eq!(
             serde_json::to_string(&m).unwrap(),

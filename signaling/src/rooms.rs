@@ -22,6 +22,7 @@ use tokio::sync::mpsc;
 use tracing::info;
 
 use crate::auth::unix_now;
+use crate::protocol::{IceCandidate, RoomMode};
 use crate::webhooks::{Event as HookEvent, EventKind, HookParticipant, HookRoom, HookTrack};
 
 /// Why the server ends a participant's session.
@@ -46,6 +47,36 @@ pub enum Refusal {
     RoomFull { room: String, max: usize },
     #[error("the server holds as many rooms as it may ({0})")]
     TooManyRooms(usize),
+    #[error("room {room:?} is a {} room", .mode.as_str())]
+    ModeMismatch { room: String, mode: RoomMode },
+}
+
+/// The participants of a p2p room can hold at most this many (a direct call is 1:1).
+pub const P2P_MAX_PARTICIPANTS: usize = 2;
+
+/// What a participant of a p2p room hears from the other one, relayed by the server.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PeerSignal {
+    Joined {
+        id: String,
+        identity: String,
+        name: String,
+    },
+    Left {
+        id: String,
+    },
+    Offer {
+        from: String,
+        sdp: String,
+    },
+    Answer {
+        from: String,
+        sdp: String,
+    },
+    Candidate {
+        from: String,
+        candidate: IceCandidate,
+    },
 }
 
 /// How rooms behave unless created with their own settings.
@@ -75,6 +106,7 @@ impl Default for RoomPolicy {
 pub struct RoomOptions {
     pub max_participants: Option<usize>,
     pub empty_timeout: Option<Duration>,
+    pub mode: Option<RoomMode>,
 }
 
 #[derive(Debug, Clone, Serialize, PartialEq, Eq)]
@@ -91,6 +123,8 @@ struct Member {
     name: String,
     joined_at: u64,
     kick: mpsc::UnboundedSender<Kick>,
+    /// p2p rooms: where the other participant's relayed signals go.
+    signals: Option<mpsc::UnboundedSender<PeerSignal>>,
 }
 
 struct Room {
@@ -98,6 +132,7 @@ struct Room {
     created_at: u64,
     /// Created through the admin API (rather than by a join).
     explicit: bool,
+    mode: RoomMode,
     max_participants: usize,
     empty_timeout: Duration,
     members: HashMap<String, Member>,
@@ -116,6 +151,7 @@ pub struct RoomSummary {
     pub name: String,
     pub sid: String,
     pub created_at: u64,
+    pub mode: RoomMode,
     pub max_participants: usize,
     pub empty_timeout_secs: u64,
     pub num_participants: usize,
@@ -138,6 +174,8 @@ pub struct Reservation {
     rooms: Rooms,
     room: String,
     done: bool,
+    /// The room's mode.
+    pub mode: RoomMode,
 }
 
 impl Drop for Reservation {
@@ -197,13 +235,21 @@ impl Rooms {
     }
 
     fn new_room(&self, explicit: bool, options: &RoomOptions) -> Room {
+        let mode = options.mode.unwrap_or_default();
+        let mut max_participants = options
+            .max_participants
+            .unwrap_or(self.inner.policy.max_participants);
+        if mode == RoomMode::P2p
+            && (max_participants == 0 || max_participants > P2P_MAX_PARTICIPANTS)
+        {
+            max_participants = P2P_MAX_PARTICIPANTS;
+        }
         Room {
             sid: format!("RM_{}", Alphanumeric.sample_string(&mut rand::rng(), 12)),
             created_at: unix_now(),
             explicit,
-            max_participants: options
-                .max_participants
-                .unwrap_or(self.inner.policy.max_participants),
+            mode,
+            max_participants,
             empty_timeout: options
                 .empty_timeout
                 .unwrap_or(self.inner.policy.empty_timeout),
@@ -226,20 +272,36 @@ impl Rooms {
     /// Holds a place in `room` for a join (creating the room if the policy allows), checking the
     /// server's and the room's limits.
     pub fn reserve(&self, room: &str) -> Result<Reservation, Refusal> {
+        self.reserve_mode(room, None)
+    }
+
+    /// [`Rooms::reserve`], asking for a room `mode`: a room it creates has that mode, and an
+    /// existing room of the other mode refuses the join. `None` takes the room as it is.
+    pub fn reserve_mode(&self, room: &str, mode: Option<RoomMode>) -> Result<Reservation, Refusal> {
         let mut rooms = self.lock();
         if !rooms.contains_key(room) {
             if !self.inner.policy.auto_create {
                 return Err(Refusal::RoomNotFound(room.to_owned()));
             }
             self.check_room_count(&rooms)?;
-            let r = self.new_room(false, &RoomOptions::default());
-            info!(room, sid = %r.sid, "room started");
+            let options = RoomOptions {
+                mode,
+                ..RoomOptions::default()
+            };
+            let r = self.new_room(false, &options);
+            info!(room, sid = %r.sid, mode = r.mode.as_str(), "room started");
             self.emit(EventKind::RoomStarted, hook_room(room, &r), None, None);
             rooms.insert(room.to_owned(), r);
         }
         let Some(r) = rooms.get_mut(room) else {
             return Err(Refusal::RoomNotFound(room.to_owned()));
         };
+        if mode.is_some_and(|m| m != r.mode) {
+            return Err(Refusal::ModeMismatch {
+                room: room.to_owned(),
+                mode: r.mode,
+            });
+        }
         if r.max_participants > 0 && r.members.len() + r.pending >= r.max_participants {
             return Err(Refusal::RoomFull {
                 room: room.to_owned(),
@@ -251,6 +313,7 @@ impl Rooms {
             rooms: self.clone(),
             room: room.to_owned(),
             done: false,
+            mode: r.mode,
         })
     }
 
@@ -269,24 +332,86 @@ impl Rooms {
     /// with the same identity is asked to leave.
     pub fn admit(
         &self,
-        mut reservation: Reservation,
+        reservation: Reservation,
         participant_id: &str,
         identity: &str,
         name: &str,
         kick: mpsc::UnboundedSender<Kick>,
     ) {
+        self.admit_member(reservation, participant_id, identity, name, kick, None);
+    }
+
+    /// A participant of a p2p room takes its place: the others are told (through their
+    /// `signals`), and the participants already there are returned, for its `joined`.
+    pub fn admit_peer(
+        &self,
+        reservation: Reservation,
+        participant_id: &str,
+        identity: &str,
+        name: &str,
+        kick: mpsc::UnboundedSender<Kick>,
+        signals: mpsc::UnboundedSender<PeerSignal>,
+    ) -> Vec<ParticipantSummary> {
+        self.admit_member(
+            reservation,
+            participant_id,
+            identity,
+            name,
+            kick,
+            Some(signals),
+        )
+    }
+
+    /// Relays a p2p signal from `from` to the other participants of its room; returns how
+    /// many received it.
+    pub fn relay(&self, room: &str, from: &str, signal: PeerSignal) -> usize {
+        let rooms = self.lock();
+        let Some(r) = rooms.get(room) else {
+            return 0;
+        };
+        r.members
+            .iter()
+            .filter(|(id, _)| id.as_str() != from)
+            .filter_map(|(_, m)| m.signals.as_ref())
+            .filter(|s| s.send(signal.clone()).is_ok())
+            .count()
+    }
+
+    fn admit_member(
+        &self,
+        mut reservation: Reservation,
+        participant_id: &str,
+        identity: &str,
+        name: &str,
+        kick: mpsc::UnboundedSender<Kick>,
+        signals: Option<mpsc::UnboundedSender<PeerSignal>>,
+    ) -> Vec<ParticipantSummary> {
         reservation.done = true;
         let mut rooms = self.lock();
         let Some(r) = rooms.get_mut(&reservation.room) else {
             // Deleted meanwhile: the session is told so right away.
             let _ = kick.send(Kick::RoomDeleted);
-            return;
+            return Vec::new();
         };
         r.pending = r.pending.saturating_sub(1);
+        let mut others = Vec::new();
         for (id, m) in &r.members {
             if m.identity == identity {
                 info!(room = %reservation.room, participant = %id, identity, "same identity joined again; the older session goes");
                 let _ = m.kick.send(Kick::DuplicateIdentity);
+            }
+            if let Some(s) = &m.signals {
+                let _ = s.send(PeerSignal::Joined {
+                    id: participant_id.to_owned(),
+                    identity: identity.to_owned(),
+                    name: name.to_owned(),
+                });
+                others.push(ParticipantSummary {
+                    id: id.clone(),
+                    identity: m.identity.clone(),
+                    name: m.name.clone(),
+                    joined_at: m.joined_at,
+                });
             }
         }
         r.members.insert(
@@ -296,6 +421,7 @@ impl Rooms {
                 name: name.to_owned(),
                 joined_at: unix_now(),
                 kick,
+                signals,
             },
         );
         r.joined_once = true;
@@ -307,6 +433,7 @@ impl Rooms {
         };
         drop(rooms);
         self.emit(EventKind::ParticipantJoined, room, Some(participant), None);
+        others
     }
 
     /// The participant's session ended.
@@ -318,6 +445,13 @@ impl Rooms {
         let Some(m) = r.members.remove(participant_id) else {
             return;
         };
+        for other in r.members.values() {
+            if let Some(s) = &other.signals {
+                let _ = s.send(PeerSignal::Left {
+                    id: participant_id.to_owned(),
+                });
+            }
+        }
         let gone: Vec<TrackEntry> = r
             .tracks
             .values()
@@ -575,6 +709,7 @@ fn summary(name: &str, r: &Room) -> RoomSummary {
         name: name.to_owned(),
         sid: r.sid.clone(),
         created_at: r.created_at,
+        mode: r.mode,
         max_participants: r.max_participants,
         empty_timeout_secs: r.empty_timeout.as_secs(),
         num_participants: r.members.len(),
@@ -656,6 +791,7 @@ mod tests {
         let opts = RoomOptions {
             max_participants: Some(1),
             empty_timeout: Some(Duration::from_secs(60)),
+            mode: None,
         };
         assert_eq!(rooms.create("x", opts.clone()), Ok(true));
         assert_eq!(rooms.create("x", opts), Ok(false));

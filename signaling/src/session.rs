@@ -22,10 +22,10 @@ use tracing::{debug, info, Instrument};
 use crate::auth::{TokenAuthority, TokenError};
 use crate::metrics::Metrics;
 use crate::protocol::{
-    parse_client_message_limited, ClientMessage, ErrorCode, IceCandidate, QualityName,
+    parse_client_message_limited, ClientMessage, ErrorCode, IceCandidate, QualityName, RoomMode,
     ServerMessage, SourceName, MAX_NAME_CHARS, MAX_ROOM_CHARS, PROTOCOL_VERSION,
 };
-use crate::rooms::{Kick, Refusal, Rooms};
+use crate::rooms::{Kick, PeerSignal, Refusal, Rooms};
 
 /// How often the server pings, and how long a silent socket lives: a client that loses its
 /// network is removed (and the room told) within about five seconds.
@@ -103,10 +103,23 @@ pub struct SessionContext {
 }
 
 struct Joined {
-    participant: Participant,
+    id: String,
     room: String,
-    events: mpsc::UnboundedReceiver<Event>,
+    link: Link,
     kicks: mpsc::UnboundedReceiver<Kick>,
+}
+
+/// Where a joined session's media goes.
+enum Link {
+    /// Through the engine: the participant's peer connection is with the server.
+    Media {
+        participant: Participant,
+        events: mpsc::UnboundedReceiver<Event>,
+    },
+    /// A p2p room: the peer connection is with the other participant; the server relays.
+    P2p {
+        signals: mpsc::UnboundedReceiver<PeerSignal>,
+    },
 }
 
 /// A token bucket over the messages a client sends: `rate` per second, bursts of `2 × rate`.
@@ -189,6 +202,7 @@ where
                 },
                 input = from_engine(&mut joined) => match input {
                     FromEngine::Event(event) => forward_event(&ctx, &mut sink, event).await,
+                    FromEngine::Peer(signal) => forward_signal(&mut sink, signal).await,
                     FromEngine::Ended => Flow::Close(1011, "media session ended"),
                     FromEngine::Kick(kick) => {
                         let (code, message) = match kick {
@@ -230,7 +244,7 @@ where
             }
         }
         if let Some(j) = joined.take() {
-            ctx.rooms.leave(&j.room, j.participant.id());
+            ctx.rooms.leave(&j.room, &j.id);
             // Dropping the participant handle removes it from the engine's room.
         }
     }
@@ -280,18 +294,26 @@ pub(crate) async fn closed(closing: &mut watch::Receiver<bool>) {
 /// What the engine or the room registry has for a joined session.
 enum FromEngine {
     Event(Event),
+    /// p2p: from the other participant.
+    Peer(PeerSignal),
     /// The engine dropped the participant's event channel.
     Ended,
     Kick(Kick),
 }
 
 async fn from_engine(joined: &mut Option<Joined>) -> FromEngine {
-    let Some(j) = joined else {
+    let Some(Joined { link, kicks, .. }) = joined else {
         return std::future::pending().await;
     };
-    tokio::select! {
-        event = j.events.recv() => event.map_or(FromEngine::Ended, FromEngine::Event),
-        Some(kick) = j.kicks.recv() => FromEngine::Kick(kick),
+    match link {
+        Link::Media { events, .. } => tokio::select! {
+            event = events.recv() => event.map_or(FromEngine::Ended, FromEngine::Event),
+            Some(kick) = kicks.recv() => FromEngine::Kick(kick),
+        },
+        Link::P2p { signals } => tokio::select! {
+            Some(signal) = signals.recv() => FromEngine::Peer(signal),
+            Some(kick) = kicks.recv() => FromEngine::Kick(kick),
+        },
     }
 }
 
@@ -397,12 +419,13 @@ pub(crate) struct Admitted {
 
 /// The checks every join goes through, whatever its transport (WebSocket, WHIP, WHEP): the
 /// server is not draining, room and name are valid, the token (unless `--dev` and none is
-/// given), then the room registry's limits.
+/// given), then the room registry's limits and the room's `mode`, if one is asked for.
 pub(crate) fn admit(
     ctx: &SessionContext,
     room: &str,
     name: &str,
     token: Option<&str>,
+    mode: Option<RoomMode>,
 ) -> Result<Admitted, (ErrorCode, String)> {
     if ctx.drain.is_draining() {
         return Err((
@@ -433,11 +456,12 @@ pub(crate) fn admit(
             format!("the token's identity must be 1 to {MAX_NAME_CHARS} characters"),
         ));
     }
-    let reservation = ctx.rooms.reserve(room).map_err(|refusal| {
+    let reservation = ctx.rooms.reserve_mode(room, mode).map_err(|refusal| {
         let code = match refusal {
             Refusal::RoomNotFound(_) => ErrorCode::RoomNotFound,
             Refusal::RoomFull { .. } => ErrorCode::RoomFull,
             Refusal::TooManyRooms(_) => ErrorCode::TooManyRooms,
+            Refusal::ModeMismatch { .. } => ErrorCode::RoomModeMismatch,
         };
         (code, refusal.to_string())
     })?;
@@ -456,6 +480,7 @@ async fn join<S: Sink<Message> + Unpin>(
     room: String,
     name: String,
     token: Option<String>,
+    mode: Option<RoomMode>,
 ) -> Flow {
     let started = Instant::now();
     let Admitted {
@@ -463,10 +488,23 @@ async fn join<S: Sink<Message> + Unpin>(
         identity,
         name,
         permissions,
-    } = match admit(ctx, &room, &name, token.as_deref()) {
+    } = match admit(ctx, &room, &name, token.as_deref(), mode) {
         Ok(a) => a,
         Err((code, message)) => return send_error(ctx, sink, code, message).await,
     };
+    if reservation.mode == RoomMode::P2p {
+        return join_p2p(
+            ctx,
+            joined,
+            sink,
+            room,
+            reservation,
+            identity,
+            name,
+            started,
+        )
+        .await;
+    }
     let request = JoinRequest {
         room: room.clone(),
         identity: identity.clone(),
@@ -506,6 +544,7 @@ async fn join<S: Sink<Message> + Unpin>(
             participant_id: info.participant_id,
             participants,
             ice_servers: ctx.ice.for_identity(&identity, crate::auth::unix_now()),
+            mode: RoomMode::Sfu,
         },
     )
     .await;
@@ -514,12 +553,130 @@ async fn join<S: Sink<Message> + Unpin>(
         .observe(started.elapsed().as_secs_f64());
     info!(%identity, "joined");
     *joined = Some(Joined {
-        participant,
+        id: participant.id().to_owned(),
         room,
-        events,
+        link: Link::Media {
+            participant,
+            events,
+        },
         kicks,
     });
     if ok {
+        Flow::Continue
+    } else {
+        Flow::Close(1011, "send failed")
+    }
+}
+
+/// A join into a p2p room: no engine participant, only a place in the registry, which relays
+/// signals between the room's (at most two) participants.
+#[allow(clippy::too_many_arguments)]
+async fn join_p2p<S: Sink<Message> + Unpin>(
+    ctx: &SessionContext,
+    joined: &mut Option<Joined>,
+    sink: &mut S,
+    room: String,
+    reservation: crate::rooms::Reservation,
+    identity: String,
+    name: String,
+    started: Instant,
+) -> Flow {
+    let id = format!("PA_{}", Alphanumeric.sample_string(&mut rand::rng(), 12));
+    let span = tracing::Span::current();
+    span.record("room", room.as_str());
+    span.record("participant", id.as_str());
+    let (kick_tx, kicks) = mpsc::unbounded_channel();
+    let (signal_tx, signals) = mpsc::unbounded_channel();
+    let others = ctx
+        .rooms
+        .admit_peer(reservation, &id, &identity, &name, kick_tx, signal_tx);
+    let participants = others
+        .into_iter()
+        .map(|p| crate::protocol::Participant {
+            id: p.id,
+            identity: p.identity,
+            name: p.name,
+            tracks: Vec::new(),
+        })
+        .collect();
+    let ok = send(
+        sink,
+        &ServerMessage::Joined {
+            v: PROTOCOL_VERSION,
+            room: room.clone(),
+            participant_id: id.clone(),
+            participants,
+            ice_servers: ctx.ice.for_identity(&identity, crate::auth::unix_now()),
+            mode: RoomMode::P2p,
+        },
+    )
+    .await;
+    ctx.metrics
+        .join_latency
+        .observe(started.elapsed().as_secs_f64());
+    info!(%identity, "joined a p2p room");
+    *joined = Some(Joined {
+        id,
+        room,
+        link: Link::P2p { signals },
+        kicks,
+    });
+    if ok {
+        Flow::Continue
+    } else {
+        Flow::Close(1011, "send failed")
+    }
+}
+
+/// p2p: relays an offer, answer or candidate to the room's other participant.
+async fn relay<S: Sink<Message> + Unpin>(
+    ctx: &SessionContext,
+    sink: &mut S,
+    j: &Joined,
+    signal: PeerSignal,
+) -> Flow {
+    if ctx.rooms.relay(&j.room, &j.id, signal) == 0 {
+        return send_error(
+            ctx,
+            sink,
+            ErrorCode::NoPeer,
+            "nobody else is in this p2p room: negotiate once participant_joined arrives".into(),
+        )
+        .await;
+    }
+    Flow::Continue
+}
+
+/// A relayed SDP must at least look like one; the other browser checks the rest.
+fn looks_like_sdp(sdp: &str) -> bool {
+    sdp.starts_with("v=0")
+}
+
+async fn forward_signal<S: Sink<Message> + Unpin>(sink: &mut S, signal: PeerSignal) -> Flow {
+    let msg = match signal {
+        PeerSignal::Joined { id, identity, name } => ServerMessage::ParticipantJoined {
+            participant: crate::protocol::Participant {
+                id,
+                identity,
+                name,
+                tracks: Vec::new(),
+            },
+        },
+        PeerSignal::Left { id } => ServerMessage::ParticipantLeft { participant_id: id },
+        PeerSignal::Offer { from, sdp } => ServerMessage::Offer {
+            sdp,
+            from: Some(from),
+        },
+        PeerSignal::Answer { from, sdp } => ServerMessage::Answer {
+            sdp,
+            from: Some(from),
+        },
+        PeerSignal::Candidate { from, candidate } => ServerMessage::Candidate {
+            candidate,
+            from: Some(from),
+        },
+    };
+    if send(sink, &msg).await {
         Flow::Continue
     } else {
         Flow::Close(1011, "send failed")
@@ -557,6 +714,7 @@ async fn handle_frame<S: Sink<Message> + Unpin>(
                 room,
                 name,
                 token,
+                mode,
             },
             None,
         ) => {
@@ -569,7 +727,7 @@ async fn handle_frame<S: Sink<Message> + Unpin>(
                 )
                 .await;
             }
-            join(ctx, joined, sink, room, name, token).await
+            join(ctx, joined, sink, room, name, token, mode).await
         }
         (ClientMessage::Join { .. }, Some(_)) => {
             send_error(
@@ -581,17 +739,67 @@ async fn handle_frame<S: Sink<Message> + Unpin>(
             .await
         }
         (_, None) => send_error(ctx, sink, ErrorCode::NotJoined, "send join first".into()).await,
-        (ClientMessage::Offer { sdp }, Some(j)) => {
-            j.participant.offer(sdp);
+        (msg, Some(j)) => match &j.link {
+            Link::Media { participant, .. } => handle_media(ctx, sink, participant, msg).await,
+            Link::P2p { .. } => handle_p2p(ctx, sink, j, msg).await,
+        },
+    }
+}
+
+/// A joined client's message in a p2p room: offers, answers and candidates go to the other
+/// participant; what concerns the server's forwarding (track settings and sources) is ignored.
+async fn handle_p2p<S: Sink<Message> + Unpin>(
+    ctx: &SessionContext,
+    sink: &mut S,
+    j: &Joined,
+    msg: ClientMessage,
+) -> Flow {
+    let from = j.id.clone();
+    match msg {
+        ClientMessage::Offer { sdp } | ClientMessage::Answer { sdp } if !looks_like_sdp(&sdp) => {
+            send_error(
+                ctx,
+                sink,
+                ErrorCode::InvalidSdp,
+                "an SDP starts with \"v=0\"".into(),
+            )
+            .await
+        }
+        ClientMessage::Offer { sdp } => relay(ctx, sink, j, PeerSignal::Offer { from, sdp }).await,
+        ClientMessage::Answer { sdp } => {
+            relay(ctx, sink, j, PeerSignal::Answer { from, sdp }).await
+        }
+        // End of candidates needs no relaying: the other browser does fine without it.
+        ClientMessage::Candidate { candidate: None } => Flow::Continue,
+        ClientMessage::Candidate {
+            candidate: Some(candidate),
+        } => relay(ctx, sink, j, PeerSignal::Candidate { from, candidate }).await,
+        ClientMessage::Leave {} => Flow::Close(1000, "left"),
+        ClientMessage::TrackSettings { .. } | ClientMessage::TrackSource { .. } => Flow::Continue,
+        ClientMessage::Join { .. } => Flow::Continue,
+    }
+}
+
+/// A joined client's message in an SFU room, for its engine participant.
+async fn handle_media<S: Sink<Message> + Unpin>(
+    ctx: &SessionContext,
+    sink: &mut S,
+    participant: &Participant,
+    msg: ClientMessage,
+) -> Flow {
+    let j = participant;
+    match msg {
+        ClientMessage::Offer { sdp } => {
+            j.offer(sdp);
             Flow::Continue
         }
-        (ClientMessage::Answer { sdp }, Some(j)) => {
-            j.participant.answer(sdp);
+        ClientMessage::Answer { sdp } => {
+            j.answer(sdp);
             Flow::Continue
         }
-        (ClientMessage::Candidate { candidate }, Some(j)) => {
+        ClientMessage::Candidate { candidate } => {
             if let Some(c) = candidate {
-                j.participant.candidate(sfu::Candidate {
+                j.candidate(sfu::Candidate {
                     candidate: c.candidate,
                     sdp_mid: c.sdp_mid,
                     sdp_mline_index: c.sdp_mline_index,
@@ -600,17 +808,14 @@ async fn handle_frame<S: Sink<Message> + Unpin>(
             }
             Flow::Continue
         }
-        (ClientMessage::Leave {}, Some(_)) => Flow::Close(1000, "left"),
-        (
-            ClientMessage::TrackSettings {
-                track_id,
-                visible,
-                width,
-                height,
-                max_quality,
-            },
-            Some(j),
-        ) => {
+        ClientMessage::Leave {} => Flow::Close(1000, "left"),
+        ClientMessage::TrackSettings {
+            track_id,
+            visible,
+            width,
+            height,
+            max_quality,
+        } => {
             let size = match (width, height) {
                 (Some(w), Some(h)) => Some((w, h)),
                 (None, None) => None,
@@ -624,7 +829,7 @@ async fn handle_frame<S: Sink<Message> + Unpin>(
                     .await
                 }
             };
-            j.participant.track_settings(sfu::TrackSettings {
+            j.track_settings(sfu::TrackSettings {
                 track_id,
                 visible,
                 size,
@@ -632,15 +837,17 @@ async fn handle_frame<S: Sink<Message> + Unpin>(
             });
             Flow::Continue
         }
-        (ClientMessage::TrackSource { mid, source }, Some(j)) => {
+        ClientMessage::TrackSource { mid, source } => {
             let source = match source {
                 SourceName::Camera => sfu::TrackSource::Camera,
                 SourceName::Microphone => sfu::TrackSource::Microphone,
                 SourceName::Screen => sfu::TrackSource::Screen,
             };
-            j.participant.track_source(mid, source);
+            j.track_source(mid, source);
             Flow::Continue
         }
+        // Handled before (a second join is refused).
+        ClientMessage::Join { .. } => Flow::Continue,
     }
 }
 
@@ -704,9 +911,10 @@ async fn forward_event<S: Sink<Message> + Unpin>(
             participant_id,
             track_id,
         },
-        Event::Offer(sdp) => ServerMessage::Offer { sdp },
-        Event::Answer(sdp) => ServerMessage::Answer { sdp },
+        Event::Offer(sdp) => ServerMessage::Offer { sdp, from: None },
+        Event::Answer(sdp) => ServerMessage::Answer { sdp, from: None },
         Event::Candidate(c) => ServerMessage::Candidate {
+            from: None,
             candidate: IceCandidate {
                 candidate: c.candidate,
                 sdp_mid: c.sdp_mid,

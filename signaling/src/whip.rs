@@ -155,6 +155,8 @@ fn status_of(code: ErrorCode) -> StatusCode {
             StatusCode::UNAUTHORIZED
         }
         TokenWrongRoom | TokenMissingGrant | PublishNotAllowed | RoomFull => StatusCode::FORBIDDEN,
+        // A p2p room has no server-side media to publish into or play from.
+        RoomModeMismatch => StatusCode::CONFLICT,
         RoomNotFound => StatusCode::NOT_FOUND,
         TooManyRooms | ServerDraining | ServerShutdown => StatusCode::SERVICE_UNAVAILABLE,
         InvalidSdp | TooManyTracks => StatusCode::UNPROCESSABLE_ENTITY,
@@ -402,7 +404,13 @@ async fn create(
         identity,
         name,
         mut permissions,
-    } = match session::admit(ctx, &room, &name, token.as_deref()) {
+    } = match session::admit(
+        ctx,
+        &room,
+        &name,
+        token.as_deref(),
+        Some(crate::protocol::RoomMode::Sfu),
+    ) {
         Ok(a) => a,
         Err((code, message)) => return problem(status_of(code), code, message),
     };
