@@ -166,6 +166,26 @@ export function transportStats(page) {
   });
 }
 
+/** The page's selected candidate pair: local and remote candidate types, addresses and ports. */
+export function selectedPair(page) {
+  return page.evaluate(async () => {
+    const stats = await window.fanout?.pc?.getStats();
+    if (!stats) return null;
+    let selected = null;
+    stats.forEach((r) => {
+      if (r.type === 'transport' && r.selectedCandidatePairId) selected = r.selectedCandidatePairId;
+    });
+    const pair = selected && stats.get(selected);
+    if (!pair) return null;
+    const out = {};
+    stats.forEach((r) => {
+      const side = r.id === pair.localCandidateId ? 'local' : r.id === pair.remoteCandidateId ? 'remote' : null;
+      if (side) out[side] = { type: r.candidateType, address: r.address, port: r.port, protocol: r.protocol };
+    });
+    return out;
+  });
+}
+
 /**
  * Polls `check()` until it returns a truthy value or `timeoutMs` passes; returns the value, or
  * throws with `describe()`'s account of the last state.

@@ -1,11 +1,12 @@
 // Three browsers' worth of participants in one room: everyone decodes everyone else's video and
-// receives their audio, sees their named tiles, and a closed tab disappears from the others.
+// receives their audio, sees their named tiles, and a closed tab disappears from the others. The
+// server runs one media driver: all three peer connections use its one UDP port.
 
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
 import { setTimeout as sleep } from 'node:timers/promises';
 import test from 'node:test';
-import { launchBrowser, pollUntil, roomUrl, rtpStats } from './browser.mjs';
+import { launchBrowser, pollUntil, roomUrl, rtpStats, selectedPair } from './browser.mjs';
 import { startServer } from './server.mjs';
 
 const NAMES = ['p1', 'p2', 'p3'];
@@ -56,13 +57,21 @@ const remoteTileNames = (page) =>
 
 test('three participants see and hear each other; a closed tab disappears', { timeout: 180_000 }, async (t) => {
   const { open } = await launchBrowser(t);
-  const server = await startServer(t);
+  const server = await startServer(t, ['--media-drivers', '1']);
   const room = `call-${randomBytes(4).toString('hex')}`;
 
   const pages = {};
   for (const name of NAMES) pages[name] = await open(roomUrl(server.url, room, name), name);
 
   await Promise.all(NAMES.map((name) => waitForMedia(pages[name], name, server.url)));
+
+  // One server port for every connection: each selected pair ends at 127.0.0.1:<the UDP port>.
+  for (const name of NAMES) {
+    const pair = await pollUntil(() => selectedPair(pages[name]), { timeoutMs: 10_000, what: `${name}'s selected pair` });
+    assert.equal(pair.remote.port, server.udpPort, `${name}: ${JSON.stringify(pair)}`);
+    assert.equal(pair.remote.address, '127.0.0.1', `${name}: ${JSON.stringify(pair)}`);
+    assert.equal(pair.remote.protocol, 'udp');
+  }
 
   for (const name of NAMES) {
     const others = NAMES.filter((n) => n !== name);

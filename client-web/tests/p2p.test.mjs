@@ -7,27 +7,8 @@ import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
 import { setTimeout as sleep } from 'node:timers/promises';
 import test from 'node:test';
-import { launchBrowser, pollUntil, roomUrl, rtpStats } from './browser.mjs';
+import { launchBrowser, pollUntil, roomUrl, rtpStats, selectedPair } from './browser.mjs';
 import { startServer } from './server.mjs';
-
-/** The page's selected candidate pair: local and remote candidate types, addresses and ports. */
-function selectedPair(page) {
-  return page.evaluate(async () => {
-    const stats = await window.fanout.pc.getStats();
-    let selected = null;
-    stats.forEach((r) => {
-      if (r.type === 'transport' && r.selectedCandidatePairId) selected = r.selectedCandidatePairId;
-    });
-    const pair = selected && stats.get(selected);
-    if (!pair) return null;
-    const out = {};
-    stats.forEach((r) => {
-      const side = r.id === pair.localCandidateId ? 'local' : r.id === pair.remoteCandidateId ? 'remote' : null;
-      if (side) out[side] = { type: r.candidateType, address: r.address, port: r.port, protocol: r.protocol };
-    });
-    return out;
-  });
-}
 
 /** Waits until `page` decodes a growing video stream and receives growing audio. */
 async function waitForMedia(page, what) {

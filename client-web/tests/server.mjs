@@ -49,7 +49,7 @@ export function tail(file, lines = 60) {
  * Starts `fanout serve --dev` (without `--dev` if `dev` is false; `env` adds environment
  * variables) with `extraArgs` appended and waits until /healthz answers 200.
  * `host` is the address signaling binds to (the media socket follows it); the returned `url`
- * is always on 127.0.0.1.
+ * is on `host` if it is `::1`, else on 127.0.0.1.
  * Returns `{ url, port, udpPort, logPath, stop }`; `stop` also runs when test `t` ends, and the
  * log's path and tail are printed if the test failed (and the log is deleted if it passed).
  */
@@ -67,7 +67,8 @@ export async function startServer(t, extraArgs = [], { host = '127.0.0.1', dev =
   const udpPort = await freeUdpPort();
   const logDir = fs.mkdtempSync(path.join(os.tmpdir(), 'fanout-e2e-'));
   const logPath = path.join(logDir, 'server.log');
-  const args = ['serve', ...(dev ? ['--dev'] : []), '--bind', `${host}:${port}`, '--udp-port', String(udpPort), '--static-dir', staticDir, ...extraArgs];
+  const hostPort = host.includes(':') ? `[${host}]:${port}` : `${host}:${port}`;
+  const args = ['serve', ...(dev ? ['--dev'] : []), '--bind', hostPort, '--udp-port', String(udpPort), '--static-dir', staticDir, ...extraArgs];
   fs.writeFileSync(logPath, `$ ${bin} ${args.join(' ')}\n`);
   const logFd = fs.openSync(logPath, 'a');
   const child = spawn(bin, args, { stdio: ['ignore', logFd, logFd], env: { ...process.env, NO_COLOR: '1', ...env } });
@@ -96,7 +97,7 @@ export async function startServer(t, extraArgs = [], { host = '127.0.0.1', dev =
     else fs.rmSync(logDir, { recursive: true, force: true });
   });
 
-  const url = `http://127.0.0.1:${port}`;
+  const url = host === '::1' ? `http://[::1]:${port}` : `http://127.0.0.1:${port}`;
   const deadline = Date.now() + 20_000;
   for (;;) {
     if (exited) {
