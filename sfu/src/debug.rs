@@ -23,6 +23,9 @@ pub struct ParticipantSnapshot {
     pub can_publish: bool,
     pub can_subscribe: bool,
     pub connected: bool,
+    /// The client's current path: the source address of its last accepted connectivity check
+    /// (behind a NAT, the NAT's address).
+    pub remote_addr: Option<String>,
     /// The downlink estimate (transport-wide feedback, else REMB) in bits per second.
     pub estimate_bps: Option<u64>,
     /// The budget the allocator used (the estimate, held down after congestion).

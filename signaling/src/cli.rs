@@ -115,6 +115,15 @@ pub struct SettingsArgs {
     #[arg(long = "announce-ip")]
     pub announce_ips: Vec<String>,
 
+    /// 1:1 NAT: announce PUBLIC where the address would be PRIVATE (PRIVATE=PUBLIC; repeat or
+    /// comma-separate).
+    #[arg(long = "nat-map")]
+    pub nat_map: Vec<String>,
+
+    /// Ask this STUN server (stun:HOST[:PORT]) at start-up for the public address to announce.
+    #[arg(long)]
+    pub announce_stun: Option<String>,
+
     /// Local development mode: joins need no token, the demo page gets tokens from
     /// /dev/token, /debug/rooms is open.
     #[arg(long)]
@@ -228,6 +237,7 @@ impl SettingsArgs {
             ("udp_port", &self.udp_port),
             ("media_drivers", &self.media_drivers),
             ("media_ip", &self.media_ip),
+            ("announce_stun", &self.announce_stun),
             ("static_dir", &self.static_dir),
             ("log", &self.log),
             ("api_key", &self.api_key),
@@ -271,6 +281,7 @@ impl SettingsArgs {
         }
         for (key, values) in [
             ("announce_ips", &self.announce_ips),
+            ("nat_map", &self.nat_map),
             ("ice_servers", &self.ice_servers),
             ("turn_urls", &self.turn_urls),
             ("webhook_urls", &self.webhook_urls),

@@ -17,7 +17,13 @@ pub const REDACTED: &str = "<redacted>";
 /// The shortest API secret accepted: HS256 wants a key at least as long as its hash.
 pub const MIN_SECRET_CHARS: usize = 32;
 /// Keys whose environment value is a comma-separated list.
-const LIST_KEYS: &[&str] = &["announce_ips", "ice_servers", "turn_urls", "webhook_urls"];
+const LIST_KEYS: &[&str] = &[
+    "announce_ips",
+    "nat_map",
+    "ice_servers",
+    "turn_urls",
+    "webhook_urls",
+];
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
 #[serde(rename_all = "snake_case")]
@@ -42,6 +48,12 @@ pub struct Settings {
     /// Addresses announced in ICE candidates; empty: the media IP (or, when that is a wildcard,
     /// this host's non-loopback addresses).
     pub announce_ips: Vec<IpAddr>,
+    /// 1:1 NAT: `PRIVATE=PUBLIC` pairs; an announced address equal to a private one is announced
+    /// as its public one instead (a cloud VM or pod whose public IP is not on an interface).
+    pub nat_map: Vec<String>,
+    /// A STUN server (`stun:host[:port]`) asked at start-up for the media IP's public address,
+    /// which is then announced (instead of the interface addresses).
+    pub announce_stun: Option<String>,
     /// Local development: joins need no token, the demo page gets tokens from `/dev/token`,
     /// `/debug/rooms` is open.
     pub dev: bool,
@@ -106,6 +118,8 @@ impl Default for Settings {
             media_drivers: None,
             media_ip: None,
             announce_ips: Vec::new(),
+            nat_map: Vec::new(),
+            announce_stun: None,
             dev: false,
             static_dir: PathBuf::from("client-web/dist"),
             ice_servers: Vec::new(),
@@ -309,6 +323,22 @@ impl Settings {
                 format!("{ip} is a wildcard, not an address clients can reach"),
             ));
         }
+        let pairs = self.nat_pairs()?;
+        if let Some((private, public)) = pairs.iter().find(|(a, b)| a.is_ipv4() != b.is_ipv4()) {
+            return Err(invalid(
+                "nat_map",
+                format!("{private}={public} maps between IPv4 and IPv6"),
+            ));
+        }
+        if let Some(url) = &self.announce_stun {
+            crate::stun::parse_server(url).map_err(|e| invalid("announce_stun", e))?;
+            if !self.announce_ips.is_empty() {
+                return Err(invalid(
+                    "announce_stun",
+                    "set either announce_ips or announce_stun, not both",
+                ));
+            }
+        }
         for url in &self.ice_servers {
             if !["stun:", "stuns:", "turn:", "turns:"]
                 .iter()
@@ -395,8 +425,51 @@ impl Settings {
         SocketAddr::new(self.media_ip.unwrap_or(self.bind.ip()), self.udp_port)
     }
 
-    /// The IPs to announce in candidates.
+    /// `nat_map` parsed: (private, public) pairs.
+    pub fn nat_pairs(&self) -> Result<Vec<(IpAddr, IpAddr)>, ConfigError> {
+        self.nat_map
+            .iter()
+            .map(|entry| {
+                let bad = || {
+                    invalid(
+                        "nat_map",
+                        format!("{entry:?} is not PRIVATE=PUBLIC (two IP addresses)"),
+                    )
+                };
+                let (a, b) = entry.split_once('=').ok_or_else(bad)?;
+                let private: IpAddr = a.trim().parse().map_err(|_| bad())?;
+                let public: IpAddr = b.trim().parse().map_err(|_| bad())?;
+                if private.is_unspecified() || public.is_unspecified() {
+                    return Err(invalid(
+                        "nat_map",
+                        format!("{entry:?}: a wildcard is not an address"),
+                    ));
+                }
+                Ok((private, public))
+            })
+            .collect()
+    }
+
+    /// The IPs to announce in candidates: `announce_ips`, else the media IP, else (a wildcard)
+    /// the host's non-loopback addresses; each mapped through `nat_map`.
     pub fn announce_ips(&self) -> Vec<IpAddr> {
+        let pairs = self.nat_pairs().unwrap_or_default();
+        let mut ips = self.announce_ips_unmapped();
+        for ip in &mut ips {
+            if let Some((_, public)) = pairs.iter().find(|(private, _)| private == ip) {
+                *ip = *public;
+            }
+        }
+        let mut seen = Vec::with_capacity(ips.len());
+        ips.retain(|ip| {
+            let new = !seen.contains(ip);
+            seen.push(*ip);
+            new
+        });
+        ips
+    }
+
+    fn announce_ips_unmapped(&self) -> Vec<IpAddr> {
         if !self.announce_ips.is_empty() {
             return self.announce_ips.clone();
         }
@@ -533,11 +606,58 @@ mod tests {
             (&[("FANOUT_WEBHOOK_URLS", "ftp://x")], "webhook_urls"),
             (&[("FANOUT_LOG", "info,[")], "log"),
             (&[("FANOUT_TLS_CERT", "/nonexistent.pem")], "tls_key"),
+            (&[("FANOUT_NAT_MAP", "10.0.0.5")], "nat_map"),
+            (&[("FANOUT_NAT_MAP", "10.0.0.5=::1")], "nat_map"),
+            (&[("FANOUT_NAT_MAP", "0.0.0.0=192.0.2.1")], "nat_map"),
+            (
+                &[("FANOUT_ANNOUNCE_STUN", "stun:host:port")],
+                "announce_stun",
+            ),
+            (
+                &[
+                    ("FANOUT_ANNOUNCE_STUN", "stun:192.0.2.9"),
+                    ("FANOUT_ANNOUNCE_IPS", "192.0.2.1"),
+                ],
+                "announce_stun",
+            ),
         ];
         for (vars, key) in cases {
             let err = load(None, env(vars), &dev()).unwrap_err();
             assert!(err.0.contains(key), "{vars:?}: {err}");
         }
+    }
+
+    #[test]
+    fn nat_map_replaces_the_private_addresses_it_names() {
+        let s = load(
+            None,
+            env(&[
+                ("FANOUT_MEDIA_IP", "10.0.0.5"),
+                (
+                    "FANOUT_NAT_MAP",
+                    "10.0.0.5=203.0.113.10, 10.9.9.9=198.51.100.1",
+                ),
+            ]),
+            &dev(),
+        )
+        .unwrap();
+        assert_eq!(s.announce_ips(), vec![IpAddr::from([203, 0, 113, 10])]);
+        // Explicit announcements are mapped too; unmapped ones stay; duplicates go.
+        let s = Settings {
+            announce_ips: vec![
+                "10.0.0.5".parse().unwrap(),
+                "192.0.2.4".parse().unwrap(),
+                "203.0.113.10".parse().unwrap(),
+            ],
+            ..s
+        };
+        assert_eq!(
+            s.announce_ips(),
+            vec![
+                IpAddr::from([203, 0, 113, 10]),
+                IpAddr::from([192, 0, 2, 4])
+            ]
+        );
     }
 
     #[test]

@@ -26,5 +26,6 @@ pub mod protocol;
 pub mod rooms;
 pub mod server;
 pub mod session;
+pub mod stun;
 pub mod webhooks;
 pub mod whip;

@@ -131,7 +131,18 @@ fn serve(args: &SettingsArgs) -> ExitCode {
     }
 }
 
-async fn run(settings: Settings) -> Result<(), String> {
+async fn run(mut settings: Settings) -> Result<(), String> {
+    if let Some(url) = settings.announce_stun.clone() {
+        let local = settings.media_bind().ip();
+        let stun = url.clone();
+        let ip =
+            tokio::task::spawn_blocking(move || fanout_signaling::stun::public_ip(local, &stun))
+                .await
+                .map_err(|e| e.to_string())?
+                .map_err(|e| format!("announce_stun: {e}"))?;
+        info!(%ip, stun = %url, "announcing the public address the STUN server sees");
+        settings.announce_ips = vec![ip];
+    }
     if settings.inject_loss > 0.0 {
         warn!(
             percent = settings.inject_loss,

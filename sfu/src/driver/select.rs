@@ -2,6 +2,7 @@
 //! [`engine::layers`](crate::engine::layers) to its tracks and forwarders on every tick, telling
 //! subscribers what they get (and why) and publishers which layers to send (dynacast).
 
+use std::net::SocketAddr;
 use std::time::Instant;
 
 use tracing::debug;
@@ -530,6 +531,9 @@ impl Driver {
             can_publish: p.permissions.publish,
             can_subscribe: p.permissions.subscribe,
             connected: p.connected,
+            remote_addr: p
+                .consent
+                .map(|(_, a)| SocketAddr::new(a.ip().to_canonical(), a.port()).to_string()),
             estimate_bps: p
                 .bandwidth
                 .estimate()
