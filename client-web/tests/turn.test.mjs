@@ -3,7 +3,8 @@
 // `turn_secret`. A browser joined with `?relay=1` (iceTransportPolicy "relay") can reach the
 // server only through coturn, with the credentials Fanout made for it in `joined`; the other
 // participant decodes its video, and its selected candidate pair is a relay one.
-// Skipped with the reason if coturn (`turnserver`) is not installed.
+// Skipped with the reason if coturn (`turnserver`) is not installed. A second test does the
+// same with no coturn at all: `fanout serve --dev` runs its embedded TURN server and hands it out.
 
 import assert from 'node:assert/strict';
 import { execFileSync, spawn } from 'node:child_process';
@@ -93,8 +94,40 @@ test('a relay-only browser calls through an unmodified coturn with the credentia
   await sleep(500);
   assert.equal(coturn.exitCode, null, 'coturn is running');
 
-  const server = await startServer(t, ['--turn-url', `turn:127.0.0.1:${port}?transport=udp`, '--turn-secret', secret]);
+  // Only coturn: the embedded TURN server (on in --dev) stays off.
+  const server = await startServer(t, ['--turn-url', `turn:127.0.0.1:${port}?transport=udp`, '--turn-secret', secret, '--turn-embedded', 'false']);
   const { open } = await launchBrowser(t);
+  const relayed = await relayedCall(server, open, 'coturn');
+  const servers = await relayed.evaluate(() => window.fanout.pc.getConfiguration().iceServers);
+  assert.equal(servers.length, 1, JSON.stringify(servers));
+  assert.match([servers[0].urls].flat()[0], new RegExp(`:${port}\\?`));
+
+  // The connection-test page gathers a relay candidate from the same coturn.
+  const diag = await open(`${server.url}/diag`, 'diag');
+  const r = await diagResult(diag);
+  assert.equal(r.state, 'done', JSON.stringify(r));
+  assert.ok(r.candidates.some((c) => c.type === 'relay' && c.protocol === 'udp'), `no relay candidate on /diag: ${JSON.stringify(r)}`);
+  assert.ok(!r.missing.includes('relay'), JSON.stringify(r));
+});
+
+test('a relay-only browser calls out of the box through the embedded TURN server (--dev)', { timeout: 90_000 }, async (t) => {
+  const port = await freePort();
+  const server = await startServer(t, ['--turn-port', String(port)]);
+  const { open } = await launchBrowser(t);
+  const relayed = await relayedCall(server, open, 'the embedded TURN server');
+  const servers = await relayed.evaluate(() => window.fanout.pc.getConfiguration().iceServers);
+  assert.deepEqual(
+    servers.map((s) => [s.urls].flat()[0]),
+    [`turn:127.0.0.1:${port}?transport=udp`],
+  );
+});
+
+/**
+ * A participant that may only use relay candidates (`?relay=1`) publishes; a viewer on loopback
+ * must decode its video, and its selected local candidate must be a relay one. Returns the
+ * relayed participant's page.
+ */
+async function relayedCall(server, open, through) {
   const room = `turn-${randomBytes(4).toString('hex')}`;
   const relayed = await open(roomUrl(server.url, room, 'relayed', { relay: '1' }), 'relayed');
   const viewer = await open(roomUrl(server.url, room, 'viewer', { publish: '0' }), 'viewer');
@@ -121,12 +154,6 @@ test('a relay-only browser calls through an unmodified coturn with the credentia
   assert.equal(type, 'relay/udp', `the relayed participant's selected local candidate is ${type}`);
   const servers = await relayed.evaluate(() => window.fanout.pc.getConfiguration().iceServers);
   assert.match(servers[0].username, /^\d+:dev-/);
-  console.log(`relayed participant connected through coturn (${type}); viewer decodes ${last.find((r) => r.kind === 'video')?.frameWidth} px`);
-
-  // The connection-test page gathers a relay candidate from the same coturn.
-  const diag = await open(`${server.url}/diag`, 'diag');
-  const r = await diagResult(diag);
-  assert.equal(r.state, 'done', JSON.stringify(r));
-  assert.ok(r.candidates.some((c) => c.type === 'relay' && c.protocol === 'udp'), `no relay candidate on /diag: ${JSON.stringify(r)}`);
-  assert.ok(!r.missing.includes('relay'), JSON.stringify(r));
-});
+  console.log(`relayed participant connected through ${through} (${type}); viewer decodes ${last.find((r) => r.kind === 'video')?.frameWidth} px`);
+  return relayed;
+}

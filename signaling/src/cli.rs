@@ -151,6 +151,23 @@ pub struct SettingsArgs {
     #[arg(long)]
     pub turn_ttl: Option<String>,
 
+    /// Run the embedded TURN server and hand it to clients (true or false) [default: true in
+    /// --dev, else false].
+    #[arg(long)]
+    pub turn_embedded: Option<String>,
+
+    /// UDP port of the embedded TURN server (0: any free port) [default: 3478].
+    #[arg(long)]
+    pub turn_port: Option<String>,
+
+    /// Ports of the embedded TURN server's relays, MIN-MAX [default: 49160-49999].
+    #[arg(long)]
+    pub turn_relay_ports: Option<String>,
+
+    /// Allocations one identity may hold at once on the embedded TURN server [default: 10].
+    #[arg(long)]
+    pub turn_max_allocations: Option<String>,
+
     /// Log filter (tracing env-filter syntax), e.g. `debug` or `info,sfu=debug`.
     #[arg(long)]
     pub log: Option<String>,
@@ -244,6 +261,10 @@ impl SettingsArgs {
             ("api_secret", &self.api_secret),
             ("turn_secret", &self.turn_secret),
             ("turn_ttl", &self.turn_ttl),
+            ("turn_embedded", &self.turn_embedded),
+            ("turn_port", &self.turn_port),
+            ("turn_relay_ports", &self.turn_relay_ports),
+            ("turn_max_allocations", &self.turn_max_allocations),
             ("tls_cert", &self.tls_cert),
             ("tls_key", &self.tls_key),
             ("drain_timeout", &self.drain_timeout),

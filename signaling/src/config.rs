@@ -69,6 +69,15 @@ pub struct Settings {
     /// How long TURN credentials handed out at a join stay valid.
     #[serde(with = "duration")]
     pub turn_ttl: Duration,
+    /// Run the embedded TURN server (UDP) and hand it to clients; `None`: on in `--dev`.
+    pub turn_embedded: Option<bool>,
+    /// The embedded TURN server's UDP port (0: any free port).
+    pub turn_port: u16,
+    /// The ports its relays use, `MIN-MAX`.
+    pub turn_relay_ports: String,
+    pub turn_realm: String,
+    /// Allocations one identity may hold at once on the embedded TURN server.
+    pub turn_max_allocations: usize,
     /// A `tracing` filter (`FANOUT_LOG`).
     pub log: String,
     pub log_format: LogFormat,
@@ -126,6 +135,11 @@ impl Default for Settings {
             turn_urls: Vec::new(),
             turn_secret: None,
             turn_ttl: Duration::from_secs(12 * 3600),
+            turn_embedded: None,
+            turn_port: 3478,
+            turn_relay_ports: "49160-49999".into(),
+            turn_realm: "fanout".into(),
+            turn_max_allocations: 10,
             log: "info,rtc=warn,rtc_ice=warn,rtc_dtls=warn,rtc_srtp=error".into(),
             log_format: LogFormat::Pretty,
             api_key: None,
@@ -323,6 +337,13 @@ impl Settings {
                 format!("{ip} is a wildcard, not an address clients can reach"),
             ));
         }
+        self.turn_relay_range()?;
+        if self.turn_max_allocations == 0 {
+            return Err(invalid("turn_max_allocations", "must be at least 1"));
+        }
+        if self.turn_realm.is_empty() {
+            return Err(invalid("turn_realm", "must not be empty"));
+        }
         let pairs = self.nat_pairs()?;
         if let Some((private, public)) = pairs.iter().find(|(a, b)| a.is_ipv4() != b.is_ipv4()) {
             return Err(invalid(
@@ -365,8 +386,11 @@ impl Settings {
                     "required when turn_urls is set (the TURN server's static-auth-secret)",
                 ))
             }
-            (true, Some(_)) => {
-                return Err(invalid("turn_urls", "required when turn_secret is set"))
+            (true, Some(_)) if !self.turn_embedded() => {
+                return Err(invalid(
+                    "turn_urls",
+                    "required when turn_secret is set (or turn_embedded)",
+                ))
             }
             (_, Some(s)) if s.is_empty() => {
                 return Err(invalid("turn_secret", "must not be empty"))
@@ -423,6 +447,31 @@ impl Settings {
 
     pub fn media_bind(&self) -> SocketAddr {
         SocketAddr::new(self.media_ip.unwrap_or(self.bind.ip()), self.udp_port)
+    }
+
+    /// Whether the embedded TURN server runs (`turn_embedded`, by default in `--dev`).
+    pub fn turn_embedded(&self) -> bool {
+        self.turn_embedded.unwrap_or(self.dev)
+    }
+
+    /// `turn_relay_ports` parsed.
+    pub fn turn_relay_range(&self) -> Result<(u16, u16), ConfigError> {
+        let bad = || {
+            invalid(
+                "turn_relay_ports",
+                format!(
+                    "{:?} is not MIN-MAX (ports, MIN <= MAX, MIN above 1023)",
+                    self.turn_relay_ports
+                ),
+            )
+        };
+        let (a, b) = self.turn_relay_ports.split_once('-').ok_or_else(bad)?;
+        let min: u16 = a.trim().parse().map_err(|_| bad())?;
+        let max: u16 = b.trim().parse().map_err(|_| bad())?;
+        if min > max || min < 1024 {
+            return Err(bad());
+        }
+        Ok((min, max))
     }
 
     /// `nat_map` parsed: (private, public) pairs.

@@ -66,10 +66,15 @@ impl IceServers {
 /// coturn's `use-auth-secret` credentials for `identity`, valid until `expires` (Unix seconds).
 pub fn turn_credentials(secret: &str, identity: &str, expires: u64) -> (String, String) {
     let username = format!("{expires}:{identity}");
+    let credential = rest_password(secret, &username);
+    (username, credential)
+}
+
+/// The password the scheme derives for `username`: base64(HMAC-SHA1(secret, username)).
+pub fn rest_password(secret: &str, username: &str) -> String {
     let key = ring::hmac::Key::new(ring::hmac::HMAC_SHA1_FOR_LEGACY_USE_ONLY, secret.as_bytes());
     let tag = ring::hmac::sign(&key, username.as_bytes());
-    let credential = base64::engine::general_purpose::STANDARD.encode(tag.as_ref());
-    (username, credential)
+    base64::engine::general_purpose::STANDARD.encode(tag.as_ref())
 }
 
 #[cfg(test)]

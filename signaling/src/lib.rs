@@ -27,5 +27,6 @@ pub mod rooms;
 pub mod server;
 pub mod session;
 pub mod stun;
+pub mod turn;
 pub mod webhooks;
 pub mod whip;

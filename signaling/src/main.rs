@@ -7,6 +7,8 @@ use fanout_signaling::auth::{parse_ttl, Grants, TokenAuthority};
 use fanout_signaling::cli::{Cli, Command, HealthcheckArgs, SettingsArgs, TokenArgs, TokenCommand};
 use fanout_signaling::config::{self, LogFormat, Overrides, Settings};
 use fanout_signaling::server::{self, DrainEnd};
+use fanout_signaling::turn::{EmbeddedTurn, TurnConfig};
+use rand::distr::{Alphanumeric, SampleString};
 use tracing::{error, info, warn};
 use tracing_subscriber::EnvFilter;
 
@@ -108,6 +110,56 @@ fn init_logging(settings: &Settings) {
     }
 }
 
+/// Starts the embedded TURN server if configured (by default in `--dev`) and adds it to the
+/// TURN servers handed to clients. In `--dev` without an explicit `turn_embedded`, a port in use
+/// only costs a warning.
+async fn start_turn(settings: &mut Settings) -> Result<Option<EmbeddedTurn>, String> {
+    if !settings.turn_embedded() {
+        return Ok(None);
+    }
+    let announce = settings.announce_ips();
+    let media_ip = settings.media_bind().ip();
+    let relay_announce = announce.first().copied().unwrap_or(media_ip);
+    let relay_bind = if media_ip.is_unspecified() && media_ip.is_ipv4() != relay_announce.is_ipv4()
+    {
+        std::net::IpAddr::from([0, 0, 0, 0])
+    } else {
+        media_ip
+    };
+    let secret = settings
+        .turn_secret
+        .clone()
+        .unwrap_or_else(|| Alphanumeric.sample_string(&mut rand::rng(), 32));
+    let config = TurnConfig {
+        listen: std::net::SocketAddr::new(relay_bind, settings.turn_port),
+        relay_bind,
+        relay_announce,
+        relay_ports: settings.turn_relay_range().map_err(|e| e.to_string())?,
+        realm: settings.turn_realm.clone(),
+        secret: secret.clone(),
+        max_allocations_per_user: settings.turn_max_allocations,
+        allowed_peers: Vec::new(),
+    };
+    let turn = match EmbeddedTurn::start(config).await {
+        Ok(t) => t,
+        Err(err) if settings.turn_embedded.is_none() => {
+            warn!("{err}: running without the embedded TURN server");
+            return Ok(None);
+        }
+        Err(err) => return Err(err),
+    };
+    let host = match relay_announce {
+        std::net::IpAddr::V6(ip) => format!("[{ip}]"),
+        ip => ip.to_string(),
+    };
+    settings.turn_urls.push(format!(
+        "turn:{host}:{}?transport=udp",
+        turn.local_addr().port()
+    ));
+    settings.turn_secret = Some(secret);
+    Ok(Some(turn))
+}
+
 fn serve(args: &SettingsArgs) -> ExitCode {
     let settings = match settings(args) {
         Ok(s) => s,
@@ -154,8 +206,19 @@ async fn run(mut settings: Settings) -> Result<(), String> {
             "development mode (--dev): joins need no token; /dev/token and /debug/rooms are open"
         );
     }
+    let turn = start_turn(&mut settings).await?;
     let tls = server::tls_config(&settings).await?;
     let state = server::build(&settings)?;
+    if let Some(turn) = &turn {
+        // Relays may reach this server's media ports, at the addresses it announces.
+        let ports: Vec<u16> = state.sfu().media_addrs().iter().map(|a| a.port()).collect();
+        let peers = settings
+            .announce_ips()
+            .into_iter()
+            .flat_map(|ip| ports.iter().map(move |p| std::net::SocketAddr::new(ip, *p)))
+            .collect();
+        turn.allow_peers(peers);
+    }
     let listener = std::net::TcpListener::bind(settings.bind)
         .map_err(|e| format!("cannot bind {}: {e}", settings.bind))?;
     let http_addr = listener.local_addr().map_err(|e| e.to_string())?;

@@ -1,0 +1,148 @@
+//! The embedded TURN server against a real TURN client (webrtc-rs's `turn` client) on loopback:
+//! credentials in the TURN REST scheme (the ones `joined` hands out) allocate a relay in the
+//! configured port range that reaches this server's media address both ways; expired or wrong
+//! credentials allocate nothing; a relay cannot reach any other address (403, nothing arrives);
+//! one identity holds at most its quota of allocations (486), and gets one again after closing
+//! one.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use fanout_signaling::auth::unix_now;
+use fanout_signaling::ice::turn_credentials;
+use fanout_signaling::turn::{EmbeddedTurn, TurnConfig};
+use tokio::net::UdpSocket;
+use tokio::time::timeout;
+use turn::client::{Client, ClientConfig};
+use webrtc_util::Conn;
+
+const SECRET: &str = "embedded-turn-test-secret";
+const PORTS: (u16, u16) = (51300, 51399);
+
+async fn client(server: SocketAddr, username: &str, password: &str) -> Client {
+    let conn = Arc::new(UdpSocket::bind("127.0.0.1:0").await.unwrap());
+    let c = Client::new(ClientConfig {
+        stun_serv_addr: server.to_string(),
+        turn_serv_addr: server.to_string(),
+        username: username.into(),
+        password: password.into(),
+        realm: "fanout".into(),
+        software: String::new(),
+        rto_in_ms: 0,
+        conn,
+        vnet: None,
+    })
+    .await
+    .unwrap();
+    c.listen().await.unwrap();
+    c
+}
+
+async fn for_identity(server: SocketAddr, identity: &str, expires: u64) -> Client {
+    let (user, pass) = turn_credentials(SECRET, identity, expires);
+    client(server, &user, &pass).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn embedded_turn_relays_to_the_media_port_only_with_valid_credentials_within_quota() {
+    let media = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let elsewhere = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let turn = EmbeddedTurn::start(TurnConfig {
+        listen: "127.0.0.1:0".parse().unwrap(),
+        relay_bind: "127.0.0.1".parse().unwrap(),
+        relay_announce: "127.0.0.1".parse().unwrap(),
+        relay_ports: PORTS,
+        realm: "fanout".into(),
+        secret: SECRET.into(),
+        max_allocations_per_user: 2,
+        allowed_peers: Vec::new(),
+    })
+    .await
+    .unwrap();
+    turn.allow_peers(vec![media.local_addr().unwrap()]);
+    let server = turn.local_addr();
+    let later = unix_now() + 600;
+
+    // Valid credentials: a relay in the range, reaching the media socket and answered through it.
+    let alice = for_identity(server, "alice", later).await;
+    let relay = alice
+        .allocate()
+        .await
+        .expect("allocation with valid credentials");
+    let relayed = relay.local_addr().unwrap();
+    assert_eq!(relayed.ip().to_string(), "127.0.0.1");
+    assert!((PORTS.0..=PORTS.1).contains(&relayed.port()), "{relayed}");
+    relay
+        .send_to(b"media please", media.local_addr().unwrap())
+        .await
+        .unwrap();
+    let mut buf = [0u8; 1500];
+    let (n, from) = timeout(Duration::from_secs(5), media.recv_from(&mut buf))
+        .await
+        .expect("the media socket receives through the relay")
+        .unwrap();
+    assert_eq!(&buf[..n], b"media please");
+    assert_eq!(from.port(), relayed.port(), "it comes from the relay");
+    media.send_to(b"here it is", from).await.unwrap();
+    let (n, _) = timeout(Duration::from_secs(5), relay.recv_from(&mut buf))
+        .await
+        .expect("the answer comes back through the relay")
+        .unwrap();
+    assert_eq!(&buf[..n], b"here it is");
+
+    // Any other address is refused: no permission, nothing arrives.
+    let sent = relay
+        .send_to(b"let me in", elsewhere.local_addr().unwrap())
+        .await;
+    let arrived = timeout(Duration::from_millis(1500), elsewhere.recv_from(&mut buf)).await;
+    assert!(
+        arrived.is_err(),
+        "a relay must not reach {elsewhere:?} (send: {sent:?})"
+    );
+
+    // Expired and wrongly signed credentials allocate nothing.
+    let expired = for_identity(server, "bob", unix_now() - 10).await;
+    assert!(expired.allocate().await.is_err(), "expired credentials");
+    let (user, _) = turn_credentials(SECRET, "mallory", later);
+    let forged = client(server, &user, "not-the-password").await;
+    assert!(forged.allocate().await.is_err(), "forged password");
+
+    // Quota: alice holds one; a second is fine, a third is refused (486)...
+    let alice2 = for_identity(server, "alice", later).await;
+    let second = alice2
+        .allocate()
+        .await
+        .expect("second allocation within quota");
+    let alice3 = for_identity(server, "alice", later).await;
+    let refused = alice3.allocate().await;
+    let Err(err) = refused else {
+        panic!("a third allocation must be refused");
+    };
+    assert!(err.to_string().contains("486"), "{err}");
+    // ...others are not affected...
+    let carol = for_identity(server, "carol", later).await;
+    carol.allocate().await.expect("another identity allocates");
+    // ...and after alice closes one, she may allocate again.
+    second.close().await.unwrap();
+    let alice4 = for_identity(server, "alice", later).await;
+    let mut again = Err(String::new());
+    for _ in 0..20 {
+        match alice4.allocate().await {
+            Ok(r) => {
+                again = Ok(r);
+                break;
+            }
+            Err(e) => {
+                again = Err(e.to_string());
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    }
+    assert!(
+        again.is_ok(),
+        "allocation after closing one: {:?}",
+        again.err()
+    );
+    turn.close().await;
+}
