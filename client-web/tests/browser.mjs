@@ -1,6 +1,9 @@
 // Headless Debian Chromium for the end-to-end tests (never a downloaded browser), and the page-side
 // probes the tests share.
 
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { chromium } from 'playwright-core';
 
@@ -180,10 +183,43 @@ export function selectedPair(page) {
     const out = {};
     stats.forEach((r) => {
       const side = r.id === pair.localCandidateId ? 'local' : r.id === pair.remoteCandidateId ? 'remote' : null;
-      if (side) out[side] = { type: r.candidateType, address: r.address, port: r.port, protocol: r.protocol };
+      if (side) out[side] = { type: r.candidateType, address: r.address, port: r.port, protocol: r.protocol, relayProtocol: r.relayProtocol };
     });
     return out;
   });
+}
+
+/**
+ * A headless Chromium inside network namespace `ns` (through an `ip netns exec` wrapper; playwright
+ * talks to it over pipes), closed when `t` ends. Returns `open(url, label)`.
+ */
+export async function launchBrowserIn(t, ns, extraArgs = []) {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'fanout-nat-'));
+  const wrapper = path.join(dir, 'chromium-in-ns');
+  fs.writeFileSync(wrapper, `#!/bin/sh\nexec ip netns exec ${ns} /usr/bin/chromium "$@"\n`, { mode: 0o755 });
+  const browser = await chromium.launch({
+    executablePath: wrapper,
+    headless: true,
+    ignoreDefaultArgs: ['--headless'],
+    args: [...CHROMIUM_ARGS, ...extraArgs],
+    timeout: 30_000,
+  });
+  const logs = [];
+  t.after(async () => {
+    await browser.close().catch(() => {});
+    fs.rmSync(dir, { recursive: true, force: true });
+    if (t.passed !== true && logs.length) console.log(`browser console:\n${logs.join('\n')}`);
+  });
+  return async (url, label) => {
+    const context = await browser.newContext();
+    await context.addInitScript(recordSignaling);
+    const page = await context.newPage();
+    page.on('console', (m) => {
+      if (m.type() === 'error' || m.type() === 'warning') logs.push(`[${label}] ${m.type()}: ${m.text()}`);
+    });
+    await page.goto(url, { timeout: 15_000 });
+    return page;
+  };
 }
 
 /**

@@ -22,8 +22,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import test from 'node:test';
-import { chromium } from 'playwright-core';
-import { CHROMIUM_ARGS, pollUntil, recordSignaling, roomUrl, rtpStats, selectedPair } from './browser.mjs';
+import { launchBrowserIn, pollUntil, roomUrl, rtpStats, selectedPair } from './browser.mjs';
 import { startServer, tail } from './server.mjs';
 
 function run(cmd, ...args) {
@@ -142,36 +141,6 @@ function buildNetworks(t) {
   return { id, ns, addr, inNs };
 }
 
-/** A headless Chromium inside namespace `ns`, closed when `t` ends. */
-async function browserIn(t, ns, extraArgs = []) {
-  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'fanout-nat-'));
-  const wrapper = path.join(dir, 'chromium-in-ns');
-  fs.writeFileSync(wrapper, `#!/bin/sh\nexec ip netns exec ${ns} /usr/bin/chromium "$@"\n`, { mode: 0o755 });
-  const browser = await chromium.launch({
-    executablePath: wrapper,
-    headless: true,
-    ignoreDefaultArgs: ['--headless'],
-    args: [...CHROMIUM_ARGS, ...extraArgs],
-    timeout: 30_000,
-  });
-  const logs = [];
-  t.after(async () => {
-    await browser.close().catch(() => {});
-    fs.rmSync(dir, { recursive: true, force: true });
-    if (t.passed !== true && logs.length) console.log(`browser console:\n${logs.join('\n')}`);
-  });
-  return async (url, label) => {
-    const context = await browser.newContext();
-    await context.addInitScript(recordSignaling);
-    const page = await context.newPage();
-    page.on('console', (m) => {
-      if (m.type() === 'error' || m.type() === 'warning') logs.push(`[${label}] ${m.type()}: ${m.text()}`);
-    });
-    await page.goto(url, { timeout: 15_000 });
-    return page;
-  };
-}
-
 async function decodesVideo(page, what) {
   let last = [];
   await pollUntil(
@@ -194,7 +163,7 @@ async function callThroughNat(t, networks, serverArgs) {
   const server = await startServer(t, ['--media-ip', addr.serverPrivate, '--media-drivers', '1', ...serverArgs], { host: '0.0.0.0' });
   const base = `http://${addr.serverPublic}:${server.port}`;
   // Cameras need a secure context: plain http is one only on localhost, so vouch for this origin.
-  const open = await browserIn(t, networks.ns.c, [`--unsafely-treat-insecure-origin-as-secure=${base}`]);
+  const open = await launchBrowserIn(t, networks.ns.c, [`--unsafely-treat-insecure-origin-as-secure=${base}`]);
   const room = `nat-${networks.id}`;
   const a = await open(roomUrl(base, room, 'a'), 'a');
   const b = await open(roomUrl(base, room, 'b'), 'b');

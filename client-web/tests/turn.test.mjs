@@ -117,8 +117,8 @@ test('a relay-only browser calls out of the box through the embedded TURN server
   const relayed = await relayedCall(server, open, 'the embedded TURN server');
   const servers = await relayed.evaluate(() => window.fanout.pc.getConfiguration().iceServers);
   assert.deepEqual(
-    servers.map((s) => [s.urls].flat()[0]),
-    [`turn:127.0.0.1:${port}?transport=udp`],
+    servers.flatMap((s) => [s.urls].flat()),
+    [`turn:127.0.0.1:${port}?transport=udp`, `turn:127.0.0.1:${port}?transport=tcp`],
   );
 });
 

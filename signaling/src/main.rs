@@ -152,10 +152,12 @@ async fn start_turn(settings: &mut Settings) -> Result<Option<EmbeddedTurn>, Str
         std::net::IpAddr::V6(ip) => format!("[{ip}]"),
         ip => ip.to_string(),
     };
-    settings.turn_urls.push(format!(
-        "turn:{host}:{}?transport=udp",
-        turn.local_addr().port()
-    ));
+    for transport in ["udp", "tcp"] {
+        settings.turn_urls.push(format!(
+            "turn:{host}:{}?transport={transport}",
+            turn.local_addr().port()
+        ));
+    }
     settings.turn_secret = Some(secret);
     Ok(Some(turn))
 }

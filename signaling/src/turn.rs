@@ -1,4 +1,7 @@
-//! The embedded TURN server (UDP), for clients that can reach the server only through a relay.
+//! The embedded TURN server (UDP and TCP), for clients that can reach the server only through a
+//! relay: those that may use relays only, and those whose UDP is blocked (TURN over TCP: STUN
+//! and ChannelData messages back to back on the stream, ChannelData padded to 4 bytes, RFC 8656
+//! §12.5; the relays themselves are UDP either way).
 //!
 //! Built on webrtc-rs's `turn` crate (0.17, the async server; the sans-IO `rtc` 0.21 has a TURN
 //! client only). Credentials are the TURN REST scheme the rest of Fanout hands out (coturn's
@@ -26,7 +29,8 @@ use rtc::stun::message::{
     METHOD_SEND,
 };
 use rtc::stun::textattrs::TextAttribute;
-use tokio::net::UdpSocket;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::net::{TcpListener, UdpSocket};
 use tokio::sync::mpsc;
 use tracing::{debug, info, warn};
 use turn::allocation::AllocationInfo;
@@ -40,7 +44,7 @@ use webrtc_util::Conn;
 /// What the embedded TURN server needs.
 #[derive(Debug, Clone)]
 pub struct TurnConfig {
-    /// Where it listens (UDP).
+    /// Where it listens, on UDP and on TCP (the same port).
     pub listen: SocketAddr,
     /// The IP relay sockets bind to, and the one put in XOR-RELAYED-ADDRESS (the announced one).
     pub relay_bind: IpAddr,
@@ -67,6 +71,9 @@ impl EmbeddedTurn {
             .await
             .map_err(|e| format!("cannot bind the TURN port {}: {e}", config.listen))?;
         let local_addr = socket.local_addr().map_err(|e| e.to_string())?;
+        let tcp = TcpListener::bind(local_addr)
+            .await
+            .map_err(|e| format!("cannot bind the TURN port {local_addr} (TCP): {e}"))?;
         let policy = Arc::new(Policy {
             max: config.max_allocations_per_user.max(1),
             allowed_peers: Mutex::new(config.allowed_peers.clone()),
@@ -85,18 +92,28 @@ impl EmbeddedTurn {
             socket,
             policy: policy.clone(),
         });
+        let relays = || {
+            Box::new(RelayAddressGeneratorRanges {
+                relay_address: config.relay_announce,
+                min_port: config.relay_ports.0,
+                max_port: config.relay_ports.1,
+                max_retries: 20,
+                address: config.relay_bind.to_string(),
+                net: Arc::new(Net::new(None)),
+            })
+        };
+        let streams = StreamMux::listen(tcp, policy.clone());
         let server = Server::new(ServerConfig {
-            conn_configs: vec![ConnConfig {
-                conn,
-                relay_addr_generator: Box::new(RelayAddressGeneratorRanges {
-                    relay_address: config.relay_announce,
-                    min_port: config.relay_ports.0,
-                    max_port: config.relay_ports.1,
-                    max_retries: 20,
-                    address: config.relay_bind.to_string(),
-                    net: Arc::new(Net::new(None)),
-                }),
-            }],
+            conn_configs: vec![
+                ConnConfig {
+                    conn,
+                    relay_addr_generator: relays(),
+                },
+                ConnConfig {
+                    conn: streams,
+                    relay_addr_generator: relays(),
+                },
+            ],
             realm: config.realm.clone(),
             auth_handler: Arc::new(RestAuth {
                 secret: config.secret.clone(),
@@ -110,7 +127,7 @@ impl EmbeddedTurn {
             addr = %local_addr,
             relay = %config.relay_announce,
             ports = ?config.relay_ports,
-            "embedded TURN server listening (UDP)"
+            "embedded TURN server listening (UDP and TCP)"
         );
         Ok(EmbeddedTurn {
             server,
@@ -419,6 +436,188 @@ impl Conn for Guarded {
 
     fn local_addr(&self) -> webrtc_util::Result<SocketAddr> {
         Ok(self.socket.local_addr()?)
+    }
+
+    fn remote_addr(&self) -> Option<SocketAddr> {
+        None
+    }
+
+    async fn close(&self) -> webrtc_util::Result<()> {
+        Ok(())
+    }
+
+    fn as_any(&self) -> &(dyn std::any::Any + Send + Sync) {
+        self
+    }
+}
+
+/// Connections per TURN stream listener at most, and the bytes one message may have.
+const MAX_STREAMS: usize = 4096;
+const MAX_STREAM_MESSAGE: usize = 4096;
+
+/// TURN over TCP: every accepted connection's messages, as if they were datagrams from its peer
+/// address, and answers written back to the connection of that address. Messages are framed as
+/// on the wire: STUN (20-byte header with its length) and ChannelData (4-byte header, padded to
+/// a multiple of 4 on streams).
+struct StreamMux {
+    local: SocketAddr,
+    incoming: tokio::sync::Mutex<mpsc::Receiver<(Vec<u8>, SocketAddr)>>,
+    writers: Mutex<HashMap<SocketAddr, mpsc::Sender<Vec<u8>>>>,
+    policy: Arc<Policy>,
+}
+
+impl StreamMux {
+    fn listen(listener: TcpListener, policy: Arc<Policy>) -> Arc<StreamMux> {
+        let local = listener
+            .local_addr()
+            .unwrap_or_else(|_| SocketAddr::from(([0, 0, 0, 0], 0)));
+        let (tx, rx) = mpsc::channel(1024);
+        let mux = Arc::new(StreamMux {
+            local,
+            incoming: tokio::sync::Mutex::new(rx),
+            writers: Mutex::new(HashMap::new()),
+            policy,
+        });
+        let weak = Arc::downgrade(&mux);
+        tokio::spawn(async move {
+            loop {
+                let Ok((stream, peer)) = listener.accept().await else {
+                    continue;
+                };
+                let Some(mux) = weak.upgrade() else {
+                    return;
+                };
+                if mux.writers().len() >= MAX_STREAMS {
+                    debug!(%peer, "TURN TCP connection refused: too many");
+                    continue;
+                }
+                let _ = stream.set_nodelay(true);
+                let (read, write) = stream.into_split();
+                mux.serve(read, write, peer, tx.clone());
+            }
+        });
+        mux
+    }
+
+    fn writers(&self) -> std::sync::MutexGuard<'_, HashMap<SocketAddr, mpsc::Sender<Vec<u8>>>> {
+        self.writers.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Reads framed messages from one connection into `incoming`; writes what is sent to `peer`.
+    fn serve<R, W>(
+        self: &Arc<Self>,
+        mut read: R,
+        mut write: W,
+        peer: SocketAddr,
+        incoming: mpsc::Sender<(Vec<u8>, SocketAddr)>,
+    ) where
+        R: AsyncRead + Unpin + Send + 'static,
+        W: AsyncWrite + Unpin + Send + 'static,
+    {
+        let (out_tx, mut out_rx) = mpsc::channel::<Vec<u8>>(256);
+        self.writers().insert(peer, out_tx);
+        tokio::spawn(async move {
+            while let Some(bytes) = out_rx.recv().await {
+                if write.write_all(&bytes).await.is_err() {
+                    break;
+                }
+            }
+        });
+        let mux = Arc::downgrade(self);
+        tokio::spawn(async move {
+            loop {
+                let mut header = [0u8; 4];
+                if read.read_exact(&mut header).await.is_err() {
+                    break;
+                }
+                let length = usize::from(u16::from_be_bytes([header[2], header[3]]));
+                let rest = match header[0] >> 6 {
+                    0b00 => 16 + length,            // STUN: rest of the header, attributes
+                    0b01 => length.div_ceil(4) * 4, // ChannelData, padded
+                    _ => break,                     // not TURN: hang up
+                };
+                if 4 + rest > MAX_STREAM_MESSAGE {
+                    break;
+                }
+                let mut message = vec![0u8; 4 + rest];
+                message[..4].copy_from_slice(&header);
+                if read.read_exact(&mut message[4..]).await.is_err() {
+                    break;
+                }
+                if header[0] >> 6 == 0b01 {
+                    message.truncate(4 + length); // the server expects no padding
+                }
+                if incoming.send((message, peer)).await.is_err() {
+                    break;
+                }
+            }
+            if let Some(mux) = mux.upgrade() {
+                mux.writers().remove(&peer);
+            }
+            debug!(%peer, "TURN TCP connection closed");
+        });
+    }
+}
+
+#[async_trait]
+impl Conn for StreamMux {
+    async fn connect(&self, _addr: SocketAddr) -> webrtc_util::Result<()> {
+        Err(webrtc_util::Error::Other("not supported".into()))
+    }
+
+    async fn recv(&self, _buf: &mut [u8]) -> webrtc_util::Result<usize> {
+        Err(webrtc_util::Error::Other("not supported".into()))
+    }
+
+    async fn recv_from(&self, buf: &mut [u8]) -> webrtc_util::Result<(usize, SocketAddr)> {
+        let mut incoming = self.incoming.lock().await;
+        loop {
+            let Some((message, from)) = incoming.recv().await else {
+                return Err(webrtc_util::Error::Other("TURN TCP listener closed".into()));
+            };
+            if message.len() > buf.len() {
+                continue;
+            }
+            match self.policy.inspect(&message, from) {
+                Verdict::Pass => {
+                    buf[..message.len()].copy_from_slice(&message);
+                    return Ok((message.len(), from));
+                }
+                Verdict::Refuse(response) => {
+                    let writer = self.writers().get(&from).cloned();
+                    if let Some(w) = writer {
+                        let _ = w.try_send(response);
+                    }
+                }
+                Verdict::Drop => {}
+            }
+        }
+    }
+
+    async fn send(&self, _buf: &[u8]) -> webrtc_util::Result<usize> {
+        Err(webrtc_util::Error::Other("not supported".into()))
+    }
+
+    async fn send_to(&self, buf: &[u8], target: SocketAddr) -> webrtc_util::Result<usize> {
+        self.policy.sent(buf, target);
+        let writer = self.writers().get(&target).cloned();
+        let Some(writer) = writer else {
+            return Err(webrtc_util::Error::Other(format!(
+                "no TURN TCP connection from {target}"
+            )));
+        };
+        let mut bytes = buf.to_vec();
+        // ChannelData on a stream is padded to a multiple of 4.
+        if buf.len() >= 4 && buf[0] >> 6 == 0b01 {
+            bytes.resize(buf.len().div_ceil(4) * 4, 0);
+        }
+        // A client that does not read loses messages rather than stalling every other one.
+        let _ = writer.try_send(bytes);
+        Ok(buf.len())
+    }
+
+    fn local_addr(&self) -> webrtc_util::Result<SocketAddr> {
+        Ok(self.local)
     }
 
     fn remote_addr(&self) -> Option<SocketAddr> {

@@ -1,0 +1,98 @@
+// A client whose UDP is blocked connects through the embedded TURN server over TCP. Its Chromium
+// runs in a network namespace this test creates, joined to this host by a veth pair, where
+// nftables drops every UDP datagram it would send: no host candidate and no TURN/UDP can work,
+// only TURN over TCP to the server's TURN port. The server runs with --dev (so the embedded
+// TURN server is on) and announces the veth address. The blocked participant and one on
+// loopback decode each other's video, and the blocked one's selected local candidate is a relay
+// reached over TCP. Needs root, iproute2 and nftables; skipped with the reason otherwise.
+
+import assert from 'node:assert/strict';
+import { execFileSync } from 'node:child_process';
+import { randomBytes, randomInt } from 'node:crypto';
+import { setTimeout as sleep } from 'node:timers/promises';
+import test from 'node:test';
+import { launchBrowser, launchBrowserIn, pollUntil, roomUrl, rtpStats, selectedPair } from './browser.mjs';
+import { freeTcpPort, startServer } from './server.mjs';
+
+function run(cmd, ...args) {
+  return execFileSync(cmd, args, { stdio: ['ignore', 'pipe', 'pipe'], encoding: 'utf8' });
+}
+
+function unavailable() {
+  if (process.getuid?.() !== 0) return 'needs root to create a network namespace';
+  for (const tool of ['ip', 'nft']) {
+    try {
+      execFileSync('sh', ['-c', `command -v ${tool}`], { stdio: 'ignore' });
+    } catch {
+      return `\`${tool}\` is not installed (Debian packages iproute2, nftables)`;
+    }
+  }
+  return null;
+}
+
+const skip = unavailable();
+if (skip) console.log(`UDP-blocked test skipped: ${skip}`);
+
+async function decodesVideo(page, what) {
+  let last = [];
+  await pollUntil(
+    async () => {
+      const before = await rtpStats(page, 'inbound-rtp');
+      await sleep(1500);
+      last = await rtpStats(page, 'inbound-rtp');
+      return last.some((r) => {
+        const b = before.find((x) => x.id === r.id);
+        return r.kind === 'video' && b && b.framesDecoded > 0 && r.framesDecoded > b.framesDecoded;
+      });
+    },
+    { timeoutMs: 40_000, intervalMs: 0, what, describe: async () => `inbound-rtp: ${JSON.stringify(last)}` },
+  );
+}
+
+test('a client whose UDP is blocked calls through the embedded TURN server over TCP', { skip: skip ?? false, timeout: 120_000 }, async (t) => {
+  const id = randomBytes(3).toString('hex');
+  const ns = `fo-udp-${id}`;
+  const veth = `foud${id}`;
+  const subnet = `10.218.${randomInt(1, 250)}`;
+  const hostIp = `${subnet}.1`;
+  const cleanup = () => {
+    try { run('ip', 'netns', 'del', ns); } catch {}
+    try { run('ip', 'link', 'del', `${veth}a`); } catch {}
+  };
+  process.once('exit', cleanup);
+  t.after(() => {
+    cleanup();
+    process.removeListener('exit', cleanup);
+  });
+  run('ip', 'netns', 'add', ns);
+  run('ip', 'link', 'add', `${veth}a`, 'type', 'veth', 'peer', 'name', `${veth}b`);
+  run('ip', 'link', 'set', `${veth}b`, 'netns', ns);
+  run('ip', 'addr', 'add', `${hostIp}/30`, 'dev', `${veth}a`);
+  run('ip', 'link', 'set', `${veth}a`, 'up');
+  run('ip', 'netns', 'exec', ns, 'ip', 'addr', 'add', `${subnet}.2/30`, 'dev', `${veth}b`);
+  run('ip', 'netns', 'exec', ns, 'ip', 'link', 'set', `${veth}b`, 'up');
+  run('ip', 'netns', 'exec', ns, 'ip', 'link', 'set', 'lo', 'up');
+  run('ip', 'netns', 'exec', ns, 'nft', 'add table inet block');
+  run('ip', 'netns', 'exec', ns, 'nft', 'add chain inet block out { type filter hook output priority 0; }');
+  run('ip', 'netns', 'exec', ns, 'nft', 'add rule inet block out meta l4proto udp counter drop');
+
+  const turnPort = await freeTcpPort();
+  const server = await startServer(t, ['--media-ip', '0.0.0.0', '--announce-ip', hostIp, '--turn-port', String(turnPort)], {
+    host: '0.0.0.0',
+  });
+  const base = `http://${hostIp}:${server.port}`;
+  const openBlocked = await launchBrowserIn(t, ns, [`--unsafely-treat-insecure-origin-as-secure=${base}`]);
+  const { open } = await launchBrowser(t);
+  const room = `udp-${id}`;
+  const blocked = await openBlocked(roomUrl(base, room, 'blocked'), 'blocked');
+  const free = await open(roomUrl(server.url, room, 'free'), 'free');
+  await decodesVideo(free, "free to decode the UDP-blocked participant's video");
+  await decodesVideo(blocked, 'the UDP-blocked participant to decode free');
+
+  const pair = await pollUntil(() => selectedPair(blocked), { timeoutMs: 10_000, what: 'the blocked selected pair' });
+  console.log(`blocked participant's pair: ${JSON.stringify(pair)}`);
+  assert.equal(pair.local.type, 'relay', JSON.stringify(pair));
+  assert.equal(pair.local.relayProtocol, 'tcp', JSON.stringify(pair));
+  const dropped = run('ip', 'netns', 'exec', ns, 'nft', 'list chain inet block out');
+  assert.match(dropped, /packets [1-9]/, `UDP was tried and dropped: ${dropped}`);
+});
