@@ -160,6 +160,10 @@ pub struct SettingsArgs {
     #[arg(long)]
     pub turn_port: Option<String>,
 
+    /// TURN over TLS on this TCP port (e.g. 443), with --tls-cert/--tls-key [default: off].
+    #[arg(long)]
+    pub turn_tls_port: Option<String>,
+
     /// Ports of the embedded TURN server's relays, MIN-MAX [default: 49160-49999].
     #[arg(long)]
     pub turn_relay_ports: Option<String>,
@@ -263,6 +267,7 @@ impl SettingsArgs {
             ("turn_ttl", &self.turn_ttl),
             ("turn_embedded", &self.turn_embedded),
             ("turn_port", &self.turn_port),
+            ("turn_tls_port", &self.turn_tls_port),
             ("turn_relay_ports", &self.turn_relay_ports),
             ("turn_max_allocations", &self.turn_max_allocations),
             ("tls_cert", &self.tls_cert),

@@ -73,6 +73,8 @@ pub struct Settings {
     pub turn_embedded: Option<bool>,
     /// The embedded TURN server's UDP port (0: any free port).
     pub turn_port: u16,
+    /// TURN over TLS on this TCP port (e.g. 443), with `tls_cert`/`tls_key`; `None`: off.
+    pub turn_tls_port: Option<u16>,
     /// The ports its relays use, `MIN-MAX`.
     pub turn_relay_ports: String,
     pub turn_realm: String,
@@ -137,6 +139,7 @@ impl Default for Settings {
             turn_ttl: Duration::from_secs(12 * 3600),
             turn_embedded: None,
             turn_port: 3478,
+            turn_tls_port: None,
             turn_relay_ports: "49160-49999".into(),
             turn_realm: "fanout".into(),
             turn_max_allocations: 10,
@@ -338,6 +341,12 @@ impl Settings {
             ));
         }
         self.turn_relay_range()?;
+        if self.turn_tls_port.is_some() && self.tls_cert.is_none() {
+            return Err(invalid(
+                "turn_tls_port",
+                "needs the server's certificate (tls_cert and tls_key)",
+            ));
+        }
         if self.turn_max_allocations == 0 {
             return Err(invalid("turn_max_allocations", "must be at least 1"));
         }

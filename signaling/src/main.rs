@@ -113,7 +113,10 @@ fn init_logging(settings: &Settings) {
 /// Starts the embedded TURN server if configured (by default in `--dev`) and adds it to the
 /// TURN servers handed to clients. In `--dev` without an explicit `turn_embedded`, a port in use
 /// only costs a warning.
-async fn start_turn(settings: &mut Settings) -> Result<Option<EmbeddedTurn>, String> {
+async fn start_turn(
+    settings: &mut Settings,
+    tls: Option<std::sync::Arc<rustls::ServerConfig>>,
+) -> Result<Option<EmbeddedTurn>, String> {
     if !settings.turn_embedded() {
         return Ok(None);
     }
@@ -139,6 +142,10 @@ async fn start_turn(settings: &mut Settings) -> Result<Option<EmbeddedTurn>, Str
         secret: secret.clone(),
         max_allocations_per_user: settings.turn_max_allocations,
         allowed_peers: Vec::new(),
+        tls: match (settings.turn_tls_port, tls) {
+            (Some(port), Some(tls)) => Some((std::net::SocketAddr::new(relay_bind, port), tls)),
+            _ => None,
+        },
     };
     let turn = match EmbeddedTurn::start(config).await {
         Ok(t) => t,
@@ -157,6 +164,11 @@ async fn start_turn(settings: &mut Settings) -> Result<Option<EmbeddedTurn>, Str
             "turn:{host}:{}?transport={transport}",
             turn.local_addr().port()
         ));
+    }
+    if let Some(addr) = turn.tls_addr() {
+        settings
+            .turn_urls
+            .push(format!("turns:{host}:{}?transport=tcp", addr.port()));
     }
     settings.turn_secret = Some(secret);
     Ok(Some(turn))
@@ -208,8 +220,8 @@ async fn run(mut settings: Settings) -> Result<(), String> {
             "development mode (--dev): joins need no token; /dev/token and /debug/rooms are open"
         );
     }
-    let turn = start_turn(&mut settings).await?;
     let tls = server::tls_config(&settings).await?;
+    let turn = start_turn(&mut settings, tls.as_ref().map(|t| t.get_inner())).await?;
     let state = server::build(&settings)?;
     if let Some(turn) = &turn {
         // Relays may reach this server's media ports, at the addresses it announces.

@@ -56,12 +56,15 @@ pub struct TurnConfig {
     /// The media addresses allocations may send to (besides the relay range itself); more can
     /// be set once the media engine runs ([`EmbeddedTurn::allow_peers`]).
     pub allowed_peers: Vec<SocketAddr>,
+    /// TURN over TLS: the TCP address to listen on, with the server's certificate.
+    pub tls: Option<(SocketAddr, Arc<rustls::ServerConfig>)>,
 }
 
 /// A running embedded TURN server.
 pub struct EmbeddedTurn {
     server: Server,
     local_addr: SocketAddr,
+    tls_addr: Option<SocketAddr>,
     policy: Arc<Policy>,
 }
 
@@ -102,18 +105,34 @@ impl EmbeddedTurn {
                 net: Arc::new(Net::new(None)),
             })
         };
-        let streams = StreamMux::listen(tcp, policy.clone());
+        let streams = StreamMux::listen(tcp, policy.clone(), None);
+        let mut conn_configs = vec![
+            ConnConfig {
+                conn,
+                relay_addr_generator: relays(),
+            },
+            ConnConfig {
+                conn: streams,
+                relay_addr_generator: relays(),
+            },
+        ];
+        let mut tls_addr = None;
+        if let Some((addr, tls)) = &config.tls {
+            let listener = TcpListener::bind(addr)
+                .await
+                .map_err(|e| format!("cannot bind the TURN TLS port {addr}: {e}"))?;
+            tls_addr = listener.local_addr().ok();
+            // TURN clients ask for no HTTP protocol (ALPN) on this port.
+            let mut tls = (**tls).clone();
+            tls.alpn_protocols.clear();
+            let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(tls));
+            conn_configs.push(ConnConfig {
+                conn: StreamMux::listen(listener, policy.clone(), Some(acceptor)),
+                relay_addr_generator: relays(),
+            });
+        }
         let server = Server::new(ServerConfig {
-            conn_configs: vec![
-                ConnConfig {
-                    conn,
-                    relay_addr_generator: relays(),
-                },
-                ConnConfig {
-                    conn: streams,
-                    relay_addr_generator: relays(),
-                },
-            ],
+            conn_configs,
             realm: config.realm.clone(),
             auth_handler: Arc::new(RestAuth {
                 secret: config.secret.clone(),
@@ -127,17 +146,25 @@ impl EmbeddedTurn {
             addr = %local_addr,
             relay = %config.relay_announce,
             ports = ?config.relay_ports,
+            tls = ?tls_addr,
             "embedded TURN server listening (UDP and TCP)"
         );
         Ok(EmbeddedTurn {
             server,
             local_addr,
+            tls_addr,
             policy,
         })
     }
 
+    /// The UDP (and TCP) address.
     pub fn local_addr(&self) -> SocketAddr {
         self.local_addr
+    }
+
+    /// The TURN over TLS address, if configured.
+    pub fn tls_addr(&self) -> Option<SocketAddr> {
+        self.tls_addr
     }
 
     /// The media addresses relays may send to (replacing the earlier list).
@@ -454,8 +481,10 @@ impl Conn for Guarded {
 /// Connections per TURN stream listener at most, and the bytes one message may have.
 const MAX_STREAMS: usize = 4096;
 const MAX_STREAM_MESSAGE: usize = 4096;
+/// A TLS client that has not finished its handshake by then is dropped.
+const TLS_HANDSHAKE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 
-/// TURN over TCP: every accepted connection's messages, as if they were datagrams from its peer
+/// TURN over TCP (or TLS): every accepted connection's messages, as if they were datagrams from its peer
 /// address, and answers written back to the connection of that address. Messages are framed as
 /// on the wire: STUN (20-byte header with its length) and ChannelData (4-byte header, padded to
 /// a multiple of 4 on streams).
@@ -467,7 +496,11 @@ struct StreamMux {
 }
 
 impl StreamMux {
-    fn listen(listener: TcpListener, policy: Arc<Policy>) -> Arc<StreamMux> {
+    fn listen(
+        listener: TcpListener,
+        policy: Arc<Policy>,
+        tls: Option<tokio_rustls::TlsAcceptor>,
+    ) -> Arc<StreamMux> {
         let local = listener
             .local_addr()
             .unwrap_or_else(|_| SocketAddr::from(([0, 0, 0, 0], 0)));
@@ -492,8 +525,32 @@ impl StreamMux {
                     continue;
                 }
                 let _ = stream.set_nodelay(true);
-                let (read, write) = stream.into_split();
-                mux.serve(read, write, peer, tx.clone());
+                match &tls {
+                    None => {
+                        let (read, write) = stream.into_split();
+                        mux.serve(read, write, peer, tx.clone());
+                    }
+                    Some(acceptor) => {
+                        // The handshake runs on its own, so a slow client holds up nobody.
+                        let acceptor = acceptor.clone();
+                        let tx = tx.clone();
+                        tokio::spawn(async move {
+                            match tokio::time::timeout(
+                                TLS_HANDSHAKE_TIMEOUT,
+                                acceptor.accept(stream),
+                            )
+                            .await
+                            {
+                                Ok(Ok(tls)) => {
+                                    let (read, write) = tokio::io::split(tls);
+                                    mux.serve(read, write, peer, tx);
+                                }
+                                Ok(Err(err)) => debug!(%peer, %err, "TURN TLS handshake failed"),
+                                Err(_) => debug!(%peer, "TURN TLS handshake timed out"),
+                            }
+                        });
+                    }
+                }
             }
         });
         mux

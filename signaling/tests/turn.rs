@@ -57,6 +57,7 @@ async fn embedded_turn_relays_to_the_media_port_only_with_valid_credentials_with
         secret: SECRET.into(),
         max_allocations_per_user: 2,
         allowed_peers: Vec::new(),
+        tls: None,
     })
     .await
     .unwrap();
@@ -144,5 +145,103 @@ async fn embedded_turn_relays_to_the_media_port_only_with_valid_credentials_with
         "allocation after closing one: {:?}",
         again.err()
     );
+    turn.close().await;
+}
+
+/// One STUN message read off a TURN stream (20-byte header with the attributes' length).
+async fn read_stun<S: tokio::io::AsyncRead + Unpin>(stream: &mut S) -> rtc::stun::message::Message {
+    use tokio::io::AsyncReadExt;
+    let mut header = [0u8; 20];
+    stream.read_exact(&mut header).await.unwrap();
+    let len = usize::from(u16::from_be_bytes([header[2], header[3]]));
+    let mut raw = header.to_vec();
+    raw.resize(20 + len, 0);
+    stream.read_exact(&mut raw[20..]).await.unwrap();
+    let mut m = rtc::stun::message::Message::new();
+    m.raw = raw;
+    m.decode().unwrap();
+    m
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn turn_over_tls_speaks_stun_and_turn_on_the_certificates_stream() {
+    use rtc::stun::message::{
+        Getter, Message, MessageType, TransactionId, BINDING_REQUEST, BINDING_SUCCESS,
+        CLASS_ERROR_RESPONSE, CLASS_REQUEST, METHOD_ALLOCATE,
+    };
+    use rtc::stun::xoraddr::XorMappedAddress;
+    use tokio::io::AsyncWriteExt;
+
+    fanout_signaling::server::install_crypto_provider();
+    let cert = rcgen::generate_simple_self_signed(vec!["localhost".into()]).unwrap();
+    let der = cert.cert.der().clone();
+    let key = rustls::pki_types::PrivateKeyDer::Pkcs8(cert.signing_key.serialize_der().into());
+    let server_tls = rustls::ServerConfig::builder()
+        .with_no_client_auth()
+        .with_single_cert(vec![der.clone()], key)
+        .unwrap();
+    let turn = EmbeddedTurn::start(TurnConfig {
+        listen: "127.0.0.1:0".parse().unwrap(),
+        relay_bind: "127.0.0.1".parse().unwrap(),
+        relay_announce: "127.0.0.1".parse().unwrap(),
+        relay_ports: (51400, 51449),
+        realm: "fanout".into(),
+        secret: SECRET.into(),
+        max_allocations_per_user: 2,
+        allowed_peers: Vec::new(),
+        tls: Some(("127.0.0.1:0".parse().unwrap(), Arc::new(server_tls))),
+    })
+    .await
+    .unwrap();
+    let tls_addr = turn.tls_addr().expect("a TLS listener");
+
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(der).unwrap();
+    let client_tls = rustls::ClientConfig::builder()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    let tcp = tokio::net::TcpStream::connect(tls_addr).await.unwrap();
+    let local = tcp.local_addr().unwrap();
+    let mut stream = tokio_rustls::TlsConnector::from(Arc::new(client_tls))
+        .connect(
+            rustls::pki_types::ServerName::try_from("localhost").unwrap(),
+            tcp,
+        )
+        .await
+        .expect("TLS handshake with the server's certificate");
+
+    // A Binding request: the answer maps our TCP address.
+    let mut req = Message::new();
+    req.build(&[Box::new(TransactionId::new()), Box::new(BINDING_REQUEST)])
+        .unwrap();
+    stream.write_all(&req.raw).await.unwrap();
+    let res = timeout(Duration::from_secs(5), read_stun(&mut stream))
+        .await
+        .expect("a Binding answer over TLS");
+    assert_eq!(res.typ, BINDING_SUCCESS);
+    assert_eq!(res.transaction_id, req.transaction_id);
+    let mut mapped = XorMappedAddress::default();
+    mapped.get_from(&res).unwrap();
+    assert_eq!(mapped.port, local.port());
+
+    // An Allocate without credentials: the TURN server asks for them (401).
+    let mut alloc = Message::new();
+    alloc
+        .build(&[
+            Box::new(TransactionId::new()),
+            Box::new(MessageType::new(METHOD_ALLOCATE, CLASS_REQUEST)),
+        ])
+        .unwrap();
+    stream.write_all(&alloc.raw).await.unwrap();
+    let res = timeout(Duration::from_secs(5), read_stun(&mut stream))
+        .await
+        .expect("an Allocate answer over TLS");
+    assert_eq!(
+        res.typ,
+        MessageType::new(METHOD_ALLOCATE, CLASS_ERROR_RESPONSE)
+    );
+    let mut code = rtc::stun::error_code::ErrorCodeAttribute::default();
+    code.get_from(&res).unwrap();
+    assert_eq!(code.code.0, 401);
     turn.close().await;
 }
