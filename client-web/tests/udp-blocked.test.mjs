@@ -1,10 +1,13 @@
-// A client whose UDP is blocked connects through the embedded TURN server over TCP. Its Chromium
-// runs in a network namespace this test creates, joined to this host by a veth pair, where
-// nftables drops every UDP datagram it would send: no host candidate and no TURN/UDP can work,
-// only TURN over TCP to the server's TURN port. The server runs with --dev (so the embedded
-// TURN server is on) and announces the veth address. The blocked participant and one on
-// loopback decode each other's video, and the blocked one's selected local candidate is a relay
-// reached over TCP. Needs root, iproute2 and nftables; skipped with the reason otherwise.
+// A client whose UDP is blocked still gets its call, two ways. Its Chromium runs in a network
+// namespace this test creates, joined to this host by a veth pair, where nftables drops every
+// UDP datagram it would send: no UDP candidate pair can work.
+// 1. ICE over TCP: the server (no TURN) announces passive TCP candidates on its ICE-TCP port;
+//    the selected pair is TCP, ending at that port.
+// 2. TURN over TCP: the server runs its embedded TURN server (--dev) and no ICE-TCP; the selected
+//    local candidate is a relay reached over TCP.
+// Each time the blocked participant and one on loopback decode each other's video, and the drop
+// counter shows UDP was tried. Needs root, iproute2 and nftables; skipped with the reason
+// otherwise.
 
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
@@ -49,7 +52,8 @@ async function decodesVideo(page, what) {
   );
 }
 
-test('a client whose UDP is blocked calls through the embedded TURN server over TCP', { skip: skip ?? false, timeout: 120_000 }, async (t) => {
+/** The namespace with UDP blocked, and the host's address on its veth pair. */
+function blockedNamespace(t) {
   const id = randomBytes(3).toString('hex');
   const ns = `fo-udp-${id}`;
   const veth = `foud${id}`;
@@ -75,9 +79,16 @@ test('a client whose UDP is blocked calls through the embedded TURN server over 
   run('ip', 'netns', 'exec', ns, 'nft', 'add table inet block');
   run('ip', 'netns', 'exec', ns, 'nft', 'add chain inet block out { type filter hook output priority 0; }');
   run('ip', 'netns', 'exec', ns, 'nft', 'add rule inet block out meta l4proto udp counter drop');
+  return { id, ns, hostIp };
+}
 
-  const turnPort = await freeTcpPort();
-  const server = await startServer(t, ['--media-ip', '0.0.0.0', '--announce-ip', hostIp, '--turn-port', String(turnPort)], {
+/**
+ * A call between a participant in the UDP-blocked namespace and one on loopback, with the server
+ * started with `serverArgs`; returns the blocked participant's selected pair.
+ */
+async function blockedCall(t, serverArgs) {
+  const { id, ns, hostIp } = blockedNamespace(t);
+  const server = await startServer(t, ['--media-ip', '0.0.0.0', '--announce-ip', hostIp, ...serverArgs], {
     host: '0.0.0.0',
   });
   const base = `http://${hostIp}:${server.port}`;
@@ -91,8 +102,22 @@ test('a client whose UDP is blocked calls through the embedded TURN server over 
 
   const pair = await pollUntil(() => selectedPair(blocked), { timeoutMs: 10_000, what: 'the blocked selected pair' });
   console.log(`blocked participant's pair: ${JSON.stringify(pair)}`);
-  assert.equal(pair.local.type, 'relay', JSON.stringify(pair));
-  assert.equal(pair.local.relayProtocol, 'tcp', JSON.stringify(pair));
   const dropped = run('ip', 'netns', 'exec', ns, 'nft', 'list chain inet block out');
   assert.match(dropped, /packets [1-9]/, `UDP was tried and dropped: ${dropped}`);
+  return pair;
+}
+
+test('a client whose UDP is blocked connects over ICE-TCP to the server\'s TCP port', { skip: skip ?? false, timeout: 120_000 }, async (t) => {
+  const tcpPort = await freeTcpPort();
+  const pair = await blockedCall(t, ['--ice-tcp-port', String(tcpPort), '--turn-embedded', 'false', '--media-drivers', '1']);
+  assert.equal(pair.local.protocol, 'tcp', JSON.stringify(pair));
+  assert.equal(pair.remote.protocol, 'tcp', JSON.stringify(pair));
+  assert.equal(pair.remote.port, tcpPort, JSON.stringify(pair));
+});
+
+test('a client whose UDP is blocked calls through the embedded TURN server over TCP', { skip: skip ?? false, timeout: 120_000 }, async (t) => {
+  const turnPort = await freeTcpPort();
+  const pair = await blockedCall(t, ['--turn-port', String(turnPort)]);
+  assert.equal(pair.local.type, 'relay', JSON.stringify(pair));
+  assert.equal(pair.local.relayProtocol, 'tcp', JSON.stringify(pair));
 });

@@ -487,6 +487,7 @@ fn server_pc(now: Instant, i: usize, addr: SocketAddr) -> RTCPeerConnection {
         &format!("srv{i:08}"),
         "pwdpwdpwdpwdpwdpwdpwdpwd",
         &[addr],
+        &[],
         Arc::default(),
         Arc::default(),
     )
@@ -494,7 +495,9 @@ fn server_pc(now: Instant, i: usize, addr: SocketAddr) -> RTCPeerConnection {
 }
 
 fn host_candidate(addr: SocketAddr) -> rtc::peer_connection::transport::RTCIceCandidateInit {
-    sfu::peer::host_candidate_inits(&[addr]).unwrap().remove(0)
+    sfu::peer::host_candidate_inits(&[addr], &[])
+        .unwrap()
+        .remove(0)
 }
 
 /// A browser-like receiver: same codecs and extensions, no interceptors (it never answers).

@@ -19,6 +19,9 @@ pub struct SfuConfig {
     /// The addresses announced in host candidates, with the socket's port. Empty means the bound
     /// address (which must then not be a wildcard).
     pub announce_ips: Vec<IpAddr>,
+    /// ICE over TCP: each driver also listens on this TCP port plus its index (0: any free
+    /// port), announced as passive candidates; `None`: UDP only.
+    pub ice_tcp_port: Option<u16>,
     /// Test-only fault injection: the fraction (0.0–1.0) of incoming RTP datagrams to drop.
     pub inject_loss: f64,
     /// Test-only fault injection: the fraction (0.0–1.0) of outgoing RTP datagrams (media to
@@ -41,6 +44,7 @@ impl Default for SfuConfig {
         Self {
             media_bind: SocketAddr::from(([127, 0, 0, 1], 0)),
             announce_ips: Vec::new(),
+            ice_tcp_port: None,
             inject_loss: 0.0,
             inject_loss_out: 0.0,
             media_drivers: 1,

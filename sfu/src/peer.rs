@@ -11,6 +11,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use rtc::ice::tcp_type::TcpType;
 use rtc::interceptor::{
     Attribute, BandwidthEstimator, CongestionControlBuilder, EstimatorStats, Gcc, Interceptor,
     NackGeneratorBuilder, NackResponderBuilder, Packet, PacketReport, Registry, Slot, StreamInfo,
@@ -556,6 +557,7 @@ pub fn new_peer_connection(
     ufrag: &str,
     pwd: &str,
     host_candidates: &[SocketAddr],
+    tcp_candidates: &[SocketAddr],
     bandwidth: Arc<Bandwidth>,
     simulcast: SimulcastSsrcs,
 ) -> Result<RTCPeerConnection, RtcError> {
@@ -578,26 +580,32 @@ pub fn new_peer_connection(
         .with_setting_engine(se)
         .with_interceptor_registry(registry)
         .build(now)?;
-    for init in host_candidate_inits(host_candidates)? {
+    for init in host_candidate_inits(host_candidates, tcp_candidates)? {
         pc.add_local_candidate(init)?;
     }
     Ok(pc)
 }
 
 /// The shared socket's host candidates, as `RTCIceCandidateInit`s.
-pub fn host_candidate_inits(addrs: &[SocketAddr]) -> Result<Vec<RTCIceCandidateInit>, RtcError> {
-    addrs
-        .iter()
-        .map(|addr| {
+/// The media sockets' host candidates: UDP, then ICE-TCP passive ones (RFC 6544), each
+/// component 1 (everything is bundled and RTCP-muxed).
+pub fn host_candidate_inits(
+    udp: &[SocketAddr],
+    tcp: &[SocketAddr],
+) -> Result<Vec<RTCIceCandidateInit>, RtcError> {
+    let udp = udp.iter().map(|a| (a, "udp", TcpType::Unspecified));
+    let tcp = tcp.iter().map(|a| (a, "tcp", TcpType::Passive));
+    udp.chain(tcp)
+        .map(|(addr, network, tcp_type)| {
             let candidate = CandidateHostConfig {
                 base_config: CandidateConfig {
-                    network: "udp".to_owned(),
+                    network: network.to_owned(),
                     address: addr.ip().to_string(),
                     port: addr.port(),
                     component: 1,
                     ..Default::default()
                 },
-                ..Default::default()
+                tcp_type,
             }
             .new_candidate_host()?;
             RTCIceCandidate::from(&candidate).to_json()
@@ -648,6 +656,7 @@ mod tests {
             "ufragufrag",
             "pwdpwdpwdpwdpwdpwdpwdpwd",
             &[addr],
+            &[],
             Arc::default(),
             Arc::default(),
         )

@@ -103,6 +103,10 @@ pub struct SettingsArgs {
     #[arg(long)]
     pub udp_port: Option<String>,
 
+    /// ICE over TCP on this port (driver N: this + N; 0: any free ports) [default: off].
+    #[arg(long)]
+    pub ice_tcp_port: Option<String>,
+
     /// Media drivers (threads, each with its own UDP port) [default: one per CPU core].
     #[arg(long)]
     pub media_drivers: Option<String>,
@@ -256,6 +260,7 @@ impl SettingsArgs {
         let one = [
             ("bind", &self.bind),
             ("udp_port", &self.udp_port),
+            ("ice_tcp_port", &self.ice_tcp_port),
             ("media_drivers", &self.media_drivers),
             ("media_ip", &self.media_ip),
             ("announce_stun", &self.announce_stun),

@@ -41,6 +41,9 @@ pub struct Settings {
     pub bind: SocketAddr,
     /// UDP port of the first media driver; driver N uses this port + N (0: any free ports).
     pub udp_port: u16,
+    /// ICE over TCP: the TCP port of the first media driver (driver N uses this + N), announced
+    /// as passive candidates; `None`: off; 0: any free ports.
+    pub ice_tcp_port: Option<u16>,
     /// Media drivers (threads with a UDP port each); `None`: one per CPU core.
     pub media_drivers: Option<u16>,
     /// IP the media sockets bind to; `None`: the IP of `bind`.
@@ -126,6 +129,7 @@ impl Default for Settings {
         Self {
             bind: SocketAddr::from(([127, 0, 0, 1], 7880)),
             udp_port: 7882,
+            ice_tcp_port: None,
             media_drivers: None,
             media_ip: None,
             announce_ips: Vec::new(),

@@ -57,6 +57,7 @@ pub fn engine_config(settings: &Settings) -> SfuConfig {
     SfuConfig {
         media_bind: settings.media_bind(),
         announce_ips: settings.announce_ips(),
+        ice_tcp_port: settings.ice_tcp_port,
         inject_loss: settings.inject_loss / 100.0,
         media_drivers: settings.media_driver_count(),
         max_tracks_per_participant: settings.max_tracks_per_participant,

@@ -22,6 +22,7 @@
 
 pub(crate) mod mesh;
 mod select;
+mod tcp;
 mod timers;
 
 use std::collections::{HashMap, HashSet};
@@ -31,7 +32,7 @@ use std::rc::Rc;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use bytes::BytesMut;
+use bytes::{Bytes, BytesMut};
 use rand::distr::{Alphanumeric, SampleString};
 use rtc::media_stream::MediaStreamTrack;
 use rtc::peer_connection::event::{RTCPeerConnectionEvent, RTCTrackEvent, RTCTrackEventInit};
@@ -149,14 +150,43 @@ pub(crate) fn spawn(config: SfuConfig) -> std::io::Result<Vec<Spawned>> {
         sockets.into_iter().zip(commands).zip(media).enumerate()
     {
         let local_addr = std_socket.local_addr()?;
-        let host_candidates: Vec<SocketAddr> = if config.announce_ips.is_empty() {
-            vec![local_addr]
-        } else {
-            config
-                .announce_ips
-                .iter()
-                .map(|ip| SocketAddr::new(*ip, local_addr.port()))
-                .collect()
+        let announce = |port: u16, bound: SocketAddr| -> Vec<SocketAddr> {
+            if config.announce_ips.is_empty() {
+                vec![SocketAddr::new(bound.ip(), port)]
+            } else {
+                config
+                    .announce_ips
+                    .iter()
+                    .map(|ip| SocketAddr::new(*ip, port))
+                    .collect()
+            }
+        };
+        let host_candidates = announce(local_addr.port(), local_addr);
+        // ICE-TCP: this driver's port is the configured one plus its index (0: any).
+        let tcp_listener = match config.ice_tcp_port {
+            None => None,
+            Some(port) => {
+                let port = if port == 0 {
+                    0
+                } else {
+                    u16::try_from(usize::from(port) + index).map_err(|_| {
+                        std::io::Error::new(
+                            std::io::ErrorKind::InvalidInput,
+                            "ICE-TCP port + driver count exceeds 65535",
+                        )
+                    })?
+                };
+                let listener = tcp::bind(SocketAddr::new(local_addr.ip(), port))?;
+                info!(addr = %listener.local_addr()?, "ICE-TCP listening");
+                Some(listener)
+            }
+        };
+        let tcp_candidates = match &tcp_listener {
+            Some(l) => {
+                let bound = l.local_addr()?;
+                announce(bound.port(), bound)
+            }
+            None => Vec::new(),
         };
         let load = Load::default();
         let mesh = Mesh {
@@ -195,10 +225,24 @@ pub(crate) fn spawn(config: SfuConfig) -> std::io::Result<Vec<Spawned>> {
                         mesh,
                         driver_load,
                     );
+                    let mut tcp_events = None;
+                    if let Some(listener) = tcp_listener {
+                        match tokio::net::TcpListener::from_std(listener) {
+                            Ok(listener) => {
+                                let bound = listener.local_addr().unwrap_or(local_addr);
+                                let (tx, rx) = mpsc::channel(tcp::EVENT_QUEUE);
+                                tcp::serve(listener, tx);
+                                tcp_events = Some(rx);
+                                driver.rtc_local_tcp = rtc_local_addrs(bound, &tcp_candidates);
+                                driver.tcp_candidates = tcp_candidates;
+                            }
+                            Err(err) => warn!(%err, "ICE-TCP listener unusable"),
+                        }
+                    }
                     driver.inject_loss_out = config.inject_loss_out;
                     driver.max_tracks = config.max_tracks_per_participant;
                     driver.observer = config.observer.clone();
-                    driver.run(cmd_rx, media_rx).await;
+                    driver.run(cmd_rx, media_rx, tcp_events).await;
                 });
             })?;
         spawned.push((cmd_tx, local_addr, load));
@@ -244,14 +288,14 @@ struct Peer {
     events: mpsc::UnboundedSender<Event>,
     ufrag: String,
     /// Source addresses pinned to this connection.
-    addrs: Vec<SocketAddr>,
+    addrs: Vec<Flow>,
     /// The deadline currently scheduled in the timer queue: the earlier of rtc's own timer and
     /// the consent deadline.
     timer: Option<Instant>,
     /// When the client last had a connectivity check accepted, and from which address. Media
     /// and DTLS go to that address: the client's current path, which may differ from the pair
     /// rtc selected first.
-    consent: Option<(Instant, SocketAddr)>,
+    consent: Option<(Instant, Flow)>,
     /// Whether the peer is waiting in the service queue.
     queued: bool,
     /// Only this publisher's tracks are subscribed (see [`JoinRequest::subscribe_to`]).
@@ -275,7 +319,7 @@ struct Peer {
     /// Connectivity checks that arrived before any remote description, replayed once one is
     /// applied (a client that answers the server's offer starts checking at once, and its checks
     /// can overtake the answer, which travels through signaling).
-    early_checks: Vec<(Vec<u8>, SocketAddr)>,
+    early_checks: Vec<(Vec<u8>, Flow)>,
     /// rtc's receiver track id → the published track.
     published: HashMap<String, TrackKey>,
     /// Subscribed tracks: track → the sender on this connection.
@@ -446,7 +490,12 @@ struct Driver {
     tracks: HashMap<TrackKey, Track>,
     rooms: HashMap<String, Vec<ParticipantKey>>,
     by_ufrag: HashMap<String, ParticipantKey>,
-    by_addr: HashMap<SocketAddr, ParticipantKey>,
+    by_addr: HashMap<Flow, ParticipantKey>,
+    /// ICE-TCP: the passive candidates (one port per driver), the address handed to rtc with a
+    /// frame, and the open connections' writers.
+    tcp_candidates: Vec<SocketAddr>,
+    rtc_local_tcp: [[SocketAddr; 2]; 2],
+    tcp_conns: HashMap<SocketAddr, mpsc::Sender<Bytes>>,
     /// Public track id → track.
     track_ids: HashMap<String, TrackKey>,
     /// Each room's active speaker.
@@ -494,6 +543,42 @@ fn rtc_local_addrs(bound: SocketAddr, candidates: &[SocketAddr]) -> [[SocketAddr
     ]
 }
 
+/// Where a client's packets come from and go to: a UDP source address, or an ICE-TCP
+/// connection (by its peer address).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub(crate) struct Flow {
+    addr: SocketAddr,
+    tcp: bool,
+}
+
+impl Flow {
+    fn udp(addr: SocketAddr) -> Flow {
+        Flow { addr, tcp: false }
+    }
+
+    fn tcp(addr: SocketAddr) -> Flow {
+        Flow { addr, tcp: true }
+    }
+}
+
+impl std::fmt::Display for Flow {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let addr = SocketAddr::new(self.addr.ip().to_canonical(), self.addr.port());
+        if self.tcp {
+            write!(f, "tcp:{addr}")
+        } else {
+            write!(f, "{addr}")
+        }
+    }
+}
+
+async fn recv_tcp(events: &mut Option<mpsc::Receiver<tcp::TcpEvent>>) -> Option<tcp::TcpEvent> {
+    match events {
+        Some(rx) => rx.recv().await,
+        None => std::future::pending().await,
+    }
+}
+
 /// The address to send to on the media socket: an IPv4 client of a (dual-stack) IPv6 socket is
 /// reached through its IPv4-mapped address.
 fn wire_addr(v6_socket: bool, dst: SocketAddr) -> SocketAddr {
@@ -538,6 +623,9 @@ impl Driver {
             rooms: HashMap::new(),
             by_ufrag: HashMap::new(),
             by_addr: HashMap::new(),
+            tcp_candidates: Vec::new(),
+            rtc_local_tcp: rtc_local_addrs(local_addr, &[]),
+            tcp_conns: HashMap::new(),
             track_ids: HashMap::new(),
             speakers: HashMap::new(),
             timers: TimerQueue::new(),
@@ -567,6 +655,7 @@ impl Driver {
         mut self,
         mut commands: mpsc::UnboundedReceiver<Command>,
         mut media: mpsc::Receiver<MeshPacket>,
+        mut tcp_events: Option<mpsc::Receiver<tcp::TcpEvent>>,
     ) {
         let socket = self.socket.clone();
         let mut buf = vec![0u8; MAX_DATAGRAM];
@@ -595,6 +684,10 @@ impl Driver {
                         self.settle();
                     }
                 }
+                Some(event) = recv_tcp(&mut tcp_events) => {
+                    self.on_tcp_event(event);
+                    self.settle();
+                }
                 _ = tokio::time::sleep_until(deadline.into()) => {}
             }
             let now = Instant::now();
@@ -619,7 +712,7 @@ impl Driver {
                     let now = Instant::now();
                     // A dual-stack socket reports IPv4 clients as ::ffff:a.b.c.d.
                     let src = SocketAddr::new(src.ip().to_canonical(), src.port());
-                    self.on_datagram(&buf[..n], src, now);
+                    self.on_datagram(&buf[..n], Flow::udp(src), now);
                     if (i + 1) % SETTLE_EVERY == 0 {
                         self.settle();
                     }
@@ -698,7 +791,41 @@ impl Driver {
         }
     }
 
-    fn on_datagram(&mut self, data: &[u8], src: SocketAddr, now: Instant) {
+    /// A frame from an ICE-TCP connection, a new one, or its end.
+    fn on_tcp_event(&mut self, event: tcp::TcpEvent) {
+        match event {
+            tcp::TcpEvent::Opened(peer, writer) => {
+                self.tcp_conns.insert(peer, writer);
+            }
+            tcp::TcpEvent::Frame(peer, frame) => {
+                self.on_datagram(&frame, Flow::tcp(peer), Instant::now());
+            }
+            tcp::TcpEvent::Closed(peer) => {
+                self.tcp_conns.remove(&peer);
+                // The flow is gone: a later connection from the same address is a new one.
+                self.by_addr.remove(&Flow::tcp(peer));
+            }
+        }
+    }
+
+    /// Sends one message on `flow`: a UDP datagram, or a frame on its TCP connection.
+    fn send_on(&self, flow: Flow, message: &[u8]) -> std::io::Result<usize> {
+        if flow.tcp {
+            let conn = self
+                .tcp_conns
+                .get(&flow.addr)
+                .ok_or(std::io::ErrorKind::NotConnected)?;
+            conn.try_send(Bytes::copy_from_slice(message))
+                .map_err(|_| std::io::ErrorKind::WouldBlock)?;
+            Ok(message.len())
+        } else {
+            self.socket
+                .try_send_to(message, wire_addr(self.v6_socket, flow.addr))
+        }
+    }
+
+    fn on_datagram(&mut self, data: &[u8], flow: Flow, now: Instant) {
+        let src = flow.addr;
         self.stats.datagrams_in += 1;
         self.stats.bytes_in += data.len() as u64;
         if self.inject_loss > 0.0
@@ -709,7 +836,7 @@ impl Driver {
             self.stats.bytes_dropped.injected += data.len() as u64;
             return;
         }
-        let key = match self.by_addr.get(&src) {
+        let key = match self.by_addr.get(&flow) {
             Some(&key) => key,
             None => match stun_binding_local_ufrag(data).and_then(|u| self.by_ufrag.get(u)) {
                 Some(&key) => key,
@@ -725,18 +852,25 @@ impl Driver {
         };
         if !peer.remote_set {
             if peer.early_checks.len() < MAX_EARLY_CHECKS && classify(data) == DatagramKind::Stun {
-                peer.early_checks.push((data.to_vec(), src));
+                peer.early_checks.push((data.to_vec(), flow));
             }
             return;
         }
         let msg = TaggedBytesMut {
             now,
             transport: TransportContext {
-                local_addr: self.rtc_local[usize::from(src.is_ipv6())]
-                    [usize::from(src.ip().is_loopback())],
+                local_addr: if flow.tcp {
+                    &self.rtc_local_tcp
+                } else {
+                    &self.rtc_local
+                }[usize::from(src.is_ipv6())][usize::from(src.ip().is_loopback())],
                 peer_addr: src,
                 ecn: None,
-                transport_protocol: TransportProtocol::UDP,
+                transport_protocol: if flow.tcp {
+                    TransportProtocol::TCP
+                } else {
+                    TransportProtocol::UDP
+                },
             },
             message: BytesMut::from(data),
         };
@@ -764,7 +898,10 @@ impl Driver {
             peer.queued = false;
             let drained = guarded(|| {
                 while let Some(out) = peer.pc.poll_write() {
-                    let mut dst = out.transport.peer_addr;
+                    let mut dst = Flow {
+                        addr: out.transport.peer_addr,
+                        tcp: out.transport.transport_protocol == TransportProtocol::TCP,
+                    };
                     if is_stun_binding_success(&out.message) {
                         // The connection accepted a check from `dst`: pin the address, and make
                         // it the client's current path.
@@ -800,10 +937,19 @@ impl Driver {
                             continue;
                         }
                     }
-                    match self
-                        .socket
-                        .try_send_to(&out.message, wire_addr(self.v6_socket, dst))
-                    {
+                    let sent = if dst.tcp {
+                        match self.tcp_conns.get(&dst.addr) {
+                            Some(conn) => conn
+                                .try_send(Bytes::copy_from_slice(&out.message))
+                                .map(|()| out.message.len())
+                                .map_err(|_| std::io::Error::from(std::io::ErrorKind::WouldBlock)),
+                            None => Err(std::io::ErrorKind::NotConnected.into()),
+                        }
+                    } else {
+                        self.socket
+                            .try_send_to(&out.message, wire_addr(self.v6_socket, dst.addr))
+                    };
+                    match sent {
                         Ok(n) => {
                             self.stats.datagrams_out += 1;
                             self.stats.bytes_out += n as u64;
@@ -1255,6 +1401,7 @@ impl Driver {
                 &ufrag,
                 &pwd,
                 &self.host_candidates,
+                &self.tcp_candidates,
                 bandwidth.clone(),
                 simulcast_ssrcs.clone(),
             )
@@ -1803,7 +1950,8 @@ impl Driver {
         }
         peer.candidates_sent = true;
         let mid = peer.pc.local_description().and_then(|d| first_mid(&d.sdp));
-        let Ok(inits) = peer::host_candidate_inits(&self.host_candidates) else {
+        let Ok(inits) = peer::host_candidate_inits(&self.host_candidates, &self.tcp_candidates)
+        else {
             return;
         };
         for init in inits {
@@ -2060,8 +2208,11 @@ impl Driver {
         // Flush the close (DTLS close_notify) to the client.
         let _ = guarded(|| {
             while let Some(out) = peer.pc.poll_write() {
-                let dst = wire_addr(self.v6_socket, out.transport.peer_addr);
-                let _ = self.socket.try_send_to(&out.message, dst);
+                let flow = Flow {
+                    addr: out.transport.peer_addr,
+                    tcp: out.transport.transport_protocol == TransportProtocol::TCP,
+                };
+                let _ = self.send_on(flow, &out.message);
             }
         });
         self.by_ufrag.remove(&peer.ufrag);
@@ -2194,8 +2345,8 @@ impl Driver {
         }
         peer.remote_set = true;
         let early = std::mem::take(&mut peer.early_checks);
-        for (data, src) in early {
-            self.on_datagram(&data, src, Instant::now());
+        for (data, flow) in early {
+            self.on_datagram(&data, flow, Instant::now());
         }
     }
 

@@ -2,7 +2,6 @@
 //! [`engine::layers`](crate::engine::layers) to its tracks and forwarders on every tick, telling
 //! subscribers what they get (and why) and publishers which layers to send (dynacast).
 
-use std::net::SocketAddr;
 use std::time::Instant;
 
 use tracing::debug;
@@ -531,9 +530,7 @@ impl Driver {
             can_publish: p.permissions.publish,
             can_subscribe: p.permissions.subscribe,
             connected: p.connected,
-            remote_addr: p
-                .consent
-                .map(|(_, a)| SocketAddr::new(a.ip().to_canonical(), a.port()).to_string()),
+            remote_addr: p.consent.map(|(_, flow)| flow.to_string()),
             estimate_bps: p
                 .bandwidth
                 .estimate()
