@@ -445,6 +445,14 @@ export class FanoutClient extends EventTarget {
     };
 
     pc.ontrack = (event) => this.onTrack(event);
+    // A path that died (a network change: Wi-Fi to cellular, a VPN coming up) is recovered with
+    // an ICE restart: new credentials, new candidates, the same call.
+    pc.oniceconnectionstatechange = () => {
+      if (pc === this.pc && pc.iceConnectionState === 'failed') {
+        console.info('fanout: ICE failed; restarting ICE');
+        pc.restartIce(); // fires negotiationneeded: an offer with new credentials
+      }
+    };
   }
 
   /** Sends an offer for `pc`'s current state (in p2p only once the other participant is there). */

@@ -420,6 +420,8 @@ impl PeerConnectionEventHandler for Handler {
 enum Command {
     /// Create and send an offer; reply once the server's answer is applied.
     Publish(oneshot::Sender<()>),
+    /// The same with new ICE credentials (an ICE restart).
+    RestartIce(oneshot::Sender<()>),
     Send(Value),
 }
 
@@ -549,6 +551,19 @@ impl RtcClient {
             state: state_rx,
             task,
         }
+    }
+
+    /// Restarts ICE (an offer with new credentials) and waits until the server's answer is
+    /// applied.
+    pub async fn restart_ice(&self, timeout: Duration) {
+        let (tx, rx) = oneshot::channel();
+        self.commands
+            .send(Command::RestartIce(tx))
+            .expect("negotiation task alive");
+        tokio::time::timeout(timeout, rx)
+            .await
+            .expect("the server answers the ICE restart in time")
+            .expect("negotiation task alive");
     }
 
     /// Offers the peer's current tracks and waits until the server's answer is applied.
@@ -724,6 +739,16 @@ async fn negotiate(
                 }
             }
             cmd = commands.recv() => match cmd {
+                Some(Command::RestartIce(done)) => {
+                    publish_waiters.push(done);
+                    let restart = Some(rtc::peer_connection::configuration::RTCOfferOptions {
+                        ice_restart: true,
+                    });
+                    match send_offer_with(&pc, &mut sig, restart).await {
+                        Ok(()) => have_local_offer = true,
+                        Err(err) => report(&name, &messages, format!("cannot restart ICE: {err}")),
+                    }
+                }
                 Some(Command::Publish(done)) => {
                     publish_waiters.push(done);
                     if !have_local_offer {
@@ -789,7 +814,15 @@ async fn send_offer(
     pc: &Arc<dyn PeerConnection>,
     sig: &mut SignalingClient,
 ) -> webrtc::error::Result<()> {
-    let offer = pc.create_offer(None).await?;
+    send_offer_with(pc, sig, None).await
+}
+
+async fn send_offer_with(
+    pc: &Arc<dyn PeerConnection>,
+    sig: &mut SignalingClient,
+    options: Option<rtc::peer_connection::configuration::RTCOfferOptions>,
+) -> webrtc::error::Result<()> {
+    let offer = pc.create_offer(options).await?;
     pc.set_local_description(offer).await?;
     let sdp = pc
         .local_description()
