@@ -223,6 +223,28 @@ export async function launchBrowserIn(t, ns, extraArgs = []) {
 }
 
 /**
+ * Waits (`timeoutMs`, 30 s by default) until `page` decodes a growing video stream (framesDecoded
+ * above 0 and rising over 1.5 s) and, with `audio`, receives a growing audio stream too.
+ */
+export async function decodesVideo(page, what, { timeoutMs = 30_000, audio = false } = {}) {
+  let last = [];
+  await pollUntil(
+    async () => {
+      const before = await rtpStats(page, 'inbound-rtp');
+      await sleep(1500);
+      last = await rtpStats(page, 'inbound-rtp');
+      const grew = (kind, field) =>
+        last.some((r) => {
+          const b = before.find((x) => x.id === r.id);
+          return r.kind === kind && b && b[field] > 0 && r[field] > b[field];
+        });
+      return grew('video', 'framesDecoded') && (!audio || grew('audio', 'packetsReceived'));
+    },
+    { timeoutMs, intervalMs: 0, what, describe: async () => `inbound-rtp: ${JSON.stringify(last)}` },
+  );
+}
+
+/**
  * Polls `check()` until it returns a truthy value or `timeoutMs` passes; returns the value, or
  * throws with `describe()`'s account of the last state.
  */

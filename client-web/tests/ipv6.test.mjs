@@ -5,27 +5,9 @@
 
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
-import { setTimeout as sleep } from 'node:timers/promises';
 import test from 'node:test';
-import { launchBrowser, pollUntil, roomUrl, rtpStats, selectedPair } from './browser.mjs';
+import { decodesVideo, launchBrowser, pollUntil, roomUrl, selectedPair } from './browser.mjs';
 import { startServer } from './server.mjs';
-
-async function decodesVideo(page, what) {
-  let last = [];
-  await pollUntil(
-    async () => {
-      const before = await rtpStats(page, 'inbound-rtp');
-      await sleep(1500);
-      const after = await rtpStats(page, 'inbound-rtp');
-      last = after;
-      return after.some((r) => {
-        const b = before.find((x) => x.id === r.id);
-        return r.kind === 'video' && b && b.framesDecoded > 0 && r.framesDecoded > b.framesDecoded;
-      });
-    },
-    { timeoutMs: 30_000, intervalMs: 0, what, describe: async () => `inbound-rtp: ${JSON.stringify(last)}` },
-  );
-}
 
 test('two browsers call over IPv6 only ([::1] signaling and media)', { timeout: 90_000 }, async (t) => {
   const { open } = await launchBrowser(t);

@@ -22,7 +22,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import test from 'node:test';
-import { launchBrowserIn, pollUntil, roomUrl, rtpStats, selectedPair } from './browser.mjs';
+import { decodesVideo, launchBrowserIn, pollUntil, roomUrl, selectedPair } from './browser.mjs';
 import { startServer, tail } from './server.mjs';
 
 function run(cmd, ...args) {
@@ -139,22 +139,6 @@ function buildNetworks(t) {
 `,
   );
   return { id, ns, addr, inNs };
-}
-
-async function decodesVideo(page, what) {
-  let last = [];
-  await pollUntil(
-    async () => {
-      const before = await rtpStats(page, 'inbound-rtp');
-      await sleep(1500);
-      last = await rtpStats(page, 'inbound-rtp');
-      return last.some((r) => {
-        const b = before.find((x) => x.id === r.id);
-        return r.kind === 'video' && b && b.framesDecoded > 0 && r.framesDecoded > b.framesDecoded;
-      });
-    },
-    { timeoutMs: 30_000, intervalMs: 0, what, describe: async () => `inbound-rtp: ${JSON.stringify(last)}` },
-  );
 }
 
 /** Two browsers behind the home NAT call through the server's announced public address. */

@@ -5,30 +5,9 @@
 
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
-import { setTimeout as sleep } from 'node:timers/promises';
 import test from 'node:test';
-import { launchBrowser, pollUntil, roomUrl, rtpStats, selectedPair } from './browser.mjs';
+import { decodesVideo, launchBrowser, pollUntil, roomUrl, selectedPair } from './browser.mjs';
 import { startServer } from './server.mjs';
-
-/** Waits until `page` decodes a growing video stream and receives growing audio. */
-async function waitForMedia(page, what) {
-  let last = [];
-  await pollUntil(
-    async () => {
-      const before = await rtpStats(page, 'inbound-rtp');
-      await sleep(1500);
-      const after = await rtpStats(page, 'inbound-rtp');
-      last = after;
-      const grew = (kind, field) =>
-        after.some((r) => {
-          const b = before.find((x) => x.id === r.id);
-          return r.kind === kind && b && b[field] > 0 && r[field] > b[field];
-        });
-      return grew('video', 'framesDecoded') && grew('audio', 'packetsReceived');
-    },
-    { timeoutMs: 30_000, intervalMs: 0, what, describe: async () => `inbound-rtp: ${JSON.stringify(last)}` },
-  );
-}
 
 const status = (page) => page.$eval('#status', (el) => el.textContent);
 const remoteTileNames = (page) => page.$$eval('[data-remote]', (tiles) => tiles.map((t) => t.dataset.name).sort());
@@ -42,8 +21,8 @@ test('a p2p room connects its two browsers directly; a third is refused; a newco
   const alice = await open(url('alice'), 'alice');
   // The second one needs no mode parameter: the room is p2p.
   const bob = await open(roomUrl(server.url, room, 'bob'), 'bob');
-  await waitForMedia(alice, 'alice to decode bob directly');
-  await waitForMedia(bob, 'bob to decode alice directly');
+  await decodesVideo(alice, 'alice to decode bob directly', { audio: true });
+  await decodesVideo(bob, 'bob to decode alice directly', { audio: true });
 
   for (const [page, other] of [[alice, 'bob'], [bob, 'alice']]) {
     assert.equal(await page.evaluate(() => window.fanout.roomMode), 'p2p');
@@ -85,8 +64,8 @@ test('a p2p room connects its two browsers directly; a third is refused; a newco
     what: "bob's tile to leave alice's grid",
   });
   const dave = await open(url('dave'), 'dave');
-  await waitForMedia(dave, 'dave to decode alice directly');
-  await waitForMedia(alice, 'alice to decode dave directly');
+  await decodesVideo(dave, 'dave to decode alice directly', { audio: true });
+  await decodesVideo(alice, 'alice to decode dave directly', { audio: true });
   assert.deepEqual(await remoteTileNames(alice), ['dave']);
   const d = await pollUntil(() => selectedPair(dave), { timeoutMs: 10_000, what: 'dave to select a pair' });
   assert.notEqual(d.remote.port, server.udpPort);

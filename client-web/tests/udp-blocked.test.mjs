@@ -12,9 +12,8 @@
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
 import { randomBytes, randomInt } from 'node:crypto';
-import { setTimeout as sleep } from 'node:timers/promises';
 import test from 'node:test';
-import { launchBrowser, launchBrowserIn, pollUntil, roomUrl, rtpStats, selectedPair } from './browser.mjs';
+import { decodesVideo, launchBrowser, launchBrowserIn, pollUntil, roomUrl, selectedPair } from './browser.mjs';
 import { freeTcpPort, startServer } from './server.mjs';
 
 function run(cmd, ...args) {
@@ -35,22 +34,6 @@ function unavailable() {
 
 const skip = unavailable();
 if (skip) console.log(`UDP-blocked test skipped: ${skip}`);
-
-async function decodesVideo(page, what) {
-  let last = [];
-  await pollUntil(
-    async () => {
-      const before = await rtpStats(page, 'inbound-rtp');
-      await sleep(1500);
-      last = await rtpStats(page, 'inbound-rtp');
-      return last.some((r) => {
-        const b = before.find((x) => x.id === r.id);
-        return r.kind === 'video' && b && b.framesDecoded > 0 && r.framesDecoded > b.framesDecoded;
-      });
-    },
-    { timeoutMs: 40_000, intervalMs: 0, what, describe: async () => `inbound-rtp: ${JSON.stringify(last)}` },
-  );
-}
 
 /** The namespace with UDP blocked, and the host's address on its veth pair. */
 function blockedNamespace(t) {
@@ -97,8 +80,8 @@ async function blockedCall(t, serverArgs) {
   const room = `udp-${id}`;
   const blocked = await openBlocked(roomUrl(base, room, 'blocked'), 'blocked');
   const free = await open(roomUrl(server.url, room, 'free'), 'free');
-  await decodesVideo(free, "free to decode the UDP-blocked participant's video");
-  await decodesVideo(blocked, 'the UDP-blocked participant to decode free');
+  await decodesVideo(free, "free to decode the UDP-blocked participant's video", { timeoutMs: 40_000 });
+  await decodesVideo(blocked, 'the UDP-blocked participant to decode free', { timeoutMs: 40_000 });
 
   const pair = await pollUntil(() => selectedPair(blocked), { timeoutMs: 10_000, what: 'the blocked selected pair' });
   console.log(`blocked participant's pair: ${JSON.stringify(pair)}`);
