@@ -536,36 +536,16 @@ async fn join<S: Sink<Message> + Unpin>(
         .into_iter()
         .map(to_wire_participant)
         .collect();
-    let ok = send(
-        sink,
-        &ServerMessage::Joined {
-            v: PROTOCOL_VERSION,
-            room: room.clone(),
-            participant_id: info.participant_id,
-            participants,
-            ice_servers: ctx.ice.for_identity(&identity, crate::auth::unix_now()),
-            mode: RoomMode::Sfu,
-        },
-    )
-    .await;
-    ctx.metrics
-        .join_latency
-        .observe(started.elapsed().as_secs_f64());
-    info!(%identity, "joined");
-    *joined = Some(Joined {
-        id: participant.id().to_owned(),
+    let entry = Joined {
+        id: info.participant_id,
         room,
         link: Link::Media {
             participant,
             events,
         },
         kicks,
-    });
-    if ok {
-        Flow::Continue
-    } else {
-        Flow::Close(1011, "send failed")
-    }
+    };
+    welcome(ctx, joined, sink, entry, participants, &identity, started).await
 }
 
 /// A join into a p2p room: no engine participant, only a place in the registry, which relays
@@ -599,28 +579,46 @@ async fn join_p2p<S: Sink<Message> + Unpin>(
             tracks: Vec::new(),
         })
         .collect();
+    let entry = Joined {
+        id,
+        room,
+        link: Link::P2p { signals },
+        kicks,
+    };
+    welcome(ctx, joined, sink, entry, participants, &identity, started).await
+}
+
+/// Sends `joined` for a session that took its place (`entry`), and keeps the session.
+async fn welcome<S: Sink<Message> + Unpin>(
+    ctx: &SessionContext,
+    joined: &mut Option<Joined>,
+    sink: &mut S,
+    entry: Joined,
+    participants: Vec<crate::protocol::Participant>,
+    identity: &str,
+    started: Instant,
+) -> Flow {
+    let mode = match entry.link {
+        Link::Media { .. } => RoomMode::Sfu,
+        Link::P2p { .. } => RoomMode::P2p,
+    };
     let ok = send(
         sink,
         &ServerMessage::Joined {
             v: PROTOCOL_VERSION,
-            room: room.clone(),
-            participant_id: id.clone(),
+            room: entry.room.clone(),
+            participant_id: entry.id.clone(),
             participants,
-            ice_servers: ctx.ice.for_identity(&identity, crate::auth::unix_now()),
-            mode: RoomMode::P2p,
+            ice_servers: ctx.ice.for_identity(identity, crate::auth::unix_now()),
+            mode,
         },
     )
     .await;
     ctx.metrics
         .join_latency
         .observe(started.elapsed().as_secs_f64());
-    info!(%identity, "joined a p2p room");
-    *joined = Some(Joined {
-        id,
-        room,
-        link: Link::P2p { signals },
-        kicks,
-    });
+    info!(%identity, mode = mode.as_str(), "joined");
+    *joined = Some(entry);
     if ok {
         Flow::Continue
     } else {
