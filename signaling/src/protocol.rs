@@ -243,8 +243,6 @@ pub enum ErrorCode {
     UnknownSession,
     /// WHEP: the participant (or track) to play is not in the room.
     UnknownParticipant,
-    /// WHIP/WHEP: a PATCH asked for an ICE restart, which sessions do not support.
-    IceRestartNotSupported,
     MessageTooLarge,
     /// More messages per second than the server allows: this one was dropped.
     RateLimited,

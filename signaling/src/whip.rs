@@ -5,9 +5,11 @@
 //! participant that publishes and subscribes to nothing, and answers `201 Created` with the SDP
 //! answer (the server's candidates inside, as WHIP clients do not wait for trickle), the session
 //! resource in `Location`, its ICE session in `ETag` and the ICE servers as `Link` headers.
-//! `PATCH` on the resource trickles the client's candidates (`application/trickle-ice-sdpfrag`);
-//! an ICE restart is refused with 422, as the RFC asks of a server that trickles but does not
-//! restart. `DELETE` ends the session. The session lives in a task of its own until then, or
+//! `PATCH` on the resource trickles the client's candidates (`application/trickle-ice-sdpfrag`),
+//! or, with `If-Match: *` and new ICE credentials, restarts ICE: the engine gets the session's
+//! offer again with the new credentials, and the `200` answer is a fragment with the server's
+//! credentials (unchanged: the shared port demultiplexes on its ufrag) and candidates, under a
+//! new `ETag`. `DELETE` ends the session. The session lives in a task of its own until then, or
 //! until the media connection ends (consent freshness) or an administrator removes it.
 //!
 //! WHEP is the mirror image: `POST /whep/{room}/{participant}` (a participant id or identity, or
@@ -70,15 +72,27 @@ struct SessionHandle {
     token: Option<String>,
     /// The client's ICE credentials from its offer (a PATCH with others is an ICE restart).
     client_ufrag: Option<String>,
-    /// The server's ICE ufrag: the entity tag of the ICE session.
+    /// The entity tag of the ICE session: the server's ufrag, with the restart count after it
+    /// once the client restarted ICE.
     etag: String,
     control: mpsc::UnboundedSender<Control>,
 }
 
 enum Control {
     Candidates(Vec<sfu::Candidate>),
+    /// An ICE restart: the client's new credentials and candidates; the reply is the server's
+    /// fragment and the new entity tag.
+    Restart {
+        ufrag: String,
+        pwd: String,
+        candidates: Vec<sfu::Candidate>,
+        reply: tokio::sync::oneshot::Sender<Result<(String, String), Refusal>>,
+    },
     End,
 }
+
+/// A refusal as status, code and detail.
+type Refusal = (StatusCode, ErrorCode, String);
 
 pub fn router() -> Router<AppState> {
     Router::new()
@@ -486,9 +500,12 @@ async fn create(
             state.whip.clone(),
             room.clone(),
             participant,
-            events,
-            kicks,
-            control_rx,
+            offer,
+            Inbox {
+                events,
+                kicks,
+                control: control_rx,
+            },
         )
         .instrument(span),
     );
@@ -522,9 +539,7 @@ async fn create(
 }
 
 /// The engine's answer with its candidates written in (a WHIP client may not trickle).
-async fn wait_for_answer(
-    events: &mut mpsc::UnboundedReceiver<Event>,
-) -> Result<String, (StatusCode, ErrorCode, String)> {
+async fn wait_for_answer(events: &mut mpsc::UnboundedReceiver<Event>) -> Result<String, Refusal> {
     let wait = async {
         while let Some(event) = events.recv().await {
             match event {
@@ -574,32 +589,62 @@ async fn wait_for_answer(
     Ok(with_candidates(&answer, &candidates))
 }
 
-/// One WHIP session: forwards trickled candidates, and ends on DELETE, when the media connection
-/// ends, when an administrator removes the participant, or when the server shuts down.
+/// What a session task listens to.
+struct Inbox {
+    events: mpsc::UnboundedReceiver<Event>,
+    kicks: mpsc::UnboundedReceiver<Kick>,
+    control: mpsc::UnboundedReceiver<Control>,
+}
+
+/// One WHIP session: forwards trickled candidates, restarts ICE, and ends on DELETE, when the
+/// media connection ends, when an administrator removes the participant, or when the server
+/// shuts down. `offer` is the client's offer as last applied.
 async fn run(
     ctx: SessionContext,
     sessions: WhipSessions,
     room: String,
     participant: Participant,
-    mut events: mpsc::UnboundedReceiver<Event>,
-    mut kicks: mpsc::UnboundedReceiver<Kick>,
-    mut control: mpsc::UnboundedReceiver<Control>,
+    mut offer: String,
+    mut inbox: Inbox,
 ) {
     let mut closing = ctx.drain.closing();
+    let mut restarts = 0u32;
     let reason = loop {
         tokio::select! {
-            event = events.recv() => match event {
+            event = inbox.events.recv() => match event {
                 None => break "media engine stopped".to_owned(),
                 Some(Event::Closed { reason }) => break reason,
                 Some(Event::Error { message, .. }) => debug!(%message, "engine error on a WHIP session"),
                 Some(_) => {}
             },
-            Some(kick) = kicks.recv() => break format!("{kick:?}"),
-            c = control.recv() => match c {
+            Some(kick) = inbox.kicks.recv() => break format!("{kick:?}"),
+            c = inbox.control.recv() => match c {
                 Some(Control::Candidates(list)) => {
                     for c in list {
                         participant.candidate(c);
                     }
+                }
+                Some(Control::Restart { ufrag, pwd, candidates, reply }) => {
+                    let restarted = restarted_offer(&offer, &ufrag, &pwd);
+                    participant.offer(restarted.clone());
+                    let result = wait_for_answer(&mut inbox.events).await.map(|answer| {
+                        for c in candidates {
+                            participant.candidate(c);
+                        }
+                        offer = restarted;
+                        restarts += 1;
+                        let etag = format!(
+                            "{}-{restarts}",
+                            ice_attribute(&answer, "ice-ufrag").unwrap_or_default()
+                        );
+                        if let Some(mut s) = sessions.0.get_mut(participant.id()) {
+                            s.etag = etag.clone();
+                            s.client_ufrag = Some(ufrag);
+                        }
+                        info!(restarts, "ICE restarted by the client");
+                        (answer_fragment(&answer), etag)
+                    });
+                    let _ = reply.send(result);
                 }
                 Some(Control::End) | None => break "ended by the client (DELETE)".to_owned(),
             },
@@ -610,6 +655,69 @@ async fn run(
     sessions.0.remove(participant.id());
     ctx.rooms.leave(&room, participant.id());
     // Dropping the participant handle removes it from the engine.
+}
+
+/// `offer` with new ICE credentials, without its old candidates (the restart's fragment brings
+/// the new ones) and with the next session version.
+fn restarted_offer(offer: &str, ufrag: &str, pwd: &str) -> String {
+    let mut out = String::with_capacity(offer.len());
+    for line in offer.lines() {
+        let line = line.trim_end_matches('\r');
+        if line.starts_with("a=candidate:") || line == "a=end-of-candidates" {
+            continue;
+        }
+        if line.starts_with("a=ice-ufrag:") {
+            out.push_str("a=ice-ufrag:");
+            out.push_str(ufrag);
+        } else if line.starts_with("a=ice-pwd:") {
+            out.push_str("a=ice-pwd:");
+            out.push_str(pwd);
+        } else if let Some(origin) = line.strip_prefix("o=") {
+            let mut fields: Vec<&str> = origin.split(' ').collect();
+            let next = fields
+                .get(2)
+                .and_then(|v| v.parse::<u64>().ok()?.checked_add(1))
+                .map(|v| v.to_string());
+            if let Some(next) = &next {
+                fields[2] = next;
+            }
+            out.push_str("o=");
+            out.push_str(&fields.join(" "));
+        } else {
+            out.push_str(line);
+        }
+        out.push_str("\r\n");
+    }
+    out
+}
+
+/// The answer to an ICE restart as an SDP fragment (RFC 8840): the server's ICE credentials,
+/// then the first (bundled) media section with its candidates.
+fn answer_fragment(answer: &str) -> String {
+    let mut out = String::new();
+    for name in ["ice-ufrag", "ice-pwd"] {
+        if let Some(v) = ice_attribute(answer, name) {
+            out.push_str(&format!("a={name}:{v}\r\n"));
+        }
+    }
+    let section = answer
+        .lines()
+        .map(|l| l.trim_end_matches('\r'))
+        .skip_while(|l| !l.starts_with("m="))
+        .enumerate()
+        .take_while(|(i, l)| *i == 0 || !l.starts_with("m="))
+        .map(|(_, l)| l);
+    for line in section {
+        if line.starts_with("m=")
+            || line.starts_with("a=mid:")
+            || line.starts_with("a=candidate:")
+            || line == "a=end-of-candidates"
+        {
+            out.push_str(line);
+            out.push_str("\r\n");
+        }
+    }
+    out
 }
 
 /// Finds the session and checks the caller may act on it.
@@ -661,7 +769,7 @@ async fn patch_whip(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    patch(state, room, None, id, headers, body)
+    patch(state, room, None, id, headers, body).await
 }
 
 async fn patch_whep(
@@ -670,7 +778,7 @@ async fn patch_whep(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    patch(state, room, Some(target), id, headers, body)
+    patch(state, room, Some(target), id, headers, body).await
 }
 
 async fn delete_whip(
@@ -689,7 +797,7 @@ async fn delete_whep(
     delete(state, room, Some(target), id, headers)
 }
 
-fn patch(
+async fn patch(
     state: AppState,
     room: String,
     target: Option<String>,
@@ -697,10 +805,11 @@ fn patch(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    let session = match session_of(&state, &room, target.as_deref(), &id, &headers) {
-        Ok(s) => s,
-        Err(p) => return p.into_response(),
-    };
+    let (control, client_ufrag, etag) =
+        match session_of(&state, &room, target.as_deref(), &id, &headers) {
+            Ok(s) => (s.control.clone(), s.client_ufrag.clone(), s.etag.clone()),
+            Err(p) => return p.into_response(),
+        };
     if !content_type_is(&headers, SDP_FRAG) {
         return problem(
             StatusCode::UNSUPPORTED_MEDIA_TYPE,
@@ -722,20 +831,12 @@ fn patch(
             "the SDP fragment is not UTF-8 text",
         );
     };
-    let if_match = headers.get(header::IF_MATCH).and_then(|v| v.to_str().ok());
-    let restart = if_match == Some("*")
-        || ice_attribute(frag, "ice-ufrag")
-            .is_some_and(|u| session.client_ufrag.as_deref() != Some(u.as_str()));
-    if restart {
-        return problem(
-            StatusCode::UNPROCESSABLE_ENTITY,
-            ErrorCode::IceRestartNotSupported,
-            "ICE restarts are not supported on WHIP and WHEP sessions: end this session \
-             (DELETE) and start another",
-        );
-    }
-    if let Some(tag) = if_match {
-        if tag.trim() != format!("\"{}\"", session.etag) {
+    let if_match = headers
+        .get(header::IF_MATCH)
+        .and_then(|v| v.to_str().ok())
+        .map(str::trim);
+    if let Some(tag) = if_match.filter(|t| *t != "*") {
+        if tag != format!("\"{etag}\"") {
             return problem(
                 StatusCode::PRECONDITION_FAILED,
                 ErrorCode::InvalidCandidate,
@@ -753,10 +854,56 @@ fn patch(
             )
         }
     };
-    let _ = session.control.send(Control::Candidates(candidates));
-    let mut response = StatusCode::NO_CONTENT.into_response();
-    cors(response.headers_mut());
-    response
+    let ufrag = ice_attribute(frag, "ice-ufrag");
+    let restart = if_match == Some("*")
+        || ufrag
+            .as_deref()
+            .is_some_and(|u| client_ufrag.as_deref() != Some(u));
+    if !restart {
+        let _ = control.send(Control::Candidates(candidates));
+        let mut response = StatusCode::NO_CONTENT.into_response();
+        cors(response.headers_mut());
+        return response;
+    }
+    let (Some(ufrag), Some(pwd)) = (ufrag, ice_attribute(frag, "ice-pwd")) else {
+        return problem(
+            StatusCode::BAD_REQUEST,
+            ErrorCode::InvalidCandidate,
+            "an ICE restart (If-Match: *) carries the new a=ice-ufrag and a=ice-pwd",
+        );
+    };
+    if client_ufrag.as_deref() == Some(ufrag.as_str()) {
+        return problem(
+            StatusCode::BAD_REQUEST,
+            ErrorCode::InvalidCandidate,
+            "an ICE restart needs new ICE credentials: this ice-ufrag is the current one",
+        );
+    }
+    let (reply, answer) = tokio::sync::oneshot::channel();
+    let _ = control.send(Control::Restart {
+        ufrag,
+        pwd,
+        candidates,
+        reply,
+    });
+    match answer.await {
+        Ok(Ok((fragment, etag))) => {
+            let mut response = (StatusCode::OK, fragment).into_response();
+            let headers = response.headers_mut();
+            cors(headers);
+            headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(SDP_FRAG));
+            if let Ok(v) = HeaderValue::from_str(&format!("\"{etag}\"")) {
+                headers.insert(header::ETAG, v);
+            }
+            response
+        }
+        Ok(Err((status, code, message))) => problem(status, code, message),
+        Err(_) => problem(
+            StatusCode::NOT_FOUND,
+            ErrorCode::UnknownSession,
+            format!("session {id} ended during the ICE restart"),
+        ),
+    }
 }
 
 fn delete(

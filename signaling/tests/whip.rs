@@ -280,13 +280,26 @@ async fn bad_whip_requests_get_precise_errors_and_the_live_session_keeps_flowing
             "invalid_message",
         ),
         (
-            "ICE restart",
+            "ICE restart without the new password",
             http.patch(format!("{}{}", server.http_url, live.location))
                 .header(CONTENT_TYPE, "application/trickle-ice-sdpfrag")
                 .header("if-match", "*")
-                .body("a=ice-ufrag:new1\r\na=ice-pwd:newnewnewnewnewnewnewnew\r\nm=audio 9 UDP/TLS/RTP/SAVPF 0\r\na=mid:0\r\n"),
-            StatusCode::UNPROCESSABLE_ENTITY,
-            "ice_restart_not_supported",
+                .body("a=ice-ufrag:new1\r\nm=audio 9 UDP/TLS/RTP/SAVPF 0\r\na=mid:0\r\n"),
+            StatusCode::BAD_REQUEST,
+            "invalid_candidate",
+        ),
+        (
+            "ICE restart with the current credentials",
+            http.patch(format!("{}{}", server.http_url, live.location))
+                .header(CONTENT_TYPE, "application/trickle-ice-sdpfrag")
+                .header("if-match", "*")
+                .body(format!(
+                    "a=ice-ufrag:{}\r\na=ice-pwd:{}\r\n",
+                    attribute(&live.offer, "ice-ufrag"),
+                    attribute(&live.offer, "ice-pwd")
+                )),
+            StatusCode::BAD_REQUEST,
+            "invalid_candidate",
         ),
         (
             "stale entity tag",
@@ -630,4 +643,160 @@ async fn a_whep_viewer_plays_the_participant_it_names_and_only_that_one() {
     quiet.close().await;
     alice.close().await;
     bob.close().await;
+}
+
+/// Restarts the ICE of a WHIP or WHEP client peer through `PATCH` (RFC 9725 section 4.4.1.1):
+/// a new offer with new credentials, the fragment sent with `If-Match: *`, the server's
+/// fragment applied as the new answer. Returns the new entity tag.
+async fn restart_ice(
+    http: &reqwest::Client,
+    url: &str,
+    peer: &ClientPeer,
+    old_etag: &str,
+) -> String {
+    use rtc::peer_connection::configuration::RTCOfferOptions;
+    let answer_before = peer.pc.remote_description().await.unwrap().sdp;
+    let offer_before = peer.pc.local_description().await.unwrap().sdp;
+    let offer = peer
+        .pc
+        .create_offer(Some(RTCOfferOptions { ice_restart: true }))
+        .await
+        .expect("restart offer");
+    peer.pc
+        .set_local_description(offer.clone())
+        .await
+        .expect("local restart offer");
+    let (ufrag, pwd) = (
+        attribute(&offer.sdp, "ice-ufrag"),
+        attribute(&offer.sdp, "ice-pwd"),
+    );
+    assert_ne!(ufrag, attribute(&offer_before, "ice-ufrag"));
+    let res = http
+        .patch(url)
+        .header(CONTENT_TYPE, "application/trickle-ice-sdpfrag")
+        .header("if-match", "*")
+        .body(format!(
+            "a=ice-ufrag:{ufrag}\r\na=ice-pwd:{pwd}\r\nm=audio 9 UDP/TLS/RTP/SAVPF 0\r\na=mid:0\r\n"
+        ))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::OK, "{:?}", res.text().await);
+    let headers = res.headers().clone();
+    assert_eq!(
+        header(&headers, "content-type"),
+        "application/trickle-ice-sdpfrag"
+    );
+    let etag = header(&headers, "etag");
+    assert!(
+        etag.starts_with('"') && etag != old_etag,
+        "ETag {etag} after {old_etag}"
+    );
+    let frag = res.text().await.unwrap();
+    // The server's credentials stay (its ufrag is what the shared port demultiplexes on); its
+    // candidates come along, for the first (bundled) media section.
+    assert_eq!(
+        attribute(&frag, "ice-ufrag"),
+        attribute(&answer_before, "ice-ufrag")
+    );
+    assert_eq!(
+        attribute(&frag, "ice-pwd"),
+        attribute(&answer_before, "ice-pwd")
+    );
+    assert!(frag.contains("\r\nm="), "{frag}");
+    assert!(attribute(&frag, "mid").len() < 4, "{frag}");
+    assert!(frag.contains("typ host"), "{frag}");
+    assert!(frag.trim_end().ends_with("a=end-of-candidates"), "{frag}");
+    peer.pc
+        .set_remote_description(RTCSessionDescription::answer(answer_before).unwrap())
+        .await
+        .expect("the server's answer applies again");
+    etag
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn whip_and_whep_ice_restarts_keep_the_media_flowing() {
+    use webrtc::media_stream::track_remote::TrackRemoteEvent;
+
+    common::init_logging();
+    let server = TestServer::start().await;
+    let http = reqwest::Client::new();
+    let room = "restart-room";
+    let mut whip = publish(&http, &format!("{}/whip/{room}", server.http_url), None).await;
+    let publisher = whip.location.rsplit('/').next().unwrap().to_owned();
+    wait_tracks(&server, room, &publisher, 2).await;
+    let (mut viewer, status, headers, answer) = play(
+        &http,
+        &format!("{}/whep/{room}/{publisher}", server.http_url),
+    )
+    .await;
+    assert_eq!(status, StatusCode::CREATED, "{answer}");
+    let whep_location = header(&headers, "location");
+    let whep_etag = header(&headers, "etag");
+    let received = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+    for _ in 0..2 {
+        let track = tokio::time::timeout(SIGNAL_TIMEOUT, viewer.tracks.recv())
+            .await
+            .expect("a track within 10 s")
+            .expect("track");
+        let count = received.clone();
+        tokio::spawn(async move {
+            while let Some(event) = track.poll().await {
+                if let TrackRemoteEvent::OnRtpPacket(_) = event {
+                    count.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+        });
+    }
+    assert!(grows(&received, 100, SIGNAL_TIMEOUT).await, "media before");
+
+    // Both ends restart: the publisher over WHIP, the viewer over WHEP.
+    let whip_url = format!("{}{}", server.http_url, whip.location);
+    let whep_url = format!("{}{whep_location}", server.http_url);
+    let whip_etag = restart_ice(&http, &whip_url, &whip.peer, &whip.etag).await;
+    let whep_etag_2 = restart_ice(&http, &whep_url, &viewer, &whep_etag).await;
+
+    // The old entity tags name an ICE session that is gone; the new ones trickle.
+    for (url, old, new) in [
+        (&whip_url, &whip.etag, &whip_etag),
+        (&whep_url, &whep_etag, &whep_etag_2),
+    ] {
+        let trickle = |tag: &str| {
+            http.patch(url)
+                .header(CONTENT_TYPE, "application/trickle-ice-sdpfrag")
+                .header("if-match", tag)
+                .body("a=end-of-candidates\r\n")
+                .send()
+        };
+        assert_eq!(
+            problem(trickle(old).await.unwrap()).await,
+            (StatusCode::PRECONDITION_FAILED, "invalid_candidate".into())
+        );
+        assert_eq!(trickle(new).await.unwrap().status(), StatusCode::NO_CONTENT);
+    }
+
+    // Media keeps flowing publisher -> server -> viewer on the new credentials, well past the
+    // server's 10 s consent timeout of the old ones.
+    for _ in 0..3 {
+        assert!(
+            grows(&received, 50, SIGNAL_TIMEOUT).await,
+            "the WHEP viewer receives after both restarts ({})",
+            received.load(Ordering::Relaxed)
+        );
+        tokio::time::sleep(Duration::from_secs(4)).await;
+    }
+    assert_eq!(
+        server
+            .state
+            .rooms()
+            .get(room)
+            .expect("room")
+            .num_participants,
+        2
+    );
+    for m in whip.media.drain(..) {
+        m.abort();
+    }
+    let _ = viewer.pc.close().await;
+    let _ = whip.peer.pc.close().await;
 }
