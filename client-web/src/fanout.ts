@@ -446,11 +446,33 @@ export class FanoutClient extends EventTarget {
 
     pc.ontrack = (event) => this.onTrack(event);
     // A path that died (a network change: Wi-Fi to cellular, a VPN coming up) is recovered with
-    // an ICE restart: new credentials, new candidates, the same call.
+    // an ICE restart: new credentials, new candidates, the same call. Chromium may never call a
+    // dead path `failed` (it stays `disconnected` once it pruned its pairs), so a path that stays
+    // `disconnected` for ICE_RESTART_AFTER_MS is restarted too, and again every
+    // ICE_RESTART_AFTER_MS while it does not recover; the server keeps the participant for its
+    // consent timeout (30 s by default).
+    let restartTimer: ReturnType<typeof setTimeout> | undefined;
+    const restart = (why: string) => {
+      clearTimeout(restartTimer);
+      restartTimer = undefined;
+      if (pc !== this.pc || pc.signalingState === 'closed') return;
+      console.info(`fanout: ICE ${why}; restarting ICE`);
+      pc.restartIce(); // fires negotiationneeded: an offer with new credentials
+      restartTimer = setTimeout(check, ICE_RESTART_AFTER_MS);
+    };
+    const check = () => {
+      const state = pc.iceConnectionState;
+      if (state === 'disconnected' || state === 'failed') restart(`still ${state}`);
+      else restartTimer = undefined;
+    };
     pc.oniceconnectionstatechange = () => {
-      if (pc === this.pc && pc.iceConnectionState === 'failed') {
-        console.info('fanout: ICE failed; restarting ICE');
-        pc.restartIce(); // fires negotiationneeded: an offer with new credentials
+      const state = pc.iceConnectionState;
+      if (pc !== this.pc || state === 'closed') {
+        clearTimeout(restartTimer);
+      } else if (state === 'failed') {
+        restart('failed');
+      } else if (state === 'disconnected') {
+        restartTimer ??= setTimeout(check, ICE_RESTART_AFTER_MS);
       }
     };
   }
@@ -757,6 +779,8 @@ export function msidTrackId(sdp: string | undefined, mid: string): string | null
 
 /** How long size reports wait for the size to settle. */
 const RESIZE_DEBOUNCE_MS = 100;
+/** How long ICE may stay `disconnected` before the client restarts it (and between restarts). */
+const ICE_RESTART_AFTER_MS = 5_000;
 
 /** How a track is shown: visible or not and, if visible, the size in device pixels. */
 interface Shown {

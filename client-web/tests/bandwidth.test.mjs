@@ -9,15 +9,10 @@
 // Needs root and iproute2 (`ip`, `tc`); skipped with the reason otherwise.
 
 import assert from 'node:assert/strict';
-import { execFileSync } from 'node:child_process';
-import { randomBytes, randomInt } from 'node:crypto';
-import fs from 'node:fs';
-import os from 'node:os';
-import path from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import test from 'node:test';
-import { chromium } from 'playwright-core';
-import { CHROMIUM_ARGS, launchBrowser, pollUntil, recordSignaling, roomUrl, rtpStats, signalingLog, transportStats } from './browser.mjs';
+import { launchBrowser, launchBrowserIn, pollUntil, roomUrl, rtpStats, signalingLog, transportStats } from './browser.mjs';
+import { namespacesUnavailable, run, vethNamespace } from './netns.mjs';
 import { startServer } from './server.mjs';
 
 const RATE = '400kbit';
@@ -28,55 +23,16 @@ const WINDOW_MS = 2_000;
 /** Widest frame of a layer below the top one (the 640x360 layer, with some slack). */
 const MAX_WIDTH = 660;
 
-function run(cmd, ...args) {
-  return execFileSync(cmd, args, { stdio: ['ignore', 'pipe', 'pipe'], encoding: 'utf8' });
-}
-
-/** Why namespaces cannot be used here, or null if they can. */
-function namespacesUnavailable() {
-  if (process.getuid?.() !== 0) return 'needs root to create a network namespace and shape it with tc';
-  for (const tool of ['ip', 'tc']) {
-    try {
-      execFileSync('sh', ['-c', `command -v ${tool}`], { stdio: 'ignore' });
-    } catch {
-      return `\`${tool}\` is not installed (Debian package iproute2)`;
-    }
-  }
-  return null;
-}
-
-const skip = namespacesUnavailable();
+const skip = namespacesUnavailable(['ip', 'tc']);
 if (skip) console.log(`bandwidth test skipped: ${skip}`);
 
 test('a subscriber with a 400 kbit/s downlink settles below the top layer and keeps decoding without flooding the link', { skip: skip ?? false, timeout: 120_000 }, async (t) => {
-  const id = randomBytes(3).toString('hex');
-  const ns = `fo-bw-${id}`;
-  const veth = `fobw${id}`; // + a/b: ≤ 15 characters
-  const subnet = `10.213.${randomInt(1, 250)}`;
-  const serverIp = `${subnet}.1`;
-  // Removing the namespace removes its end of the veth pair, and with it the pair.
-  const cleanup = () => {
-    try { run('ip', 'netns', 'del', ns); } catch {}
-    try { run('ip', 'link', 'del', `${veth}a`); } catch {}
-  };
-  process.once('exit', cleanup); // even if this process is torn down mid-test
-  t.after(() => {
-    cleanup();
-    process.removeListener('exit', cleanup);
-  });
-  run('ip', 'netns', 'add', ns);
-  run('ip', 'link', 'add', `${veth}a`, 'type', 'veth', 'peer', 'name', `${veth}b`);
-  run('ip', 'link', 'set', `${veth}b`, 'netns', ns);
-  run('ip', 'addr', 'add', `${serverIp}/30`, 'dev', `${veth}a`);
-  run('ip', 'link', 'set', `${veth}a`, 'up');
-  run('ip', 'netns', 'exec', ns, 'ip', 'addr', 'add', `${subnet}.2/30`, 'dev', `${veth}b`);
-  run('ip', 'netns', 'exec', ns, 'ip', 'link', 'set', `${veth}b`, 'up');
-  run('ip', 'netns', 'exec', ns, 'ip', 'link', 'set', 'lo', 'up');
+  const { id, ns, veth: { host: veth }, hostIp: serverIp } = vethNamespace(t, { tag: 'bw', second: 213 });
   // Shape what the server sends into the namespace.
-  run('tc', 'qdisc', 'add', 'dev', `${veth}a`, 'root', 'tbf', 'rate', RATE, 'burst', '20kb', 'latency', '200ms');
+  run('tc', 'qdisc', 'add', 'dev', veth, 'root', 'tbf', 'rate', RATE, 'burst', '20kb', 'latency', '200ms');
   const qdisc = () => {
     try {
-      return run('tc', '-s', 'qdisc', 'show', 'dev', `${veth}a`).replace(/\s+/g, ' ').trim();
+      return run('tc', '-s', 'qdisc', 'show', 'dev', veth).replace(/\s+/g, ' ').trim();
     } catch (err) {
       return `(tc: ${err.message})`;
     }
@@ -99,31 +55,17 @@ test('a subscriber with a 400 kbit/s downlink settles below the top layer and ke
   });
   const { open } = await launchBrowser(t);
 
-  // The limited subscriber's Chromium runs inside the namespace (playwright talks to it over pipes).
-  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'fanout-bw-'));
-  const wrapper = path.join(dir, 'chromium-in-ns');
-  fs.writeFileSync(wrapper, `#!/bin/sh\nexec ip netns exec ${ns} /usr/bin/chromium "$@"\n`, { mode: 0o755 });
-  const nsBrowser = await chromium.launch({
-    executablePath: wrapper,
-    headless: true,
-    ignoreDefaultArgs: ['--headless'],
-    args: CHROMIUM_ARGS,
-    timeout: 30_000,
-  });
-  t.after(async () => {
-    await nsBrowser.close().catch(() => {});
-    fs.rmSync(dir, { recursive: true, force: true });
-  });
+  // The limited subscriber's Chromium runs inside the namespace.
+  const openLimited = await launchBrowserIn(t, ns);
 
   const room = `bw-${id}`;
   const pub = await open(roomUrl(server.url, room, 'pub'), 'pub', VIEWPORT);
   const free = await open(roomUrl(server.url, room, 'free', { publish: '0', overlay: '1', tile: '1280x720' }), 'free', VIEWPORT);
-  const limitedContext = await nsBrowser.newContext(VIEWPORT);
-  await limitedContext.addInitScript(recordSignaling);
-  const limited = await limitedContext.newPage();
-  await limited.goto(roomUrl(`http://${serverIp}:${server.port}`, room, 'limited', { publish: '0', overlay: '1', tile: '1280x720' }), {
-    timeout: 15_000,
-  });
+  const limited = await openLimited(
+    roomUrl(`http://${serverIp}:${server.port}`, room, 'limited', { publish: '0', overlay: '1', tile: '1280x720' }),
+    'limited',
+    VIEWPORT,
+  );
 
   const video = async (page) => (await rtpStats(page, 'inbound-rtp')).find((r) => r.kind === 'video');
   const overlay = (page) =>

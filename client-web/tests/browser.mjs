@@ -191,7 +191,7 @@ export function selectedPair(page) {
 
 /**
  * A headless Chromium inside network namespace `ns` (through an `ip netns exec` wrapper; playwright
- * talks to it over pipes), closed when `t` ends. Returns `open(url, label)`.
+ * talks to it over pipes), closed when `t` ends. Returns `open(url, label, contextOptions)`.
  */
 export async function launchBrowserIn(t, ns, extraArgs = []) {
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'fanout-nat-'));
@@ -210,8 +210,8 @@ export async function launchBrowserIn(t, ns, extraArgs = []) {
     fs.rmSync(dir, { recursive: true, force: true });
     if (t.passed !== true && logs.length) console.log(`browser console:\n${logs.join('\n')}`);
   });
-  return async (url, label) => {
-    const context = await browser.newContext();
+  return async (url, label, contextOptions = {}) => {
+    const context = await browser.newContext(contextOptions);
     await context.addInitScript(recordSignaling);
     const page = await context.newPage();
     page.on('console', (m) => {

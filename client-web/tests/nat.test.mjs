@@ -15,7 +15,7 @@
 // otherwise.
 
 import assert from 'node:assert/strict';
-import { execFileSync, spawn } from 'node:child_process';
+import { spawn } from 'node:child_process';
 import { randomBytes, randomInt } from 'node:crypto';
 import fs from 'node:fs';
 import os from 'node:os';
@@ -23,26 +23,8 @@ import path from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import test from 'node:test';
 import { decodesVideo, launchBrowserIn, pollUntil, roomUrl, selectedPair } from './browser.mjs';
+import { namespacesUnavailable, run } from './netns.mjs';
 import { startServer, tail } from './server.mjs';
-
-function run(cmd, ...args) {
-  return execFileSync(cmd, args, { stdio: ['ignore', 'pipe', 'pipe'], encoding: 'utf8' });
-}
-
-const has = (tool) => {
-  try {
-    execFileSync('sh', ['-c', `command -v ${tool}`], { stdio: 'ignore' });
-    return true;
-  } catch {
-    return false;
-  }
-};
-
-function unavailable(tools) {
-  if (process.getuid?.() !== 0) return 'needs root to create network namespaces';
-  const missing = tools.filter((t) => !has(t));
-  return missing.length ? `missing ${missing.join(', ')} (Debian packages iproute2, nftables, coturn)` : null;
-}
 
 /**
  * Builds the three namespaces and four networks above; returns the addresses, a runner for
@@ -173,9 +155,9 @@ async function callThroughNat(t, networks, serverArgs) {
   return server;
 }
 
-const skipMap = unavailable(['ip', 'nft']);
+const skipMap = namespacesUnavailable(['ip', 'nft']);
 if (skipMap) console.log(`NAT tests skipped: ${skipMap}`);
-const skipStun = skipMap ?? unavailable(['turnserver']);
+const skipStun = skipMap ?? namespacesUnavailable(['turnserver']);
 if (skipStun && !skipMap) console.log(`NAT test with a STUN server skipped: ${skipStun}`);
 
 test('clients behind a NAT call a server behind a 1:1 NAT announced with --nat-map', { skip: skipMap ?? false, timeout: 120_000 }, async (t) => {

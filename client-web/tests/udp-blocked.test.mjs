@@ -10,59 +10,21 @@
 // otherwise.
 
 import assert from 'node:assert/strict';
-import { execFileSync } from 'node:child_process';
-import { randomBytes, randomInt } from 'node:crypto';
 import test from 'node:test';
 import { decodesVideo, launchBrowser, launchBrowserIn, pollUntil, roomUrl, selectedPair } from './browser.mjs';
+import { namespacesUnavailable, vethNamespace } from './netns.mjs';
 import { freeTcpPort, startServer } from './server.mjs';
 
-function run(cmd, ...args) {
-  return execFileSync(cmd, args, { stdio: ['ignore', 'pipe', 'pipe'], encoding: 'utf8' });
-}
-
-function unavailable() {
-  if (process.getuid?.() !== 0) return 'needs root to create a network namespace';
-  for (const tool of ['ip', 'nft']) {
-    try {
-      execFileSync('sh', ['-c', `command -v ${tool}`], { stdio: 'ignore' });
-    } catch {
-      return `\`${tool}\` is not installed (Debian packages iproute2, nftables)`;
-    }
-  }
-  return null;
-}
-
-const skip = unavailable();
+const skip = namespacesUnavailable(['ip', 'nft']);
 if (skip) console.log(`UDP-blocked test skipped: ${skip}`);
 
 /** The namespace with UDP blocked, and the host's address on its veth pair. */
 function blockedNamespace(t) {
-  const id = randomBytes(3).toString('hex');
-  const ns = `fo-udp-${id}`;
-  const veth = `foud${id}`;
-  const subnet = `10.218.${randomInt(1, 250)}`;
-  const hostIp = `${subnet}.1`;
-  const cleanup = () => {
-    try { run('ip', 'netns', 'del', ns); } catch {}
-    try { run('ip', 'link', 'del', `${veth}a`); } catch {}
-  };
-  process.once('exit', cleanup);
-  t.after(() => {
-    cleanup();
-    process.removeListener('exit', cleanup);
-  });
-  run('ip', 'netns', 'add', ns);
-  run('ip', 'link', 'add', `${veth}a`, 'type', 'veth', 'peer', 'name', `${veth}b`);
-  run('ip', 'link', 'set', `${veth}b`, 'netns', ns);
-  run('ip', 'addr', 'add', `${hostIp}/30`, 'dev', `${veth}a`);
-  run('ip', 'link', 'set', `${veth}a`, 'up');
-  run('ip', 'netns', 'exec', ns, 'ip', 'addr', 'add', `${subnet}.2/30`, 'dev', `${veth}b`);
-  run('ip', 'netns', 'exec', ns, 'ip', 'link', 'set', `${veth}b`, 'up');
-  run('ip', 'netns', 'exec', ns, 'ip', 'link', 'set', 'lo', 'up');
-  run('ip', 'netns', 'exec', ns, 'nft', 'add table inet block');
-  run('ip', 'netns', 'exec', ns, 'nft', 'add chain inet block out { type filter hook output priority 0; }');
-  run('ip', 'netns', 'exec', ns, 'nft', 'add rule inet block out meta l4proto udp counter drop');
-  return { id, ns, hostIp };
+  const net = vethNamespace(t, { tag: 'udp', second: 218 });
+  net.inNs('nft', 'add table inet block');
+  net.inNs('nft', 'add chain inet block out { type filter hook output priority 0; }');
+  net.inNs('nft', 'add rule inet block out meta l4proto udp counter drop');
+  return net;
 }
 
 /**
@@ -70,7 +32,7 @@ function blockedNamespace(t) {
  * started with `serverArgs`; returns the blocked participant's selected pair.
  */
 async function blockedCall(t, serverArgs) {
-  const { id, ns, hostIp } = blockedNamespace(t);
+  const { id, ns, hostIp, inNs } = blockedNamespace(t);
   const server = await startServer(t, ['--media-ip', '0.0.0.0', '--announce-ip', hostIp, ...serverArgs], {
     host: '0.0.0.0',
   });
@@ -85,7 +47,7 @@ async function blockedCall(t, serverArgs) {
 
   const pair = await pollUntil(() => selectedPair(blocked), { timeoutMs: 10_000, what: 'the blocked selected pair' });
   console.log(`blocked participant's pair: ${JSON.stringify(pair)}`);
-  const dropped = run('ip', 'netns', 'exec', ns, 'nft', 'list chain inet block out');
+  const dropped = inNs('nft', 'list chain inet block out');
   assert.match(dropped, /packets [1-9]/, `UDP was tried and dropped: ${dropped}`);
   return pair;
 }

@@ -6,6 +6,7 @@
 //! candidates, room events, errors) arrives on the participant's [`Event`] channel.
 
 use std::net::{IpAddr, SocketAddr};
+use std::time::Duration;
 
 use tokio::sync::{mpsc, oneshot};
 
@@ -34,6 +35,10 @@ pub struct SfuConfig {
     /// Tracks one participant may publish at most (simulcast layers of a track count once);
     /// 0 means no limit. A track beyond it is refused with [`ErrorKind::TrackLimit`].
     pub max_tracks_per_participant: usize,
+    /// Consent freshness (RFC 7675): a connection whose client has had no connectivity check
+    /// accepted for this long is dead and its participant is removed. Until then a client whose
+    /// path broke (a network change) can come back on a new pair or with an ICE restart.
+    pub consent_timeout: Duration,
     /// Where the engine reports what happens to published tracks (for webhooks, the room
     /// registry and metrics). `None`: nobody listens.
     pub observer: Option<mpsc::UnboundedSender<Observation>>,
@@ -49,6 +54,7 @@ impl Default for SfuConfig {
             inject_loss_out: 0.0,
             media_drivers: 1,
             max_tracks_per_participant: 0,
+            consent_timeout: Duration::from_secs(30),
             observer: None,
         }
     }

@@ -228,6 +228,11 @@ pub struct SettingsArgs {
     #[arg(long)]
     pub auto_create_rooms: Option<String>,
 
+    /// How long a media connection may go without a connectivity check from its client before
+    /// its participant is removed (e.g. 30s).
+    #[arg(long)]
+    pub consent_timeout: Option<String>,
+
     /// How long a room created through the admin API waits for its first participant.
     #[arg(long)]
     pub room_empty_timeout: Option<String>,
@@ -287,6 +292,7 @@ impl SettingsArgs {
             ("max_message_bytes", &self.max_message_bytes),
             ("max_messages_per_second", &self.max_messages_per_second),
             ("auto_create_rooms", &self.auto_create_rooms),
+            ("consent_timeout", &self.consent_timeout),
             ("room_empty_timeout", &self.room_empty_timeout),
             ("room_departure_timeout", &self.room_departure_timeout),
             ("webhook_timeout", &self.webhook_timeout),

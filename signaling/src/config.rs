@@ -107,6 +107,11 @@ pub struct Settings {
     pub max_messages_per_second: u32,
     /// Whether a join may create its room; if not, rooms come from the admin API only.
     pub auto_create_rooms: bool,
+    /// Consent freshness: a media connection with no connectivity check from its client for this
+    /// long is dead, and its participant leaves (a client whose network changed comes back
+    /// within it).
+    #[serde(with = "duration")]
+    pub consent_timeout: Duration,
     /// How long a room created through the admin API waits for its first participant.
     #[serde(with = "duration")]
     pub room_empty_timeout: Duration,
@@ -160,6 +165,7 @@ impl Default for Settings {
             max_message_bytes: 64 * 1024,
             max_messages_per_second: 50,
             auto_create_rooms: true,
+            consent_timeout: Duration::from_secs(30),
             room_empty_timeout: Duration::from_secs(300),
             room_departure_timeout: Duration::from_secs(20),
             webhook_urls: Vec::new(),
@@ -425,6 +431,12 @@ impl Settings {
         if self.max_messages_per_second == 0 {
             return Err(invalid("max_messages_per_second", "must be at least 1"));
         }
+        if !(Duration::from_secs(5)..=Duration::from_secs(300)).contains(&self.consent_timeout) {
+            return Err(invalid(
+                "consent_timeout",
+                "must be between 5s and 300s (Chromium checks every 2.5 s or so)",
+            ));
+        }
         if self.drain_timeout > Duration::from_secs(86_400) {
             return Err(invalid("drain_timeout", "must be at most a day"));
         }
@@ -659,6 +671,8 @@ mod tests {
             (&[("FANOUT_UDP_PORT", "70000")], "udp_port"),
             (&[("FANOUT_BIND", "nowhere")], "bind"),
             (&[("FANOUT_DRAIN_TIMEOUT", "soon")], "drain_timeout"),
+            (&[("FANOUT_CONSENT_TIMEOUT", "2s")], "consent_timeout"),
+            (&[("FANOUT_CONSENT_TIMEOUT", "1h")], "consent_timeout"),
             (
                 &[("FANOUT_API_SECRET", "short"), ("FANOUT_API_KEY", "k")],
                 "api_secret",

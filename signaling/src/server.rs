@@ -61,6 +61,7 @@ pub fn engine_config(settings: &Settings) -> SfuConfig {
         inject_loss: settings.inject_loss / 100.0,
         media_drivers: settings.media_driver_count(),
         max_tracks_per_participant: settings.max_tracks_per_participant,
+        consent_timeout: settings.consent_timeout,
         ..SfuConfig::default()
     }
 }

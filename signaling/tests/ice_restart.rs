@@ -1,7 +1,7 @@
 //! An ICE restart from the client (a new offer with new ICE credentials over the WebSocket) keeps
 //! the call: the server answers (keeping its own credentials: its ufrag is what the shared port
 //! demultiplexes on), the client's checks with its new credentials are accepted, and media keeps
-//! flowing both ways well past the consent timeout of the old ones.
+//! flowing both ways well past the consent timeout of the old ones (5 s here).
 
 mod common;
 
@@ -22,7 +22,7 @@ fn ice_ufrag(sdp: &str) -> Option<String> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_ice_restart_from_the_client_keeps_the_call() {
     common::init_logging();
-    let server = TestServer::start().await;
+    let server = TestServer::start_consent(5).await;
     let mut a = RtcClient::join(server.ws_url(), "restart", "a").await;
     let mut b = RtcClient::join(server.ws_url(), "restart", "b").await;
     let at_b = count_received(&mut b);

@@ -719,7 +719,7 @@ async fn whip_and_whep_ice_restarts_keep_the_media_flowing() {
     use webrtc::media_stream::track_remote::TrackRemoteEvent;
 
     common::init_logging();
-    let server = TestServer::start().await;
+    let server = TestServer::start_consent(5).await;
     let http = reqwest::Client::new();
     let room = "restart-room";
     let mut whip = publish(&http, &format!("{}/whip/{room}", server.http_url), None).await;
@@ -776,7 +776,7 @@ async fn whip_and_whep_ice_restarts_keep_the_media_flowing() {
     }
 
     // Media keeps flowing publisher -> server -> viewer on the new credentials, well past the
-    // server's 10 s consent timeout of the old ones.
+    // server's consent timeout (5 s here) of the old ones.
     for _ in 0..3 {
         assert!(
             grows(&received, 50, SIGNAL_TIMEOUT).await,

@@ -94,11 +94,6 @@ const SETTLE_EVERY: usize = 16;
 /// Connectivity checks kept per connection until its remote description is applied.
 const MAX_EARLY_CHECKS: usize = 8;
 const MAX_DATAGRAM: usize = 2048;
-/// Consent freshness (RFC 7675, shortened): a connection whose client has not had a connectivity
-/// check accepted for this long is dead and its participant is removed. Chromium checks its
-/// selected pair every 2.5 s or so. A client that loses its network entirely is caught sooner by
-/// the signaling heartbeat.
-const CONSENT_TIMEOUT: Duration = Duration::from_secs(10);
 /// A connection that has not had a connectivity check accepted this long after its first
 /// negotiation is
 /// given up (a WHIP client that posted an offer and vanished, a browser whose UDP is blocked):
@@ -241,6 +236,7 @@ pub(crate) fn spawn(config: SfuConfig) -> std::io::Result<Vec<Spawned>> {
                     }
                     driver.inject_loss_out = config.inject_loss_out;
                     driver.max_tracks = config.max_tracks_per_participant;
+                    driver.consent_timeout = config.consent_timeout;
                     driver.observer = config.observer.clone();
                     driver.run(cmd_rx, media_rx, tcp_events).await;
                 });
@@ -518,6 +514,9 @@ struct Driver {
     remote_rooms: HashMap<String, RemoteRoom>,
     /// Tracks a participant may publish (0: no limit).
     max_tracks: usize,
+    /// [`SfuConfig::consent_timeout`]: Chromium checks its selected pair every 2.5 s or so; a
+    /// client that loses its network entirely is caught sooner by the signaling heartbeat.
+    consent_timeout: Duration,
     observer: Option<mpsc::UnboundedSender<Observation>>,
 }
 
@@ -640,6 +639,7 @@ impl Driver {
             load,
             remote_rooms: HashMap::new(),
             max_tracks: 0,
+            consent_timeout: Duration::from_secs(30),
             observer: None,
         }
     }
@@ -777,7 +777,7 @@ impl Driver {
             peer.timer = None;
             if peer
                 .consent
-                .is_some_and(|(at, _)| now >= at + CONSENT_TIMEOUT)
+                .is_some_and(|(at, _)| now >= at + self.consent_timeout)
             {
                 self.removals.push((key, "media consent expired".into()));
                 continue;
@@ -967,7 +967,7 @@ impl Driver {
             });
             match drained {
                 Some(deadline) => {
-                    let consent_deadline = peer.consent.map(|(at, _)| at + CONSENT_TIMEOUT);
+                    let consent_deadline = peer.consent.map(|(at, _)| at + self.consent_timeout);
                     let deadline = match (deadline, consent_deadline) {
                         (Some(a), Some(b)) => Some(a.min(b)),
                         (a, b) => a.or(b),

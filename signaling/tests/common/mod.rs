@@ -83,6 +83,17 @@ impl TestServer {
         .await
     }
 
+    /// A server whose consent freshness runs out after `secs` (30 s by default): a test that
+    /// must outlast the consent of old ICE credentials need not wait that long.
+    pub async fn start_consent(secs: u64) -> TestServer {
+        Self::start_with(SfuConfig {
+            media_bind: "127.0.0.1:0".parse().unwrap(),
+            consent_timeout: Duration::from_secs(secs),
+            ..SfuConfig::default()
+        })
+        .await
+    }
+
     /// A server with `n` media drivers: participants are placed on the least loaded, so
     /// consecutive joins alternate and media crosses between drivers.
     pub async fn start_drivers(n: usize) -> TestServer {
