@@ -168,6 +168,11 @@ pub struct SettingsArgs {
     #[arg(long)]
     pub turn_tls_port: Option<String>,
 
+    /// The host name in the embedded TURN server's URLs (the name on the certificate, for
+    /// turns:) [default: the announced address].
+    #[arg(long)]
+    pub turn_host: Option<String>,
+
     /// Ports of the embedded TURN server's relays, MIN-MAX [default: 49160-49999].
     #[arg(long)]
     pub turn_relay_ports: Option<String>,
@@ -278,6 +283,7 @@ impl SettingsArgs {
             ("turn_embedded", &self.turn_embedded),
             ("turn_port", &self.turn_port),
             ("turn_tls_port", &self.turn_tls_port),
+            ("turn_host", &self.turn_host),
             ("turn_relay_ports", &self.turn_relay_ports),
             ("turn_max_allocations", &self.turn_max_allocations),
             ("tls_cert", &self.tls_cert),

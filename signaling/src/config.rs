@@ -81,6 +81,9 @@ pub struct Settings {
     /// The ports its relays use, `MIN-MAX`.
     pub turn_relay_ports: String,
     pub turn_realm: String,
+    /// The host name clients are given for the embedded TURN server (the name its certificate
+    /// carries, for `turns:`); `None`: the announced address.
+    pub turn_host: Option<String>,
     /// Allocations one identity may hold at once on the embedded TURN server.
     pub turn_max_allocations: usize,
     /// A `tracing` filter (`FANOUT_LOG`).
@@ -151,6 +154,7 @@ impl Default for Settings {
             turn_tls_port: None,
             turn_relay_ports: "49160-49999".into(),
             turn_realm: "fanout".into(),
+            turn_host: None,
             turn_max_allocations: 10,
             log: "info,rtc=warn,rtc_ice=warn,rtc_dtls=warn,rtc_srtp=error".into(),
             log_format: LogFormat::Pretty,
@@ -362,6 +366,19 @@ impl Settings {
         }
         if self.turn_realm.is_empty() {
             return Err(invalid("turn_realm", "must not be empty"));
+        }
+        if let Some(host) = &self.turn_host {
+            let name = !host.is_empty()
+                && host.len() <= 253
+                && host.split('.').all(|l| {
+                    !l.is_empty() && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+                });
+            if !name && host.parse::<IpAddr>().is_err() {
+                return Err(invalid(
+                    "turn_host",
+                    format!("{host:?} is neither a host name nor an IP address"),
+                ));
+            }
         }
         let pairs = self.nat_pairs()?;
         if let Some((private, public)) = pairs.iter().find(|(a, b)| a.is_ipv4() != b.is_ipv4()) {
@@ -672,6 +689,7 @@ mod tests {
             (&[("FANOUT_BIND", "nowhere")], "bind"),
             (&[("FANOUT_DRAIN_TIMEOUT", "soon")], "drain_timeout"),
             (&[("FANOUT_CONSENT_TIMEOUT", "2s")], "consent_timeout"),
+            (&[("FANOUT_TURN_HOST", "bad host/")], "turn_host"),
             (&[("FANOUT_CONSENT_TIMEOUT", "1h")], "consent_timeout"),
             (
                 &[("FANOUT_API_SECRET", "short"), ("FANOUT_API_KEY", "k")],

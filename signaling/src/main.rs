@@ -155,21 +155,13 @@ async fn start_turn(
         }
         Err(err) => return Err(err),
     };
-    let host = match relay_announce {
-        std::net::IpAddr::V6(ip) => format!("[{ip}]"),
-        ip => ip.to_string(),
-    };
-    for transport in ["udp", "tcp"] {
-        settings.turn_urls.push(format!(
-            "turn:{host}:{}?transport={transport}",
-            turn.local_addr().port()
-        ));
-    }
-    if let Some(addr) = turn.tls_addr() {
-        settings
-            .turn_urls
-            .push(format!("turns:{host}:{}?transport=tcp", addr.port()));
-    }
+    let urls = fanout_signaling::turn::client_urls(
+        settings.turn_host.as_deref(),
+        relay_announce,
+        turn.local_addr().port(),
+        turn.tls_addr().map(|a| a.port()),
+    );
+    settings.turn_urls.extend(urls);
     settings.turn_secret = Some(secret);
     Ok(Some(turn))
 }

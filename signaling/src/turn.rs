@@ -690,9 +690,62 @@ impl Conn for StreamMux {
     }
 }
 
+/// The URLs clients are given for the embedded TURN server: UDP and TCP on `port`, TLS on
+/// `tls_port`, at `host` (a name, e.g. the one on the certificate) or else at `announced`.
+pub fn client_urls(
+    host: Option<&str>,
+    announced: IpAddr,
+    port: u16,
+    tls_port: Option<u16>,
+) -> Vec<String> {
+    let host = match (host, announced) {
+        (Some(h), _) if h.contains(':') && !h.starts_with('[') => format!("[{h}]"),
+        (Some(h), _) => h.to_owned(),
+        (None, IpAddr::V6(ip)) => format!("[{ip}]"),
+        (None, ip) => ip.to_string(),
+    };
+    let mut urls: Vec<String> = ["udp", "tcp"]
+        .iter()
+        .map(|transport| format!("turn:{host}:{port}?transport={transport}"))
+        .collect();
+    if let Some(tls) = tls_port {
+        urls.push(format!("turns:{host}:{tls}?transport=tcp"));
+    }
+    urls
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn client_urls_name_the_host_or_the_announced_address() {
+        let v4: IpAddr = "203.0.113.7".parse().unwrap();
+        assert_eq!(
+            client_urls(None, v4, 3478, None),
+            [
+                "turn:203.0.113.7:3478?transport=udp",
+                "turn:203.0.113.7:3478?transport=tcp"
+            ]
+        );
+        assert_eq!(
+            client_urls(Some("turn.example.com"), v4, 3478, Some(443)),
+            [
+                "turn:turn.example.com:3478?transport=udp",
+                "turn:turn.example.com:3478?transport=tcp",
+                "turns:turn.example.com:443?transport=tcp"
+            ]
+        );
+        let v6: IpAddr = "2001:db8::1".parse().unwrap();
+        assert_eq!(
+            client_urls(None, v6, 3478, Some(5349))[2],
+            "turns:[2001:db8::1]:5349?transport=tcp"
+        );
+        assert_eq!(
+            client_urls(Some("2001:db8::2"), v4, 3478, None)[0],
+            "turn:[2001:db8::2]:3478?transport=udp"
+        );
+    }
 
     #[test]
     fn xor_peer_addresses_decode() {
