@@ -610,6 +610,10 @@ impl StreamMux {
             }
             if let Some(mux) = mux.upgrade() {
                 mux.writers().remove(&peer);
+                // Its allocation can never be refreshed or used again: it stops counting
+                // against its user's quota now rather than when it expires. (The relay port
+                // stays taken until then: the turn crate deletes allocations by user only.)
+                mux.policy.released(peer);
             }
             debug!(%peer, "TURN TCP connection closed");
         });

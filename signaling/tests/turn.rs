@@ -3,7 +3,7 @@
 //! configured port range that reaches this server's media address both ways; expired or wrong
 //! credentials allocate nothing; a relay cannot reach any other address (403, nothing arrives);
 //! one identity holds at most its quota of allocations (486), and gets one again after closing
-//! one.
+//! one, or (over TCP) once the connection that held it closed.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -243,5 +243,105 @@ async fn turn_over_tls_speaks_stun_and_turn_on_the_certificates_stream() {
     let mut code = rtc::stun::error_code::ErrorCodeAttribute::default();
     code.get_from(&res).unwrap();
     assert_eq!(code.code.0, 401);
+    turn.close().await;
+}
+
+/// An Allocate over a TURN TCP stream, authenticated the long-term way (401 first, then the
+/// realm's nonce and MESSAGE-INTEGRITY): 0 on success, else the error code.
+async fn allocate_over_tcp(stream: &mut tokio::net::TcpStream, user: &str, pass: &str) -> u16 {
+    use rtc::stun::attributes::{ATTR_NONCE, ATTR_REALM, ATTR_REQUESTED_TRANSPORT, ATTR_USERNAME};
+    use rtc::stun::integrity::MessageIntegrity;
+    use rtc::stun::message::{
+        Getter, Message, MessageType, Setter, TransactionId, CLASS_REQUEST, CLASS_SUCCESS_RESPONSE,
+        METHOD_ALLOCATE,
+    };
+    use rtc::stun::textattrs::TextAttribute;
+    use tokio::io::AsyncWriteExt;
+
+    let allocate = MessageType::new(METHOD_ALLOCATE, CLASS_REQUEST);
+    let mut first = Message::new();
+    first
+        .build(&[Box::new(TransactionId::new()), Box::new(allocate)])
+        .unwrap();
+    first.add(ATTR_REQUESTED_TRANSPORT, &[17, 0, 0, 0]);
+    first.write_header();
+    stream.write_all(&first.raw).await.unwrap();
+    let challenge = timeout(Duration::from_secs(5), read_stun(stream))
+        .await
+        .expect("a 401 challenge");
+    let realm = TextAttribute::get_from_as(&challenge, ATTR_REALM).expect("REALM");
+    let nonce = TextAttribute::get_from_as(&challenge, ATTR_NONCE).expect("NONCE");
+    let mut signed = Message::new();
+    signed
+        .build(&[
+            Box::new(TransactionId::new()),
+            Box::new(allocate),
+            Box::new(TextAttribute::new(ATTR_USERNAME, user.into())),
+            Box::new(TextAttribute::new(ATTR_REALM, realm.text.clone())),
+            Box::new(TextAttribute::new(ATTR_NONCE, nonce.text)),
+        ])
+        .unwrap();
+    signed.add(ATTR_REQUESTED_TRANSPORT, &[17, 0, 0, 0]);
+    signed.write_header();
+    let provider = rtc::crypto::default_provider().expect("a crypto provider");
+    MessageIntegrity::new_long_term_integrity_with_provider(
+        user.into(),
+        realm.text,
+        pass.into(),
+        provider.crypto(),
+    )
+    .unwrap()
+    .add_to(&mut signed)
+    .unwrap();
+    stream.write_all(&signed.raw).await.unwrap();
+    let res = timeout(Duration::from_secs(5), read_stun(stream))
+        .await
+        .expect("an Allocate answer");
+    if res.typ == MessageType::new(METHOD_ALLOCATE, CLASS_SUCCESS_RESPONSE) {
+        return 0;
+    }
+    let mut code = rtc::stun::error_code::ErrorCodeAttribute::default();
+    code.get_from(&res).unwrap();
+    code.code.0
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tcp_allocation_stops_counting_against_the_quota_when_its_connection_closes() {
+    let turn = EmbeddedTurn::start(TurnConfig {
+        listen: "127.0.0.1:0".parse().unwrap(),
+        relay_bind: "127.0.0.1".parse().unwrap(),
+        relay_announce: "127.0.0.1".parse().unwrap(),
+        relay_ports: (51450, 51499),
+        realm: "fanout".into(),
+        secret: SECRET.into(),
+        max_allocations_per_user: 1,
+        allowed_peers: Vec::new(),
+        tls: None,
+    })
+    .await
+    .unwrap();
+    let server = turn.local_addr();
+    let (user, pass) = turn_credentials(SECRET, "dana", unix_now() + 600);
+    let connect = || tokio::net::TcpStream::connect(server);
+    let mut first = connect().await.unwrap();
+    assert_eq!(allocate_over_tcp(&mut first, &user, &pass).await, 0);
+    let mut second = connect().await.unwrap();
+    assert_eq!(
+        allocate_over_tcp(&mut second, &user, &pass).await,
+        486,
+        "the quota (1) is full while the first connection holds its allocation"
+    );
+    // The client goes away without deallocating (a browser tab closed, a network lost).
+    drop(first);
+    let mut code = u16::MAX;
+    for _ in 0..20 {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let mut next = connect().await.unwrap();
+        code = allocate_over_tcp(&mut next, &user, &pass).await;
+        if code == 0 {
+            break;
+        }
+    }
+    assert_eq!(code, 0, "a new allocation once the first connection closed");
     turn.close().await;
 }
