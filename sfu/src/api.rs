@@ -39,6 +39,9 @@ pub struct SfuConfig {
     /// accepted for this long is dead and its participant is removed. Until then a client whose
     /// path broke (a network change) can come back on a new pair or with an ICE restart.
     pub consent_timeout: Duration,
+    /// A connection that negotiated but had no connectivity check accepted this long after is
+    /// given up and its participant removed (a WHIP client that posted an offer and vanished).
+    pub connect_timeout: Duration,
     /// Where the engine reports what happens to published tracks (for webhooks, the room
     /// registry and metrics). `None`: nobody listens.
     pub observer: Option<mpsc::UnboundedSender<Observation>>,
@@ -55,6 +58,7 @@ impl Default for SfuConfig {
             media_drivers: 1,
             max_tracks_per_participant: 0,
             consent_timeout: Duration::from_secs(30),
+            connect_timeout: Duration::from_secs(30),
             observer: None,
         }
     }

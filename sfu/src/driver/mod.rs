@@ -94,11 +94,6 @@ const SETTLE_EVERY: usize = 16;
 /// Connectivity checks kept per connection until its remote description is applied.
 const MAX_EARLY_CHECKS: usize = 8;
 const MAX_DATAGRAM: usize = 2048;
-/// A connection that has not had a connectivity check accepted this long after its first
-/// negotiation is
-/// given up (a WHIP client that posted an offer and vanished, a browser whose UDP is blocked):
-/// its participant is removed, so nothing holds a place in a room for ever.
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(30);
 /// Source addresses pinned per connection at most (its candidate pairs: loopback, LAN, a new
 /// network after a move); past this, the one confirmed longest ago is unpinned.
 const MAX_PINNED_ADDRS: usize = 4;
@@ -237,6 +232,7 @@ pub(crate) fn spawn(config: SfuConfig) -> std::io::Result<Vec<Spawned>> {
                     driver.inject_loss_out = config.inject_loss_out;
                     driver.max_tracks = config.max_tracks_per_participant;
                     driver.consent_timeout = config.consent_timeout;
+                    driver.connect_timeout = config.connect_timeout;
                     driver.observer = config.observer.clone();
                     driver.run(cmd_rx, media_rx, tcp_events).await;
                 });
@@ -298,7 +294,7 @@ struct Peer {
     subscribe_to: Option<String>,
     /// Never offered to (see [`JoinRequest::answer_only`]).
     answer_only: bool,
-    /// When the first remote description was applied (for [`CONNECT_TIMEOUT`]): a participant
+    /// When the first remote description was applied (for [`SfuConfig::connect_timeout`]): a participant
     /// that has not negotiated yet (a viewer in an empty room) has nothing to connect.
     negotiated_at: Option<Instant>,
     connected: bool,
@@ -517,6 +513,8 @@ struct Driver {
     /// [`SfuConfig::consent_timeout`]: Chromium checks its selected pair every 2.5 s or so; a
     /// client that loses its network entirely is caught sooner by the signaling heartbeat.
     consent_timeout: Duration,
+    /// [`SfuConfig::connect_timeout`]: nothing holds a place in a room for ever.
+    connect_timeout: Duration,
     observer: Option<mpsc::UnboundedSender<Observation>>,
 }
 
@@ -640,6 +638,7 @@ impl Driver {
             remote_rooms: HashMap::new(),
             max_tracks: 0,
             consent_timeout: Duration::from_secs(30),
+            connect_timeout: Duration::from_secs(30),
             observer: None,
         }
     }

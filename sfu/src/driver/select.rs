@@ -100,7 +100,7 @@ impl Driver {
             let waited = peer
                 .negotiated_at
                 .map(|at| now.saturating_duration_since(at));
-            if peer.consent.is_none() && waited.is_some_and(|w| w > CONNECT_TIMEOUT) {
+            if peer.consent.is_none() && waited.is_some_and(|w| w > self.connect_timeout) {
                 self.removals.push((
                     *key,
                     "no connectivity check within the connect timeout".into(),

@@ -1,0 +1,262 @@
+//! The shared media port's source-address table, driven by hand-made connectivity checks (valid
+//! USERNAME, MESSAGE-INTEGRITY with the server's password, FINGERPRINT) from plain UDP sockets:
+//! - every accepted check pins its source address and makes it the client's current path (the
+//!   server's media goes there), a connection pins at most 4 addresses, and an address unpinned
+//!   by newer ones is a stranger again (its datagrams are dropped as from an unknown source);
+//! - a connection that negotiated but never had a check accepted is given up after the connect
+//!   timeout, and its participant leaves the room.
+
+mod common;
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use common::{publish_synthetic, ClientPeer, RtcClient, TestServer};
+use reqwest::header::CONTENT_TYPE;
+use rtc::rtp_transceiver::rtp_sender::RtpCodecKind;
+use sfu::SfuConfig;
+use tokio::net::UdpSocket;
+
+const T: Duration = Duration::from_secs(10);
+
+fn attribute(sdp: &str, name: &str) -> String {
+    let prefix = format!("a={name}:");
+    sdp.lines()
+        .find_map(|l| l.trim_end().strip_prefix(prefix.as_str()))
+        .unwrap_or_else(|| panic!("no {name} in {sdp}"))
+        .trim()
+        .to_owned()
+}
+
+/// A Binding request as a controlling ICE agent sends it: `server_ufrag:client_ufrag`, signed
+/// with the server's password.
+fn check(server_ufrag: &str, client_ufrag: &str, server_pwd: &str) -> Vec<u8> {
+    use rtc::stun::attributes::{ATTR_ICE_CONTROLLING, ATTR_PRIORITY, ATTR_USERNAME};
+    use rtc::stun::fingerprint::FINGERPRINT;
+    use rtc::stun::integrity::MessageIntegrity;
+    use rtc::stun::message::{Message, Setter, TransactionId, BINDING_REQUEST};
+    use rtc::stun::textattrs::TextAttribute;
+
+    let mut m = Message::new();
+    m.build(&[
+        Box::new(TransactionId::new()),
+        Box::new(BINDING_REQUEST),
+        Box::new(TextAttribute::new(
+            ATTR_USERNAME,
+            format!("{server_ufrag}:{client_ufrag}"),
+        )),
+    ])
+    .unwrap();
+    m.add(ATTR_PRIORITY, &1_853_824_767u32.to_be_bytes());
+    m.add(ATTR_ICE_CONTROLLING, &rand::random::<u64>().to_be_bytes());
+    m.write_header();
+    let provider = rtc::crypto::default_provider().expect("a crypto provider");
+    MessageIntegrity::new_short_term_integrity_with_provider(server_pwd.into(), provider.crypto())
+        .add_to(&mut m)
+        .unwrap();
+    FINGERPRINT.add_to(&mut m).unwrap();
+    m.raw
+}
+
+/// Whether `datagram` is a STUN Binding success response.
+fn is_binding_success(datagram: &[u8]) -> bool {
+    datagram.len() >= 20 && datagram[0] == 0x01 && datagram[1] == 0x01
+}
+
+/// Sends a check from `socket` and waits for the server's success response, skipping anything
+/// else (media that follows the path there).
+async fn accepted(socket: &UdpSocket, to: SocketAddr, request: &[u8]) -> bool {
+    socket.send_to(request, to).await.unwrap();
+    let mut buf = [0u8; 2048];
+    tokio::time::timeout(Duration::from_secs(3), async {
+        loop {
+            let (n, _) = socket.recv_from(&mut buf).await.unwrap();
+            if is_binding_success(&buf[..n]) {
+                return;
+            }
+        }
+    })
+    .await
+    .is_ok()
+}
+
+/// The number of datagrams the server dropped as from an unknown source.
+async fn unknown_sources(server: &TestServer) -> u64 {
+    server.sfu.stats().await.unwrap().datagrams_unknown_source
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn accepted_checks_pin_at_most_four_addresses_and_the_newest_gets_the_media() {
+    common::init_logging();
+    let server = TestServer::start().await;
+    let publisher = RtcClient::join(server.ws_url(), "pins", "publisher").await;
+    let video = publish_synthetic(&publisher, RtpCodecKind::Video, T).await;
+    let mut viewer = RtcClient::join(server.ws_url(), "pins", "viewer").await;
+    viewer.wait_connected(T).await;
+    let answer = viewer.pc.remote_description().await.unwrap().sdp;
+    let offer = viewer.pc.local_description().await.unwrap().sdp;
+    let (server_ufrag, server_pwd) = (
+        attribute(&answer, "ice-ufrag"),
+        attribute(&answer, "ice-pwd"),
+    );
+    let client_ufrag = attribute(&offer, "ice-ufrag");
+    let media: SocketAddr = {
+        let line = answer
+            .lines()
+            .find(|l| l.starts_with("a=candidate:") && l.to_ascii_lowercase().contains(" udp "))
+            .expect("a UDP candidate");
+        let f: Vec<&str> = line.split_whitespace().collect();
+        format!("{}:{}", f[4], f[5]).parse().unwrap()
+    };
+
+    // A check with a wrong password is not accepted, and pins nothing.
+    let stranger = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    assert!(
+        !accepted(
+            &stranger,
+            media,
+            &check(&server_ufrag, &client_ufrag, "wrong-password-0123456")
+        )
+        .await,
+        "a check signed with another password is refused"
+    );
+
+    // Five new source addresses, each with a valid check, one after the other.
+    let mut sockets = Vec::new();
+    for _ in 0..5 {
+        let s = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        assert!(
+            accepted(&s, media, &check(&server_ufrag, &client_ufrag, &server_pwd)).await,
+            "a valid check from a new address is accepted"
+        );
+        sockets.push(s);
+    }
+    let newest = sockets.last().unwrap();
+    let newest_addr = newest.local_addr().unwrap();
+
+    // The newest is the viewer's current path: the server reports it and sends its media there.
+    let snapshot = server.sfu.debug().await.unwrap();
+    let viewer_addr = snapshot
+        .rooms
+        .iter()
+        .flat_map(|r| &r.participants)
+        .find(|p| p.name == "viewer")
+        .and_then(|p| p.remote_addr.clone());
+    assert_eq!(viewer_addr, Some(newest_addr.to_string()));
+    let mut buf = [0u8; 2048];
+    let media_arrives = tokio::time::timeout(Duration::from_secs(3), async {
+        loop {
+            let (n, _) = newest.recv_from(&mut buf).await.unwrap();
+            if !is_binding_success(&buf[..n]) && n > 12 && buf[0] >> 6 == 2 {
+                return n;
+            }
+        }
+    })
+    .await;
+    assert!(
+        media_arrives.is_ok(),
+        "SRTP reaches the newest checked address"
+    );
+
+    // Four addresses are pinned (sockets 1..=4); the first socket and the viewer's own address
+    // were unpinned by them. Garbage from the first is dropped as from an unknown source;
+    // garbage from a pinned one goes to the connection (rejected there, not counted unknown).
+    let garbage = [0x80u8; 100];
+    let burst = 200u64;
+    let before = unknown_sources(&server).await;
+    for _ in 0..burst {
+        sockets[0].send_to(&garbage, media).await.unwrap();
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let from_unpinned = unknown_sources(&server).await - before;
+    assert!(
+        from_unpinned >= burst,
+        "datagrams from the unpinned address are strangers' ({from_unpinned} of {burst})"
+    );
+    let before = unknown_sources(&server).await;
+    for _ in 0..burst {
+        sockets[1].send_to(&garbage, media).await.unwrap();
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let from_pinned = unknown_sources(&server).await - before;
+    // (The viewer's real address is unpinned too until its next check: its few RTCP packets
+    // in this window may count.)
+    assert!(
+        from_pinned < burst / 4,
+        "datagrams from a pinned address reach the connection ({from_pinned} of {burst} counted unknown)"
+    );
+
+    // A fresh check from the unpinned address pins it again.
+    assert!(
+        accepted(
+            &sockets[0],
+            media,
+            &check(&server_ufrag, &client_ufrag, &server_pwd)
+        )
+        .await
+    );
+    video.abort();
+    viewer.close().await;
+    publisher.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_connection_that_never_checks_is_given_up_after_the_connect_timeout() {
+    common::init_logging();
+    let server = TestServer::start_with(SfuConfig {
+        media_bind: "127.0.0.1:0".parse().unwrap(),
+        connect_timeout: Duration::from_secs(2),
+        ..SfuConfig::default()
+    })
+    .await;
+    let http = reqwest::Client::new();
+    // A WHIP client that posts its offer and vanishes: it never applies the answer, so it never
+    // sends a check, and no WebSocket would tell the server it is gone.
+    let peer = ClientPeer::new().await;
+    let _audio = common::SyntheticTrack::add(&peer.pc, "gone", RtpCodecKind::Audio).await;
+    let offer = peer.pc.create_offer(None).await.unwrap();
+    peer.pc.set_local_description(offer.clone()).await.unwrap();
+    let res = http
+        .post(format!("{}/whip/connect-timeout", server.http_url))
+        .header(CONTENT_TYPE, "application/sdp")
+        .body(offer.sdp)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), reqwest::StatusCode::CREATED);
+    let location = res.headers()["location"].to_str().unwrap().to_owned();
+    let _ = peer.pc.close().await;
+    assert_eq!(
+        server
+            .state
+            .rooms()
+            .get("connect-timeout")
+            .map(|r| r.num_participants),
+        Some(1)
+    );
+
+    // Gone within the timeout (2 s) and a tick or two: the room empties and the session
+    // resource with it.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(8);
+    loop {
+        let left = server
+            .state
+            .rooms()
+            .get("connect-timeout")
+            .is_none_or(|r| r.num_participants == 0);
+        if left {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the participant that never checked is still in the room"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let res = http
+        .delete(format!("{}{location}", server.http_url))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), reqwest::StatusCode::NOT_FOUND);
+}
