@@ -10,7 +10,9 @@
 // start-up (`--announce-stun`), and from a 1:1 mapping (`--nat-map PRIVATE=PUBLIC`). Two
 // browsers in C load the page from the public address and call each other: each decodes the
 // other's video, each selected pair ends at the public address and the server's UDP port, and
-// the server sees both clients at the home router's public address (NAT'd sources).
+// the server sees both clients at the home router's public address (NAT'd sources). A third run
+// has both browsers relay-only through the server's embedded TURN server: its relays must reach
+// the server's public media address although R does not hairpin.
 // Needs root, iproute2 and nftables (and coturn for the STUN run); skipped with the reason
 // otherwise.
 
@@ -24,7 +26,7 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import test from 'node:test';
 import { decodesVideo, launchBrowserIn, pollUntil, roomUrl, selectedPair } from './browser.mjs';
 import { namespacesUnavailable, run } from './netns.mjs';
-import { startServer, tail } from './server.mjs';
+import { freeTcpPort, startServer, tail } from './server.mjs';
 
 /**
  * Builds the three namespaces and four networks above; returns the addresses, a runner for
@@ -123,16 +125,20 @@ function buildNetworks(t) {
   return { id, ns, addr, inNs };
 }
 
-/** Two browsers behind the home NAT call through the server's announced public address. */
-async function callThroughNat(t, networks, serverArgs) {
+/**
+ * Two browsers behind the home NAT call through the server's announced public address; with
+ * `relay`, relay-only (iceTransportPolicy "relay") through the server's embedded TURN server.
+ */
+async function callThroughNat(t, networks, serverArgs, { relay = false } = {}) {
   const { addr } = networks;
   const server = await startServer(t, ['--media-ip', addr.serverPrivate, '--media-drivers', '1', ...serverArgs], { host: '0.0.0.0' });
   const base = `http://${addr.serverPublic}:${server.port}`;
   // Cameras need a secure context: plain http is one only on localhost, so vouch for this origin.
   const open = await launchBrowserIn(t, networks.ns.c, [`--unsafely-treat-insecure-origin-as-secure=${base}`]);
   const room = `nat-${networks.id}`;
-  const a = await open(roomUrl(base, room, 'a'), 'a');
-  const b = await open(roomUrl(base, room, 'b'), 'b');
+  const extra = relay ? { relay: '1' } : {};
+  const a = await open(roomUrl(base, room, 'a', extra), 'a');
+  const b = await open(roomUrl(base, room, 'b', extra), 'b');
   await decodesVideo(a, 'a (behind the NAT) to decode b');
   await decodesVideo(b, 'b (behind the NAT) to decode a');
   for (const [name, page] of [['a', a], ['b', b]]) {
@@ -140,18 +146,32 @@ async function callThroughNat(t, networks, serverArgs) {
     console.log(`${name}: ${JSON.stringify(pair)}`);
     assert.equal(pair.remote.address, addr.serverPublic, `${name} reaches the announced address: ${JSON.stringify(pair)}`);
     assert.equal(pair.remote.port, server.udpPort);
-    // Its own LAN address, or the NAT's mapping of it that the server's check response reported.
     const local = pair.local;
-    assert.ok(
-      (local.type === 'host' && local.address === addr.client) || (['prflx', 'srflx'].includes(local.type) && local.address === addr.homePublic),
-      `${name} sends from behind the home NAT: ${JSON.stringify(pair)}`,
-    );
+    if (relay) {
+      // A relay on the server's own TURN server: announced at the public address, or the
+      // peer-reflexive form of it the server's check response taught Chromium (the relay
+      // reaches the media port from the private address).
+      assert.ok(local.relayProtocol, `relayed: ${JSON.stringify(pair)}`);
+      assert.ok(
+        (local.type === 'relay' && local.address === addr.serverPublic) || (local.type === 'prflx' && local.address === addr.serverPrivate),
+        JSON.stringify(pair),
+      );
+    } else {
+      // Its own LAN address, or the NAT's mapping of it that the server's check response reported.
+      assert.ok(
+        (local.type === 'host' && local.address === addr.client) || (['prflx', 'srflx'].includes(local.type) && local.address === addr.homePublic),
+        `${name} sends from behind the home NAT: ${JSON.stringify(pair)}`,
+      );
+    }
   }
-  // The server sees both at the home router's public address: their sources were translated.
+  // The server sees both at the home router's public address (their sources were translated),
+  // or, relayed, at its own private address: the relays reach its media port directly, not
+  // through the 1:1 NAT, which does not hairpin.
   const snapshot = await (await fetch(`${server.url}/debug/rooms`)).json();
   const seen = snapshot.rooms.find((r) => r.name === room).participants.map((p) => p.remote_addr);
   assert.equal(seen.length, 2);
-  for (const remote of seen) assert.ok(remote?.startsWith(`${addr.homePublic}:`), `NAT'd source: ${seen}`);
+  const source = relay ? addr.serverPrivate : addr.homePublic;
+  for (const remote of seen) assert.ok(remote?.startsWith(`${source}:`), `sources ${seen}, expected ${source}`);
   return server;
 }
 
@@ -164,6 +184,13 @@ test('clients behind a NAT call a server behind a 1:1 NAT announced with --nat-m
   const networks = buildNetworks(t);
   const { addr } = networks;
   await callThroughNat(t, networks, ['--nat-map', `${addr.serverPrivate}=${addr.serverPublic}`]);
+});
+
+test('relay-only clients behind a NAT call through the embedded TURN server of a server behind a 1:1 NAT', { skip: skipMap ?? false, timeout: 120_000 }, async (t) => {
+  const networks = buildNetworks(t);
+  const { addr } = networks;
+  const turnPort = await freeTcpPort();
+  await callThroughNat(t, networks, ['--nat-map', `${addr.serverPrivate}=${addr.serverPublic}`, '--turn-port', String(turnPort)], { relay: true });
 });
 
 test('the server learns its public address from a STUN server at start-up (--announce-stun)', { skip: skipStun ?? false, timeout: 120_000 }, async (t) => {

@@ -142,6 +142,12 @@ async fn start_turn(
         secret: secret.clone(),
         max_allocations_per_user: settings.turn_max_allocations,
         allowed_peers: Vec::new(),
+        hairpin: settings
+            .nat_pairs()
+            .map_err(|e| e.to_string())?
+            .into_iter()
+            .map(|(private, public)| (public, private))
+            .collect(),
         tls: match (settings.turn_tls_port, tls) {
             (Some(port), Some(tls)) => Some((std::net::SocketAddr::new(relay_bind, port), tls)),
             _ => None,

@@ -57,6 +57,7 @@ async fn embedded_turn_relays_to_the_media_port_only_with_valid_credentials_with
         secret: SECRET.into(),
         max_allocations_per_user: 2,
         allowed_peers: Vec::new(),
+        hairpin: Vec::new(),
         tls: None,
     })
     .await
@@ -189,6 +190,7 @@ async fn turn_over_tls_speaks_stun_and_turn_on_the_certificates_stream() {
         secret: SECRET.into(),
         max_allocations_per_user: 2,
         allowed_peers: Vec::new(),
+        hairpin: Vec::new(),
         tls: Some(("127.0.0.1:0".parse().unwrap(), Arc::new(server_tls))),
     })
     .await
@@ -316,6 +318,7 @@ async fn a_tcp_allocation_stops_counting_against_the_quota_when_its_connection_c
         secret: SECRET.into(),
         max_allocations_per_user: 1,
         allowed_peers: Vec::new(),
+        hairpin: Vec::new(),
         tls: None,
     })
     .await
