@@ -10,7 +10,7 @@ export function run(cmd, ...args) {
 }
 
 /** Debian packages of the tools the tests use. */
-const PACKAGE = { ip: 'iproute2', tc: 'iproute2', nft: 'nftables', turnserver: 'coturn' };
+const PACKAGE = { ip: 'iproute2', tc: 'iproute2', nft: 'nftables', turnserver: 'coturn', openssl: 'openssl' };
 
 /** Why namespaces with `tools` cannot be used here (not root, a tool missing), or null. */
 export function namespacesUnavailable(tools = ['ip']) {

@@ -4,6 +4,8 @@
 import { spawn } from 'node:child_process';
 import dgram from 'node:dgram';
 import fs from 'node:fs';
+import http from 'node:http';
+import https from 'node:https';
 import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
@@ -53,6 +55,19 @@ export function tail(file, lines = 60) {
  * Returns `{ url, port, udpPort, logPath, stop }`; `stop` also runs when test `t` ends, and the
  * log's path and tail are printed if the test failed (and the log is deleted if it passed).
  */
+/** The status of a GET of `url` (1 s timeout), not checking an HTTPS server's certificate. */
+function healthStatus(url) {
+  return new Promise((resolve, reject) => {
+    const get = url.startsWith('https:') ? https.get : http.get;
+    const req = get(url, { rejectUnauthorized: false, timeout: 1000 }, (res) => {
+      res.resume();
+      resolve(res.statusCode);
+    });
+    req.on('timeout', () => req.destroy(new Error('timeout')));
+    req.on('error', reject);
+  });
+}
+
 export async function startServer(t, extraArgs = [], { host = '127.0.0.1', dev = true, env = {} } = {}) {
   const bin = process.env.FANOUT_BIN || path.join(repoRoot, 'target/debug/fanout');
   const staticDir = path.join(repoRoot, 'client-web/dist');
@@ -97,15 +112,16 @@ export async function startServer(t, extraArgs = [], { host = '127.0.0.1', dev =
     else fs.rmSync(logDir, { recursive: true, force: true });
   });
 
-  const url = host === '::1' ? `http://[::1]:${port}` : `http://127.0.0.1:${port}`;
+  // With --tls-cert the server speaks HTTPS only (its certificate need not be trusted here).
+  const scheme = extraArgs.includes('--tls-cert') ? 'https' : 'http';
+  const url = host === '::1' ? `${scheme}://[::1]:${port}` : `${scheme}://127.0.0.1:${port}`;
   const deadline = Date.now() + 20_000;
   for (;;) {
     if (exited) {
       throw new Error(`server exited early (${JSON.stringify(exited)}); log ${logPath}:\n${tail(logPath)}`);
     }
     try {
-      const res = await fetch(`${url}/healthz`, { signal: AbortSignal.timeout(1000) });
-      if (res.status === 200) break;
+      if ((await healthStatus(`${url}/healthz`)) === 200) break;
     } catch {
       // not listening yet
     }
