@@ -4,7 +4,9 @@
 //!   server's media goes there), a connection pins at most 4 addresses, and an address unpinned
 //!   by newer ones is a stranger again (its datagrams are dropped as from an unknown source);
 //! - a connection that negotiated but never had a check accepted is given up after the connect
-//!   timeout, and its participant leaves the room.
+//!   timeout, and its participant leaves the room;
+//! - consent freshness: a client that keeps checking keeps its place past the consent timeout,
+//!   and one whose checks stop is removed once it runs out.
 
 mod common;
 
@@ -80,6 +82,37 @@ async fn accepted(socket: &UdpSocket, to: SocketAddr, request: &[u8]) -> bool {
     .is_ok()
 }
 
+/// The server's UDP host candidate in `answer`.
+fn udp_candidate(answer: &str) -> SocketAddr {
+    let line = answer
+        .lines()
+        .find(|l| l.starts_with("a=candidate:") && l.to_ascii_lowercase().contains(" udp "))
+        .expect("a UDP candidate");
+    let f: Vec<&str> = line.split_whitespace().collect();
+    format!("{}:{}", f[4], f[5]).parse().unwrap()
+}
+
+/// POSTs a WHIP offer from a webrtc-rs peer that then goes away without applying the answer
+/// (so it never sends a check itself): the offer, the answer and the session's location.
+async fn whip_offer_only(server: &TestServer, room: &str) -> (String, String, String) {
+    let peer = ClientPeer::new().await;
+    let _audio = common::SyntheticTrack::add(&peer.pc, room, RtpCodecKind::Audio).await;
+    let offer = peer.pc.create_offer(None).await.unwrap();
+    peer.pc.set_local_description(offer.clone()).await.unwrap();
+    let res = reqwest::Client::new()
+        .post(format!("{}/whip/{room}", server.http_url))
+        .header(CONTENT_TYPE, "application/sdp")
+        .body(offer.sdp.clone())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), reqwest::StatusCode::CREATED);
+    let location = res.headers()["location"].to_str().unwrap().to_owned();
+    let answer = res.text().await.unwrap();
+    let _ = peer.pc.close().await;
+    (offer.sdp, answer, location)
+}
+
 /// The number of datagrams the server dropped as from an unknown source.
 async fn unknown_sources(server: &TestServer) -> u64 {
     server.sfu.stats().await.unwrap().datagrams_unknown_source
@@ -100,14 +133,7 @@ async fn accepted_checks_pin_at_most_four_addresses_and_the_newest_gets_the_medi
         attribute(&answer, "ice-pwd"),
     );
     let client_ufrag = attribute(&offer, "ice-ufrag");
-    let media: SocketAddr = {
-        let line = answer
-            .lines()
-            .find(|l| l.starts_with("a=candidate:") && l.to_ascii_lowercase().contains(" udp "))
-            .expect("a UDP candidate");
-        let f: Vec<&str> = line.split_whitespace().collect();
-        format!("{}:{}", f[4], f[5]).parse().unwrap()
-    };
+    let media = udp_candidate(&answer);
 
     // A check with a wrong password is not accepted, and pins nothing.
     let stranger = UdpSocket::bind("127.0.0.1:0").await.unwrap();
@@ -209,23 +235,9 @@ async fn a_connection_that_never_checks_is_given_up_after_the_connect_timeout() 
         ..SfuConfig::default()
     })
     .await;
-    let http = reqwest::Client::new();
-    // A WHIP client that posts its offer and vanishes: it never applies the answer, so it never
-    // sends a check, and no WebSocket would tell the server it is gone.
-    let peer = ClientPeer::new().await;
-    let _audio = common::SyntheticTrack::add(&peer.pc, "gone", RtpCodecKind::Audio).await;
-    let offer = peer.pc.create_offer(None).await.unwrap();
-    peer.pc.set_local_description(offer.clone()).await.unwrap();
-    let res = http
-        .post(format!("{}/whip/connect-timeout", server.http_url))
-        .header(CONTENT_TYPE, "application/sdp")
-        .body(offer.sdp)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(res.status(), reqwest::StatusCode::CREATED);
-    let location = res.headers()["location"].to_str().unwrap().to_owned();
-    let _ = peer.pc.close().await;
+    // A WHIP client that posts its offer and vanishes: it never sends a check, and no WebSocket
+    // would tell the server it is gone.
+    let (_, _, location) = whip_offer_only(&server, "connect-timeout").await;
     assert_eq!(
         server
             .state
@@ -253,10 +265,60 @@ async fn a_connection_that_never_checks_is_given_up_after_the_connect_timeout() 
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    let res = http
+    let res = reqwest::Client::new()
         .delete(format!("{}{location}", server.http_url))
         .send()
         .await
         .unwrap();
     assert_eq!(res.status(), reqwest::StatusCode::NOT_FOUND);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn consent_keeps_a_checking_client_and_expires_when_its_checks_stop() {
+    common::init_logging();
+    let server = TestServer::start_with(SfuConfig {
+        media_bind: "127.0.0.1:0".parse().unwrap(),
+        consent_timeout: Duration::from_secs(3),
+        ..SfuConfig::default()
+    })
+    .await;
+    // The client's checks come from a plain socket, by hand, so the test decides when they stop.
+    let (offer, answer, _) = whip_offer_only(&server, "consent").await;
+    let request = || {
+        check(
+            &attribute(&answer, "ice-ufrag"),
+            &attribute(&offer, "ice-ufrag"),
+            &attribute(&answer, "ice-pwd"),
+        )
+    };
+    let media = udp_candidate(&answer);
+    let client = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let present = || {
+        server
+            .state
+            .rooms()
+            .get("consent")
+            .is_some_and(|r| r.num_participants == 1)
+    };
+
+    // Checking every second keeps it for well over the 3 s consent timeout.
+    for _ in 0..7 {
+        assert!(accepted(&client, media, &request()).await, "check accepted");
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        assert!(present(), "a client that keeps checking keeps its place");
+    }
+    // Silence: gone after the consent timeout (and a tick).
+    let stopped = tokio::time::Instant::now();
+    while present() {
+        assert!(
+            stopped.elapsed() < Duration::from_secs(8),
+            "the silent client is still in the room"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let gone_after = stopped.elapsed();
+    assert!(
+        gone_after >= Duration::from_secs(2),
+        "removed {gone_after:?} after its last check: not by consent"
+    );
 }
