@@ -196,6 +196,7 @@ fn serve(args: &SettingsArgs) -> ExitCode {
 }
 
 async fn run(mut settings: Settings) -> Result<(), String> {
+    let mut signals = Signals::install()?;
     if let Some(url) = settings.announce_stun.clone() {
         let local = settings.media_bind().ip();
         let stun = url.clone();
@@ -271,7 +272,7 @@ async fn run(mut settings: Settings) -> Result<(), String> {
         );
     }
     tokio::select! {
-        _ = shutdown_signal() => {}
+        _ = signals.recv() => {}
         result = &mut http => {
             return match result {
                 Ok(Ok(())) => Ok(()),
@@ -280,7 +281,7 @@ async fn run(mut settings: Settings) -> Result<(), String> {
             };
         }
     }
-    let end = server::drain(&state, &handle, settings.drain_timeout, shutdown_signal()).await;
+    let end = server::drain(&state, &handle, settings.drain_timeout, signals.recv()).await;
     if end != DrainEnd::Forced {
         // Let HTTP finish its graceful shutdown (at most the second it was given).
         let _ = tokio::time::timeout(std::time::Duration::from_secs(2), http).await;
@@ -289,21 +290,35 @@ async fn run(mut settings: Settings) -> Result<(), String> {
     Ok(())
 }
 
-/// SIGINT or SIGTERM.
-async fn shutdown_signal() {
-    let ctrl_c = async {
-        let _ = tokio::signal::ctrl_c().await;
-    };
+/// SIGINT and SIGTERM, caught from the moment this exists: created before the server answers
+/// anything, so a signal sent as soon as /healthz answers drains rather than kills.
+struct Signals {
     #[cfg(unix)]
-    let term = async {
-        if let Ok(mut s) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+    term: tokio::signal::unix::Signal,
+    #[cfg(unix)]
+    int: tokio::signal::unix::Signal,
+}
+
+impl Signals {
+    fn install() -> Result<Signals, String> {
+        #[cfg(unix)]
         {
-            s.recv().await;
+            use tokio::signal::unix::{signal, SignalKind};
+            let term = signal(SignalKind::terminate()).map_err(|e| format!("SIGTERM: {e}"))?;
+            let int = signal(SignalKind::interrupt()).map_err(|e| format!("SIGINT: {e}"))?;
+            Ok(Signals { term, int })
         }
-    };
-    #[cfg(not(unix))]
-    let term = std::future::pending::<()>();
-    tokio::select! { _ = ctrl_c => {}, _ = term => {} }
+        #[cfg(not(unix))]
+        Ok(Signals {})
+    }
+
+    /// The next SIGINT or SIGTERM.
+    async fn recv(&mut self) {
+        #[cfg(unix)]
+        tokio::select! { _ = self.term.recv() => {}, _ = self.int.recv() => {} }
+        #[cfg(not(unix))]
+        let _ = tokio::signal::ctrl_c().await;
+    }
 }
 
 fn token_create(args: &TokenArgs) -> ExitCode {
