@@ -518,10 +518,35 @@ async fn play(http: &reqwest::Client, url: &str) -> (ClientPeer, StatusCode, Hea
     (peer, status, headers, body)
 }
 
+/// Waits for `n` tracks at a WHEP viewer and counts the RTP packets they bring: the counter and
+/// the tracks' stream ids.
+async fn count_tracks(
+    viewer: &mut ClientPeer,
+    n: usize,
+) -> (std::sync::Arc<std::sync::atomic::AtomicU64>, Vec<String>) {
+    use webrtc::media_stream::track_remote::TrackRemoteEvent;
+    let received = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let mut streams = Vec::new();
+    for _ in 0..n {
+        let track = tokio::time::timeout(SIGNAL_TIMEOUT, viewer.tracks.recv())
+            .await
+            .expect("a track within 10 s")
+            .expect("track");
+        streams.push(track.stream_id().await);
+        let count = received.clone();
+        tokio::spawn(async move {
+            while let Some(event) = track.poll().await {
+                if let TrackRemoteEvent::OnRtpPacket(_) = event {
+                    count.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+        });
+    }
+    (received, streams)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_whep_viewer_plays_the_participant_it_names_and_only_that_one() {
-    use webrtc::media_stream::track_remote::TrackRemoteEvent;
-
     common::init_logging();
     let server = TestServer::start().await;
     let http = reqwest::Client::new();
@@ -553,23 +578,7 @@ async fn a_whep_viewer_plays_the_participant_it_names_and_only_that_one() {
     assert!(!answer.contains(&bob.participant_id), "{answer}");
 
     // Both of alice's tracks arrive, and nothing of bob's.
-    let mut streams = Vec::new();
-    let received = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
-    for _ in 0..2 {
-        let track = tokio::time::timeout(SIGNAL_TIMEOUT, viewer.tracks.recv())
-            .await
-            .expect("a track within 10 s")
-            .expect("track");
-        streams.push(track.stream_id().await);
-        let count = received.clone();
-        tokio::spawn(async move {
-            while let Some(event) = track.poll().await {
-                if let TrackRemoteEvent::OnRtpPacket(_) = event {
-                    count.fetch_add(1, Ordering::Relaxed);
-                }
-            }
-        });
-    }
+    let (received, streams) = count_tracks(&mut viewer, 2).await;
     assert!(
         streams.iter().all(|s| *s == alice.participant_id),
         "{streams:?}"
@@ -716,8 +725,6 @@ async fn restart_ice(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn whip_and_whep_ice_restarts_keep_the_media_flowing() {
-    use webrtc::media_stream::track_remote::TrackRemoteEvent;
-
     common::init_logging();
     let server = TestServer::start_consent(5).await;
     let http = reqwest::Client::new();
@@ -733,21 +740,7 @@ async fn whip_and_whep_ice_restarts_keep_the_media_flowing() {
     assert_eq!(status, StatusCode::CREATED, "{answer}");
     let whep_location = header(&headers, "location");
     let whep_etag = header(&headers, "etag");
-    let received = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
-    for _ in 0..2 {
-        let track = tokio::time::timeout(SIGNAL_TIMEOUT, viewer.tracks.recv())
-            .await
-            .expect("a track within 10 s")
-            .expect("track");
-        let count = received.clone();
-        tokio::spawn(async move {
-            while let Some(event) = track.poll().await {
-                if let TrackRemoteEvent::OnRtpPacket(_) = event {
-                    count.fetch_add(1, Ordering::Relaxed);
-                }
-            }
-        });
-    }
+    let (received, _) = count_tracks(&mut viewer, 2).await;
     assert!(grows(&received, 100, SIGNAL_TIMEOUT).await, "media before");
 
     // Both ends restart: the publisher over WHIP, the viewer over WHEP.
