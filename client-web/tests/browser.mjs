@@ -54,10 +54,28 @@ export async function launchBrowser(t, extraArgs = []) {
       if (msg.type() === 'error' || msg.type() === 'warning') logs.push(`[${label}] ${msg.type()}: ${msg.text()}`);
     });
     page.on('pageerror', (err) => logs.push(`[${label}] page error: ${err.message}`));
-    await page.goto(url, { timeout: 15_000 });
+    await load(page, url, (line) => logs.push(`[${label}] ${line}`));
     return page;
   };
   return { browser, open };
+}
+
+/**
+ * Loads `url` in `page`. A network change on this host (a test's namespace coming up) makes
+ * Chromium fail the loads in flight with ERR_NETWORK_CHANGED, and such a page never starts: it is
+ * loaded again (at most three times), saying so to `log`.
+ */
+async function load(page, url, log) {
+  let changed = false;
+  page.on('requestfailed', (req) => {
+    if (req.failure()?.errorText === 'net::ERR_NETWORK_CHANGED') changed = true;
+  });
+  for (let attempt = 1; ; attempt++) {
+    changed = false;
+    await page.goto(url, { timeout: 15_000 });
+    if (!changed || attempt === 3) return;
+    log('page load hit a network change; loading it again');
+  }
 }
 
 /** Signaling message types `recordSignaling` keeps (not SDP and candidates). */
@@ -217,7 +235,7 @@ export async function launchBrowserIn(t, ns, extraArgs = []) {
     page.on('console', (m) => {
       if (m.type() === 'error' || m.type() === 'warning') logs.push(`[${label}] ${m.type()}: ${m.text()}`);
     });
-    await page.goto(url, { timeout: 15_000 });
+    await load(page, url, (line) => logs.push(`[${label}] ${line}`));
     return page;
   };
 }

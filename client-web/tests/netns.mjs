@@ -51,6 +51,10 @@ export function vethNamespace(t, { tag, second, prefixLen = 30 }) {
   const inNs = (cmd, ...args) => run('ip', 'netns', 'exec', ns, cmd, ...args);
   run('ip', 'netns', 'add', ns);
   run('ip', 'link', 'add', host, 'type', 'veth', 'peer', 'name', inner);
+  // No IPv6 link-local addresses: one appearing a second after the link comes up is a network
+  // change to every Chromium on this host, which then fails its page loads (ERR_NETWORK_CHANGED).
+  run('ip', 'link', 'set', host, 'addrgenmode', 'none');
+  run('ip', 'link', 'set', inner, 'addrgenmode', 'none');
   run('ip', 'link', 'set', inner, 'netns', ns);
   run('ip', 'addr', 'add', `${subnet}.1/${prefixLen}`, 'dev', host);
   run('ip', 'link', 'set', host, 'up');
