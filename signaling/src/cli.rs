@@ -258,6 +258,27 @@ pub struct SettingsArgs {
     #[arg(long)]
     pub webhook_retries: Option<String>,
 
+    /// Multi-node mode: the Redis directory of nodes and rooms (redis://HOST:PORT) [default:
+    /// off, a single node].
+    #[arg(long)]
+    pub redis_url: Option<String>,
+
+    /// Prefix of this cluster's Redis keys [default: fanout].
+    #[arg(long)]
+    pub redis_prefix: Option<String>,
+
+    /// This node's name in the directory [default: random].
+    #[arg(long)]
+    pub node_id: Option<String>,
+
+    /// Where other nodes reach this node's signaling (http://HOST:PORT) [default: from --bind].
+    #[arg(long)]
+    pub node_url: Option<String>,
+
+    /// Where a new room goes: least-loaded or this-node-first [default: least-loaded].
+    #[arg(long)]
+    pub room_placement: Option<String>,
+
     /// Testing only: drop this percentage (0-100) of incoming RTP datagrams.
     #[arg(long, hide = true)]
     pub inject_loss: Option<String>,
@@ -303,6 +324,11 @@ impl SettingsArgs {
             ("room_departure_timeout", &self.room_departure_timeout),
             ("webhook_timeout", &self.webhook_timeout),
             ("webhook_retries", &self.webhook_retries),
+            ("redis_url", &self.redis_url),
+            ("redis_prefix", &self.redis_prefix),
+            ("node_id", &self.node_id),
+            ("node_url", &self.node_url),
+            ("room_placement", &self.room_placement),
             ("inject_loss", &self.inject_loss),
         ];
         for (key, value) in one {

@@ -128,8 +128,33 @@ pub struct Settings {
     pub webhook_timeout: Duration,
     /// Attempts after the first failed one (with exponential back-off).
     pub webhook_retries: u32,
+    /// Multi-node mode: the Redis that holds the directory of nodes and rooms
+    /// (`redis://[:PASSWORD@]HOST[:PORT][/DB]`); `None`: a single node.
+    pub redis_url: Option<String>,
+    /// The prefix of every Redis key this cluster uses (several clusters can share one Redis).
+    pub redis_prefix: String,
+    /// This node's name in the directory; `None`: a random one at each start.
+    pub node_id: Option<String>,
+    /// Where the other nodes reach this node's signaling (`http://HOST:PORT`): joins and admin
+    /// requests for its rooms are proxied there; `None`: from `bind` (a wildcard bind: this
+    /// host's first non-loopback address).
+    pub node_url: Option<String>,
+    /// Where a new room goes: the least-loaded ready node, or the node the join reached.
+    pub room_placement: Placement,
     /// Testing only: the percentage (0–100) of incoming RTP dropped on purpose.
     pub inject_loss: f64,
+}
+
+/// Where a room that exists nowhere yet is placed (multi-node mode).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "snake_case")]
+pub enum Placement {
+    /// The ready node with the least load (participants and tracks, then CPU).
+    #[serde(alias = "least-loaded")]
+    LeastLoaded,
+    /// The node the join reached, unless it is draining (then the least loaded).
+    #[serde(alias = "this-node-first")]
+    ThisNodeFirst,
 }
 
 impl Default for Settings {
@@ -175,6 +200,11 @@ impl Default for Settings {
             webhook_urls: Vec::new(),
             webhook_timeout: Duration::from_secs(5),
             webhook_retries: 5,
+            redis_url: None,
+            redis_prefix: "fanout".into(),
+            node_id: None,
+            node_url: None,
+            room_placement: Placement::LeastLoaded,
             inject_loss: 0.0,
         }
     }
@@ -476,6 +506,62 @@ impl Settings {
                 "webhooks are signed with api_secret, which is not set",
             ));
         }
+        self.validate_cluster()
+    }
+
+    /// The multi-node settings.
+    fn validate_cluster(&self) -> Result<(), ConfigError> {
+        if self.redis_prefix.is_empty() || self.redis_prefix.chars().any(char::is_whitespace) {
+            return Err(invalid("redis_prefix", "must be non-empty, without spaces"));
+        }
+        if let Some(id) = &self.node_id {
+            let ok = (1..=64).contains(&id.len())
+                && id
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b));
+            if !ok {
+                return Err(invalid(
+                    "node_id",
+                    "must be 1 to 64 letters, digits, `-`, `_` or `.`",
+                ));
+            }
+        }
+        if let Some(url) = &self.node_url {
+            let ok = reqwest::Url::parse(url)
+                .is_ok_and(|u| u.scheme() == "http" && u.host().is_some() && u.path() == "/");
+            if !ok {
+                return Err(invalid(
+                    "node_url",
+                    format!("{url:?} is not an http://HOST:PORT URL"),
+                ));
+            }
+        }
+        let Some(url) = &self.redis_url else {
+            return Ok(());
+        };
+        if url.starts_with("rediss:") {
+            return Err(invalid(
+                "redis_url",
+                "TLS to Redis (rediss://) is not supported; use redis:// on a private network",
+            ));
+        }
+        if let Err(e) = redis::Client::open(url.as_str()) {
+            return Err(invalid("redis_url", format!("{url:?}: {e}")));
+        }
+        if self.api_key.is_none() {
+            return Err(invalid(
+                "api_key",
+                "multi-node mode (redis_url) needs api_key and api_secret, also in --dev: every \
+                 node must verify the tokens every other node hands out",
+            ));
+        }
+        if self.tls() {
+            return Err(invalid(
+                "redis_url",
+                "multi-node mode proxies joins between nodes over plain HTTP: terminate TLS in \
+                 front of the nodes (a load balancer or ingress) instead of tls_cert/tls_key",
+            ));
+        }
         Ok(())
     }
 
@@ -595,6 +681,13 @@ impl Settings {
         }
         if shown.turn_secret.is_some() {
             shown.turn_secret = Some(REDACTED.into());
+        }
+        if let Some(url) = &shown.redis_url {
+            if let Ok(mut u) = reqwest::Url::parse(url) {
+                if u.password().is_some() && u.set_password(Some(REDACTED)).is_ok() {
+                    shown.redis_url = Some(u.to_string());
+                }
+            }
         }
         // TOML has no null: unset optional keys are left out (their default applies).
         match toml::to_string_pretty(&shown) {
@@ -770,6 +863,39 @@ mod tests {
         assert_eq!(s.announce_ips.len(), 2);
         assert_eq!(s.drain_timeout, Duration::from_secs(90));
         assert_eq!(s.room_departure_timeout, Duration::from_secs(7));
+    }
+
+    #[test]
+    fn multi_node_settings_are_checked() {
+        let mut o = dev();
+        o.set("redis_url", "redis://127.0.0.1:6379/0");
+        let e = load(None, env(&[]), &o).unwrap_err().to_string();
+        assert!(e.contains("`api_key`") && e.contains("multi-node"), "{e}");
+        o.set("api_key", "key");
+        o.set("api_secret", SECRET);
+        let s = load(None, env(&[]), &o).unwrap();
+        assert_eq!(s.room_placement, Placement::LeastLoaded);
+        for (key, value, named) in [
+            ("redis_url", "http://127.0.0.1:6379", "`redis_url`"),
+            ("redis_url", "rediss://127.0.0.1:6379", "`redis_url`"),
+            ("node_url", "ftp://10.0.0.5", "`node_url`"),
+            ("node_url", "http://10.0.0.5:7880/ws", "`node_url`"),
+            ("node_id", "a b", "`node_id`"),
+            ("redis_prefix", "", "`redis_prefix`"),
+            ("room_placement", "random", "room_placement"),
+        ] {
+            let mut bad = o.clone();
+            bad.set(key, value);
+            let e = load(None, env(&[]), &bad).unwrap_err().to_string();
+            assert!(e.contains(named), "{key}={value}: {e}");
+        }
+        let mut ok = o.clone();
+        ok.set("room_placement", "this-node-first");
+        ok.set("node_url", "http://10.0.0.5:7880");
+        ok.set("redis_url", "redis://:pw-secret@127.0.0.1:6379");
+        let s = load(None, env(&[]), &ok).unwrap();
+        assert_eq!(s.room_placement, Placement::ThisNodeFirst);
+        assert!(!s.to_redacted_toml().contains("pw-secret"));
     }
 
     #[test]

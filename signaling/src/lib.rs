@@ -11,6 +11,8 @@
 //! - `admin`: the admin REST API (`docs/openapi.yaml`).
 //! - `webhooks`: signed lifecycle events POSTed to configured URLs.
 //! - `metrics`: `/metrics` (Prometheus).
+//! - `cluster`: multi-node mode, the Redis directory of nodes and rooms (placement, claims).
+//! - `proxy`: a join for a room on another node, relayed to that node.
 //! - `server`: the axum router, `build` (engine + registry + webhooks from the settings),
 //!   serving (plain or TLS) and the drain.
 //!
@@ -19,10 +21,12 @@
 pub mod admin;
 pub mod auth;
 pub mod cli;
+pub mod cluster;
 pub mod config;
 pub mod ice;
 pub mod metrics;
 pub mod protocol;
+pub mod proxy;
 pub mod rooms;
 pub mod server;
 pub mod session;

@@ -221,6 +221,11 @@ async fn run(mut settings: Settings) -> Result<(), String> {
     }
     let tls = server::tls_config(&settings).await?;
     let turn = start_turn(&mut settings, tls.as_ref().map(|t| t.get_inner())).await?;
+    // HTTP is bound first: with port 0, the port it got is this node's address in a cluster.
+    let listener = std::net::TcpListener::bind(settings.bind)
+        .map_err(|e| format!("cannot bind {}: {e}", settings.bind))?;
+    let http_addr = listener.local_addr().map_err(|e| e.to_string())?;
+    settings.bind = http_addr;
     let state = server::build(&settings)?;
     if let Some(turn) = &turn {
         // Relays may reach this server's media ports, at the addresses it announces.
@@ -232,9 +237,6 @@ async fn run(mut settings: Settings) -> Result<(), String> {
             .collect();
         turn.allow_peers(peers);
     }
-    let listener = std::net::TcpListener::bind(settings.bind)
-        .map_err(|e| format!("cannot bind {}: {e}", settings.bind))?;
-    let http_addr = listener.local_addr().map_err(|e| e.to_string())?;
     let app = server::app(state.clone(), Some(settings.static_dir.clone()));
     let handle = server::Handle::new();
     let mut http = tokio::spawn(server::serve(listener, app, tls, handle.clone()));

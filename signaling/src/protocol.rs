@@ -275,6 +275,12 @@ pub enum ErrorCode {
     RoomDeleted,
     /// The same identity joined the room again; this older session ends.
     DuplicateIdentity,
+    /// Multi-node: the directory (Redis) is unreachable or the room's node does not answer;
+    /// join again in a moment.
+    ClusterUnavailable,
+    /// Multi-node: the server holding the room stopped under a proxied session; join again
+    /// (the room is placed on a live server).
+    NodeLost,
     InternalError,
 }
 
@@ -302,8 +308,8 @@ impl ErrorCode {
             | TooManyRooms
             | RoomModeMismatch => Some(1008),
             // "Try again later": another server, or this one after a moment.
-            ServerDraining => Some(1013),
-            ServerShutdown => Some(1012),
+            ServerDraining | ClusterUnavailable => Some(1013),
+            ServerShutdown | NodeLost => Some(1012),
             Removed | RoomDeleted | DuplicateIdentity => Some(1000),
             InternalError => Some(1011),
             _ => None,

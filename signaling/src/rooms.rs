@@ -643,6 +643,16 @@ impl Rooms {
         self.lock().get(name).map(|r| summary(name, r))
     }
 
+    /// The rooms' names, and the participants and tracks they hold: what a node reports to the
+    /// cluster's directory.
+    pub fn load(&self) -> (Vec<String>, usize, usize) {
+        let rooms = self.lock();
+        let names = rooms.keys().cloned().collect();
+        let participants = rooms.values().map(|r| r.members.len()).sum();
+        let tracks = rooms.values().map(|r| r.tracks.len()).sum();
+        (names, participants, tracks)
+    }
+
     /// (rooms, participants) now.
     pub fn counts(&self) -> (usize, usize) {
         let rooms = self.lock();

@@ -121,6 +121,15 @@ pub fn build_with(settings: &Settings, engine: SfuConfig) -> Result<AppState, St
         }
     };
     let ice = crate::ice::IceServers::from_settings(settings);
+    let drain = Drain::default();
+    let cluster = match crate::cluster::ClusterConfig::from_settings(settings, &sfu.media_addrs()) {
+        Some(config) => Some(crate::cluster::Cluster::start(
+            config,
+            rooms.clone(),
+            drain.clone(),
+        )?),
+        None => None,
+    };
     Ok(AppState {
         session: SessionContext {
             sfu,
@@ -132,8 +141,9 @@ pub fn build_with(settings: &Settings, engine: SfuConfig) -> Result<AppState, St
                 max_message_bytes: settings.max_message_bytes,
                 max_messages_per_second: settings.max_messages_per_second,
             },
-            drain: Drain::default(),
+            drain,
             metrics,
+            cluster,
         },
         dev: settings.dev,
         whip: Default::default(),
@@ -259,7 +269,19 @@ impl Drop for Connection {
     }
 }
 
-async fn ws_handler(State(state): State<AppState>, upgrade: WebSocketUpgrade) -> Response {
+async fn ws_handler(
+    State(state): State<AppState>,
+    headers: axum::http::HeaderMap,
+    upgrade: WebSocketUpgrade,
+) -> Response {
+    // Only a cluster's nodes relay joins to each other; elsewhere the header means nothing.
+    let origin = if state.session.cluster.is_some()
+        && headers.contains_key(crate::cluster::FORWARDED_HEADER)
+    {
+        session::Origin::Node
+    } else {
+        session::Origin::Client
+    };
     // The transport accepts frames well above the protocol's limit so that an oversized message
     // gets the protocol's `message_too_large` error instead of a bare transport close.
     let limit = 16 * state.session.limits.max_message_bytes;
@@ -269,7 +291,7 @@ async fn ws_handler(State(state): State<AppState>, upgrade: WebSocketUpgrade) ->
         .on_upgrade(move |socket| async move {
             let _open = Connection::open(state.metrics());
             let (sink, stream) = socket.split();
-            session::run(state.session, sink, stream).await;
+            session::run(state.session, origin, sink, stream).await;
         })
         .into_response()
 }
@@ -371,6 +393,11 @@ pub async fn drain(
             warn!("drain timeout passed; disconnecting the remaining participants")
         }
         DrainEnd::Forced => warn!("second signal; stopping now"),
+    }
+    // A cluster's node leaves the directory first: the participants it is about to disconnect
+    // rejoin through the other nodes, which place their rooms again.
+    if let Some(cluster) = &state.session.cluster {
+        cluster.leave().await;
     }
     state.drain().close_all();
     // Let the sessions send their goodbyes and the engine close the peer connections.

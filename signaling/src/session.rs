@@ -100,6 +100,17 @@ pub struct SessionContext {
     pub limits: SessionLimits,
     pub drain: Drain,
     pub metrics: Arc<Metrics>,
+    /// Multi-node mode: this node's place in the cluster (`None`: a single node).
+    pub cluster: Option<crate::cluster::Cluster>,
+}
+
+/// Where a signaling socket comes from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Origin {
+    /// A client.
+    Client,
+    /// Another node, relaying a join for a room this node holds: served here, never proxied on.
+    Node,
 }
 
 struct Joined {
@@ -162,9 +173,12 @@ impl RateLimit {
 enum Flow {
     Continue,
     Close(u16, &'static str),
+    /// Multi-node: the room is on another node; relay the socket there, starting with this
+    /// join message.
+    Proxy(Box<crate::proxy::Upstream>, Utf8Bytes),
 }
 
-pub async fn run<S, R, E>(ctx: SessionContext, mut sink: S, mut stream: R)
+pub async fn run<S, R, E>(ctx: SessionContext, origin: Origin, mut sink: S, mut stream: R)
 where
     S: Sink<Message> + Unpin,
     R: Stream<Item = Result<Message, E>> + Unpin,
@@ -191,7 +205,7 @@ where
                         if matches!(msg, Message::Text(_) | Message::Binary(_)) && !rate.allow(now) {
                             rate_limited(&ctx, &mut sink, &mut rate, now).await
                         } else {
-                            handle_frame(&ctx, &mut joined, &mut sink, msg).await
+                            handle_frame(&ctx, origin, &mut joined, &mut sink, msg).await
                         }
                     }
                     Some(Err(err)) => {
@@ -233,6 +247,10 @@ where
                     }
                 }
             };
+            if let Flow::Proxy(upstream, first) = flow {
+                crate::proxy::relay(*upstream, first, sink, stream).await;
+                return;
+            }
             if let Flow::Close(code, reason) = flow {
                 let _ = sink
                     .send(Message::Close(Some(CloseFrame {
@@ -341,7 +359,8 @@ async fn send_error<S: Sink<Message> + Unpin>(
 
 fn close_reason(code: ErrorCode) -> &'static str {
     match code {
-        ErrorCode::ServerDraining => "server draining",
+        ErrorCode::ServerDraining | ErrorCode::ClusterUnavailable => "try again later",
+        ErrorCode::NodeLost => "node lost",
         ErrorCode::ServerShutdown => "server shutting down",
         ErrorCode::Removed => "removed",
         ErrorCode::RoomDeleted => "room deleted",
@@ -427,13 +446,9 @@ pub(crate) fn admit(
     token: Option<&str>,
     mode: Option<RoomMode>,
 ) -> Result<Admitted, (ErrorCode, String)> {
-    if ctx.drain.is_draining() {
-        return Err((
-            ErrorCode::ServerDraining,
-            "this server is draining and takes no new participants; join again (through the \
-             load balancer) to reach another server"
-                .into(),
-        ));
+    // A draining node of a cluster still takes joins for the rooms it holds: they finish here.
+    if ctx.drain.is_draining() && !(ctx.cluster.is_some() && ctx.rooms.exists(room)) {
+        return Err(draining());
     }
     let room_len = room.chars().count();
     if room_len == 0 || room_len > MAX_ROOM_CHARS {
@@ -471,6 +486,34 @@ pub(crate) fn admit(
         name,
         permissions,
     })
+}
+
+/// Multi-node: where a join for `room` goes (`None`: here). A draining node takes joins only
+/// for the rooms it holds; the others are sent back to the load balancer.
+async fn route(
+    ctx: &SessionContext,
+    cluster: &crate::cluster::Cluster,
+    origin: Origin,
+    room: &str,
+) -> Result<Option<crate::proxy::Upstream>, (ErrorCode, String)> {
+    if ctx.drain.is_draining() && !ctx.rooms.exists(room) {
+        return Err(draining());
+    }
+    crate::proxy::open(cluster, room, origin == Origin::Node)
+        .await
+        .map_err(|e| {
+            info!(room, %e, "join not routed");
+            (ErrorCode::ClusterUnavailable, e.to_string())
+        })
+}
+
+fn draining() -> (ErrorCode, String) {
+    (
+        ErrorCode::ServerDraining,
+        "this server is draining and takes no new participants; join again (through the load \
+         balancer) to reach another server"
+            .into(),
+    )
 }
 
 async fn join<S: Sink<Message> + Unpin>(
@@ -683,6 +726,7 @@ async fn forward_signal<S: Sink<Message> + Unpin>(sink: &mut S, signal: PeerSign
 
 async fn handle_frame<S: Sink<Message> + Unpin>(
     ctx: &SessionContext,
+    origin: Origin,
     joined: &mut Option<Joined>,
     sink: &mut S,
     frame: Message,
@@ -724,6 +768,13 @@ async fn handle_frame<S: Sink<Message> + Unpin>(
                     format!("protocol version {v} is not supported; this server speaks {PROTOCOL_VERSION}"),
                 )
                 .await;
+            }
+            if let Some(cluster) = &ctx.cluster {
+                match route(ctx, cluster, origin, &room).await {
+                    Ok(None) => {}
+                    Ok(Some(upstream)) => return Flow::Proxy(Box::new(upstream), text),
+                    Err((code, message)) => return send_error(ctx, sink, code, message).await,
+                }
             }
             join(ctx, joined, sink, room, name, token, mode).await
         }

@@ -4,12 +4,12 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Command, Output};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use common::process::Server;
 use common::{count_received, grows, publish_synthetic, RtcClient, SignalingClient};
 use fanout_signaling::auth::TokenAuthority;
 use fanout_signaling::server::install_crypto_provider;
@@ -221,100 +221,6 @@ fn token_create_prints_a_token_the_server_accepts() {
     let o = fanout(&["token", "create", "--room", "r", "--identity", "a"], &[]);
     assert_eq!(o.status.code(), Some(2));
     assert!(stderr(&o).contains("api_key"), "{}", stderr(&o));
-}
-
-/// Numbers the servers' log files (in the temp directory) within one test process.
-static SERVERS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
-
-/// A running `fanout serve` and its HTTP base URL (read from what it prints). Its log goes to
-/// `fanout-binary-test-PID-N.log` in the temp directory.
-struct Server {
-    child: Child,
-    base: String,
-    ws: String,
-    log: PathBuf,
-}
-
-impl Server {
-    fn start(args: &[&str], env: &[(&str, &str)]) -> Server {
-        let log = std::env::temp_dir().join(format!(
-            "fanout-binary-test-{}-{}.log",
-            std::process::id(),
-            SERVERS.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
-        ));
-        let mut cmd = Command::new(BIN);
-        cmd.args([
-            "serve",
-            "--bind",
-            "127.0.0.1:0",
-            "--udp-port",
-            "0",
-            "--media-drivers",
-            "1",
-            "--static-dir",
-            "/nonexistent",
-        ])
-        .args(args)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::from(
-            std::fs::File::create(&log).expect("server log file"),
-        ));
-        for (k, _) in std::env::vars().filter(|(k, _)| k.starts_with("FANOUT_")) {
-            cmd.env_remove(k);
-        }
-        cmd.envs(env.iter().copied());
-        let mut child = cmd.spawn().expect("fanout starts");
-        let mut line = String::new();
-        BufReader::new(child.stdout.take().unwrap())
-            .read_line(&mut line)
-            .unwrap();
-        let start = line.find("://").expect("the server prints its URL") - 5;
-        let url: String = line[start..]
-            .trim_start_matches(|c: char| !c.is_ascii_alphabetic())
-            .split(['/', ' '])
-            .take(3)
-            .collect::<Vec<_>>()
-            .join("/");
-        let base = url.trim_end_matches('/').to_owned();
-        let ws = base.replacen("http", "ws", 1) + "/ws";
-        Server {
-            child,
-            base,
-            ws,
-            log,
-        }
-    }
-
-    fn signal(&self, sig: &str) {
-        let ok = Command::new("kill")
-            .args([format!("-{sig}"), self.child.id().to_string()])
-            .status()
-            .unwrap()
-            .success();
-        assert!(ok, "kill -{sig}");
-    }
-
-    /// Waits for the process to end; its exit code.
-    fn wait_exit(&mut self, within: Duration) -> Option<i32> {
-        let deadline = Instant::now() + within;
-        loop {
-            if let Some(status) = self.child.try_wait().unwrap() {
-                return status.code();
-            }
-            assert!(
-                Instant::now() < deadline,
-                "the server did not exit within {within:?}"
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
 }
 
 async fn get(url: &str) -> (u16, String) {

@@ -1,0 +1,319 @@
+//! Multi-node mode with real processes: a real `redis-server` on a free loopback port and two
+//! `fanout` nodes on 127.0.0.2 and 127.0.0.3 (HTTP and media on their own address, otherwise
+//! default ports chosen by the OS), with real webrtc-rs clients. One room joined through both
+//! nodes is one call; two joins racing to create a room end in one room; a node killed with
+//! SIGKILL: its clients join again through the other node and the call resumes there; Redis
+//! restarting empty loses nothing; a draining node takes no new rooms and its rooms move when
+//! the drain ends.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::process::{Redis, Server};
+use common::{count_received, grows, publish_synthetic, RtcClient, SignalingClient};
+use redis::AsyncCommands;
+use rtc::rtp_transceiver::rtp_sender::RtpCodecKind;
+use serde_json::Value;
+
+const KEY: &str = "clusterkey";
+const SECRET: &str = "cluster-test-secret-cluster-test-secret";
+const T: Duration = Duration::from_secs(10);
+
+/// A node `id` on `ip` in the cluster of `redis`, with `args`.
+fn node(id: &str, ip: &str, redis: &Redis, args: &[&str]) -> Server {
+    let env = [("FANOUT_API_KEY", KEY), ("FANOUT_API_SECRET", SECRET)];
+    let mut all = vec![
+        "--dev",
+        "--turn-embedded",
+        "false",
+        "--redis-url",
+        &redis.url,
+        "--node-id",
+        id,
+    ];
+    all.extend_from_slice(args);
+    Server::start_bind(&format!("{ip}:0"), &all, &env)
+}
+
+async fn redis_conn(redis: &Redis) -> redis::aio::MultiplexedConnection {
+    redis::Client::open(redis.url.as_str())
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .expect("the test reaches Redis")
+}
+
+/// Waits until `key` holds `want` (`None`: is unset) in Redis.
+async fn wait_key(redis: &Redis, key: &str, want: Option<&str>, within: Duration) {
+    let mut conn = redis_conn(redis).await;
+    let deadline = Instant::now() + within;
+    loop {
+        let got: Option<String> = conn.get(key).await.unwrap_or(None);
+        if got.as_deref() == want {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{key} is {got:?}, not {want:?}, after {within:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Waits until every node in `ids` is registered.
+async fn wait_registered(redis: &Redis, ids: &[&str]) {
+    for id in ids {
+        let mut conn = redis_conn(redis).await;
+        let deadline = Instant::now() + T;
+        loop {
+            let entry: Option<String> = conn.get(format!("fanout:node:{id}")).await.unwrap_or(None);
+            if entry.is_some() {
+                break;
+            }
+            assert!(Instant::now() < deadline, "node {id} did not register");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+}
+
+fn names(joined: &Value) -> Vec<String> {
+    let mut names: Vec<String> = joined["participants"]
+        .as_array()
+        .expect("joined lists participants")
+        .iter()
+        .map(|p| p["name"].as_str().unwrap_or_default().to_owned())
+        .collect();
+    names.sort();
+    names
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_room_joined_through_two_nodes_is_one_call() {
+    common::init_logging();
+    let redis = Redis::start();
+    let a = node(
+        "node-a",
+        "127.0.0.2",
+        &redis,
+        &["--room-placement", "this-node-first"],
+    );
+    let b = node(
+        "node-b",
+        "127.0.0.3",
+        &redis,
+        &["--room-placement", "this-node-first"],
+    );
+    wait_registered(&redis, &["node-a", "node-b"]).await;
+
+    // The first join reaches node B: the room is placed there.
+    let mut sub = RtcClient::join(&b.ws, "call", "S").await;
+    wait_key(&redis, "fanout:room:call", Some("node-b"), T).await;
+    let received = count_received(&mut sub);
+    // The second reaches node A, which proxies it to B: the same room.
+    let publisher = RtcClient::join(&a.ws, "call", "P").await;
+    assert_eq!(names(&publisher.joined), ["S"], "P joined S's room");
+    let sending = publish_synthetic(&publisher, RtpCodecKind::Video, T).await;
+    assert!(
+        grows(&received, 50, T).await,
+        "S receives P's media\n--- node A:\n{}\n--- node B:\n{}",
+        a.log_tail(30),
+        b.log_tail(30)
+    );
+    sending.abort();
+    publisher.close().await;
+    sub.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn joins_racing_to_create_a_room_on_two_nodes_end_in_one_room() {
+    common::init_logging();
+    let redis = Redis::start();
+    // Each node would place a new room on itself: only the atomic claim keeps them together.
+    let a = node(
+        "node-a",
+        "127.0.0.2",
+        &redis,
+        &["--room-placement", "this-node-first"],
+    );
+    let b = node(
+        "node-b",
+        "127.0.0.3",
+        &redis,
+        &["--room-placement", "this-node-first"],
+    );
+    wait_registered(&redis, &["node-a", "node-b"]).await;
+    for round in 0..5 {
+        let room = format!("race-{round}");
+        let mut x = SignalingClient::connect(&a.ws).await;
+        let mut y = SignalingClient::connect(&b.ws).await;
+        let (jx, jy) = tokio::join!(x.join(&room, "X"), y.join(&room, "Y"));
+        let seen = names(&jx).len() + names(&jy).len();
+        assert_eq!(
+            seen, 1,
+            "{room}: exactly one of the two saw the other in `joined`: {jx} / {jy}"
+        );
+        // The one that joined first is told about the other.
+        let first = if names(&jx).is_empty() {
+            &mut x
+        } else {
+            &mut y
+        };
+        let joined = first.recv_type("participant_joined", T).await;
+        assert!(joined.to_string().contains('X') || joined.to_string().contains('Y'));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_node_s_call_resumes_on_another_node() {
+    common::init_logging();
+    let redis = Redis::start();
+    let mut a = node(
+        "node-a",
+        "127.0.0.2",
+        &redis,
+        &["--room-placement", "this-node-first"],
+    );
+    let b = node(
+        "node-b",
+        "127.0.0.3",
+        &redis,
+        &["--room-placement", "this-node-first"],
+    );
+    wait_registered(&redis, &["node-a", "node-b"]).await;
+
+    // The room is on A; P's signaling goes through B (proxied), S's straight to A.
+    let mut sub = RtcClient::join(&a.ws, "call", "S").await;
+    wait_key(&redis, "fanout:room:call", Some("node-a"), T).await;
+    let received = count_received(&mut sub);
+    let mut publisher = RtcClient::join(&b.ws, "call", "P").await;
+    let sending = publish_synthetic(&publisher, RtpCodecKind::Video, T).await;
+    assert!(grows(&received, 30, T).await, "the call runs on A");
+
+    a.kill();
+    let killed = Instant::now();
+    // The proxy tells P its room's node is gone.
+    let err = publisher.recv_type("error", T).await;
+    assert_eq!(err["code"], "node_lost", "{err}");
+    sending.abort();
+    publisher.close().await;
+    sub.close().await;
+
+    // Both join again through B, which places the room anew once A's entry expired.
+    let mut sub = RtcClient::join(&b.ws, "call", "S").await;
+    let rejoined = killed.elapsed();
+    let received = count_received(&mut sub);
+    let publisher = RtcClient::join(&b.ws, "call", "P").await;
+    assert_eq!(names(&publisher.joined), ["S"]);
+    let sending = publish_synthetic(&publisher, RtpCodecKind::Video, T).await;
+    assert!(grows(&received, 30, T).await, "the call resumes on B");
+    let resumed = killed.elapsed();
+    println!("node killed: rejoined after {rejoined:?}, media again after {resumed:?}");
+    wait_key(&redis, "fanout:room:call", Some("node-b"), T).await;
+    sending.abort();
+    publisher.close().await;
+    sub.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_restarting_empty_loses_nothing_the_nodes_cannot_register_again() {
+    common::init_logging();
+    let mut redis = Redis::start();
+    let a = node(
+        "node-a",
+        "127.0.0.2",
+        &redis,
+        &["--room-placement", "this-node-first"],
+    );
+    let b = node(
+        "node-b",
+        "127.0.0.3",
+        &redis,
+        &["--room-placement", "this-node-first"],
+    );
+    wait_registered(&redis, &["node-a", "node-b"]).await;
+    let mut sub = RtcClient::join(&a.ws, "call", "S").await;
+    let received = count_received(&mut sub);
+    let publisher = RtcClient::join(&b.ws, "call", "P").await;
+    let sending = publish_synthetic(&publisher, RtpCodecKind::Video, T).await;
+    assert!(grows(&received, 30, T).await, "the call runs");
+
+    redis.restart();
+    // Within a heartbeat or two: both nodes and the room's claim are back.
+    wait_registered(&redis, &["node-a", "node-b"]).await;
+    wait_key(&redis, "fanout:room:call", Some("node-a"), T).await;
+    assert!(
+        grows(&received, 30, T).await,
+        "the call went on while Redis was away"
+    );
+    // A join through B still finds the room.
+    let mut late = SignalingClient::connect(&b.ws).await;
+    let joined = late.join("call", "Q").await;
+    assert_eq!(names(&joined), ["P", "S"]);
+    sending.abort();
+    publisher.close().await;
+    sub.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_draining_node_takes_no_new_rooms_and_its_rooms_move_when_the_drain_ends() {
+    common::init_logging();
+    let redis = Redis::start();
+    let mut a = node("node-a", "127.0.0.2", &redis, &["--drain-timeout", "3s"]);
+    let b = node("node-b", "127.0.0.3", &redis, &[]);
+    wait_registered(&redis, &["node-a", "node-b"]).await;
+    // Least loaded, both idle: the first room goes to the first node by id, A.
+    // (Clients that must stay in their rooms are RtcClients: their task answers the pings.)
+    let mut s = RtcClient::join(&a.ws, "held", "S").await;
+    wait_key(&redis, "fanout:room:held", Some("node-a"), T).await;
+    let mut conn = redis_conn(&redis).await;
+    let (host, other) = (&mut a, &b);
+    // B gets busier than A (two participants against one): once A reported S, a new room
+    // goes to B, the less loaded.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let busy1 = RtcClient::join(&other.ws, "busy", "B1").await;
+    let busy2 = RtcClient::join(&other.ws, "busy", "B2").await;
+    wait_key(&redis, "fanout:room:busy", Some("node-b"), T).await;
+    tokio::time::sleep(Duration::from_millis(1500)).await; // both loads reported
+
+    fanout_signaling::server::install_crypto_provider();
+    host.signal("TERM");
+    let deadline = Instant::now() + Duration::from_secs(3);
+    loop {
+        let status = reqwest::get(format!("{}/readyz", host.base))
+            .await
+            .map(|r| r.status().as_u16())
+            .unwrap_or(0);
+        if status == 503 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "readiness fails at once");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(1500)).await; // the draining flag reported
+                                                           // A new room through the draining node: sent back to the load balancer.
+    let mut late = SignalingClient::connect(&host.ws).await;
+    let err = late.join_refused("fresh", None, true).await;
+    assert_eq!(err["code"], "server_draining", "{err}");
+    // A new room through B goes to B, though A is less loaded: A is draining.
+    let mut fresh = SignalingClient::connect(&other.ws).await;
+    fresh.join("fresh", "F").await;
+    wait_key(&redis, "fanout:room:fresh", Some("node-b"), T).await;
+    // A join for A's room through B still reaches it: the room finishes where it is.
+    let joiner = RtcClient::join(&other.ws, "held", "J").await;
+    assert_eq!(names(&joiner.joined), ["S"]);
+
+    // The drain timeout ends it: the room's participants are disconnected, A leaves the
+    // directory, and the room, joined again through B, is placed on B.
+    let bye = s.recv_type("error", T).await;
+    assert_eq!(bye["code"], "server_shutdown", "{bye}");
+    assert_eq!(host.wait_exit(T), Some(0));
+    let entry: Option<String> = conn.get("fanout:node:node-a").await.unwrap();
+    assert_eq!(entry, None, "A left the directory");
+    let mut again = SignalingClient::connect(&other.ws).await;
+    again.join("held", "S").await;
+    wait_key(&redis, "fanout:room:held", Some("node-b"), T).await;
+    for c in [s, busy1, busy2, joiner] {
+        c.close().await;
+    }
+}
