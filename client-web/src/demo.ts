@@ -272,9 +272,28 @@ async function main(): Promise<void> {
   client.on('negotiation_failed', ({ error }) =>
     setStatus(`Negotiation failed: ${error instanceof Error ? error.message : String(error)}`, 'error'),
   );
+  /** Says so when the current peer connection fails. */
+  const watchMedia = () => {
+    const pc = client.pc;
+    pc?.addEventListener('connectionstatechange', () => {
+      if (pc === client.pc && pc.connectionState === 'failed') setStatus('Media connection failed', 'error');
+    });
+  };
   let inRoom = false; // a failed join keeps its own message rather than "Disconnected"
   client.on('disconnected', ({ code, reason }) => {
     if (inRoom) setStatus(`Disconnected (${code}${reason ? `: ${reason}` : ''})`, 'error');
+  });
+  // The connection to the server dropped (it stopped, or this network changed): the client joins
+  // again by itself, and the others come back as it does.
+  client.on('reconnecting', ({ attempt }) => {
+    if (inRoom) setStatus(`Reconnecting…${attempt > 1 ? ` (attempt ${attempt})` : ''}`, 'info');
+    document.body.dataset.reconnecting = 'true';
+  });
+  client.on('reconnected', (joined) => {
+    localTile.dataset.participantId = joined.participant_id;
+    delete document.body.dataset.reconnecting;
+    watchMedia();
+    inCall();
   });
   // Closing the tab closes the socket anyway; saying `leave` lets the others know at once.
   addEventListener('pagehide', () => client.leave());
@@ -292,9 +311,7 @@ async function main(): Promise<void> {
   }
   for (const p of client.participants.values()) tileFor(p);
   inCall();
-  client.pc!.addEventListener('connectionstatechange', () => {
-    if (client.pc!.connectionState === 'failed') setStatus('Media connection failed', 'error');
-  });
+  watchMedia();
 
   if (!publish) {
     localTile.remove();

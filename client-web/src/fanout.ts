@@ -101,6 +101,15 @@ export interface FanoutEvents {
   error: { code: ErrorCode; message: string };
   /** The browser refused a description (ours or the server's); media may be incomplete. */
   negotiation_failed: { error: unknown };
+  /**
+   * The signaling socket dropped (a network change, the server stopped or drained): the client
+   * joins again by itself after `delayMs` (attempt 1, 2, …). Meanwhile the room's participants
+   * are gone (each got `participant_left`) and media is stopped.
+   */
+  reconnecting: { attempt: number; delayMs: number; code: number; reason: string };
+  /** Joined again after `reconnecting`: participants come back with `participant_joined`, and
+   * what was published is published again. */
+  reconnected: JoinedMessage;
   /** The signaling socket closed (after `leave()` too); the session is over. */
   disconnected: { code: number; reason: string };
 }
@@ -135,6 +144,24 @@ export class FanoutClient extends EventTarget {
   mode: RoomMode | undefined = undefined;
   /** The joined room's mode (`sfu` until `joined` says otherwise). */
   roomMode: RoomMode = 'sfu';
+  /**
+   * Join again by itself when the signaling socket drops after a join (set before `join`):
+   * back-off from RECONNECT_FIRST_MS doubling to RECONNECT_MAX_MS, for at most
+   * RECONNECT_GIVE_UP_MS; then, or after an error that a retry cannot fix (removed, room
+   * deleted, token refused…), `disconnected`.
+   */
+  autoReconnect = true;
+  /** While reconnecting: attempts made so far (0 when connected). */
+  reconnectAttempts = 0;
+
+  /** What `join` was given, for joining again. */
+  private session: { url: string | undefined; room: string; name: string; token?: string } | null = null;
+  private leaving = false;
+  /** The last `error` code the server sent on the current socket. */
+  private lastError: ErrorCode | null = null;
+  private reconnectTimer: ReturnType<typeof setTimeout> | undefined;
+  /** When the socket dropped, while reconnecting. */
+  private droppedAt: number | null = null;
 
   /** Perfect negotiation: whether we yield on an offer collision (always, towards the server). */
   private polite = true;
@@ -187,9 +214,17 @@ export class FanoutClient extends EventTarget {
    * answers `error` first or the socket closes.
    */
   join(url: string | undefined, room: string, name: string, token?: string): Promise<JoinedMessage> {
-    if (this.ws) return Promise.reject(new Error('join() was already called on this client'));
+    if (this.session) return Promise.reject(new Error('join() was already called on this client'));
+    this.session = { url, room, name, ...(token ? { token } : {}) };
+    return this.connect();
+  }
+
+  /** Opens a signaling socket and joins (the first time, or again after a drop). */
+  private connect(): Promise<JoinedMessage> {
+    const { url, room, name, token } = this.session!;
     const ws = new WebSocket(url || defaultSignalingUrl());
     this.ws = ws;
+    this.lastError = null;
     return new Promise<JoinedMessage>((resolve, reject) => {
       let joined = false;
       ws.onopen = () => {
@@ -203,6 +238,7 @@ export class FanoutClient extends EventTarget {
         });
       };
       ws.onmessage = (event) => {
+        if (ws !== this.ws) return;
         const msg = typeof event.data === 'string' ? parseServerMessage(event.data) : null;
         if (!msg) {
           console.warn('fanout: ignoring a frame that is not a protocol message', event.data);
@@ -217,20 +253,88 @@ export class FanoutClient extends EventTarget {
             return;
           }
           if (msg.type === 'error') {
+            this.lastError = msg.code;
             this.emit('error', { code: msg.code, message: msg.message });
             reject(new FanoutError(msg.code, msg.message));
-            ws.close(1000, 'join failed'); // this client is done; a new one can try again
+            // This socket is done (a reconnect tries again on a new one).
+            ws.close(1000, 'join failed');
             return;
           }
         }
+        if (msg.type === 'error') this.lastError = msg.code;
         this.inbox = this.inbox.then(() => this.handle(msg)).catch((err) => this.negotiationFailed(err));
       };
       ws.onclose = (event) => {
+        if (ws !== this.ws) return;
         if (!joined) reject(new FanoutError('connection_closed', `signaling socket closed (${event.code})`));
-        this.teardown();
-        this.emit('disconnected', { code: event.code, reason: event.reason });
+        this.onSocketClosed(event, joined);
       };
     });
+  }
+
+  /**
+   * The socket closed. After a join (or while reconnecting) and unless the server said why in a
+   * way a retry cannot fix, the client joins again; otherwise the session is over.
+   */
+  private onSocketClosed(event: CloseEvent, wasJoined: boolean): void {
+    const retry =
+      this.autoReconnect &&
+      !this.leaving &&
+      (wasJoined || this.droppedAt !== null) &&
+      !FINAL_ERRORS.has(this.lastError ?? 'internal_error');
+    if (retry) {
+      this.droppedAt ??= Date.now();
+      if (Date.now() - this.droppedAt < RECONNECT_GIVE_UP_MS) {
+        this.scheduleReconnect(event);
+        return;
+      }
+    }
+    this.droppedAt = null;
+    this.teardown();
+    this.emit('disconnected', { code: event.code, reason: event.reason });
+  }
+
+  /** Drops what belonged to the lost session and tries again after a back-off. */
+  private scheduleReconnect(event: CloseEvent): void {
+    this.dropSession();
+    const attempt = ++this.reconnectAttempts;
+    const base = Math.min(RECONNECT_MAX_MS, RECONNECT_FIRST_MS * 2 ** (attempt - 1));
+    const delayMs = Math.round(base * (0.75 + Math.random() * 0.5)); // jitter: not all at once
+    console.info(`fanout: signaling closed (${event.code} ${event.reason}); joining again in ${delayMs} ms`);
+    this.emit('reconnecting', { attempt, delayMs, code: event.code, reason: event.reason });
+    clearTimeout(this.reconnectTimer);
+    this.reconnectTimer = setTimeout(() => {
+      if (this.leaving) return;
+      this.connect().then(
+        (joined) => {
+          this.reconnectAttempts = 0;
+          this.droppedAt = null;
+          this.emit('reconnected', joined);
+        },
+        () => {}, // the socket's close handler decides what next
+      );
+    }, delayMs);
+  }
+
+  /**
+   * Forgets the room as the lost session saw it (participants, with `participant_left`; views;
+   * the peer connection), keeping what we publish for the next join.
+   */
+  private dropSession(): void {
+    for (const view of this.views.values()) view.dispose();
+    this.views.clear();
+    this.attachments.clear();
+    this.wantedLayers.clear();
+    this.pendingSources.clear();
+    this.layers.clear();
+    this.pc?.close();
+    this.pc = null;
+    this.peerId = null;
+    this.participantId = null;
+    for (const [participantId, participant] of [...this.participants]) {
+      this.participants.delete(participantId);
+      this.emit('participant_left', { participantId, participant });
+    }
   }
 
   /**
@@ -381,6 +485,8 @@ export class FanoutClient extends EventTarget {
 
   /** Leaves the room: tells the server, then closes the peer connection and the socket. */
   leave(): void {
+    this.leaving = true;
+    clearTimeout(this.reconnectTimer);
     if (this.ws?.readyState === WebSocket.OPEN) this.send({ type: 'leave' });
     this.teardown();
     this.ws?.close(1000, 'leave');
@@ -414,13 +520,22 @@ export class FanoutClient extends EventTarget {
     this.participantId = msg.participant_id;
     this.roomMode = msg.mode ?? 'sfu';
     this.iceServers = msg.ice_servers;
-    for (const p of msg.participants) this.addParticipant(p.id, p.name, p.tracks);
+    const again = this.reconnectAttempts > 0;
+    for (const p of msg.participants) {
+      const participant = this.addParticipant(p.id, p.name, p.tracks);
+      // Joining again: the app removed them when the session dropped.
+      if (again) this.emit('participant_joined', participant);
+    }
     if (this.roomMode === 'p2p') {
       this.peerId = msg.participants[0]?.id ?? null;
       // The later of the two yields.
       this.polite = this.peerId !== null;
+    } else {
+      this.polite = true;
     }
     this.createPeerConnection();
+    // Joining again: publish what was published (one offer for all, on negotiationneeded).
+    if (again) for (const { stream, options } of this.published) this.addTransceivers(stream, options);
   }
 
   private createPeerConnection(): void {
@@ -781,6 +896,30 @@ export function msidTrackId(sdp: string | undefined, mid: string): string | null
 const RESIZE_DEBOUNCE_MS = 100;
 /** How long ICE may stay `disconnected` before the client restarts it (and between restarts). */
 const ICE_RESTART_AFTER_MS = 5_000;
+
+/** Joining again after the signaling socket dropped: the first wait, the longest, and when to stop. */
+const RECONNECT_FIRST_MS = 300;
+const RECONNECT_MAX_MS = 5_000;
+const RECONNECT_GIVE_UP_MS = 120_000;
+
+/** Errors after which joining again cannot help: the session ends. */
+const FINAL_ERRORS: ReadonlySet<ErrorCode> = new Set<ErrorCode>([
+  'removed',
+  'room_deleted',
+  'duplicate_identity',
+  'unsupported_version',
+  'token_missing',
+  'token_malformed',
+  'token_expired',
+  'token_not_yet_valid',
+  'token_invalid_signature',
+  'token_wrong_room',
+  'token_missing_grant',
+  'room_not_found',
+  'room_full',
+  'too_many_rooms',
+  'room_mode_mismatch',
+]);
 
 /** How a track is shown: visible or not and, if visible, the size in device pixels. */
 interface Shown {

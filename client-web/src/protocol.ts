@@ -223,6 +223,8 @@ export type ErrorCode =
   | 'removed'
   | 'room_deleted'
   | 'duplicate_identity'
+  | 'cluster_unavailable'
+  | 'node_lost'
   | 'internal_error';
 
 export interface ErrorMessage {

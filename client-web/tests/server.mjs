@@ -51,8 +51,8 @@ export function tail(file, lines = 60) {
  * Starts `fanout serve --dev` (without `--dev` if `dev` is false; `env` adds environment
  * variables) with `extraArgs` appended and waits until /healthz answers 200.
  * `host` is the address signaling binds to (the media socket follows it); the returned `url`
- * is on `host` if it is `::1`, else on 127.0.0.1.
- * Returns `{ url, port, udpPort, logPath, stop }`; `stop` also runs when test `t` ends, and the
+ * is on `host` (on loopback for a wildcard).
+ * Returns `{ url, port, udpPort, logPath, stop, kill }`; `stop` also runs when test `t` ends, and the
  * log's path and tail are printed if the test failed (and the log is deleted if it passed).
  */
 /** The status of a GET of `url` (1 s timeout), not checking an HTTPS server's certificate. */
@@ -114,7 +114,8 @@ export async function startServer(t, extraArgs = [], { host = '127.0.0.1', dev =
 
   // With --tls-cert the server speaks HTTPS only (its certificate need not be trusted here).
   const scheme = extraArgs.includes('--tls-cert') ? 'https' : 'http';
-  const url = host === '::1' ? `${scheme}://[::1]:${port}` : `${scheme}://127.0.0.1:${port}`;
+  const urlHost = host.includes(':') ? `[${host === '::' ? '::1' : host}]` : host === '0.0.0.0' ? '127.0.0.1' : host;
+  const url = `${scheme}://${urlHost}:${port}`;
   const deadline = Date.now() + 20_000;
   for (;;) {
     if (exited) {
@@ -130,5 +131,10 @@ export async function startServer(t, extraArgs = [], { host = '127.0.0.1', dev =
     }
     await sleep(100);
   }
-  return { url, port, udpPort, logPath, stop, bin };
+  /** SIGKILL: the process dies at once, no drain. */
+  const kill = async () => {
+    child.kill('SIGKILL');
+    await exit;
+  };
+  return { url, port, udpPort, logPath, stop, kill, bin };
 }
