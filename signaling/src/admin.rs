@@ -139,11 +139,40 @@ fn counted(state: &AppState, result: Result<Response, ApiError>) -> Response {
 }
 
 async fn list_rooms(State(state): State<AppState>, headers: HeaderMap) -> Response {
-    let result = (|| {
+    let result = async {
         authorize(&state, &headers, None)?;
-        let rooms: Vec<_> = state.rooms().list();
-        Ok(Json(json!({ "rooms": rooms })).into_response())
-    })();
+        let rooms = state.rooms().list();
+        let Some(cluster) = &state.session.cluster else {
+            return Ok(Json(json!({ "rooms": rooms })).into_response());
+        };
+        // Several nodes: each room says where it is; a request from a client (not from another
+        // node) lists every node's rooms.
+        let mut rooms: Vec<serde_json::Value> = rooms
+            .into_iter()
+            .map(|r| {
+                let mut v = json!(r);
+                v["node"] = cluster.node_id().into();
+                v
+            })
+            .collect();
+        if headers.contains_key(crate::cluster::FORWARDED_HEADER) {
+            return Ok(Json(json!({ "rooms": rooms })).into_response());
+        }
+        let (remote, unreachable) =
+            crate::proxy::remote_rooms(cluster, headers.get(axum::http::header::AUTHORIZATION))
+                .await
+                .map_err(|e| {
+                    ApiError::new(
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        "cluster_unavailable",
+                        e.to_string(),
+                    )
+                })?;
+        rooms.extend(remote);
+        rooms.sort_by(|a, b| a["name"].as_str().cmp(&b["name"].as_str()));
+        Ok(Json(json!({ "rooms": rooms, "unreachable_nodes": unreachable })).into_response())
+    }
+    .await;
     counted(&state, result)
 }
 

@@ -175,12 +175,15 @@ struct Inner {
     redis: ConnectionManager,
     rooms: Rooms,
     drain: Drain,
+    metrics: Arc<crate::metrics::Metrics>,
     started_at: u64,
     /// Claims this node made for rooms it hosts or is about to, and when.
     held: Mutex<HashMap<String, Instant>>,
     /// Set once the node left the directory (end of a drain): no more heartbeats.
     left: std::sync::atomic::AtomicBool,
     scripts: Scripts,
+    /// Requests proxied to other nodes (admin API, WHIP/WHEP), pooled.
+    http: reqwest::Client,
 }
 
 struct Scripts {
@@ -221,7 +224,12 @@ fn millis(d: Duration) -> u64 {
 impl Cluster {
     /// Joins the cluster: connects to Redis (lazily: a Redis that is not up yet is retried at
     /// every heartbeat) and starts the heartbeat.
-    pub fn start(config: ClusterConfig, rooms: Rooms, drain: Drain) -> Result<Cluster, String> {
+    pub fn start(
+        config: ClusterConfig,
+        rooms: Rooms,
+        drain: Drain,
+        metrics: Arc<crate::metrics::Metrics>,
+    ) -> Result<Cluster, String> {
         let client = redis::Client::open(config.redis_url.as_str())
             .map_err(|e| format!("invalid configuration: `redis_url`: {e}"))?;
         let manager_config = redis::aio::ConnectionManagerConfig::new()
@@ -237,10 +245,16 @@ impl Cluster {
                 redis,
                 rooms,
                 drain,
+                metrics,
                 started_at: unix_now(),
                 held: Mutex::new(HashMap::new()),
                 left: Default::default(),
                 scripts: Scripts::new(),
+                http: reqwest::Client::builder()
+                    .connect_timeout(Duration::from_secs(1))
+                    .timeout(Duration::from_secs(10))
+                    .build()
+                    .map_err(|e| format!("HTTP client: {e}"))?,
             }),
         };
         info!(
@@ -256,6 +270,11 @@ impl Cluster {
 
     pub fn node_id(&self) -> &str {
         &self.inner.config.node_id
+    }
+
+    /// The client for requests to other nodes.
+    pub fn http(&self) -> &reqwest::Client {
+        &self.inner.http
     }
 
     fn key(&self, kind: &str, name: &str) -> String {
@@ -286,7 +305,12 @@ impl Cluster {
                 return;
             }
             let load = cpu.percent();
-            match self.beat(load).await {
+            let result = self.beat(load).await;
+            self.inner
+                .metrics
+                .cluster_directory_up
+                .set(i64::from(result.is_ok()));
+            match result {
                 Ok(()) if !reachable => {
                     info!("the Redis directory is reachable again; registered");
                     reachable = true;
@@ -480,6 +504,17 @@ impl Cluster {
             .into_iter()
             .min_by(|a, b| a.load_key().cmp(&b.load_key()).then(a.id.cmp(&b.id)))
             .map(|n| n.id))
+    }
+
+    /// Where `room` is, without placing it: `None` if no live node holds it.
+    pub async fn locate(&self, room: &str) -> Result<Option<Route>, RouteError> {
+        let mut redis = self.redis();
+        let owner: Option<String> = redis.get(self.key("room", room)).await?;
+        Ok(match owner {
+            None => None,
+            Some(owner) if owner == self.inner.config.node_id => Some(Route::Local),
+            Some(owner) => self.node(&owner).await?.map(Route::Remote),
+        })
     }
 
     /// Where `room` is served, placing it (claim in Redis) if it is nowhere yet. `forwarded`: the

@@ -26,6 +26,10 @@ pub struct Metrics {
     pub webhook_deliveries: IntCounterVec,
     pub admin_requests: IntCounterVec,
     pub draining: IntGauge,
+    /// Several nodes: 1 while the last heartbeat reached Redis.
+    pub cluster_directory_up: IntGauge,
+    /// Several nodes: signaling sessions relayed from this node to their room's node.
+    pub proxied_sessions: IntGauge,
     rooms: IntGauge,
     participants: IntGauge,
     published_tracks: IntGauge,
@@ -217,6 +221,16 @@ impl Metrics {
                 &r,
                 "fanout_layer_switches_total",
                 "Simulcast layer switches of subscribers",
+            ),
+            cluster_directory_up: gauge(
+                &r,
+                "fanout_cluster_directory_up",
+                "Several nodes: 1 while this node's last heartbeat reached the Redis directory, else 0",
+            ),
+            proxied_sessions: gauge(
+                &r,
+                "fanout_proxied_sessions",
+                "Several nodes: signaling sessions this node relays to the node holding their room",
             ),
             layers_paused: gauge(
                 &r,

@@ -127,6 +127,7 @@ pub fn build_with(settings: &Settings, engine: SfuConfig) -> Result<AppState, St
             config,
             rooms.clone(),
             drain.clone(),
+            metrics.clone(),
         )?),
         None => None,
     };
@@ -157,8 +158,19 @@ pub fn app(state: AppState, static_dir: Option<PathBuf>) -> Router {
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
-        .nest("/api", crate::admin::router())
-        .merge(crate::whip::router());
+        .nest(
+            "/api",
+            crate::admin::router().route_layer(axum::middleware::from_fn_with_state(
+                state.clone(),
+                crate::proxy::by_room,
+            )),
+        )
+        .merge(
+            crate::whip::router().route_layer(axum::middleware::from_fn_with_state(
+                state.clone(),
+                crate::proxy::by_room,
+            )),
+        );
     if state.dev {
         router = router
             .route("/debug/rooms", get(debug_rooms))

@@ -248,7 +248,9 @@ where
                 }
             };
             if let Flow::Proxy(upstream, first) = flow {
+                ctx.metrics.proxied_sessions.inc();
                 crate::proxy::relay(*upstream, first, sink, stream).await;
+                ctx.metrics.proxied_sessions.dec();
                 return;
             }
             if let Flow::Close(code, reason) = flow {

@@ -4,17 +4,21 @@
 //! nodes is one call; two joins racing to create a room end in one room; a node killed with
 //! SIGKILL: its clients join again through the other node and the call resumes there; Redis
 //! restarting empty loses nothing; a draining node takes no new rooms and its rooms move when
-//! the drain ends.
+//! the drain ends; the admin API and WHIP work through either node.
 
 mod common;
 
 use std::time::{Duration, Instant};
 
 use common::process::{Redis, Server};
-use common::{count_received, grows, publish_synthetic, RtcClient, SignalingClient};
+use common::{
+    count_received, grows, publish_synthetic, ClientPeer, RtcClient, SignalingClient,
+    SyntheticTrack,
+};
 use redis::AsyncCommands;
 use rtc::rtp_transceiver::rtp_sender::RtpCodecKind;
 use serde_json::Value;
+use webrtc::peer_connection::RTCSessionDescription;
 
 const KEY: &str = "clusterkey";
 const SECRET: &str = "cluster-test-secret-cluster-test-secret";
@@ -119,6 +123,19 @@ async fn one_room_joined_through_two_nodes_is_one_call() {
         "S receives P's media\n--- node A:\n{}\n--- node B:\n{}",
         a.log_tail(30),
         b.log_tail(30)
+    );
+    // A relays P's session; both nodes reach the directory.
+    fanout_signaling::server::install_crypto_provider();
+    let metrics = reqwest::get(format!("{}/metrics", a.base))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(metrics.contains("fanout_proxied_sessions 1"), "{metrics}");
+    assert!(
+        metrics.contains("fanout_cluster_directory_up 1"),
+        "{metrics}"
     );
     sending.abort();
     publisher.close().await;
@@ -316,4 +333,141 @@ async fn a_draining_node_takes_no_new_rooms_and_its_rooms_move_when_the_drain_en
     for c in [s, busy1, busy2, joiner] {
         c.close().await;
     }
+}
+
+/// The admin API's bearer token (every grant, every room).
+fn admin_token() -> String {
+    fanout_signaling::auth::TokenAuthority::new(KEY, SECRET)
+        .create(
+            "ops",
+            None,
+            None,
+            fanout_signaling::auth::Grants::parse_list("admin").unwrap(),
+            Duration::from_secs(600),
+        )
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_admin_api_and_whip_work_through_any_node() {
+    common::init_logging();
+    fanout_signaling::server::install_crypto_provider();
+    let redis = Redis::start();
+    let a = node(
+        "node-a",
+        "127.0.0.2",
+        &redis,
+        &["--room-placement", "this-node-first"],
+    );
+    let b = node(
+        "node-b",
+        "127.0.0.3",
+        &redis,
+        &["--room-placement", "this-node-first"],
+    );
+    wait_registered(&redis, &["node-a", "node-b"]).await;
+    let http = reqwest::Client::new();
+    let auth = format!("Bearer {}", admin_token());
+
+    // A room created through A lives on A; B lists it, shows it and deletes it.
+    let res = http
+        .post(format!("{}/api/rooms", a.base))
+        .header("authorization", &auth)
+        .json(&serde_json::json!({ "name": "ops-room" }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 201, "{:?}", res.text().await);
+    wait_key(&redis, "fanout:room:ops-room", Some("node-a"), T).await;
+    let mut sub = RtcClient::join(&b.ws, "whip-room", "S").await; // a room on B
+    let list: Value = http
+        .get(format!("{}/api/rooms", b.base))
+        .header("authorization", &auth)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let rooms: Vec<(String, String)> = list["rooms"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| {
+            (
+                r["name"].as_str().unwrap().to_owned(),
+                r["node"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        rooms,
+        [
+            ("ops-room".to_owned(), "node-a".to_owned()),
+            ("whip-room".to_owned(), "node-b".to_owned())
+        ],
+        "{list}"
+    );
+    assert_eq!(list["unreachable_nodes"], serde_json::json!([]));
+    let one = http
+        .get(format!("{}/api/rooms/ops-room", b.base))
+        .header("authorization", &auth)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(one.status(), 200);
+    let res = http
+        .delete(format!("{}/api/rooms/ops-room", b.base))
+        .header("authorization", &auth)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 204);
+    let gone = http
+        .get(format!("{}/api/rooms/ops-room", a.base))
+        .header("authorization", &auth)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(gone.status(), 404, "deleted on its node");
+
+    // A WHIP publisher posting through A joins the room on B, and its media reaches S there.
+    let received = count_received(&mut sub);
+    let peer = ClientPeer::new().await;
+    let video = SyntheticTrack::add(&peer.pc, "whip", RtpCodecKind::Video).await;
+    let offer = peer.pc.create_offer(None).await.unwrap();
+    peer.pc.set_local_description(offer.clone()).await.unwrap();
+    let res = http
+        .post(format!("{}/whip/whip-room?name=OBS", a.base))
+        .header("content-type", "application/sdp")
+        .body(offer.sdp.clone())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 201);
+    let location = res.headers()["location"].to_str().unwrap().to_owned();
+    let answer = res.text().await.unwrap();
+    assert!(answer.contains("127.0.0.3"), "B's media address: {answer}");
+    peer.pc
+        .set_remote_description(RTCSessionDescription::answer(answer).unwrap())
+        .await
+        .unwrap();
+    let sending = video.start().await;
+    let joined = sub.recv_type("participant_joined", T).await;
+    assert_eq!(joined["participant"]["name"], "OBS");
+    assert!(
+        grows(&received, 30, T).await,
+        "S receives the WHIP publisher"
+    );
+    // The session resource, reached through A, ends it on B.
+    let res = http
+        .delete(format!("{}{location}", a.base))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+    sub.recv_type("participant_left", T).await;
+    sending.abort();
+    let _ = peer.pc.close().await;
+    sub.close().await;
 }
