@@ -302,6 +302,9 @@ pub async fn by_room(
                 .await
         }
     };
+    // Only a request that may create the room places it (the local handler answers the others
+    // with their precise error).
+    let place = place && may_create(&state, &parts, &path, &room);
     let route = if place {
         cluster.route(&room, false).await.map(Some)
     } else {
@@ -314,6 +317,27 @@ pub async fn by_room(
                 .await
         }
         Err(e) => unavailable("cluster_unavailable", e.to_string()),
+    }
+}
+
+/// Whether the request's token lets it create `room`: a WHIP publisher's join token (none
+/// needed in `--dev`), an admin token for `POST /api/rooms`.
+fn may_create(
+    state: &crate::server::AppState,
+    parts: &axum::http::request::Parts,
+    path: &str,
+    room: &str,
+) -> bool {
+    let token = parts
+        .headers
+        .get(axum::http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .map(|v| v.strip_prefix("Bearer ").unwrap_or(v).trim());
+    let auth = &state.session.auth;
+    if path.starts_with("/whip/") {
+        (token.is_none() && state.dev) || auth.verify_join(token, room).is_ok()
+    } else {
+        auth.verify_admin(token, Some(room)).is_ok()
     }
 }
 

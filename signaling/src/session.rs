@@ -497,10 +497,22 @@ async fn route(
     cluster: &crate::cluster::Cluster,
     origin: Origin,
     room: &str,
+    name: &str,
+    token: Option<&str>,
 ) -> Result<Option<crate::proxy::Upstream>, (ErrorCode, String)> {
     if ctx.drain.is_draining() && !ctx.rooms.exists(room) {
         return Err(draining());
     }
+    // Refused here what the room's node would refuse anyway (any node verifies tokens): a bad
+    // join places no room and opens no proxy.
+    let room_len = room.chars().count();
+    if room_len == 0 || room_len > MAX_ROOM_CHARS {
+        return Err((
+            ErrorCode::InvalidMessage,
+            format!("room must be 1 to {MAX_ROOM_CHARS} characters"),
+        ));
+    }
+    admission(ctx, room, name, token)?;
     crate::proxy::open(cluster, room, origin == Origin::Node)
         .await
         .map_err(|e| {
@@ -772,7 +784,7 @@ async fn handle_frame<S: Sink<Message> + Unpin>(
                 .await;
             }
             if let Some(cluster) = &ctx.cluster {
-                match route(ctx, cluster, origin, &room).await {
+                match route(ctx, cluster, origin, &room, &name, token.as_deref()).await {
                     Ok(None) => {}
                     Ok(Some(upstream)) => return Flow::Proxy(Box::new(upstream), text),
                     Err((code, message)) => return send_error(ctx, sink, code, message).await,

@@ -124,6 +124,11 @@ async fn one_room_joined_through_two_nodes_is_one_call() {
         a.log_tail(30),
         b.log_tail(30)
     );
+    // A join with a bad token is refused by the node it reaches: no room placed for it.
+    let mut bad = SignalingClient::connect(&a.ws).await;
+    let err = bad.join_refused("nowhere", Some("not-a-token"), true).await;
+    assert_eq!(err["code"], "token_malformed", "{err}");
+    wait_key(&redis, "fanout:room:nowhere", None, T).await;
     // A relays P's session; both nodes reach the directory.
     fanout_signaling::server::install_crypto_provider();
     let metrics = reqwest::get(format!("{}/metrics", a.base))
