@@ -1,24 +1,48 @@
-"""Assertions on the Helm chart's rendered manifests (run by deploy/check).
+"""Assertions on the Helm chart's rendered manifests (run by deploy/check-chart).
 
-Usage: check_chart.py EXAMPLE RENDERED.yaml CONFIG_OUT
-Reads the example values and the manifests `helm template` rendered from them, checks ports,
-probes, grace period, preStop drain and announced address, and writes the rendered Fanout
-configuration file to CONFIG_OUT for `fanout config` to accept.
+Usage: check_chart.py EXAMPLE RENDERED.yaml FANOUT_BINARY
+Reads the example values and the manifests `helm template` rendered from them and checks ports,
+probes, grace period, preStop drain, announced address, the multi-node wiring (Redis URL, node
+id and URL from the downward API, the chart's own Redis), selectors that keep Fanout's and
+Redis's pods apart, and that values.schema.json knows every key of docs/configuration.md. Then,
+for every Fanout Deployment, it runs `FANOUT_BINARY config` on the rendered configuration file
+with the environment that Deployment's pods would get (downward API and Secret emulated) and
+checks the effective configuration.
 """
+import json
+import os
+import re
+import subprocess
 import sys
+import tempfile
+import tomllib
+from urllib.parse import urlsplit
 
 import yaml
+
+CHART = "deploy/helm/fanout"
+# Keys the chart sets from its own values (the schema refuses them under config:).
+OWNED = {
+    "bind", "udp_port", "media_drivers", "announce_ips", "api_key", "api_secret",
+    "drain_timeout", "redis_url", "node_id", "node_url", "room_placement",
+}
+# The chart's defaults that config: may override.
+PRESETS = {"media_ip": "0.0.0.0", "static_dir": "/usr/share/fanout/www", "log_format": "json"}
+SECRET = "chart-check-secret-chart-check-secret"
+HOST_IP = "192.0.2.21"
 
 
 def fail(msg):
     sys.exit(f"check_chart: {sys.argv[1]}: {msg}")
 
 
-values_path, rendered_path, config_out = sys.argv[1:4]
-with open("deploy/helm/fanout/values.yaml") as f:
+values_path, rendered_path, fanout_bin = sys.argv[1:4]
+with open(f"{CHART}/values.yaml") as f:
     values = yaml.safe_load(f)
 with open(values_path) as f:
     example = yaml.safe_load(f)
+with open(f"{CHART}/values.schema.json") as f:
+    schema = json.load(f)
 
 
 def merge(a, b):
@@ -34,55 +58,228 @@ by_kind = {}
 for d in docs:
     by_kind.setdefault(d["kind"], []).append(d)
 
+
+def selects(selector, labels):
+    return all(labels.get(k) == v for k, v in selector.items())
+
+
+# The schema knows every setting of docs/configuration.md, and only those the chart leaves open.
+with open("docs/configuration.md") as f:
+    text = f.read()
+table = text[text.index("\n## Keys"):]
+table = table[:table.index("\n## ", 1)]
+documented = set(re.findall(r"^\| `([a-z_]+)` \|", table, re.M))
+schema_keys = set(schema["properties"]["config"]["properties"])
+if schema["properties"]["config"].get("additionalProperties") is not False:
+    fail("values.schema.json must refuse keys under config: that it does not know")
+if schema_keys & OWNED:
+    fail(f"the schema allows the chart's own keys under config: {sorted(schema_keys & OWNED)}")
+if documented != schema_keys | OWNED:
+    fail(f"docs/configuration.md and values.schema.json differ: missing from the schema "
+         f"{sorted(documented - schema_keys - OWNED)}, unknown to the docs "
+         f"{sorted((schema_keys | OWNED) - documented)}")
+durations = {
+    k for k, v in schema["properties"]["config"]["properties"].items() if "duration" in json.dumps(v)
+}
+
 media = values["media"]
 drivers, base = media["drivers"], media["udpPort"]
 host_net = media["exposure"] == "hostNetwork"
 slots = 1 if host_net else media["hostPortSlots"]
+redis = values["redis"]
+redis_deploy = redis["deploy"]["enabled"]
+multi = bool(redis["url"]) or redis_deploy
 deployments = by_kind.get("Deployment", [])
-if len(deployments) != slots:
-    fail(f"{len(deployments)} Deployments, want {slots}")
+fanout_deps = sorted(
+    (d for d in deployments if d["metadata"]["labels"]["app.kubernetes.io/name"] == "fanout"),
+    key=lambda d: d["metadata"]["name"],
+)
+redis_deps = [d for d in deployments if d not in fanout_deps]
+if len(fanout_deps) != slots:
+    fail(f"{len(fanout_deps)} Fanout Deployments, want {slots}")
+if len(redis_deps) != (1 if redis_deploy else 0):
+    fail(f"{len(redis_deps)} other Deployments, want {1 if redis_deploy else 0} (Redis)")
+services = {s["metadata"]["name"]: s for s in by_kind.get("Service", [])}
+(fanout_svc,) = [s for s in services.values() if s["metadata"]["labels"]["app.kubernetes.io/name"] == "fanout"]
+
+# The chart's own Redis: no persistence, probed, limited, not root, behind its own Service.
+redis_url = redis["url"]
+if redis_deploy:
+    (rd,) = redis_deps
+    name = rd["metadata"]["name"]
+    pod = rd["spec"]["template"]
+    labels = pod["metadata"]["labels"]
+    if rd["spec"]["replicas"] != 1 or rd["spec"]["strategy"]["type"] != "Recreate":
+        fail("Redis: one replica, replaced with Recreate (never two directories at once)")
+    (c,) = pod["spec"]["containers"]
+    image = f"{redis['deploy']['image']['repository']}:{redis['deploy']['image']['tag']}"
+    if c["image"] != image or not re.match(r"redis:7(\.|-|$)", c["image"]):
+        fail(f"Redis image {c['image']}, want {image}, an official redis:7")
+    args = c["args"]
+    joined = list(zip(args, args[1:]))
+    if ("--save", "") not in joined or ("--appendonly", "no") not in joined:
+        fail(f"Redis must not persist (--save \"\" --appendonly no): {args}")
+    probe = " ".join(c["readinessProbe"]["exec"]["command"])
+    if "redis-cli" not in probe or "ping" not in probe:
+        fail(f"Redis readiness must be redis-cli ping: {probe}")
+    if not {"cpu", "memory"} <= set(c["resources"].get("requests", {})):
+        fail("Redis needs cpu and memory requests")
+    sc = pod["spec"]["securityContext"]
+    if not sc.get("runAsNonRoot") or not sc.get("runAsUser"):
+        fail("Redis must run as a non-root user")
+    if c["securityContext"].get("allowPrivilegeEscalation") is not False:
+        fail("Redis: no privilege escalation")
+    (port,) = c["ports"]
+    svc = services.get(name)
+    if svc is None:
+        fail(f"no Service {name} for Redis")
+    if not selects(svc["spec"]["selector"], labels) or selects(rd["spec"]["selector"]["matchLabels"], fanout_deps[0]["spec"]["template"]["metadata"]["labels"]):
+        fail("the Redis Service/Deployment selectors must match Redis's pod and only it")
+    (sp,) = svc["spec"]["ports"]
+    if sp["targetPort"] not in (port["name"], port["containerPort"]) or port["containerPort"] != 6379:
+        fail(f"Redis Service port {sp} does not reach the container port {port}")
+    for other in [fanout_svc] + by_kind.get("PodDisruptionBudget", []):
+        if selects(other["spec"]["selector"].get("matchLabels", other["spec"]["selector"]), labels):
+            fail(f"{other['kind']} {other['metadata']['name']} selects the Redis pod")
+    for sm in by_kind.get("ServiceMonitor", []):
+        if selects(sm["spec"]["selector"]["matchLabels"], svc["metadata"]["labels"]):
+            fail("the ServiceMonitor selects the Redis Service")
+    redis_url = f"redis://{name}.default.svc:{sp['port']}"
+elif any("redis" in n for n in services):
+    fail(f"a Redis Service without redis.deploy.enabled: {sorted(services)}")
+
+fanout_bin = os.path.abspath(fanout_bin)
 seen_ports = set()
-for slot, dep in enumerate(sorted(deployments, key=lambda d: d["metadata"]["name"])):
-    pod = dep["spec"]["template"]["spec"]
-    if bool(pod.get("hostNetwork")) != host_net:
-        fail(f"{dep['metadata']['name']}: hostNetwork {pod.get('hostNetwork')}")
-    grace = pod["terminationGracePeriodSeconds"]
-    if grace < values["drainTimeoutSeconds"] + 10:
-        fail(f"grace period {grace} s is shorter than the drain timeout")
-    (c,) = pod["containers"]
-    if c["readinessProbe"]["httpGet"]["path"] != "/readyz" or c["livenessProbe"]["httpGet"]["path"] != "/healthz":
-        fail("probes must be /readyz (readiness) and /healthz (liveness)")
-    if "kill -TERM 1" not in " ".join(c["lifecycle"]["preStop"]["exec"]["command"]):
-        fail("preStop must start the drain")
-    env = {e["name"]: e for e in c["env"]}
-    first = base + slot * drivers
-    if env["FANOUT_UDP_PORT"]["value"] != str(first):
-        fail(f"slot {slot}: FANOUT_UDP_PORT {env['FANOUT_UDP_PORT']['value']}, want {first}")
-    udp = [p for p in c["ports"] if p["protocol"] == "UDP"]
-    want = list(range(first, first + drivers))
-    if [p["containerPort"] for p in udp] != want or [p["hostPort"] for p in udp] != want:
-        fail(f"slot {slot}: UDP ports {udp}, want {want} as container and host ports")
-    if seen_ports & set(want):
-        fail(f"slot {slot} reuses ports {seen_ports & set(want)}")
-    seen_ports |= set(want)
-    announce = env.get("FANOUT_ANNOUNCE_IPS")
-    if media["announce"]["ips"]:
-        if announce is None or announce.get("value") != ",".join(media["announce"]["ips"]):
-            fail(f"announced address {announce}")
-    elif media["announce"]["fromNodeIP"]:
-        if announce is None or announce["valueFrom"]["fieldRef"]["fieldPath"] != "status.hostIP":
-            fail(f"the node's IP must be announced: {announce}")
-    if env["FANOUT_API_SECRET"]["valueFrom"]["secretKeyRef"]["key"] != values["secret"]["key"]:
-        fail("the API secret must come from the Secret")
-(config_map,) = by_kind["ConfigMap"]
-with open(config_out, "w") as f:
-    f.write(config_map["data"]["fanout.yaml"])
+with tempfile.TemporaryDirectory() as tmp:
+    (config_map,) = by_kind["ConfigMap"]
+    config_path = os.path.join(tmp, "fanout.yaml")
+    with open(config_path, "w") as f:
+        f.write(config_map["data"]["fanout.yaml"])
+    rendered_config = yaml.safe_load(config_map["data"]["fanout.yaml"])
+    for slot, dep in enumerate(fanout_deps):
+        pod = dep["spec"]["template"]["spec"]
+        if bool(pod.get("hostNetwork")) != host_net:
+            fail(f"{dep['metadata']['name']}: hostNetwork {pod.get('hostNetwork')}")
+        grace = pod["terminationGracePeriodSeconds"]
+        if grace < values["drainTimeoutSeconds"] + 10:
+            fail(f"grace period {grace} s is shorter than the drain timeout")
+        (c,) = pod["containers"]
+        if c["readinessProbe"]["httpGet"]["path"] != "/readyz" or c["livenessProbe"]["httpGet"]["path"] != "/healthz":
+            fail("probes must be /readyz (readiness) and /healthz (liveness)")
+        if "kill -TERM 1" not in " ".join(c["lifecycle"]["preStop"]["exec"]["command"]):
+            fail("preStop must start the drain")
+        env = {e["name"]: e for e in c["env"]}
+        first = base + slot * drivers
+        if env["FANOUT_UDP_PORT"]["value"] != str(first):
+            fail(f"slot {slot}: FANOUT_UDP_PORT {env['FANOUT_UDP_PORT']['value']}, want {first}")
+        udp = [p for p in c["ports"] if p["protocol"] == "UDP"]
+        want = list(range(first, first + drivers))
+        if [p["containerPort"] for p in udp] != want or [p["hostPort"] for p in udp] != want:
+            fail(f"slot {slot}: UDP ports {udp}, want {want} as container and host ports")
+        if seen_ports & set(want):
+            fail(f"slot {slot} reuses ports {seen_ports & set(want)}")
+        seen_ports |= set(want)
+        announce = env.get("FANOUT_ANNOUNCE_IPS")
+        if media["announce"]["ips"]:
+            if announce is None or announce.get("value") != ",".join(media["announce"]["ips"]):
+                fail(f"announced address {announce}")
+        elif media["announce"]["fromNodeIP"]:
+            if announce is None or announce["valueFrom"]["fieldRef"]["fieldPath"] != "status.hostIP":
+                fail(f"the node's IP must be announced: {announce}")
+        if env["FANOUT_API_SECRET"]["valueFrom"]["secretKeyRef"]["key"] != values["secret"]["key"]:
+            fail("the API secret must come from the Secret")
+        http_port = values["http"]["port"]
+        if multi:
+            if env["FANOUT_REDIS_URL"].get("value") != redis_url:
+                fail(f"FANOUT_REDIS_URL {env['FANOUT_REDIS_URL']}, want {redis_url}")
+            if env["FANOUT_NODE_ID"]["valueFrom"]["fieldRef"]["fieldPath"] != "metadata.name":
+                fail("FANOUT_NODE_ID must be the pod's name")
+            if env["POD_IP"]["valueFrom"]["fieldRef"]["fieldPath"] != "status.podIP":
+                fail("POD_IP must be the pod's IP")
+            if env["FANOUT_NODE_URL"].get("value") != f"http://$(POD_IP):{http_port}":
+                fail(f"FANOUT_NODE_URL {env['FANOUT_NODE_URL']}")
+            if [e["name"] for e in c["env"]].index("POD_IP") > [e["name"] for e in c["env"]].index("FANOUT_NODE_URL"):
+                fail("POD_IP must come before FANOUT_NODE_URL, which refers to it")
+        elif {"FANOUT_REDIS_URL", "FANOUT_NODE_ID", "FANOUT_NODE_URL"} & set(env):
+            fail("multi-node environment without Redis")
+        owned_here = set(rendered_config) | {
+            k.removeprefix("FANOUT_").lower() for k in env if k.startswith("FANOUT_")
+        }
+        want_owned = OWNED - ({"announce_ips"} if not (media["announce"]["ips"] or media["announce"]["fromNodeIP"]) else set()) \
+            - ({"redis_url", "node_id", "node_url"} if not multi else set())
+        if want_owned - owned_here:
+            fail(f"the chart does not set {sorted(want_owned - owned_here)}")
+
+        # The real binary on the rendered file, with the environment a pod of this Deployment
+        # gets (the downward API and the Secret emulated, $(VAR) expanded as the kubelet does).
+        pod_name = f"{dep['metadata']['name']}-6d4cf56db6-x7q{slot}z"
+        pod_ip = HOST_IP if host_net else f"10.244.{slot}.17"
+        fields = {"metadata.name": pod_name, "status.podIP": pod_ip, "status.hostIP": HOST_IP}
+        pod_env = {}
+        for e in c["env"]:
+            if "value" in e:
+                pod_env[e["name"]] = re.sub(r"\$\(([A-Za-z_][A-Za-z0-9_]*)\)",
+                                            lambda m: pod_env.get(m.group(1), m.group(0)), e["value"])
+            elif "fieldRef" in e["valueFrom"]:
+                pod_env[e["name"]] = fields[e["valueFrom"]["fieldRef"]["fieldPath"]]
+            else:
+                pod_env[e["name"]] = SECRET
+        run_env = {k: v for k, v in os.environ.items() if not k.startswith("FANOUT_")} | pod_env
+        out = subprocess.run([fanout_bin, "config", "--config", config_path], env=run_env,
+                             capture_output=True, text=True, cwd=tmp)
+        if out.returncode != 0:
+            fail(f"slot {slot}: fanout config refused the rendered configuration: {out.stderr.strip()}")
+        eff = tomllib.loads(out.stdout)
+
+        def seconds(v):
+            if isinstance(v, (int, float)):
+                return float(v)
+            units = {"ms": 0.001, "s": 1, "sec": 1, "m": 60, "min": 60, "h": 3600, "d": 86400}
+            parts = re.findall(r"(\d+)\s*([a-z]*)", v)
+            return sum(int(n) * units[u or "s"] for n, u in parts)
+
+        expect = {
+            "bind": f"0.0.0.0:{http_port}", "udp_port": first, "media_drivers": drivers,
+            "api_key": values["apiKey"], "api_secret": "<redacted>",
+            "room_placement": values["roomPlacement"],
+        } | PRESETS | values["config"]
+        if media["announce"]["ips"]:
+            expect["announce_ips"] = media["announce"]["ips"]
+        elif media["announce"]["fromNodeIP"]:
+            expect["announce_ips"] = [HOST_IP]
+        if multi:
+            expect |= {"redis_url": redis_url, "node_id": pod_name, "node_url": f"http://{pod_ip}:{http_port}"}
+        for key, want_value in expect.items():
+            got = eff.get(key)
+            if key in durations:
+                ok = got is not None and seconds(got) == seconds(want_value)
+            else:
+                ok = got == want_value
+            if not ok:
+                fail(f"slot {slot}: effective {key} = {got!r}, want {want_value!r}")
+        if seconds(eff["drain_timeout"]) != values["drainTimeoutSeconds"]:
+            fail(f"effective drain_timeout {eff['drain_timeout']}, want {values['drainTimeoutSeconds']} s")
+        if not multi and "redis_url" in eff:
+            fail("a single node must not get a redis_url")
+
 if values["secret"]["existingSecret"] and by_kind.get("Secret"):
     fail("an existing Secret must not be created again")
 if values["podDisruptionBudget"]["enabled"] and not by_kind.get("PodDisruptionBudget"):
     fail("no PodDisruptionBudget")
-if values["autoscaling"]["enabled"] and len(by_kind.get("HorizontalPodAutoscaler", [])) != slots:
-    fail("one HorizontalPodAutoscaler per Deployment")
+hpas = by_kind.get("HorizontalPodAutoscaler", [])
+if values["autoscaling"]["enabled"]:
+    targets = sorted(h["spec"]["scaleTargetRef"]["name"] for h in hpas)
+    if targets != [d["metadata"]["name"] for d in fanout_deps]:
+        fail(f"one HorizontalPodAutoscaler per Fanout Deployment: {targets}")
+    if any("replicas" in d["spec"] for d in fanout_deps):
+        fail("an autoscaled Deployment must leave replicas to the autoscaler")
+elif hpas:
+    fail("a HorizontalPodAutoscaler without autoscaling.enabled")
+else:
+    for d in fanout_deps:
+        if d["spec"]["replicas"] != values["replicas"]:
+            fail(f"{d['metadata']['name']}: replicas {d['spec']['replicas']}, want {values['replicas']}")
 if values["serviceMonitor"]["enabled"] and not by_kind.get("ServiceMonitor"):
     fail("no ServiceMonitor")
-print(f"check_chart: {values_path}: {len(docs)} manifests ok")
+print(f"check_chart: {values_path}: {len(docs)} manifests ok, `fanout config` accepts "
+      f"{len(fanout_deps)} Deployment(s)' configuration{' (multi-node)' if multi else ''}")
