@@ -349,6 +349,7 @@ impl Cluster {
         let me = &self.inner.config.node_id;
         let mut redis = self.redis();
         let json = serde_json::to_string(&info).unwrap_or_default();
+        let draining = info.draining;
         redis::pipe()
             .set_options(
                 self.key("node", me),
@@ -380,14 +381,20 @@ impl Cluster {
             }
             self.held().insert(name.clone(), Instant::now());
         }
-        // Claims of rooms no longer here are released (after a grace for joins on their way).
+        // Claims of rooms no longer here are released (after a grace for joins on their way;
+        // at once while draining, which takes no joins for rooms it does not hold).
+        let grace = if draining {
+            Duration::ZERO
+        } else {
+            CLAIM_GRACE
+        };
         let stale: Vec<String> = {
             let mut held = self.held();
             let now = Instant::now();
             let stale: Vec<String> = held
                 .iter()
                 .filter(|(n, at)| {
-                    !names.contains(n) && now.saturating_duration_since(**at) > CLAIM_GRACE
+                    !names.contains(n) && now.saturating_duration_since(**at) >= grace
                 })
                 .map(|(n, _)| n.clone())
                 .collect();
