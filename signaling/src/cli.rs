@@ -164,9 +164,18 @@ pub struct SettingsArgs {
     #[arg(long)]
     pub turn_port: Option<String>,
 
-    /// TURN over TLS on this TCP port (e.g. 443), with --tls-cert/--tls-key [default: off].
+    /// TURN over TLS on this TCP port (e.g. 443), with --turn-tls-cert/--turn-tls-key, else
+    /// --tls-cert/--tls-key [default: off].
     #[arg(long)]
     pub turn_tls_port: Option<String>,
+
+    /// PEM certificate chain of TURN over TLS, if not --tls-cert (HTTP may then stay plain).
+    #[arg(long)]
+    pub turn_tls_cert: Option<String>,
+
+    /// PEM private key of --turn-tls-cert.
+    #[arg(long)]
+    pub turn_tls_key: Option<String>,
 
     /// The host name in the embedded TURN server's URLs (the name on the certificate, for
     /// turns:) [default: the announced address].
@@ -304,6 +313,8 @@ impl SettingsArgs {
             ("turn_embedded", &self.turn_embedded),
             ("turn_port", &self.turn_port),
             ("turn_tls_port", &self.turn_tls_port),
+            ("turn_tls_cert", &self.turn_tls_cert),
+            ("turn_tls_key", &self.turn_tls_key),
             ("turn_host", &self.turn_host),
             ("turn_relay_ports", &self.turn_relay_ports),
             ("turn_max_allocations", &self.turn_max_allocations),

@@ -76,8 +76,14 @@ pub struct Settings {
     pub turn_embedded: Option<bool>,
     /// The embedded TURN server's UDP port (0: any free port).
     pub turn_port: u16,
-    /// TURN over TLS on this TCP port (e.g. 443), with `tls_cert`/`tls_key`; `None`: off.
+    /// TURN over TLS on this TCP port (e.g. 443), with `turn_tls_cert`/`turn_tls_key`, else
+    /// `tls_cert`/`tls_key`; `None`: off.
     pub turn_tls_port: Option<u16>,
+    /// PEM certificate chain of TURN over TLS, when it is not the HTTPS one (`tls_cert`): TURN
+    /// over TLS while HTTP stays plain behind a proxy that terminates TLS, as in multi-node mode.
+    pub turn_tls_cert: Option<PathBuf>,
+    /// PEM private key of `turn_tls_cert`.
+    pub turn_tls_key: Option<PathBuf>,
     /// The ports its relays use, `MIN-MAX`.
     pub turn_relay_ports: String,
     pub turn_realm: String,
@@ -177,6 +183,8 @@ impl Default for Settings {
             turn_embedded: None,
             turn_port: 3478,
             turn_tls_port: None,
+            turn_tls_cert: None,
+            turn_tls_key: None,
             turn_relay_ports: "49160-49999".into(),
             turn_realm: "fanout".into(),
             turn_host: None,
@@ -358,20 +366,34 @@ impl Settings {
                 ));
             }
         }
-        match (&self.tls_cert, &self.tls_key) {
-            (Some(_), None) => return Err(invalid("tls_key", "required when tls_cert is set")),
-            (None, Some(_)) => return Err(invalid("tls_cert", "required when tls_key is set")),
-            (Some(cert), Some(key)) => {
-                for (name, path) in [("tls_cert", cert), ("tls_key", key)] {
-                    if !path.is_file() {
-                        return Err(invalid(
-                            name,
-                            format!("{} is not a readable file", path.display()),
-                        ));
+        for (cert_key, key_key, cert, key) in [
+            ("tls_cert", "tls_key", &self.tls_cert, &self.tls_key),
+            (
+                "turn_tls_cert",
+                "turn_tls_key",
+                &self.turn_tls_cert,
+                &self.turn_tls_key,
+            ),
+        ] {
+            match (cert, key) {
+                (Some(_), None) => {
+                    return Err(invalid(key_key, format!("required when {cert_key} is set")))
+                }
+                (None, Some(_)) => {
+                    return Err(invalid(cert_key, format!("required when {key_key} is set")))
+                }
+                (Some(cert), Some(key)) => {
+                    for (name, path) in [(cert_key, cert), (key_key, key)] {
+                        if !path.is_file() {
+                            return Err(invalid(
+                                name,
+                                format!("{} is not a readable file", path.display()),
+                            ));
+                        }
                     }
                 }
+                (None, None) => {}
             }
-            (None, None) => {}
         }
         if let Some(n) = self.media_drivers {
             if !(1..=256).contains(&n) {
@@ -385,10 +407,11 @@ impl Settings {
             ));
         }
         self.turn_relay_range()?;
-        if self.turn_tls_port.is_some() && self.tls_cert.is_none() {
+        if self.turn_tls_port.is_some() && self.turn_tls_cert.is_none() && self.tls_cert.is_none() {
             return Err(invalid(
                 "turn_tls_port",
-                "needs the server's certificate (tls_cert and tls_key)",
+                "needs a certificate: turn_tls_cert and turn_tls_key, or the server's (tls_cert \
+                 and tls_key)",
             ));
         }
         if self.turn_max_allocations == 0 {
@@ -896,6 +919,50 @@ mod tests {
         let s = load(None, env(&[]), &ok).unwrap();
         assert_eq!(s.room_placement, Placement::ThisNodeFirst);
         assert!(!s.to_redacted_toml().contains("pw-secret"));
+    }
+
+    #[test]
+    fn turn_over_tls_takes_its_own_certificate_or_the_server_s() {
+        let dir = std::env::temp_dir().join(format!("fanout-turn-tls-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let (cert, key) = (dir.join("cert.pem"), dir.join("key.pem"));
+        std::fs::write(&cert, "cert").unwrap();
+        std::fs::write(&key, "key").unwrap();
+        let (cert, key) = (cert.to_str().unwrap(), key.to_str().unwrap());
+        let mut o = dev();
+        o.set("turn_tls_port", "5349");
+        let e = load(None, env(&[]), &o).unwrap_err().to_string();
+        assert!(
+            e.contains("`turn_tls_port`") && e.contains("turn_tls_cert"),
+            "{e}"
+        );
+        let mut half = o.clone();
+        half.set("turn_tls_cert", cert);
+        let e = load(None, env(&[]), &half).unwrap_err().to_string();
+        assert!(e.contains("`turn_tls_key`"), "{e}");
+        let mut missing = half.clone();
+        missing.set("turn_tls_key", "/nonexistent/key.pem");
+        let e = load(None, env(&[]), &missing).unwrap_err().to_string();
+        assert!(
+            e.contains("`turn_tls_key`") && e.contains("readable"),
+            "{e}"
+        );
+        // Its own certificate: HTTP stays plain, so multi-node mode (which refuses tls_cert)
+        // may run TURN over TLS.
+        let mut own = half.clone();
+        own.set("turn_tls_key", key);
+        own.set("redis_url", "redis://127.0.0.1:6379");
+        own.set("api_key", "key");
+        own.set("api_secret", SECRET);
+        let s = load(None, env(&[]), &own).unwrap();
+        assert!(!s.tls());
+        assert_eq!(s.turn_tls_cert.as_deref(), Some(Path::new(cert)));
+        // The server's certificate serves TURN over TLS too.
+        let mut shared = o.clone();
+        shared.set("tls_cert", cert);
+        shared.set("tls_key", key);
+        assert!(load(None, env(&[]), &shared).unwrap().tls());
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]

@@ -220,7 +220,8 @@ async fn run(mut settings: Settings) -> Result<(), String> {
         );
     }
     let tls = server::tls_config(&settings).await?;
-    let turn = start_turn(&mut settings, tls.as_ref().map(|t| t.get_inner())).await?;
+    let turn_tls = server::turn_tls_config(&settings, tls.as_ref()).await?;
+    let turn = start_turn(&mut settings, turn_tls).await?;
     // HTTP is bound first: with port 0, the port it got is this node's address in a cluster.
     let listener = std::net::TcpListener::bind(settings.bind)
         .map_err(|e| format!("cannot bind {}: {e}", settings.bind))?;

@@ -321,7 +321,35 @@ pub type Handle = axum_server::Handle<std::net::SocketAddr>;
 pub async fn tls_config(
     settings: &Settings,
 ) -> Result<Option<axum_server::tls_rustls::RustlsConfig>, String> {
-    let (Some(cert), Some(key)) = (&settings.tls_cert, &settings.tls_key) else {
+    load_tls(
+        "tls_cert`/`tls_key",
+        settings.tls_cert.as_deref(),
+        settings.tls_key.as_deref(),
+    )
+    .await
+}
+
+/// The certificate of TURN over TLS: `turn_tls_cert`/`turn_tls_key` if set, else `http`'s
+/// (the HTTPS one from [`tls_config`]).
+pub async fn turn_tls_config(
+    settings: &Settings,
+    http: Option<&axum_server::tls_rustls::RustlsConfig>,
+) -> Result<Option<std::sync::Arc<rustls::ServerConfig>>, String> {
+    let own = load_tls(
+        "turn_tls_cert`/`turn_tls_key",
+        settings.turn_tls_cert.as_deref(),
+        settings.turn_tls_key.as_deref(),
+    )
+    .await?;
+    Ok(own.as_ref().or(http).map(|t| t.get_inner()))
+}
+
+async fn load_tls(
+    keys: &str,
+    cert: Option<&std::path::Path>,
+    key: Option<&std::path::Path>,
+) -> Result<Option<axum_server::tls_rustls::RustlsConfig>, String> {
+    let (Some(cert), Some(key)) = (cert, key) else {
         return Ok(None);
     };
     install_crypto_provider();
@@ -330,7 +358,7 @@ pub async fn tls_config(
         .map(Some)
         .map_err(|e| {
             format!(
-                "invalid configuration: `tls_cert`/`tls_key`: cannot load {} and {}: {e}",
+                "invalid configuration: `{keys}`: cannot load {} and {}: {e}",
                 cert.display(),
                 key.display()
             )

@@ -4,7 +4,8 @@
 //! nodes is one call; two joins racing to create a room end in one room; a node killed with
 //! SIGKILL: its clients join again through the other node and the call resumes there; Redis
 //! restarting empty loses nothing; a draining node takes no new rooms and its rooms move when
-//! the drain ends; the admin API and WHIP work through either node.
+//! the drain ends; the admin API and WHIP work through either node; TURN over TLS runs on its
+//! own certificate while HTTP stays plain.
 
 mod common;
 
@@ -27,15 +28,10 @@ const T: Duration = Duration::from_secs(10);
 /// A node `id` on `ip` in the cluster of `redis`, with `args`.
 fn node(id: &str, ip: &str, redis: &Redis, args: &[&str]) -> Server {
     let env = [("FANOUT_API_KEY", KEY), ("FANOUT_API_SECRET", SECRET)];
-    let mut all = vec![
-        "--dev",
-        "--turn-embedded",
-        "false",
-        "--redis-url",
-        &redis.url,
-        "--node-id",
-        id,
-    ];
+    let mut all = vec!["--dev", "--redis-url", &redis.url, "--node-id", id];
+    if !args.contains(&"--turn-embedded") {
+        all.extend_from_slice(&["--turn-embedded", "false"]);
+    }
     all.extend_from_slice(args);
     Server::start_bind(&format!("{ip}:0"), &all, &env)
 }
@@ -475,4 +471,111 @@ async fn the_admin_api_and_whip_work_through_any_node() {
     sending.abort();
     let _ = peer.pc.close().await;
     sub.close().await;
+}
+
+/// The `turns:` URL among the ICE servers of `joined`: (host, port).
+fn turns_url(joined: &Value) -> Option<(String, u16)> {
+    let servers = joined["ice_servers"].as_array()?;
+    servers
+        .iter()
+        .flat_map(|s| match &s["urls"] {
+            Value::String(u) => vec![u.clone()],
+            Value::Array(us) => us
+                .iter()
+                .filter_map(|u| u.as_str().map(str::to_owned))
+                .collect(),
+            _ => Vec::new(),
+        })
+        .find_map(|u| {
+            let rest = u.strip_prefix("turns:")?;
+            let hostport = rest.split('?').next()?;
+            let (host, port) = hostport.rsplit_once(':')?;
+            Some((host.to_owned(), port.parse().ok()?))
+        })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn turn_over_tls_runs_on_its_own_certificate_in_multi_node_mode() {
+    // Multi-node mode refuses tls_cert (HTTP between the nodes is plain); TURN over TLS takes
+    // turn_tls_cert instead, as in a pod behind an ingress that terminates HTTPS.
+    use rtc::stun::message::{Message, TransactionId, BINDING_REQUEST, BINDING_SUCCESS};
+    use tokio::io::AsyncWriteExt;
+
+    common::init_logging();
+    let redis = Redis::start();
+    let dir = std::env::temp_dir().join(format!("fanout-cluster-tls-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let cert = rcgen::generate_simple_self_signed(vec!["turn.test".into()]).unwrap();
+    let (cert_path, key_path) = (dir.join("turn.pem"), dir.join("turn-key.pem"));
+    std::fs::write(&cert_path, cert.cert.pem()).unwrap();
+    std::fs::write(&key_path, cert.signing_key.serialize_pem()).unwrap();
+    let a = node(
+        "node-a",
+        "127.0.0.2",
+        &redis,
+        &[
+            "--room-placement",
+            "this-node-first",
+            "--turn-embedded",
+            "true",
+            "--turn-port",
+            "0",
+            "--turn-tls-port",
+            "0",
+            "--turn-relay-ports",
+            "51500-51519",
+            "--turn-host",
+            "turn.test",
+            "--turn-tls-cert",
+            cert_path.to_str().unwrap(),
+            "--turn-tls-key",
+            key_path.to_str().unwrap(),
+        ],
+    );
+    let b = node("node-b", "127.0.0.3", &redis, &[]);
+    wait_registered(&redis, &["node-a", "node-b"]).await;
+    assert!(
+        a.base.starts_with("http://"),
+        "HTTP stays plain: {}",
+        a.base
+    );
+
+    // The room is on A; a join through B is relayed there and gets A's TURN servers.
+    let mut first = SignalingClient::connect(&a.ws).await;
+    first.join("tls-room", "first").await;
+    wait_key(&redis, "fanout:room:tls-room", Some("node-a"), T).await;
+    let mut second = SignalingClient::connect(&b.ws).await;
+    let joined = second.join("tls-room", "second").await;
+    assert_eq!(names(&joined), ["first"], "{joined}");
+    let (host, port) = turns_url(&joined).unwrap_or_else(|| panic!("a turns: URL in {joined}"));
+    assert_eq!(host, "turn.test");
+
+    // A TLS client that trusts only that certificate (checked for turn.test) gets a Binding
+    // answer on A's TURN TLS port.
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(cert.cert.der().clone()).unwrap();
+    fanout_signaling::server::install_crypto_provider();
+    let client_tls = rustls::ClientConfig::builder()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    let tcp = tokio::net::TcpStream::connect(("127.0.0.2", port))
+        .await
+        .expect("A's TURN TLS port");
+    let mut stream = tokio_rustls::TlsConnector::from(std::sync::Arc::new(client_tls))
+        .connect(
+            rustls::pki_types::ServerName::try_from("turn.test").unwrap(),
+            tcp,
+        )
+        .await
+        .expect("TLS handshake with the TURN certificate");
+    let mut req = Message::new();
+    req.build(&[Box::new(TransactionId::new()), Box::new(BINDING_REQUEST)])
+        .unwrap();
+    stream.write_all(&req.raw).await.unwrap();
+    let res = tokio::time::timeout(T, common::read_stun(&mut stream))
+        .await
+        .expect("a Binding answer over TLS");
+    assert_eq!(res.typ, BINDING_SUCCESS);
+    assert_eq!(res.transaction_id, req.transaction_id);
+    std::fs::remove_dir_all(&dir).unwrap();
 }

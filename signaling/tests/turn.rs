@@ -5,10 +5,13 @@
 //! one identity holds at most its quota of allocations (486), and gets one again after closing
 //! one, or (over TCP) once the connection that held it closed.
 
+mod common;
+
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use common::read_stun;
 use fanout_signaling::auth::unix_now;
 use fanout_signaling::ice::turn_credentials;
 use fanout_signaling::turn::{EmbeddedTurn, TurnConfig};
@@ -147,21 +150,6 @@ async fn embedded_turn_relays_to_the_media_port_only_with_valid_credentials_with
         again.err()
     );
     turn.close().await;
-}
-
-/// One STUN message read off a TURN stream (20-byte header with the attributes' length).
-async fn read_stun<S: tokio::io::AsyncRead + Unpin>(stream: &mut S) -> rtc::stun::message::Message {
-    use tokio::io::AsyncReadExt;
-    let mut header = [0u8; 20];
-    stream.read_exact(&mut header).await.unwrap();
-    let len = usize::from(u16::from_be_bytes([header[2], header[3]]));
-    let mut raw = header.to_vec();
-    raw.resize(20 + len, 0);
-    stream.read_exact(&mut raw[20..]).await.unwrap();
-    let mut m = rtc::stun::message::Message::new();
-    m.raw = raw;
-    m.decode().unwrap();
-    m
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

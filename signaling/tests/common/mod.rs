@@ -1031,3 +1031,20 @@ pub async fn grows(count: &std::sync::atomic::AtomicU64, by: u64, timeout: Durat
     }
     false
 }
+
+/// One STUN message read off a TURN stream (20-byte header with the attributes' length).
+pub async fn read_stun<S: tokio::io::AsyncRead + Unpin>(
+    stream: &mut S,
+) -> rtc::stun::message::Message {
+    use tokio::io::AsyncReadExt;
+    let mut header = [0u8; 20];
+    stream.read_exact(&mut header).await.unwrap();
+    let len = usize::from(u16::from_be_bytes([header[2], header[3]]));
+    let mut raw = header.to_vec();
+    raw.resize(20 + len, 0);
+    stream.read_exact(&mut raw[20..]).await.unwrap();
+    let mut m = rtc::stun::message::Message::new();
+    m.raw = raw;
+    m.decode().unwrap();
+    m
+}
