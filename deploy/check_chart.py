@@ -23,8 +23,9 @@ import yaml
 CHART = "deploy/helm/fanout"
 # Keys the chart sets from its own values (the schema refuses them under config:).
 OWNED = {
-    "bind", "udp_port", "media_drivers", "announce_ips", "api_key", "api_secret",
-    "drain_timeout", "redis_url", "node_id", "node_url", "room_placement",
+    "bind", "udp_port", "media_drivers", "ice_tcp_port", "announce_ips", "api_key", "api_secret",
+    "drain_timeout", "redis_url", "node_id", "node_url", "room_placement", "turn_embedded",
+    "turn_port", "turn_tls_port", "turn_tls_cert", "turn_tls_key", "turn_relay_ports",
 }
 # The chart's defaults that config: may override.
 PRESETS = {"media_ip": "0.0.0.0", "static_dir": "/usr/share/fanout/www", "log_format": "json"}
@@ -83,6 +84,8 @@ durations = {
 }
 
 media = values["media"]
+turn = values["turn"]
+turn_tls = turn["enabled"] and turn["tls"]["enabled"]
 drivers, base = media["drivers"], media["udpPort"]
 host_net = media["exposure"] == "hostNetwork"
 slots = 1 if host_net else media["hostPortSlots"]
@@ -172,13 +175,56 @@ with tempfile.TemporaryDirectory() as tmp:
         first = base + slot * drivers
         if env["FANOUT_UDP_PORT"]["value"] != str(first):
             fail(f"slot {slot}: FANOUT_UDP_PORT {env['FANOUT_UDP_PORT']['value']}, want {first}")
-        udp = [p for p in c["ports"] if p["protocol"] == "UDP"]
-        want = list(range(first, first + drivers))
-        if [p["containerPort"] for p in udp] != want or [p["hostPort"] for p in udp] != want:
-            fail(f"slot {slot}: UDP ports {udp}, want {want} as container and host ports")
-        if seen_ports & set(want):
-            fail(f"slot {slot} reuses ports {seen_ports & set(want)}")
-        seen_ports |= set(want)
+        # Every port a pod of this slot listens on, each range shifted past the previous slot's:
+        # UDP media, ICE-TCP, TURN (UDP+TCP, TLS) and, listed only with hostPort, the relays.
+        want = [(first + i, "UDP") for i in range(drivers)]
+        ice_tcp = media["iceTcp"]["port"] + slot * drivers if media["iceTcp"]["enabled"] else None
+        if ice_tcp is not None:
+            want += [(ice_tcp + i, "TCP") for i in range(drivers)]
+        relays = []
+        if turn["enabled"]:
+            want += [(turn["port"] + slot, "UDP"), (turn["port"] + slot, "TCP")]
+            if turn_tls:
+                want.append((turn["tls"]["port"] + slot, "TCP"))
+            start = turn["relayPorts"]["start"] + slot * turn["relayPorts"]["count"]
+            relays = [(start + i, "UDP") for i in range(turn["relayPorts"]["count"])]
+        listed = [(p["containerPort"], p["protocol"]) for p in c["ports"] if p.get("name") != "http"]
+        want_listed = want + ([] if host_net else relays)
+        if listed != want_listed:
+            fail(f"slot {slot}: container ports {listed}, want {want_listed}")
+        if any(p.get("hostPort") != p["containerPort"] for p in c["ports"] if p.get("name") != "http"):
+            fail(f"slot {slot}: every media/TURN port must be the same host port: {c['ports']}")
+        if seen_ports & set(want + relays):
+            fail(f"slot {slot} reuses ports {sorted(seen_ports & set(want + relays))}")
+        seen_ports |= set(want + relays)
+        for key, value in [
+            ("FANOUT_ICE_TCP_PORT", ice_tcp),
+            ("FANOUT_TURN_PORT", turn["port"] + slot if turn["enabled"] else None),
+            ("FANOUT_TURN_TLS_PORT", turn["tls"]["port"] + slot if turn_tls else None),
+            ("FANOUT_TURN_RELAY_PORTS", f"{relays[0][0]}-{relays[-1][0]}" if relays else None),
+        ]:
+            got = env.get(key, {}).get("value")
+            if got != (None if value is None else str(value)):
+                fail(f"slot {slot}: {key} = {got!r}, want {value!r}")
+        mounts = {m["name"]: m for m in c["volumeMounts"]}
+        volumes = {v["name"]: v for v in pod["volumes"]}
+        if turn_tls:
+            if volumes.get("turn-tls", {}).get("secret", {}).get("secretName") != turn["tls"]["secretName"]:
+                fail(f"slot {slot}: the TURN certificate must come from Secret {turn['tls']['secretName']}")
+            tls_dir = mounts["turn-tls"]["mountPath"]
+            if rendered_config.get("turn_tls_cert") != f"{tls_dir}/tls.crt" or rendered_config.get("turn_tls_key") != f"{tls_dir}/tls.key":
+                fail(f"turn_tls_cert/key must be the mounted Secret's tls.crt/tls.key: {rendered_config}")
+        elif "turn-tls" in volumes or "turn_tls_cert" in rendered_config:
+            fail("a TURN certificate without turn.tls.enabled")
+        # With hostPort, relays reach the media sockets at the pod's IP (no hairpin at the node).
+        hairpin = turn["enabled"] and not host_net and bool(media["announce"]["ips"] or media["announce"]["fromNodeIP"])
+        nat = env.get("FANOUT_NAT_MAP", {}).get("value")
+        if hairpin:
+            public = media["announce"]["ips"] or ["$(HOST_IP)"]
+            if nat != ",".join(f"$(POD_IP)={ip}" for ip in public):
+                fail(f"slot {slot}: FANOUT_NAT_MAP {nat!r} must map the pod's IP to the announced one")
+        elif nat is not None:
+            fail(f"slot {slot}: FANOUT_NAT_MAP {nat!r} without a need for it")
         announce = env.get("FANOUT_ANNOUNCE_IPS")
         if media["announce"]["ips"]:
             if announce is None or announce.get("value") != ",".join(media["announce"]["ips"]):
@@ -198,15 +244,22 @@ with tempfile.TemporaryDirectory() as tmp:
                 fail("POD_IP must be the pod's IP")
             if env["FANOUT_NODE_URL"].get("value") != f"http://$(POD_IP):{http_port}":
                 fail(f"FANOUT_NODE_URL {env['FANOUT_NODE_URL']}")
-            if [e["name"] for e in c["env"]].index("POD_IP") > [e["name"] for e in c["env"]].index("FANOUT_NODE_URL"):
-                fail("POD_IP must come before FANOUT_NODE_URL, which refers to it")
         elif {"FANOUT_REDIS_URL", "FANOUT_NODE_ID", "FANOUT_NODE_URL"} & set(env):
             fail("multi-node environment without Redis")
+        # The kubelet expands $(VAR) only from variables defined before.
+        names = [e["name"] for e in c["env"]]
+        for e in c["env"]:
+            for ref in re.findall(r"\$\(([A-Za-z_][A-Za-z0-9_]*)\)", e.get("value", "")):
+                if ref not in names or names.index(ref) > names.index(e["name"]):
+                    fail(f"{e['name']} refers to $({ref}), which must come before it")
         owned_here = set(rendered_config) | {
             k.removeprefix("FANOUT_").lower() for k in env if k.startswith("FANOUT_")
         }
         want_owned = OWNED - ({"announce_ips"} if not (media["announce"]["ips"] or media["announce"]["fromNodeIP"]) else set()) \
-            - ({"redis_url", "node_id", "node_url"} if not multi else set())
+            - ({"redis_url", "node_id", "node_url"} if not multi else set()) \
+            - ({"ice_tcp_port"} if ice_tcp is None else set()) \
+            - ({"turn_port", "turn_relay_ports"} if not turn["enabled"] else set()) \
+            - ({"turn_tls_port", "turn_tls_cert", "turn_tls_key"} if not turn_tls else set())
         if want_owned - owned_here:
             fail(f"the chart does not set {sorted(want_owned - owned_here)}")
 
@@ -225,7 +278,18 @@ with tempfile.TemporaryDirectory() as tmp:
             else:
                 pod_env[e["name"]] = SECRET
         run_env = {k: v for k, v in os.environ.items() if not k.startswith("FANOUT_")} | pod_env
-        out = subprocess.run([fanout_bin, "config", "--config", config_path], env=run_env,
+        # Secret volumes emulated: their mount paths moved into the temporary directory.
+        run_config = config_path
+        if turn_tls:
+            tls_dir = mounts["turn-tls"]["mountPath"]
+            local = os.path.join(tmp, "turn-tls")
+            os.makedirs(local, exist_ok=True)
+            for f_name in ("tls.crt", "tls.key"):
+                open(os.path.join(local, f_name), "w").close()
+            run_config = os.path.join(tmp, f"fanout-slot{slot}.yaml")
+            with open(run_config, "w") as f:
+                f.write(config_map["data"]["fanout.yaml"].replace(tls_dir, local))
+        out = subprocess.run([fanout_bin, "config", "--config", run_config], env=run_env,
                              capture_output=True, text=True, cwd=tmp)
         if out.returncode != 0:
             fail(f"slot {slot}: fanout config refused the rendered configuration: {out.stderr.strip()}")
@@ -249,6 +313,17 @@ with tempfile.TemporaryDirectory() as tmp:
             expect["announce_ips"] = [HOST_IP]
         if multi:
             expect |= {"redis_url": redis_url, "node_id": pod_name, "node_url": f"http://{pod_ip}:{http_port}"}
+        expect["turn_embedded"] = turn["enabled"]
+        if ice_tcp is not None:
+            expect["ice_tcp_port"] = ice_tcp
+        if turn["enabled"]:
+            expect |= {"turn_port": turn["port"] + slot, "turn_relay_ports": f"{relays[0][0]}-{relays[-1][0]}"}
+        if turn_tls:
+            expect |= {"turn_tls_port": turn["tls"]["port"] + slot,
+                       "turn_tls_cert": os.path.join(tmp, "turn-tls", "tls.crt"),
+                       "turn_tls_key": os.path.join(tmp, "turn-tls", "tls.key")}
+        if hairpin:
+            expect["nat_map"] = [f"{pod_ip}={ip}" for ip in (media["announce"]["ips"] or [HOST_IP])]
         for key, want_value in expect.items():
             got = eff.get(key)
             if key in durations:
