@@ -452,13 +452,7 @@ pub(crate) fn admit(
     if ctx.drain.is_draining() && !(ctx.cluster.is_some() && ctx.rooms.exists(room)) {
         return Err(draining());
     }
-    let room_len = room.chars().count();
-    if room_len == 0 || room_len > MAX_ROOM_CHARS {
-        return Err((
-            ErrorCode::InvalidMessage,
-            format!("room must be 1 to {MAX_ROOM_CHARS} characters"),
-        ));
-    }
+    check_room_name(room)?;
     let (identity, name, permissions) = admission(ctx, room, name, token)?;
     let name_len = name.chars().count();
     if name_len == 0 || name_len > MAX_NAME_CHARS {
@@ -490,6 +484,18 @@ pub(crate) fn admit(
     })
 }
 
+/// A room name of 1 to [`MAX_ROOM_CHARS`] characters.
+fn check_room_name(room: &str) -> Result<(), (ErrorCode, String)> {
+    let len = room.chars().count();
+    if len == 0 || len > MAX_ROOM_CHARS {
+        return Err((
+            ErrorCode::InvalidMessage,
+            format!("room must be 1 to {MAX_ROOM_CHARS} characters"),
+        ));
+    }
+    Ok(())
+}
+
 /// Multi-node: where a join for `room` goes (`None`: here). A draining node takes joins only
 /// for the rooms it holds; the others are sent back to the load balancer.
 async fn route(
@@ -505,13 +511,7 @@ async fn route(
     }
     // Refused here what the room's node would refuse anyway (any node verifies tokens): a bad
     // join places no room and opens no proxy.
-    let room_len = room.chars().count();
-    if room_len == 0 || room_len > MAX_ROOM_CHARS {
-        return Err((
-            ErrorCode::InvalidMessage,
-            format!("room must be 1 to {MAX_ROOM_CHARS} characters"),
-        ));
-    }
+    check_room_name(room)?;
     admission(ctx, room, name, token)?;
     crate::proxy::open(cluster, room, origin == Origin::Node)
         .await

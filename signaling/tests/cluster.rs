@@ -36,6 +36,16 @@ fn node(id: &str, ip: &str, redis: &Redis, args: &[&str]) -> Server {
     Server::start_bind(&format!("{ip}:0"), &all, &env)
 }
 
+/// Nodes `node-a` on 127.0.0.2 and `node-b` on 127.0.0.3, registered, each placing new rooms on
+/// itself (`this_node_first`), so a test knows where a room goes.
+async fn placing_here(redis: &Redis) -> (Server, Server) {
+    let args = ["--room-placement", "this-node-first"];
+    let a = node("node-a", "127.0.0.2", redis, &args);
+    let b = node("node-b", "127.0.0.3", redis, &args);
+    wait_registered(redis, &["node-a", "node-b"]).await;
+    (a, b)
+}
+
 async fn redis_conn(redis: &Redis) -> redis::aio::MultiplexedConnection {
     redis::Client::open(redis.url.as_str())
         .unwrap()
@@ -92,19 +102,7 @@ fn names(joined: &Value) -> Vec<String> {
 async fn one_room_joined_through_two_nodes_is_one_call() {
     common::init_logging();
     let redis = Redis::start();
-    let a = node(
-        "node-a",
-        "127.0.0.2",
-        &redis,
-        &["--room-placement", "this-node-first"],
-    );
-    let b = node(
-        "node-b",
-        "127.0.0.3",
-        &redis,
-        &["--room-placement", "this-node-first"],
-    );
-    wait_registered(&redis, &["node-a", "node-b"]).await;
+    let (a, b) = placing_here(&redis).await;
 
     // The first join reaches node B: the room is placed there.
     let mut sub = RtcClient::join(&b.ws, "call", "S").await;
@@ -148,19 +146,7 @@ async fn joins_racing_to_create_a_room_on_two_nodes_end_in_one_room() {
     common::init_logging();
     let redis = Redis::start();
     // Each node would place a new room on itself: only the atomic claim keeps them together.
-    let a = node(
-        "node-a",
-        "127.0.0.2",
-        &redis,
-        &["--room-placement", "this-node-first"],
-    );
-    let b = node(
-        "node-b",
-        "127.0.0.3",
-        &redis,
-        &["--room-placement", "this-node-first"],
-    );
-    wait_registered(&redis, &["node-a", "node-b"]).await;
+    let (a, b) = placing_here(&redis).await;
     for round in 0..5 {
         let room = format!("race-{round}");
         let mut x = SignalingClient::connect(&a.ws).await;
@@ -186,19 +172,7 @@ async fn joins_racing_to_create_a_room_on_two_nodes_end_in_one_room() {
 async fn a_killed_node_s_call_resumes_on_another_node() {
     common::init_logging();
     let redis = Redis::start();
-    let mut a = node(
-        "node-a",
-        "127.0.0.2",
-        &redis,
-        &["--room-placement", "this-node-first"],
-    );
-    let b = node(
-        "node-b",
-        "127.0.0.3",
-        &redis,
-        &["--room-placement", "this-node-first"],
-    );
-    wait_registered(&redis, &["node-a", "node-b"]).await;
+    let (mut a, b) = placing_here(&redis).await;
 
     // The room is on A; P's signaling goes through B (proxied), S's straight to A.
     let mut sub = RtcClient::join(&a.ws, "call", "S").await;
@@ -237,19 +211,7 @@ async fn a_killed_node_s_call_resumes_on_another_node() {
 async fn redis_restarting_empty_loses_nothing_the_nodes_cannot_register_again() {
     common::init_logging();
     let mut redis = Redis::start();
-    let a = node(
-        "node-a",
-        "127.0.0.2",
-        &redis,
-        &["--room-placement", "this-node-first"],
-    );
-    let b = node(
-        "node-b",
-        "127.0.0.3",
-        &redis,
-        &["--room-placement", "this-node-first"],
-    );
-    wait_registered(&redis, &["node-a", "node-b"]).await;
+    let (a, b) = placing_here(&redis).await;
     let mut sub = RtcClient::join(&a.ws, "call", "S").await;
     let received = count_received(&mut sub);
     let publisher = RtcClient::join(&b.ws, "call", "P").await;
@@ -354,19 +316,7 @@ async fn the_admin_api_and_whip_work_through_any_node() {
     common::init_logging();
     fanout_signaling::server::install_crypto_provider();
     let redis = Redis::start();
-    let a = node(
-        "node-a",
-        "127.0.0.2",
-        &redis,
-        &["--room-placement", "this-node-first"],
-    );
-    let b = node(
-        "node-b",
-        "127.0.0.3",
-        &redis,
-        &["--room-placement", "this-node-first"],
-    );
-    wait_registered(&redis, &["node-a", "node-b"]).await;
+    let (a, b) = placing_here(&redis).await;
     let http = reqwest::Client::new();
     let auth = format!("Bearer {}", admin_token());
 
