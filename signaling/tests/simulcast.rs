@@ -7,7 +7,8 @@
 //!   a layer the publisher stops sending is replaced by the next lower one and taken back when it
 //!   returns, and `visible: false` stops the media;
 //! - each change is reported in `track_layer` with its reason;
-//! - dynacast: the publisher is told to pause the layers nobody receives and to resume them;
+//! - dynacast: the publisher is told to pause the layers nobody receives and to resume them,
+//!   and a subscriber still connecting keeps the top layer on;
 //! - across every switch the subscriber sees one stream: one SSRC, contiguous sequence numbers,
 //!   timestamps that never go back, picture ids and TL0PICIDX that continue by at most one.
 
@@ -533,6 +534,27 @@ async fn scenario(drivers: usize) {
     })
     .await;
     tokio::time::sleep(Duration::from_millis(500)).await;
+
+    // A subscriber still connecting (it joined, but has not answered the server's offer yet)
+    // keeps the top layer on: f is resumed for it, rather than being found paused when it
+    // connects a moment later. Once it has left, f is paused again.
+    let mut connecting = common::SignalingClient::connect(&url).await;
+    connecting.join(ROOM, "C").await;
+    wait_dynacast(
+        &mut lists,
+        Duration::from_secs(2),
+        "resuming f for a subscriber still connecting",
+        |a| a.iter().any(|r| r == "f"),
+    )
+    .await;
+    drop(connecting);
+    wait_dynacast(
+        &mut lists,
+        Duration::from_secs(5),
+        "pausing f again once it left",
+        |a| a == ["q"],
+    )
+    .await;
 
     let rec: Vec<Received> = std::mem::take(&mut *recorded.lock().unwrap());
     // The subscriber's transport-wide feedback produced a downlink estimate.

@@ -103,6 +103,9 @@ const TICK: Duration = Duration::from_millis(250);
 const LAYER_IDLE: Duration = Duration::from_millis(1000);
 /// A layer nobody needs is paused at the publisher after this long (so brief dips do not flap).
 const DYNACAST_PAUSE_AFTER: Duration = Duration::from_secs(2);
+/// How long a subscriber that is still connecting keeps a track's top layer on (dynacast): long
+/// enough for a negotiation and ICE, bounded for a client that never answers.
+const DYNACAST_CONNECTING: Duration = Duration::from_secs(10);
 /// A REMB older than this no longer counts as an estimate.
 const REMB_MAX_AGE: Duration = Duration::from_secs(5);
 /// The budget when a subscriber gives no feedback at all (neither TWCC nor REMB).
@@ -456,6 +459,9 @@ struct Forwarder {
     /// The subscriber leg's payload type, once negotiated.
     payload_type: u8,
     active: bool,
+    /// When it was made: a subscriber still connecting keeps the top layer on for
+    /// [`DYNACAST_CONNECTING`] from then.
+    created_at: Instant,
     rewriter: RtpRewriter,
     wants: Wants,
     /// The layer the allocator would forward if the publisher sent everything (dynacast).
@@ -1793,6 +1799,7 @@ impl Driver {
             ssrc,
             payload_type: 0,
             active: false,
+            created_at: Instant::now(),
             rewriter: RtpRewriter::new(rand::random(), track.rtc_codec.clock_rate),
             wants: Wants::default(),
             ideal: None,

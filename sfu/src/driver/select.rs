@@ -280,9 +280,10 @@ impl Driver {
     }
 
     /// Asks each simulcast publisher to send only the layers someone needs: the layers
-    /// subscribers would get if everything were sent, and those still being forwarded or
-    /// switched to. A layer is paused after nobody needed it for [`DYNACAST_PAUSE_AFTER`] and
-    /// resumed at the next tick once someone does.
+    /// subscribers would get if everything were sent, those still being forwarded or switched
+    /// to, and the top layer while a subscriber is still connecting (for at most
+    /// [`DYNACAST_CONNECTING`]). A layer is paused after nobody needed it for
+    /// [`DYNACAST_PAUSE_AFTER`] and resumed at the next tick once someone does.
     /// Proxies of remote tracks report what their subscribers need to the origin driver, which
     /// adds it to its own subscribers' needs.
     fn dynacast(&mut self, now: Instant) {
@@ -290,12 +291,21 @@ impl Driver {
         let mut demands = Vec::new();
         for (&tkey, track) in self.tracks.iter_mut() {
             let mut need = 0u32;
-            for f in track.forwarders.iter().filter(|f| f.active) {
-                for l in [f.ideal, f.rewriter.current(), f.rewriter.target()]
-                    .into_iter()
-                    .flatten()
-                {
-                    need |= 1 << l;
+            for f in &track.forwarders {
+                if f.active {
+                    for l in [f.ideal, f.rewriter.current(), f.rewriter.target()]
+                        .into_iter()
+                        .flatten()
+                    {
+                        need |= 1 << l;
+                    }
+                } else if now.saturating_duration_since(f.created_at) < DYNACAST_CONNECTING {
+                    // A subscriber still connecting has chosen nothing yet: it keeps the top
+                    // layer (what a tile of unknown size gets), so that layer is not paused
+                    // under a subscriber about to want it, to be resumed a moment later.
+                    if let Some(&top) = track.order.last() {
+                        need |= 1 << top;
+                    }
                 }
             }
             if let Origin::Remote(origin) = track.origin {
