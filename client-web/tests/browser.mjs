@@ -61,9 +61,10 @@ export async function launchBrowser(t, extraArgs = []) {
 }
 
 /**
- * Loads `url` in `page`. A network change on this host (a test's namespace coming up) makes
- * Chromium fail the loads in flight with ERR_NETWORK_CHANGED, and such a page never starts: it is
- * loaded again (at most three times), saying so to `log`.
+ * Loads `url` in `page`. A network change on this host or in the browser's namespace (a test's
+ * namespace or veth coming up or going away) makes Chromium fail the loads in flight with
+ * ERR_NETWORK_CHANGED: the page itself (goto throws) or one of its resources (such a page never
+ * starts). Either way it is loaded again (at most three times), saying so to `log`.
  */
 async function load(page, url, log) {
   let changed = false;
@@ -72,9 +73,15 @@ async function load(page, url, log) {
   });
   for (let attempt = 1; ; attempt++) {
     changed = false;
-    await page.goto(url, { timeout: 15_000 });
+    try {
+      await page.goto(url, { timeout: 15_000 });
+    } catch (err) {
+      if (attempt === 3 || !String(err?.message).includes('ERR_NETWORK_CHANGED')) throw err;
+      changed = true;
+    }
     if (!changed || attempt === 3) return;
     log('page load hit a network change; loading it again');
+    await new Promise((resolve) => setTimeout(resolve, 500));
   }
 }
 
