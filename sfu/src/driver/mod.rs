@@ -459,9 +459,10 @@ struct Forwarder {
     /// The subscriber leg's payload type, once negotiated.
     payload_type: u8,
     active: bool,
-    /// When it was made: a subscriber still connecting keeps the top layer on for
-    /// [`DYNACAST_CONNECTING`] from then.
-    created_at: Instant,
+    /// When it was made, in milliseconds after its track's `published_at` (4 bytes, which
+    /// keep the struct at two cache lines): a subscriber still connecting keeps the top layer
+    /// on for [`DYNACAST_CONNECTING`] from then.
+    created_ms: u32,
     rewriter: RtpRewriter,
     wants: Wants,
     /// The layer the allocator would forward if the publisher sent everything (dynacast).
@@ -1799,7 +1800,7 @@ impl Driver {
             ssrc,
             payload_type: 0,
             active: false,
-            created_at: Instant::now(),
+            created_ms: u32::try_from(track.published_at.elapsed().as_millis()).unwrap_or(u32::MAX),
             rewriter: RtpRewriter::new(rand::random(), track.rtc_codec.clock_rate),
             wants: Wants::default(),
             ideal: None,

@@ -290,6 +290,7 @@ impl Driver {
         let mut updates = Vec::new();
         let mut demands = Vec::new();
         for (&tkey, track) in self.tracks.iter_mut() {
+            let since_publish = now.saturating_duration_since(track.published_at);
             let mut need = 0u32;
             for f in &track.forwarders {
                 if f.active {
@@ -299,7 +300,10 @@ impl Driver {
                     {
                         need |= 1 << l;
                     }
-                } else if now.saturating_duration_since(f.created_at) < DYNACAST_CONNECTING {
+                } else if since_publish
+                    .saturating_sub(Duration::from_millis(u64::from(f.created_ms)))
+                    < DYNACAST_CONNECTING
+                {
                     // A subscriber still connecting has chosen nothing yet: it keeps the top
                     // layer (what a tile of unknown size gets), so that layer is not paused
                     // under a subscriber about to want it, to be resumed a moment later.
@@ -324,7 +328,6 @@ impl Driver {
             if track.layers.len() < 2 {
                 continue;
             }
-            let since_publish = now.saturating_duration_since(track.published_at);
             let mut active = Vec::new();
             let mut paused = Vec::new();
             for &id in &track.order {
