@@ -217,10 +217,13 @@ with tempfile.TemporaryDirectory() as tmp:
         elif "turn-tls" in volumes or "turn_tls_cert" in rendered_config:
             fail("a TURN certificate without turn.tls.enabled")
         # With hostPort, relays reach the media sockets at the pod's IP (no hairpin at the node).
-        hairpin = turn["enabled"] and not host_net and bool(media["announce"]["ips"] or media["announce"]["fromNodeIP"])
+        # (Pod IPs are IPv4: only IPv4 announced addresses are mapped.)
+        public_v4 = [ip for ip in media["announce"]["ips"] if ":" not in ip]
+        hairpin = turn["enabled"] and not host_net and bool(
+            public_v4 or (not media["announce"]["ips"] and media["announce"]["fromNodeIP"]))
         nat = env.get("FANOUT_NAT_MAP", {}).get("value")
         if hairpin:
-            public = media["announce"]["ips"] or ["$(HOST_IP)"]
+            public = public_v4 or ["$(HOST_IP)"]
             if nat != ",".join(f"$(POD_IP)={ip}" for ip in public):
                 fail(f"slot {slot}: FANOUT_NAT_MAP {nat!r} must map the pod's IP to the announced one")
         elif nat is not None:
@@ -323,7 +326,7 @@ with tempfile.TemporaryDirectory() as tmp:
                        "turn_tls_cert": os.path.join(tmp, "turn-tls", "tls.crt"),
                        "turn_tls_key": os.path.join(tmp, "turn-tls", "tls.key")}
         if hairpin:
-            expect["nat_map"] = [f"{pod_ip}={ip}" for ip in (media["announce"]["ips"] or [HOST_IP])]
+            expect["nat_map"] = [f"{pod_ip}={ip}" for ip in (public_v4 or [HOST_IP])]
         for key, want_value in expect.items():
             got = eff.get(key)
             if key in durations:
