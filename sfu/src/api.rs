@@ -28,10 +28,14 @@ pub struct SfuConfig {
     /// Test-only fault injection: the fraction (0.0–1.0) of outgoing RTP datagrams (media to
     /// subscribers, retransmissions included) to drop.
     pub inject_loss_out: f64,
-    /// Media drivers, each a thread with its own UDP socket on the port of `media_bind` plus its
-    /// index (every socket on its own ephemeral port when that port is 0). A participant is
-    /// placed on the least loaded; one room can span them all.
+    /// Media drivers, each a thread with its own UDP socket. A participant is placed on the least
+    /// loaded; one room can span them all.
     pub media_drivers: usize,
+    /// Whether each driver has a port of its own (`media_bind`'s port plus the driver's index;
+    /// each its own ephemeral port when that is 0) instead of all sharing `media_bind`'s port
+    /// (`SO_REUSEPORT`; a datagram the kernel gives to a driver that does not own its connection
+    /// crosses to the owner once). Sharing is the default: a firewall names one port.
+    pub port_per_driver: bool,
     /// Tracks one participant may publish at most (simulcast layers of a track count once);
     /// 0 means no limit. A track beyond it is refused with [`ErrorKind::TrackLimit`].
     pub max_tracks_per_participant: usize,
@@ -56,6 +60,7 @@ impl Default for SfuConfig {
             inject_loss: 0.0,
             inject_loss_out: 0.0,
             media_drivers: 1,
+            port_per_driver: false,
             max_tracks_per_participant: 0,
             consent_timeout: Duration::from_secs(30),
             connect_timeout: Duration::from_secs(30),
@@ -394,6 +399,10 @@ pub struct DriverStats {
     pub mesh_packets_out: u64,
     pub mesh_packets_in: u64,
     pub mesh_dropped: u64,
+    /// Shared port: datagrams this driver's socket received for another driver's connection and
+    /// sent on to it, and those dropped because that driver's queue was full.
+    pub datagrams_crossed: u64,
+    pub datagrams_dropped_crossing: u64,
     /// Bytes of what was dropped, by reason (the packet counters above count the same drops).
     pub bytes_dropped: DroppedBytes,
 }
@@ -409,6 +418,7 @@ pub struct DroppedBytes {
     pub driver_queue_full: u64,
     pub forward_error: u64,
     pub injected: u64,
+    pub crossing: u64,
 }
 
 impl DroppedBytes {
@@ -419,6 +429,7 @@ impl DroppedBytes {
         self.driver_queue_full += o.driver_queue_full;
         self.forward_error += o.forward_error;
         self.injected += o.injected;
+        self.crossing += o.crossing;
     }
 }
 
@@ -453,6 +464,8 @@ impl DriverStats {
         self.mesh_packets_out += o.mesh_packets_out;
         self.mesh_packets_in += o.mesh_packets_in;
         self.mesh_dropped += o.mesh_dropped;
+        self.datagrams_crossed += o.datagrams_crossed;
+        self.datagrams_dropped_crossing += o.datagrams_dropped_crossing;
         self.bytes_dropped.add(&o.bytes_dropped);
     }
 }

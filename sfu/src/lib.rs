@@ -7,6 +7,8 @@
 //!   by source address once a connectivity check was accepted), runs every connection's timers
 //!   from one timer heap, and routes media: **packet in → published track → forwarders → packet
 //!   out**. Other tasks talk to it only through messages; nothing on the media path takes a lock.
+//! - `ice_lite`: the ICE-lite nomination rtc lacks (a first check with USE-CANDIDATE selects its
+//!   pair), done by the driver around rtc.
 //! - `peer`: thin glue that configures `rtc` connections (ICE-lite, codecs, interceptors).
 //! - [`engine`]: the pure decisions (sequence unwrapping, rewriting, keyframe detection and
 //!   throttling, datagram classification), told the time and tested without a network.
@@ -17,6 +19,7 @@ pub mod api;
 pub mod debug;
 mod driver;
 pub mod engine;
+mod ice_lite;
 /// Public only so the hot-path benchmark (`sfu/benches/hotpath.rs`) builds connections exactly as
 /// the server does; not an API.
 #[doc(hidden)]

@@ -429,71 +429,77 @@ pub fn media_engine() -> Result<MediaEngine, RtcError> {
 /// change meaning on one connection, even one it proposed in an offer the server ignored (offer
 /// collision), so the server's numbers must be Chromium's. These are Chromium's ids for an offer
 /// with audio first and then (simulcast) video, as the client library publishes: 1–4 shared with
-/// audio, 9 the layers-allocation extension Chromium adds for simulcast (registered only to keep
-/// its id; never sent), 12 the dependency descriptor.
-const HEADER_EXTENSIONS: &[(&str, bool, bool)] = &[
-    ("urn:ietf:params:rtp-hdrext:ssrc-audio-level", true, false), // 1
+/// audio, 10 and 11 the rid and repaired-rid of simulcast.
+///
+/// Only the extensions the server uses are offered or accepted (`Use::Both`, `Use::Audio`); the
+/// others (`Use::Placeholder`) are registered for no kind, so they only keep Chromium's ids free:
+/// Firefox takes every id a server's offer names as used for good and numbers its own extensions
+/// in the ids left (1–14, one-byte headers only), and a server offering all twelve of Chromium's
+/// left it too few: its next offer failed ("invalid extension id 15").
+const HEADER_EXTENSIONS: &[(&str, Use)] = &[
+    ("urn:ietf:params:rtp-hdrext:ssrc-audio-level", Use::Audio), // 1
     (
         "http://www.webrtc.org/experiments/rtp-hdrext/abs-send-time",
-        true,
-        true,
+        Use::Both,
     ), // 2
     (
         "http://www.ietf.org/id/draft-holmer-rmcat-transport-wide-cc-extensions-01",
-        true,
-        true,
+        Use::Both,
     ), // 3
-    ("urn:ietf:params:rtp-hdrext:sdes:mid", true, true),          // 4
+    ("urn:ietf:params:rtp-hdrext:sdes:mid", Use::Both),          // 4
     (
         "http://www.webrtc.org/experiments/rtp-hdrext/playout-delay",
-        false,
-        true,
+        Use::Placeholder,
     ), // 5
     (
         "http://www.webrtc.org/experiments/rtp-hdrext/video-content-type",
-        false,
-        true,
+        Use::Placeholder,
     ), // 6
     (
         "http://www.webrtc.org/experiments/rtp-hdrext/video-timing",
-        false,
-        true,
+        Use::Placeholder,
     ), // 7
     (
         "http://www.webrtc.org/experiments/rtp-hdrext/color-space",
-        false,
-        true,
+        Use::Placeholder,
     ), // 8
     (
         "http://www.webrtc.org/experiments/rtp-hdrext/video-layers-allocation00",
-        false,
-        true,
+        Use::Placeholder,
     ), // 9
-    ("urn:ietf:params:rtp-hdrext:sdes:rtp-stream-id", false, true), // 10
+    ("urn:ietf:params:rtp-hdrext:sdes:rtp-stream-id", Use::Video), // 10
     (
         "urn:ietf:params:rtp-hdrext:sdes:repaired-rtp-stream-id",
-        false,
-        true,
+        Use::Video,
     ), // 11
-    (
-        "https://aomediacodec.github.io/av1-rtp-spec/#dependency-descriptor-rtp-header-extension",
-        false,
-        true,
-    ), // 12
 ];
 
+/// Which kinds of media an extension of [`HEADER_EXTENSIONS`] is offered and accepted for.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Use {
+    Audio,
+    Video,
+    Both,
+    /// Neither: the entry only keeps its id (see [`HEADER_EXTENSIONS`]).
+    Placeholder,
+}
+
 pub fn register_header_extensions(me: &mut MediaEngine) -> Result<(), RtcError> {
-    for &(uri, audio, video) in HEADER_EXTENSIONS {
-        for (wanted, kind) in [(audio, RtpCodecKind::Audio), (video, RtpCodecKind::Video)] {
-            if wanted {
-                me.register_header_extension(
-                    RTCRtpHeaderExtensionCapability {
-                        uri: uri.to_owned(),
-                    },
-                    kind,
-                    None,
-                )?;
-            }
+    for &(uri, use_) in HEADER_EXTENSIONS {
+        let kinds: &[RtpCodecKind] = match use_ {
+            Use::Audio => &[RtpCodecKind::Audio],
+            Use::Video => &[RtpCodecKind::Video],
+            Use::Both => &[RtpCodecKind::Audio, RtpCodecKind::Video],
+            Use::Placeholder => &[RtpCodecKind::Unspecified],
+        };
+        for &kind in kinds {
+            me.register_header_extension(
+                RTCRtpHeaderExtensionCapability {
+                    uri: uri.to_owned(),
+                },
+                kind,
+                None,
+            )?;
         }
     }
     Ok(())
@@ -677,9 +683,10 @@ mod tests {
         }
         // Chromium's ids when it offers simulcast video after audio (see HEADER_EXTENSIONS).
         for (id, uri) in [
-            (9, "video-layers-allocation00"),
+            (1, "ssrc-audio-level"),
+            (2, "abs-send-time"),
             (10, "sdes:rtp-stream-id"),
-            (12, "dependency-descriptor"),
+            (11, "sdes:repaired-rtp-stream-id"),
         ] {
             assert!(
                 sdp.lines()
@@ -687,6 +694,13 @@ mod tests {
                 "{uri} at {id}: {sdp}"
             );
         }
+        // Nothing else: the placeholders keep their ids free for the client's own extensions.
+        let ids: std::collections::BTreeSet<u8> = sdp
+            .lines()
+            .filter_map(|l| l.strip_prefix("a=extmap:"))
+            .filter_map(|l| l.split([' ', '/']).next()?.parse().ok())
+            .collect();
+        assert_eq!(ids, [1, 2, 3, 4, 10, 11].into(), "{sdp}");
         assert!(sdp.contains("a=ice-lite"));
         assert!(sdp.contains("127.0.0.1 7882 typ host"), "{sdp}");
     }

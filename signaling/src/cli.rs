@@ -98,8 +98,8 @@ pub struct SettingsArgs {
     #[arg(long)]
     pub bind: Option<String>,
 
-    /// UDP port of the first media driver; driver N uses this port + N (0 picks free ports)
-    /// [default: 7882].
+    /// UDP port of every media driver (0 picks a free port); with --udp-port-per-driver, of the
+    /// first, driver N using this port + N [default: 7882].
     #[arg(long)]
     pub udp_port: Option<String>,
 
@@ -107,7 +107,12 @@ pub struct SettingsArgs {
     #[arg(long)]
     pub ice_tcp_port: Option<String>,
 
-    /// Media drivers (threads, each with its own UDP port) [default: one per CPU core].
+    /// Each media driver on a UDP port of its own, --udp-port + N (true or false) [default:
+    /// false: every driver shares --udp-port].
+    #[arg(long)]
+    pub udp_port_per_driver: Option<String>,
+
+    /// Media drivers (threads, each with its own UDP socket) [default: one per CPU core].
     #[arg(long)]
     pub media_drivers: Option<String>,
 
@@ -300,6 +305,7 @@ impl SettingsArgs {
         let one = [
             ("bind", &self.bind),
             ("udp_port", &self.udp_port),
+            ("udp_port_per_driver", &self.udp_port_per_driver),
             ("ice_tcp_port", &self.ice_tcp_port),
             ("media_drivers", &self.media_drivers),
             ("media_ip", &self.media_ip),

@@ -39,8 +39,12 @@ pub enum LogFormat {
 pub struct Settings {
     /// HTTP(S) and WebSocket address.
     pub bind: SocketAddr,
-    /// UDP port of the first media driver; driver N uses this port + N (0: any free ports).
+    /// UDP port of every media driver (0: any free port); with `udp_port_per_driver`, of the
+    /// first, and driver N uses this port + N.
     pub udp_port: u16,
+    /// Each media driver on a UDP port of its own (`udp_port` + N) instead of all sharing
+    /// `udp_port` (`SO_REUSEPORT`, the default: a firewall names one port).
+    pub udp_port_per_driver: bool,
     /// ICE over TCP: the TCP port of the first media driver (driver N uses this + N), announced
     /// as passive candidates; `None`: off; 0: any free ports.
     pub ice_tcp_port: Option<u16>,
@@ -168,6 +172,7 @@ impl Default for Settings {
         Self {
             bind: SocketAddr::from(([127, 0, 0, 1], 7880)),
             udp_port: 7882,
+            udp_port_per_driver: false,
             ice_tcp_port: None,
             media_drivers: None,
             media_ip: None,

@@ -301,6 +301,7 @@ impl Metrics {
                 "injected",
                 total.datagrams_dropped_injected + total.datagrams_dropped_injected_out,
             ),
+            ("crossing_queue_full", total.datagrams_dropped_crossing),
         ] {
             advance(&self.packets_dropped.with_label_values(&[reason]), n);
         }
@@ -312,6 +313,7 @@ impl Metrics {
             ("driver_queue_full", b.driver_queue_full),
             ("forward_error", b.forward_error),
             ("injected", b.injected),
+            ("crossing_queue_full", b.crossing),
         ] {
             advance(&self.bytes_dropped.with_label_values(&[reason]), n);
         }

@@ -60,6 +60,7 @@ pub fn engine_config(settings: &Settings) -> SfuConfig {
         ice_tcp_port: settings.ice_tcp_port,
         inject_loss: settings.inject_loss / 100.0,
         media_drivers: settings.media_driver_count(),
+        port_per_driver: settings.udp_port_per_driver,
         max_tracks_per_participant: settings.max_tracks_per_participant,
         consent_timeout: settings.consent_timeout,
         ..SfuConfig::default()

@@ -33,7 +33,15 @@ fn attribute(sdp: &str, name: &str) -> String {
 /// A Binding request as a controlling ICE agent sends it: `server_ufrag:client_ufrag`, signed
 /// with the server's password.
 fn check(server_ufrag: &str, client_ufrag: &str, server_pwd: &str) -> Vec<u8> {
-    use rtc::stun::attributes::{ATTR_ICE_CONTROLLING, ATTR_PRIORITY, ATTR_USERNAME};
+    check_with(server_ufrag, client_ufrag, server_pwd, false)
+}
+
+/// A Binding request, with USE-CANDIDATE if `nominate` (a controlling agent picking the pair;
+/// Firefox nominates with its very first check against an ICE-lite server).
+fn check_with(server_ufrag: &str, client_ufrag: &str, server_pwd: &str, nominate: bool) -> Vec<u8> {
+    use rtc::stun::attributes::{
+        ATTR_ICE_CONTROLLING, ATTR_PRIORITY, ATTR_USERNAME, ATTR_USE_CANDIDATE,
+    };
     use rtc::stun::fingerprint::FINGERPRINT;
     use rtc::stun::integrity::MessageIntegrity;
     use rtc::stun::message::{Message, Setter, TransactionId, BINDING_REQUEST};
@@ -51,6 +59,9 @@ fn check(server_ufrag: &str, client_ufrag: &str, server_pwd: &str) -> Vec<u8> {
     .unwrap();
     m.add(ATTR_PRIORITY, &1_853_824_767u32.to_be_bytes());
     m.add(ATTR_ICE_CONTROLLING, &rand::random::<u64>().to_be_bytes());
+    if nominate {
+        m.add(ATTR_USE_CANDIDATE, &[]);
+    }
     m.write_header();
     let provider = rtc::crypto::default_provider().expect("a crypto provider");
     MessageIntegrity::new_short_term_integrity_with_provider(server_pwd.into(), provider.crypto())
@@ -58,6 +69,11 @@ fn check(server_ufrag: &str, client_ufrag: &str, server_pwd: &str) -> Vec<u8> {
         .unwrap();
     FINGERPRINT.add_to(&mut m).unwrap();
     m.raw
+}
+
+/// Whether `datagram` is a STUN Binding request.
+fn is_binding_request(datagram: &[u8]) -> bool {
+    datagram.len() >= 20 && datagram[0] == 0x00 && datagram[1] == 0x01
 }
 
 /// Whether `datagram` is a STUN Binding success response.
@@ -321,4 +337,138 @@ async fn consent_keeps_a_checking_client_and_expires_when_its_checks_stop() {
         gone_after >= Duration::from_secs(2),
         "removed {gone_after:?} after its last check: not by consent"
     );
+}
+
+/// Firefox nominates aggressively against an ICE-lite server: its very first check on a pair
+/// carries USE-CANDIDATE. The server answers that first check (no retransmission needed) and, as
+/// a lite agent, sends no connectivity check of its own; an ICE restart's new credentials are
+/// used for the next first check. (rtc 0.21.1 alone answers it with a triggered check and no
+/// response: `sfu/src/ice_lite.rs`.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_first_check_that_nominates_is_answered_and_the_server_sends_no_checks() {
+    common::init_logging();
+    let server = TestServer::start().await;
+    let (offer, answer, _) = whip_offer_only(&server, "nominate").await;
+    let (server_ufrag, server_pwd) = (
+        attribute(&answer, "ice-ufrag"),
+        attribute(&answer, "ice-pwd"),
+    );
+    let client_ufrag = attribute(&offer, "ice-ufrag");
+    let media = udp_candidate(&answer);
+    for attempt in 0..3 {
+        // A fresh source address each time: a pair the server has never seen.
+        let client = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        let request = check_with(&server_ufrag, &client_ufrag, &server_pwd, true);
+        client.send_to(&request, media).await.unwrap();
+        let mut buf = [0u8; 2048];
+        let mut requests_from_server = 0;
+        let answered = tokio::time::timeout(Duration::from_secs(2), async {
+            loop {
+                let (n, _) = client.recv_from(&mut buf).await.unwrap();
+                if is_binding_request(&buf[..n]) {
+                    requests_from_server += 1;
+                }
+                if is_binding_success(&buf[..n]) && buf[8..20] == request[8..20] {
+                    return;
+                }
+            }
+        })
+        .await;
+        assert!(
+            answered.is_ok(),
+            "attempt {attempt}: the nominating check itself is answered (not only a retransmission)"
+        );
+        // Anything the server would still send (a triggered check) arrives within this.
+        let late = tokio::time::timeout(Duration::from_millis(300), async {
+            loop {
+                let (n, _) = client.recv_from(&mut buf).await.unwrap();
+                if is_binding_request(&buf[..n]) {
+                    return;
+                }
+            }
+        })
+        .await;
+        assert!(
+            requests_from_server == 0 && late.is_err(),
+            "attempt {attempt}: a lite server sends no connectivity checks"
+        );
+        let snapshot = server.sfu.debug().await.unwrap();
+        let path = snapshot
+            .rooms
+            .iter()
+            .flat_map(|r| &r.participants)
+            .find_map(|p| p.remote_addr.clone());
+        assert_eq!(
+            path,
+            Some(client.local_addr().unwrap().to_string()),
+            "attempt {attempt}: the nominated address is the client's path"
+        );
+    }
+}
+
+/// One UDP port for every media driver (the default): the kernel hands each client flow to one of
+/// the drivers' sockets by a hash of its addresses, and a datagram for another driver's connection
+/// crosses to it. Checks from 16 source addresses reach a connection of one of two drivers (the
+/// chance that all 16 land on its own socket is 2^-16), each is answered from the one port, and
+/// the connection's media follows the newest path whichever socket receives it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_driver_shares_one_port_and_datagrams_cross_to_their_connection() {
+    common::init_logging();
+    let server = TestServer::start_drivers(2).await;
+    let addrs = server.sfu.media_addrs();
+    assert_eq!(addrs.len(), 2);
+    assert!(
+        addrs.iter().all(|a| *a == addrs[0]),
+        "both drivers on one address and port: {addrs:?}"
+    );
+    let (offer, answer, _) = whip_offer_only(&server, "shared-port").await;
+    let (server_ufrag, server_pwd) = (
+        attribute(&answer, "ice-ufrag"),
+        attribute(&answer, "ice-pwd"),
+    );
+    let client_ufrag = attribute(&offer, "ice-ufrag");
+    let media = udp_candidate(&answer);
+    assert_eq!(media, addrs[0]);
+    for i in 0..16 {
+        let client = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        let request = check(&server_ufrag, &client_ufrag, &server_pwd);
+        client.send_to(&request, media).await.unwrap();
+        let mut buf = [0u8; 2048];
+        let from = tokio::time::timeout(Duration::from_secs(3), async {
+            loop {
+                let (n, from) = client.recv_from(&mut buf).await.unwrap();
+                if is_binding_success(&buf[..n]) && buf[8..20] == request[8..20] {
+                    return from;
+                }
+            }
+        })
+        .await
+        .unwrap_or_else(|_| panic!("check {i} from a new address is answered"));
+        assert_eq!(from, media, "check {i}: answered from the one port");
+    }
+    let stats = server.sfu.stats().await.unwrap();
+    assert!(
+        stats.datagrams_crossed > 0,
+        "some checks crossed between drivers: {stats:?}"
+    );
+    assert_eq!(stats.datagrams_dropped_crossing, 0);
+}
+
+/// `port_per_driver`: each driver on a port of its own (the configured one plus its index).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn port_per_driver_gives_each_driver_its_own_port() {
+    common::init_logging();
+    let port = {
+        let probe = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        probe.local_addr().unwrap().port()
+    };
+    let server = TestServer::start_with(SfuConfig {
+        media_bind: SocketAddr::from(([127, 0, 0, 1], port)),
+        media_drivers: 2,
+        port_per_driver: true,
+        ..SfuConfig::default()
+    })
+    .await;
+    let ports: Vec<u16> = server.sfu.media_addrs().iter().map(|a| a.port()).collect();
+    assert_eq!(ports, vec![port, port + 1]);
 }

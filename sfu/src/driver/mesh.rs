@@ -113,6 +113,17 @@ pub(crate) enum MeshMsg {
         track: TrackKey,
         layer: u8,
     },
+    /// Shared port: driver `driver` pinned `flow` to one of its connections; a driver whose
+    /// socket receives the flow sends its datagrams there (see `port`).
+    FlowPinned {
+        flow: super::Flow,
+        driver: usize,
+    },
+    /// Shared port: driver `driver` no longer has `flow` pinned.
+    FlowUnpinned {
+        flow: super::Flow,
+        driver: usize,
+    },
     /// The layers (bit per layer index) a proxy's subscribers need, for dynacast.
     Demand {
         track: TrackKey,
@@ -129,6 +140,8 @@ pub(crate) struct Mesh {
     pub index: usize,
     pub commands: Vec<mpsc::WeakUnboundedSender<Command>>,
     pub media: Vec<mpsc::Sender<MeshPacket>>,
+    /// Datagrams another driver's socket received for this driver's connections (shared port).
+    pub crossing: Vec<mpsc::Sender<super::port::Crossing>>,
 }
 
 impl Mesh {

@@ -21,6 +21,7 @@
 //! bounded queue (see [`mesh`]).
 
 pub(crate) mod mesh;
+mod port;
 mod select;
 mod tcp;
 mod timers;
@@ -65,7 +66,8 @@ use crate::api::{
     TrackInfo, TrackSettings, TrackSource,
 };
 use crate::engine::classify::{
-    classify, is_stun_binding_success, stun_binding_local_ufrag, DatagramKind,
+    classify, is_nominating_check, is_stun_binding_request, is_stun_binding_success,
+    stun_binding_local_ufrag, DatagramKind,
 };
 use crate::engine::codec::Codec;
 use crate::engine::keyframe::KeyframeThrottle;
@@ -74,8 +76,10 @@ use crate::engine::rewriter::{DropReason, PacketIn, RtpRewriter, Verdict};
 use crate::engine::seq::SeqUnwrapper;
 use crate::engine::speaker::{self, LevelMeter};
 use crate::engine::vp8;
+use crate::ice_lite;
 use crate::peer::{self, Bandwidth, SimulcastSsrcs};
 use mesh::{driver_of, global_key, Load, Mesh, MeshMsg, MeshPacket, RemoteTrack};
+use port::{owner_of_ufrag, Crossing, RemoteFlows};
 use select::{layer_order, report_layer};
 use timers::TimerQueue;
 
@@ -93,6 +97,9 @@ const READ_BATCH: usize = 256;
 const SETTLE_EVERY: usize = 16;
 /// Connectivity checks kept per connection until its remote description is applied.
 const MAX_EARLY_CHECKS: usize = 8;
+/// Nominating checks (and answers to rtc's triggered checks) kept per connection between two
+/// services of it (see [`crate::ice_lite`]).
+const MAX_NOMINATIONS: usize = 8;
 const MAX_DATAGRAM: usize = 2048;
 /// Source addresses pinned per connection at most (its candidate pairs: loopback, LAN, a new
 /// network after a move); past this, the one confirmed longest ago is unpinned.
@@ -120,27 +127,40 @@ pub(crate) type Spawned = (mpsc::UnboundedSender<Command>, SocketAddr, Load);
 /// runtime, linked to the others (see [`mesh`]).
 pub(crate) fn spawn(config: SfuConfig) -> std::io::Result<Vec<Spawned>> {
     let n = config.media_drivers.max(1);
-    let mut sockets = Vec::with_capacity(n);
+    let mut sockets: Vec<std::net::UdpSocket> = Vec::with_capacity(n);
     for i in 0..n {
         let mut bind = config.media_bind;
-        if bind.port() != 0 {
-            let port = u16::try_from(usize::from(bind.port()) + i).map_err(|_| {
-                std::io::Error::new(
-                    std::io::ErrorKind::InvalidInput,
-                    "media port + driver count exceeds 65535",
-                )
-            })?;
-            bind.set_port(port);
+        if config.port_per_driver {
+            if bind.port() != 0 {
+                let port = u16::try_from(usize::from(bind.port()) + i).map_err(|_| {
+                    std::io::Error::new(
+                        std::io::ErrorKind::InvalidInput,
+                        "media port + driver count exceeds 65535",
+                    )
+                })?;
+                bind.set_port(port);
+            }
+        } else if let Some(first) = sockets.first() {
+            // One port for all (see `port`): the first socket's, if the kernel picked it.
+            bind.set_port(first.local_addr()?.port());
         }
-        sockets.push(bind_socket(bind)?);
+        sockets.push(bind_socket(bind, !config.port_per_driver)?);
     }
     let commands: Vec<_> = (0..n).map(|_| mpsc::unbounded_channel()).collect();
     let media: Vec<_> = (0..n).map(|_| mpsc::channel(mesh::MEDIA_QUEUE)).collect();
+    let crossing: Vec<_> = (0..n)
+        .map(|_| mpsc::channel(port::CROSSING_QUEUE))
+        .collect();
+    let crossing_senders: Vec<_> = crossing.iter().map(|(tx, _)| tx.clone()).collect();
     let weak_commands: Vec<_> = commands.iter().map(|(tx, _)| tx.downgrade()).collect();
     let media_senders: Vec<_> = media.iter().map(|(tx, _)| tx.clone()).collect();
     let mut spawned = Vec::with_capacity(n);
-    for (index, ((std_socket, (cmd_tx, cmd_rx)), (_, media_rx))) in
-        sockets.into_iter().zip(commands).zip(media).enumerate()
+    for (index, (((std_socket, (cmd_tx, cmd_rx)), (_, media_rx)), (_, crossing_rx))) in sockets
+        .into_iter()
+        .zip(commands)
+        .zip(media)
+        .zip(crossing)
+        .enumerate()
     {
         let local_addr = std_socket.local_addr()?;
         let announce = |port: u16, bound: SocketAddr| -> Vec<SocketAddr> {
@@ -186,6 +206,7 @@ pub(crate) fn spawn(config: SfuConfig) -> std::io::Result<Vec<Spawned>> {
             index,
             commands: weak_commands.clone(),
             media: media_senders.clone(),
+            crossing: crossing_senders.clone(),
         };
         let driver_load = load.clone();
         let config = config.clone();
@@ -237,7 +258,8 @@ pub(crate) fn spawn(config: SfuConfig) -> std::io::Result<Vec<Spawned>> {
                     driver.consent_timeout = config.consent_timeout;
                     driver.connect_timeout = config.connect_timeout;
                     driver.observer = config.observer.clone();
-                    driver.run(cmd_rx, media_rx, tcp_events).await;
+                    driver.shared_port = !config.port_per_driver && config.media_drivers > 1;
+                    driver.run(cmd_rx, media_rx, crossing_rx, tcp_events).await;
                 });
             })?;
         spawned.push((cmd_tx, local_addr, load));
@@ -245,7 +267,8 @@ pub(crate) fn spawn(config: SfuConfig) -> std::io::Result<Vec<Spawned>> {
     Ok(spawned)
 }
 
-fn bind_socket(addr: SocketAddr) -> std::io::Result<std::net::UdpSocket> {
+/// Binds a media socket; with `shared`, `SO_REUSEPORT` lets every driver bind the same port.
+fn bind_socket(addr: SocketAddr, shared: bool) -> std::io::Result<std::net::UdpSocket> {
     use socket2::{Domain, Protocol as SockProtocol, Socket, Type};
     let socket = Socket::new(
         Domain::for_address(addr),
@@ -258,6 +281,9 @@ fn bind_socket(addr: SocketAddr) -> std::io::Result<std::net::UdpSocket> {
     // The kernel caps these at net.core.rmem_max / wmem_max; log what was granted.
     let _ = socket.set_recv_buffer_size(SOCKET_BUFFER_BYTES);
     let _ = socket.set_send_buffer_size(SOCKET_BUFFER_BYTES);
+    if shared {
+        socket.set_reuse_port(true)?;
+    }
     socket.bind(&addr.into())?;
     socket.set_nonblocking(true)?;
     info!(
@@ -315,6 +341,12 @@ struct Peer {
     /// applied (a client that answers the server's offer starts checking at once, and its checks
     /// can overtake the answer, which travels through signaling).
     early_checks: Vec<(Vec<u8>, Flow)>,
+    /// Nominating checks (USE-CANDIDATE) handed to rtc since this connection was last serviced:
+    /// given to rtc again once its triggered check for them is answered (see [`crate::ice_lite`]).
+    nominations: Vec<(Vec<u8>, Flow)>,
+    /// The answers the driver made to rtc's triggered checks, to hand to rtc (see
+    /// [`crate::ice_lite`]).
+    stand_in_answers: Vec<(Vec<u8>, Flow)>,
     /// rtc's receiver track id → the published track.
     published: HashMap<String, TrackKey>,
     /// Subscribed tracks: track → the sender on this connection.
@@ -490,6 +522,10 @@ struct Driver {
     rooms: HashMap<String, Vec<ParticipantKey>>,
     by_ufrag: HashMap<String, ParticipantKey>,
     by_addr: HashMap<Flow, ParticipantKey>,
+    /// Flows this driver's socket receives for other drivers' connections (shared port).
+    remote_flows: RemoteFlows,
+    /// Every driver binds the same UDP port (see `port`): datagrams may have to cross.
+    shared_port: bool,
     /// ICE-TCP: the passive candidates (one port per driver), the address handed to rtc with a
     /// frame, and the open connections' writers.
     tcp_candidates: Vec<SocketAddr>,
@@ -627,6 +663,8 @@ impl Driver {
             rooms: HashMap::new(),
             by_ufrag: HashMap::new(),
             by_addr: HashMap::new(),
+            remote_flows: RemoteFlows::default(),
+            shared_port: false,
             tcp_candidates: Vec::new(),
             rtc_local_tcp: rtc_local_addrs(local_addr, &[]),
             tcp_conns: HashMap::new(),
@@ -661,11 +699,13 @@ impl Driver {
         mut self,
         mut commands: mpsc::UnboundedReceiver<Command>,
         mut media: mpsc::Receiver<MeshPacket>,
+        mut crossing: mpsc::Receiver<Crossing>,
         mut tcp_events: Option<mpsc::Receiver<tcp::TcpEvent>>,
     ) {
         let socket = self.socket.clone();
         let mut buf = vec![0u8; MAX_DATAGRAM];
         let mut batch = Vec::with_capacity(READ_BATCH);
+        let mut crossed = Vec::with_capacity(READ_BATCH);
         loop {
             let deadline = self
                 .timers
@@ -686,6 +726,14 @@ impl Driver {
                     if n > 0 {
                         for p in batch.drain(..) {
                             self.on_mesh_packet(p);
+                        }
+                        self.settle();
+                    }
+                }
+                n = crossing.recv_many(&mut crossed, READ_BATCH) => {
+                    if n > 0 {
+                        for c in crossed.drain(..) {
+                            self.on_datagram_from(&c.data, c.flow, c.at, true);
                         }
                         self.settle();
                     }
@@ -831,9 +879,16 @@ impl Driver {
     }
 
     fn on_datagram(&mut self, data: &[u8], flow: Flow, now: Instant) {
-        let src = flow.addr;
-        self.stats.datagrams_in += 1;
-        self.stats.bytes_in += data.len() as u64;
+        self.on_datagram_from(data, flow, now, false);
+    }
+
+    /// A datagram from `flow`: read from this driver's socket, or `crossed` from the driver whose
+    /// socket the kernel gave it to (see `port`; it is not sent on again).
+    fn on_datagram_from(&mut self, data: &[u8], flow: Flow, now: Instant, crossed: bool) {
+        if !crossed {
+            self.stats.datagrams_in += 1;
+            self.stats.bytes_in += data.len() as u64;
+        }
         if self.inject_loss > 0.0
             && classify(data) == DatagramKind::Rtp
             && rand::random::<f64>() < self.inject_loss
@@ -844,15 +899,59 @@ impl Driver {
         }
         let key = match self.by_addr.get(&flow) {
             Some(&key) => key,
-            None => match stun_binding_local_ufrag(data).and_then(|u| self.by_ufrag.get(u)) {
-                Some(&key) => key,
-                None => {
-                    self.stats.datagrams_unknown_source += 1;
-                    self.stats.bytes_dropped.unknown_source += data.len() as u64;
-                    return;
+            None => {
+                let ufrag = stun_binding_local_ufrag(data);
+                match ufrag.and_then(|u| self.by_ufrag.get(u)) {
+                    Some(&key) => key,
+                    None => {
+                        if !crossed && self.shared_port && !flow.tcp {
+                            // Another driver's connection? A check says whose by its ufrag;
+                            // anything else by what this driver learned from earlier checks.
+                            let owner = match ufrag.and_then(owner_of_ufrag) {
+                                Some(owner)
+                                    if owner != self.mesh.index && owner < self.mesh.len() =>
+                                {
+                                    self.remote_flows.check_seen(flow, owner);
+                                    Some(owner)
+                                }
+                                Some(_) => None,
+                                None => self.remote_flows.owner(&flow),
+                            };
+                            if let Some(owner) = owner {
+                                self.cross(owner, data, flow, now);
+                                return;
+                            }
+                        }
+                        self.stats.datagrams_unknown_source += 1;
+                        self.stats.bytes_dropped.unknown_source += data.len() as u64;
+                        return;
+                    }
                 }
-            },
+            }
         };
+        self.deliver(key, data, flow, now);
+    }
+
+    /// Hands a datagram to driver `owner`, whose connection it is (shared port): a full queue
+    /// drops it, counted.
+    fn cross(&mut self, owner: usize, data: &[u8], flow: Flow, now: Instant) {
+        let crossing = Crossing {
+            flow,
+            data: Bytes::copy_from_slice(data),
+            at: now,
+        };
+        match self.mesh.crossing[owner].try_send(crossing) {
+            Ok(()) => self.stats.datagrams_crossed += 1,
+            Err(_) => {
+                self.stats.datagrams_dropped_crossing += 1;
+                self.stats.bytes_dropped.crossing += data.len() as u64;
+            }
+        }
+    }
+
+    /// Hands a datagram from `flow` to connection `key`.
+    fn deliver(&mut self, key: ParticipantKey, data: &[u8], flow: Flow, now: Instant) {
+        let src = flow.addr;
         let Some(peer) = self.peers.get_mut(&key) else {
             return;
         };
@@ -861,6 +960,9 @@ impl Driver {
                 peer.early_checks.push((data.to_vec(), flow));
             }
             return;
+        }
+        if is_nominating_check(data) && peer.nominations.len() < MAX_NOMINATIONS {
+            peer.nominations.push((data.to_vec(), flow));
         }
         let msg = TaggedBytesMut {
             now,
@@ -897,6 +999,8 @@ impl Driver {
         let now = Instant::now();
         let mut events = std::mem::take(&mut self.event_buf);
         let mut reads = std::mem::take(&mut self.read_buf);
+        let stand_in;
+        let nominations;
         {
             let Some(peer) = self.peers.get_mut(&key) else {
                 return;
@@ -908,6 +1012,27 @@ impl Driver {
                         addr: out.transport.peer_addr,
                         tcp: out.transport.transport_protocol == TransportProtocol::TCP,
                     };
+                    if is_stun_binding_request(&out.message) {
+                        // A triggered check: a lite agent sends none, so the driver answers it
+                        // for the client (see `crate::ice_lite`).
+                        let answer = peer
+                            .pc
+                            .remote_description()
+                            .and_then(|d| ice_lite::ice_pwd(&d.sdp).map(str::to_owned))
+                            .and_then(|pwd| {
+                                ice_lite::answer_for_client(
+                                    &out.message,
+                                    &pwd,
+                                    out.transport.local_addr,
+                                )
+                            });
+                        if let Some(answer) = answer {
+                            if peer.stand_in_answers.len() < MAX_NOMINATIONS {
+                                peer.stand_in_answers.push((answer, dst));
+                            }
+                        }
+                        continue;
+                    }
                     if is_stun_binding_success(&out.message) {
                         // The connection accepted a check from `dst`: pin the address, and make
                         // it the client's current path.
@@ -922,11 +1047,27 @@ impl Driver {
                                 let old = peer.addrs.remove(0);
                                 if self.by_addr.get(&old) == Some(&key) {
                                     self.by_addr.remove(&old);
+                                    if self.shared_port && !old.tcp {
+                                        let index = self.mesh.index;
+                                        self.mesh.broadcast(|| MeshMsg::FlowUnpinned {
+                                            flow: old,
+                                            driver: index,
+                                        });
+                                    }
                                 }
                                 debug!(participant = %peer.id, %old, "source address unpinned");
                             }
                             peer.addrs.push(dst);
                             self.by_addr.insert(dst, key);
+                            if self.shared_port && !dst.tcp {
+                                // The driver whose socket receives this flow sends it here.
+                                self.remote_flows.forget(&dst);
+                                let index = self.mesh.index;
+                                self.mesh.broadcast(|| MeshMsg::FlowPinned {
+                                    flow: dst,
+                                    driver: index,
+                                });
+                            }
                             debug!(participant = %peer.id, %dst, "source address pinned");
                         }
                         peer.consent = Some((now, dst));
@@ -971,6 +1112,8 @@ impl Driver {
                 }
                 peer.pc.poll_timeout()
             });
+            stand_in = std::mem::take(&mut peer.stand_in_answers);
+            nominations = std::mem::take(&mut peer.nominations);
             match drained {
                 Some(deadline) => {
                     let consent_deadline = peer.consent.map(|(at, _)| at + self.consent_timeout);
@@ -986,6 +1129,20 @@ impl Driver {
                     }
                 }
                 None => self.fail_peer(key, "panic while draining"),
+            }
+        }
+        if !stand_in.is_empty() {
+            // rtc's triggered checks are answered: the pairs succeeded, and the nominating
+            // checks that triggered them now select their pair (and are answered) when rtc
+            // sees them again. Replayed checks are not recorded again, so this ends here.
+            for (answer, flow) in stand_in {
+                self.deliver(key, &answer, flow, now);
+            }
+            for (check, flow) in nominations {
+                self.deliver(key, &check, flow, now);
+            }
+            if let Some(peer) = self.peers.get_mut(&key) {
+                peer.nominations.clear();
             }
         }
         for ev in events.drain(..) {
@@ -1397,7 +1554,12 @@ impl Driver {
         let now = Instant::now();
         let key = self.new_key();
         let id = random_id("PA_");
-        let ufrag = Alphanumeric.sample_string(&mut rand::rng(), 16);
+        // The ufrag names this driver: a check that reaches another driver's socket (shared
+        // port) is sent on here.
+        let ufrag = port::ufrag_for(
+            self.mesh.index,
+            &Alphanumeric.sample_string(&mut rand::rng(), 14),
+        );
         let pwd = Alphanumeric.sample_string(&mut rand::rng(), 32);
         let bandwidth = Arc::new(Bandwidth::default());
         let simulcast_ssrcs = SimulcastSsrcs::default();
@@ -1460,6 +1622,8 @@ impl Driver {
             early_candidates: Vec::new(),
             remote_set: false,
             early_checks: Vec::new(),
+            nominations: Vec::new(),
+            stand_in_answers: Vec::new(),
             published: HashMap::new(),
             subscribed: HashMap::new(),
             track_by_ssrc: HashMap::new(),
@@ -2226,6 +2390,13 @@ impl Driver {
         for addr in &peer.addrs {
             if self.by_addr.get(addr) == Some(&key) {
                 self.by_addr.remove(addr);
+                if self.shared_port && !addr.tcp {
+                    let (flow, index) = (*addr, self.mesh.index);
+                    self.mesh.broadcast(|| MeshMsg::FlowUnpinned {
+                        flow,
+                        driver: index,
+                    });
+                }
             }
         }
         let mut room_empty = false;
@@ -2439,6 +2610,8 @@ impl Driver {
     /// A control message from another driver.
     fn on_mesh(&mut self, msg: MeshMsg) {
         match msg {
+            MeshMsg::FlowPinned { flow, driver } => self.remote_flows.pinned(flow, driver),
+            MeshMsg::FlowUnpinned { flow, driver } => self.remote_flows.unpinned(flow, driver),
             MeshMsg::Joined { room, key, info } => {
                 let members = self.rooms.get(&room).cloned().unwrap_or_default();
                 for m in members {

@@ -31,6 +31,7 @@ const STUN_MAGIC_COOKIE: [u8; 4] = [0x21, 0x12, 0xa4, 0x42];
 const STUN_BINDING_REQUEST: u16 = 0x0001;
 const STUN_BINDING_SUCCESS: u16 = 0x0101;
 const STUN_ATTR_USERNAME: u16 = 0x0006;
+const STUN_ATTR_USE_CANDIDATE: u16 = 0x0025;
 const STUN_HEADER_LEN: usize = 20;
 
 fn stun_type(datagram: &[u8]) -> Option<u16> {
@@ -46,23 +47,40 @@ pub fn is_stun_binding_success(datagram: &[u8]) -> bool {
     stun_type(datagram) == Some(STUN_BINDING_SUCCESS)
 }
 
+/// Whether the datagram is a STUN binding request (a connectivity check).
+pub fn is_stun_binding_request(datagram: &[u8]) -> bool {
+    stun_type(datagram) == Some(STUN_BINDING_REQUEST)
+}
+
+/// Whether the datagram is a connectivity check that nominates its pair (USE-CANDIDATE): what a
+/// controlling agent sends to pick the path, at once with aggressive nomination (Firefox).
+pub fn is_nominating_check(datagram: &[u8]) -> bool {
+    is_stun_binding_request(datagram) && stun_attribute(datagram, STUN_ATTR_USE_CANDIDATE).is_some()
+}
+
 /// The local (server's) ufrag named by a STUN binding request: USERNAME is `local:remote` from the
 /// point of view of the receiver. `None` for anything else or anything malformed.
 pub fn stun_binding_local_ufrag(datagram: &[u8]) -> Option<&str> {
     if stun_type(datagram)? != STUN_BINDING_REQUEST {
         return None;
     }
+    let username = std::str::from_utf8(stun_attribute(datagram, STUN_ATTR_USERNAME)?).ok()?;
+    username.split(':').next().filter(|u| !u.is_empty())
+}
+
+/// The value of the first attribute of type `attr` in a STUN message, read in place.
+fn stun_attribute(datagram: &[u8], attr: u16) -> Option<&[u8]> {
+    stun_type(datagram)?;
     let body_len = usize::from(u16::from_be_bytes([datagram[2], datagram[3]]));
     let end = STUN_HEADER_LEN.checked_add(body_len)?;
     let body = datagram.get(STUN_HEADER_LEN..end)?;
     let mut i = 0;
     while i + 4 <= body.len() {
-        let attr = u16::from_be_bytes([body[i], body[i + 1]]);
+        let kind = u16::from_be_bytes([body[i], body[i + 1]]);
         let len = usize::from(u16::from_be_bytes([body[i + 2], body[i + 3]]));
         let value = body.get(i + 4..i + 4 + len)?;
-        if attr == STUN_ATTR_USERNAME {
-            let username = std::str::from_utf8(value).ok()?;
-            return username.split(':').next().filter(|u| !u.is_empty());
+        if kind == attr {
+            return Some(value);
         }
         // Attributes are padded to 4 bytes.
         i += 4 + len.div_ceil(4) * 4;
@@ -115,6 +133,23 @@ mod tests {
     }
 
     #[test]
+    fn tells_a_nominating_check() {
+        let mut m = binding_request(b"srvufrag:cliufrag");
+        assert!(is_stun_binding_request(&m));
+        assert!(!is_nominating_check(&m));
+        // USE-CANDIDATE: type 0x0025, no value.
+        m.extend_from_slice(&[0x00, 0x25, 0x00, 0x00]);
+        let len = (m.len() - STUN_HEADER_LEN) as u16;
+        m[2..4].copy_from_slice(&len.to_be_bytes());
+        assert!(is_nominating_check(&m));
+        assert_eq!(stun_binding_local_ufrag(&m), Some("srvufrag"));
+        let mut response = m.clone();
+        response[0..2].copy_from_slice(&STUN_BINDING_SUCCESS.to_be_bytes());
+        assert!(!is_nominating_check(&response));
+        assert!(!is_stun_binding_request(&response));
+    }
+
+    #[test]
     fn rejects_malformed_without_panicking() {
         let m = binding_request(b"srvufrag:cliufrag");
         for len in 0..m.len() {
@@ -134,6 +169,7 @@ mod tests {
         long[2..4].copy_from_slice(&1000u16.to_be_bytes());
         assert_eq!(stun_binding_local_ufrag(&long), None);
         assert_eq!(stun_binding_local_ufrag(&binding_request(b":x")), None);
+        assert!(!is_nominating_check(&long));
         assert_eq!(
             stun_binding_local_ufrag(&binding_request(&[0xff, 0xfe])),
             None
