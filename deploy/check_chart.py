@@ -23,7 +23,7 @@ import yaml
 CHART = "deploy/helm/fanout"
 # Keys the chart sets from its own values (the schema refuses them under config:).
 OWNED = {
-    "bind", "udp_port", "media_drivers", "ice_tcp_port", "announce_ips", "api_key", "api_secret",
+    "bind", "udp_port", "udp_port_per_driver", "media_drivers", "ice_tcp_port", "announce_ips", "api_key", "api_secret",
     "drain_timeout", "redis_url", "node_id", "node_url", "room_placement", "turn_embedded",
     "turn_port", "turn_tls_port", "turn_tls_cert", "turn_tls_key", "turn_relay_ports",
 }
@@ -87,6 +87,8 @@ media = values["media"]
 turn = values["turn"]
 turn_tls = turn["enabled"] and turn["tls"]["enabled"]
 drivers, base = media["drivers"], media["udpPort"]
+# UDP media ports per pod: one that every driver shares, or one per driver.
+udp_ports = drivers if media.get("udpPortPerDriver") else 1
 host_net = media["exposure"] == "hostNetwork"
 slots = 1 if host_net else media["hostPortSlots"]
 redis = values["redis"]
@@ -172,12 +174,12 @@ with tempfile.TemporaryDirectory() as tmp:
         if "kill -TERM 1" not in " ".join(c["lifecycle"]["preStop"]["exec"]["command"]):
             fail("preStop must start the drain")
         env = {e["name"]: e for e in c["env"]}
-        first = base + slot * drivers
+        first = base + slot * udp_ports
         if env["FANOUT_UDP_PORT"]["value"] != str(first):
             fail(f"slot {slot}: FANOUT_UDP_PORT {env['FANOUT_UDP_PORT']['value']}, want {first}")
         # Every port a pod of this slot listens on, each range shifted past the previous slot's:
         # UDP media, ICE-TCP, TURN (UDP+TCP, TLS) and, listed only with hostPort, the relays.
-        want = [(first + i, "UDP") for i in range(drivers)]
+        want = [(first + i, "UDP") for i in range(udp_ports)]
         ice_tcp = media["iceTcp"]["port"] + slot * drivers if media["iceTcp"]["enabled"] else None
         if ice_tcp is not None:
             want += [(ice_tcp + i, "TCP") for i in range(drivers)]
@@ -307,6 +309,7 @@ with tempfile.TemporaryDirectory() as tmp:
 
         expect = {
             "bind": f"0.0.0.0:{http_port}", "udp_port": first, "media_drivers": drivers,
+            "udp_port_per_driver": bool(media.get("udpPortPerDriver")),
             "api_key": values["apiKey"], "api_secret": "<redacted>",
             "room_placement": values["roomPlacement"],
         } | PRESETS | values["config"]

@@ -86,9 +86,11 @@ helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version }}
 {{- $v := .root.Values -}}
 {{- $slot := int .slot -}}
 {{- $d := int $v.media.drivers -}}
+{{- /* One UDP port that every driver shares, or one per driver with udpPortPerDriver. */ -}}
+{{- $u := ternary $d 1 (default false $v.media.udpPortPerDriver) -}}
 {{- $ports := list -}}
-{{- range $i := until $d -}}
-{{- $ports = append $ports (dict "name" (printf "media-%d" $i) "port" (add $v.media.udpPort (mul $slot $d) $i) "protocol" "UDP") -}}
+{{- range $i := until $u -}}
+{{- $ports = append $ports (dict "name" (printf "media-%d" $i) "port" (add $v.media.udpPort (mul $slot $u) $i) "protocol" "UDP") -}}
 {{- end -}}
 {{- if $v.media.iceTcp.enabled -}}
 {{- range $i := until $d -}}
