@@ -1,11 +1,13 @@
 // Headless Debian Chromium for the end-to-end tests (never a downloaded browser), and the page-side
 // probes the tests share.
 
+import { spawn } from 'node:child_process';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { chromium } from 'playwright-core';
+import puppeteer from 'puppeteer-core';
 
 /** Flags known to work headless on loopback (shared/WEBRTC-RS-NOTES.md, "Chromium for tests"). */
 export const CHROMIUM_ARGS = [
@@ -58,6 +60,99 @@ export async function launchBrowser(t, extraArgs = []) {
     return page;
   };
   return { browser, open };
+}
+
+/**
+ * Preferences for Debian's Firefox ESR, headless: fake camera, microphone and screen without a
+ * permission prompt, autoplay, and real host addresses in candidates (no mDNS names).
+ */
+export const FIREFOX_PREFS = {
+  'media.navigator.streams.fake': true,
+  'media.navigator.permission.disabled': true,
+  'media.peerconnection.ice.loopback': true,
+  'media.peerconnection.ice.obfuscate_host_addresses': false,
+  'media.autoplay.default': 0,
+  'media.autoplay.blocking_policy': 0,
+  // Camera and microphone allowed for every page: Firefox gathers every interface's address only
+  // for a page that captures or may capture (else just the default route's, for privacy).
+  'permissions.default.camera': 1,
+  'permissions.default.microphone': 1,
+  // No updates, telemetry or other calls to the (closed) internet.
+  'app.update.enabled': false,
+  'network.captive-portal-service.enabled': false,
+  'network.connectivity-service.enabled': false,
+  'browser.safebrowsing.malware.enabled': false,
+  'browser.safebrowsing.phishing.enabled': false,
+  'datareporting.policy.dataSubmissionEnabled': false,
+  'toolkit.telemetry.enabled': false,
+};
+
+/**
+ * Launches Debian's Firefox ESR (`/usr/bin/firefox-esr`) headless over WebDriver BiDi, closed when
+ * test `t` ends. Like `launchBrowser`, `open(url, label)` opens a page in a browser context of its
+ * own (every participant on its own) and prints the pages' console errors and warnings if the test
+ * fails. The pages are puppeteer pages: `evaluate` works as with Playwright, and the shared probes
+ * (`rtpStats`, `decodesVideo`, ...) take either.
+ */
+export async function launchFirefox(t, { screen = false } = {}) {
+  // Headless Firefox has no screen to capture (getDisplayMedia: NotFoundError); with `screen` it
+  // runs in a window on an Xvfb display of its own, whose screen it can share.
+  const display = screen ? await startXvfb(t) : null;
+  const browser = await puppeteer.launch({
+    browser: 'firefox',
+    executablePath: '/usr/bin/firefox-esr',
+    headless: !display,
+    env: display ? { ...process.env, DISPLAY: display } : process.env,
+    extraPrefsFirefox: FIREFOX_PREFS,
+    // Playwright's default page size (puppeteer's is 800x600), so pages lay out as in Chromium.
+    defaultViewport: { width: 1280, height: 720 },
+    timeout: 60_000,
+    protocolTimeout: 60_000,
+  });
+  const logs = [];
+  t.after(async () => {
+    await browser.close().catch(() => {});
+    if (t.passed !== true && logs.length > 0) console.log(`firefox console:\n${logs.join('\n')}`);
+  });
+  const open = async (url, label) => {
+    const context = await browser.createBrowserContext();
+    // A window, not a tab: a page in a background tab is `document.hidden`, and the client then
+    // (rightly) tells the server it shows nothing.
+    const page = await context.newPage({ type: 'window' });
+    await page.evaluateOnNewDocument(recordSignaling);
+    page.on('console', async (msg) => {
+      const type = msg.type();
+      if (type !== 'error' && type !== 'warn' && type !== 'warning' && type !== 'info') return;
+      // An Error argument prints as `JSHandle@error`: ask the page for its message.
+      const args = await Promise.all(
+        msg.args().map((a) => a.evaluate((v) => (v && v.message ? `${v.name}: ${v.message}` : String(v))).catch(() => '?')),
+      );
+      logs.push(`[${label}] ${type}: ${args.length > 0 ? args.join(' ') : msg.text()}`);
+    });
+    page.on('pageerror', (err) => logs.push(`[${label}] page error: ${err.message}`));
+    await page.goto(url, { timeout: 30_000 });
+    return page;
+  };
+  return { browser, open };
+}
+
+/** Starts `Xvfb` (Debian's xvfb) on a free display, stopped when `t` ends; returns `:N`. */
+async function startXvfb(t) {
+  let n = 90;
+  while (fs.existsSync(`/tmp/.X11-unix/X${n}`) || fs.existsSync(`/tmp/.X${n}-lock`)) n++;
+  const display = `:${n}`;
+  const xvfb = spawn('Xvfb', [display, '-screen', '0', '1280x720x24', '-nolisten', 'tcp'], { stdio: 'ignore' });
+  const killIt = () => xvfb.kill('SIGKILL');
+  process.once('exit', killIt);
+  t.after(() => {
+    process.removeListener('exit', killIt);
+    xvfb.kill('SIGTERM');
+  });
+  for (let i = 0; !fs.existsSync(`/tmp/.X11-unix/X${n}`); i++) {
+    if (i === 100 || xvfb.exitCode !== null) throw new Error(`Xvfb ${display} did not start (apt-get install xvfb)`);
+    await sleep(50);
+  }
+  return display;
 }
 
 /**
@@ -173,6 +268,19 @@ export function rtpStats(page, type) {
     });
     return out;
   }, type);
+}
+
+/** The one inbound video stream of a subscriber page (or undefined). */
+export async function inboundVideo(page) {
+  return (await rtpStats(page, 'inbound-rtp')).find((r) => r.kind === 'video');
+}
+
+/** A subscriber's video decodes frames (over 500 ms) of a width within [lo, hi]; returns the stats. */
+export async function decodesWidth(page, [lo, hi]) {
+  const a = await inboundVideo(page);
+  await sleep(500);
+  const b = await inboundVideo(page);
+  return a && b && b.framesDecoded > a.framesDecoded && b.frameWidth >= lo && b.frameWidth <= hi ? b : null;
 }
 
 /** The selected ICE candidate pair's estimates: availableOutgoingBitrate, round-trip time. */

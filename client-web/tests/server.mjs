@@ -47,14 +47,6 @@ export function tail(file, lines = 60) {
   }
 }
 
-/**
- * Starts `fanout serve --dev` (without `--dev` if `dev` is false; `env` adds environment
- * variables) with `extraArgs` appended and waits until /healthz answers 200.
- * `host` is the address signaling binds to (the media socket follows it); the returned `url`
- * is on `host` (on loopback for a wildcard).
- * Returns `{ url, port, udpPort, logPath, stop, kill }`; `stop` also runs when test `t` ends, and the
- * log's path and tail are printed if the test failed (and the log is deleted if it passed).
- */
 /** The status of a GET of `url` (1 s timeout), not checking an HTTPS server's certificate. */
 function healthStatus(url) {
   return new Promise((resolve, reject) => {
@@ -68,7 +60,16 @@ function healthStatus(url) {
   });
 }
 
-export async function startServer(t, extraArgs = [], { host = '127.0.0.1', dev = true, env = {} } = {}) {
+/**
+ * Starts `fanout serve --dev` (without `--dev` if `dev` is false; `env` adds environment
+ * variables) with `extraArgs` appended and waits until /healthz answers 200.
+ * `host` is the address signaling binds to (the media socket follows it); the returned `url`
+ * is on `host` (on loopback for a wildcard). With `netns` the server runs inside that network
+ * namespace (made by `netns.mjs`; `host` is then its address there).
+ * Returns `{ url, port, udpPort, logPath, stop, kill }`; `stop` also runs when test `t` ends, and the
+ * log's path and tail are printed if the test failed (and the log is deleted if it passed).
+ */
+export async function startServer(t, extraArgs = [], { host = '127.0.0.1', dev = true, env = {}, netns = null } = {}) {
   const bin = process.env.FANOUT_BIN || path.join(repoRoot, 'target/debug/fanout');
   const staticDir = path.join(repoRoot, 'client-web/dist');
   if (!fs.existsSync(bin)) {
@@ -86,7 +87,9 @@ export async function startServer(t, extraArgs = [], { host = '127.0.0.1', dev =
   const args = ['serve', ...(dev ? ['--dev'] : []), '--bind', hostPort, '--udp-port', String(udpPort), '--static-dir', staticDir, ...extraArgs];
   fs.writeFileSync(logPath, `$ ${bin} ${args.join(' ')}\n`);
   const logFd = fs.openSync(logPath, 'a');
-  const child = spawn(bin, args, { stdio: ['ignore', logFd, logFd], env: { ...process.env, NO_COLOR: '1', ...env } });
+  // In a network namespace: `ip netns exec` execs the server, so the child is the server itself.
+  const [file, argv] = netns ? ['ip', ['netns', 'exec', netns, bin, ...args]] : [bin, args];
+  const child = spawn(file, argv, { stdio: ['ignore', logFd, logFd], env: { ...process.env, NO_COLOR: '1', ...env } });
   fs.closeSync(logFd); // the child has its own copy
 
   let exited = null; // { code, signal } once the process is gone

@@ -12,18 +12,13 @@ import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
 import { setTimeout as sleep } from 'node:timers/promises';
 import test from 'node:test';
-import { launchBrowser, pollUntil, roomUrl, rtpStats, signalingLog } from './browser.mjs';
+import { decodesWidth, inboundVideo, launchBrowser, pollUntil, roomUrl, rtpStats, signalingLog } from './browser.mjs';
 import { startServer } from './server.mjs';
 
 const VIEWPORT = { viewport: { width: 1600, height: 1000 }, deviceScaleFactor: 1 };
 /** Decoded widths that count as the low and the high layer of a 1280x720 source. */
 const LOW = [300, 340];
 const HIGH = [1200, 1280];
-
-/** The one inbound video stream of a subscriber page (or undefined). */
-async function inboundVideo(page) {
-  return (await rtpStats(page, 'inbound-rtp')).find((r) => r.kind === 'video');
-}
 
 /** The publisher's outbound video encodings by rid. */
 async function outboundByRid(page) {
@@ -41,14 +36,6 @@ const overlay = (page) =>
 
 const setTile = (page, w, h) => page.evaluate(([w, h]) => window.fanoutDemo.setTileSize('pub', w, h), [w, h]);
 const hideTile = (page, hidden) => page.evaluate((hidden) => window.fanoutDemo.setTileHidden('pub', hidden), hidden);
-
-/** A subscriber's video decodes frames (over 500 ms) of a width within [lo, hi]; returns the stats. */
-async function decodesWidth(page, [lo, hi]) {
-  const a = await inboundVideo(page);
-  await sleep(500);
-  const b = await inboundVideo(page);
-  return a && b && b.framesDecoded > a.framesDecoded && b.frameWidth >= lo && b.frameWidth <= hi ? b : null;
-}
 
 const compact = (r) =>
   r ? `frameWidth=${r.frameWidth} framesDecoded=${r.framesDecoded} bytesReceived=${r.bytesReceived} packetsReceived=${r.packetsReceived}` : 'no inbound video';
