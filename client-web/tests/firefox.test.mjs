@@ -8,7 +8,7 @@
 //     to the one UDP port of a server with two media drivers;
 //   - Firefox publishes simulcast and the server switches a Chromium subscriber between its layers;
 //   - a Firefox subscriber receives the layer its tile needs from a Chromium publisher;
-//   - Firefox shares its screen beside its camera;
+//   - Firefox shares its screen beside its camera, and Firefox receives Chromium's screen share;
 //   - Firefox calls through the embedded TURN relay, and an ICE restart keeps the call;
 //   - Firefox publishes over WHIP and plays over WHEP.
 
@@ -151,17 +151,12 @@ test('a Firefox subscriber receives the layer its tile needs from a Chromium pub
   console.log(`Firefox decoded Chromium's layers at ${small.frameWidth} and ${large.frameWidth} px`);
 });
 
-test('Firefox shares its screen beside its camera; Chromium decodes both', { timeout: 120_000 }, async (t) => {
-  const server = await startServer(t);
-  const firefox = await launchFirefox(t, { screen: true });
-  const chromium = await launchBrowser(t);
-  const room = newRoom('ff-screen');
-  const fox = await firefox.open(roomUrl(server.url, room, 'fox'), 'fox');
-  const viewer = await chromium.open(roomUrl(server.url, room, 'viewer', { publish: '0' }), 'viewer');
-  await receivesFrom(viewer, 'viewer', { videos: 1, audios: 1 }, server);
-
-  // getDisplayMedia needs a user gesture: a real click (BiDi input) on a button the test adds.
-  await fox.evaluate(() => {
+/**
+ * Shares `page`'s screen through the client library. getDisplayMedia needs a user gesture: a real
+ * click (CDP or BiDi input) on a button the test adds.
+ */
+async function shareScreen(page) {
+  await page.evaluate(() => {
     const button = document.createElement('button');
     button.id = 'test-share';
     button.textContent = 'Share screen';
@@ -173,16 +168,44 @@ test('Firefox shares its screen beside its camera; Chromium decodes both', { tim
     };
     document.body.prepend(button);
   });
-  await fox.click('#test-share');
-  const state = await pollUntil(() => fox.evaluate(() => document.getElementById('test-share').dataset.state), {
+  await page.click('#test-share');
+  const state = await pollUntil(() => page.evaluate(() => document.getElementById('test-share').dataset.state), {
     timeoutMs: 10_000,
-    what: 'Firefox to start sharing its screen',
+    what: 'the page to start sharing its screen',
   });
   assert.equal(state, 'sharing');
-  await receivesFrom(viewer, 'viewer', { videos: 2, audios: 1 }, server);
+}
+
+/** The sources the server lists for participant `name`'s published tracks, sorted. */
+async function publishedSources(server, name) {
   const snapshot = JSON.parse(await serverView(server));
-  const sources = snapshot.rooms[0].participants.find((p) => p.name === 'fox').published.map((p) => p.source).sort();
-  assert.deepEqual(sources, ['camera', 'microphone', 'screen']);
+  return snapshot.rooms[0].participants.find((p) => p.name === name).published.map((p) => p.source).sort();
+}
+
+test('Firefox shares its screen beside its camera; Chromium decodes both', { timeout: 120_000 }, async (t) => {
+  const server = await startServer(t);
+  const firefox = await launchFirefox(t, { screen: true });
+  const chromium = await launchBrowser(t);
+  const room = newRoom('ff-screen');
+  const fox = await firefox.open(roomUrl(server.url, room, 'fox'), 'fox');
+  const viewer = await chromium.open(roomUrl(server.url, room, 'viewer', { publish: '0' }), 'viewer');
+  await receivesFrom(viewer, 'viewer', { videos: 1, audios: 1 }, server);
+  await shareScreen(fox);
+  await receivesFrom(viewer, 'viewer', { videos: 2, audios: 1 }, server);
+  assert.deepEqual(await publishedSources(server, 'fox'), ['camera', 'microphone', 'screen']);
+});
+
+test('Chromium shares its screen beside its camera; Firefox decodes both', { timeout: 120_000 }, async (t) => {
+  const server = await startServer(t);
+  const firefox = await launchFirefox(t);
+  const chromium = await launchBrowser(t);
+  const room = newRoom('cr-screen');
+  const chrome = await chromium.open(roomUrl(server.url, room, 'chrome'), 'chrome');
+  const viewer = await firefox.open(roomUrl(server.url, room, 'viewer', { publish: '0' }), 'viewer');
+  await receivesFrom(viewer, 'viewer', { videos: 1, audios: 1 }, server);
+  await shareScreen(chrome);
+  await receivesFrom(viewer, 'viewer', { videos: 2, audios: 1 }, server);
+  assert.deepEqual(await publishedSources(server, 'chrome'), ['camera', 'microphone', 'screen']);
 });
 
 test('Firefox calls through the embedded TURN relay, and an ICE restart keeps the call', { timeout: 120_000 }, async (t) => {
