@@ -3,7 +3,8 @@
 //! # Layout
 //! - [`api`]: what the signaling layer uses: [`Sfu`], [`Participant`], [`Event`].
 //! - `driver`: the media driver, one task on its own thread that owns one UDP socket and every
-//!   `rtc` peer connection placed on it. It demultiplexes datagrams (by ICE ufrag for new flows,
+//!   `rtc` peer connection placed on it. Every driver's socket is bound to the same port
+//!   (`driver/port.rs`: a datagram the kernel gives to another driver crosses to its owner). It demultiplexes datagrams (by ICE ufrag for new flows,
 //!   by source address once a connectivity check was accepted), runs every connection's timers
 //!   from one timer heap, and routes media: **packet in → published track → forwarders → packet
 //!   out**. Other tasks talk to it only through messages; nothing on the media path takes a lock.

@@ -48,6 +48,7 @@ pub struct Metrics {
     plis_received: Counter,
     keyframe_requests: Counter,
     layer_switches: Counter,
+    datagrams_crossed: Counter,
     layers_paused: IntGauge,
     /// Serializes scrapes, so that two never move the same counter twice.
     scrape: tokio::sync::Mutex<()>,
@@ -222,6 +223,12 @@ impl Metrics {
                 "fanout_layer_switches_total",
                 "Simulcast layer switches of subscribers",
             ),
+            datagrams_crossed: counter(
+                &r,
+                "fanout_datagrams_crossed_total",
+                "Datagrams a media driver's socket received for another driver's connection and \
+                 sent on to it (every driver on one UDP port)",
+            ),
             cluster_directory_up: gauge(
                 &r,
                 "fanout_cluster_directory_up",
@@ -290,6 +297,7 @@ impl Metrics {
         );
         advance(&self.keyframe_requests, total.keyframe_requests);
         advance(&self.layer_switches, total.layer_switches);
+        advance(&self.datagrams_crossed, total.datagrams_crossed);
         self.layers_paused.set(total.layers_paused as i64);
         for (reason, n) in [
             ("unknown_source", total.datagrams_unknown_source),
