@@ -367,6 +367,9 @@ pub struct DriverStats {
     /// Datagrams and bytes written to the media socket (media, RTCP, STUN, DTLS).
     pub datagrams_out: u64,
     pub bytes_out: u64,
+    /// Datagrams the driver queued that its socket refused (a full send buffer, a closed
+    /// ICE-TCP connection); also counted in `datagrams_out`.
+    pub datagrams_send_failed: u64,
     /// Payload bytes of the RTP packets forwarded to subscribers.
     pub rtp_forwarded_bytes: u64,
     /// Publisher RTP dropped because the track is muted.

@@ -166,3 +166,48 @@ impl Mesh {
 
 /// Shared between the engine handle and a driver: how many participants it holds (placement).
 pub(crate) type Load = Arc<std::sync::atomic::AtomicUsize>;
+
+/// One driver's end of the links between `n` drivers: its [`Mesh`], its load, and the receiving
+/// ends of its queues (what the runtime, or a test harness, feeds the driver from).
+pub struct Link {
+    pub(crate) mesh: Mesh,
+    pub(crate) load: Load,
+    /// The strong sender of this driver's command channel (the engine handle's).
+    pub commands_tx: mpsc::UnboundedSender<Command>,
+    pub commands: mpsc::UnboundedReceiver<Command>,
+    pub media: mpsc::Receiver<MeshPacket>,
+    pub crossing: mpsc::Receiver<super::port::Crossing>,
+}
+
+/// Links `n` drivers to each other.
+pub fn link(n: usize) -> Vec<Link> {
+    let commands: Vec<_> = (0..n).map(|_| mpsc::unbounded_channel()).collect();
+    let media: Vec<_> = (0..n).map(|_| mpsc::channel(MEDIA_QUEUE)).collect();
+    let crossing: Vec<_> = (0..n)
+        .map(|_| mpsc::channel(super::port::CROSSING_QUEUE))
+        .collect();
+    let weak: Vec<_> = commands.iter().map(|(tx, _)| tx.downgrade()).collect();
+    let media_tx: Vec<_> = media.iter().map(|(tx, _)| tx.clone()).collect();
+    let crossing_tx: Vec<_> = crossing.iter().map(|(tx, _)| tx.clone()).collect();
+    commands
+        .into_iter()
+        .zip(media)
+        .zip(crossing)
+        .enumerate()
+        .map(
+            |(index, (((commands_tx, commands), (_, media)), (_, crossing)))| Link {
+                mesh: Mesh {
+                    index,
+                    commands: weak.clone(),
+                    media: media_tx.clone(),
+                    crossing: crossing_tx.clone(),
+                },
+                load: Load::default(),
+                commands_tx,
+                commands,
+                media,
+                crossing,
+            },
+        )
+        .collect()
+}

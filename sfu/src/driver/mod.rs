@@ -22,19 +22,23 @@
 
 pub(crate) mod mesh;
 mod port;
+mod runtime;
 mod select;
 mod tcp;
 mod timers;
 
+pub(crate) use runtime::spawn;
+
 use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
 use std::panic::{catch_unwind, AssertUnwindSafe};
-use std::rc::Rc;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
 use rand::distr::{Alphanumeric, SampleString};
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
 use rtc::media_stream::MediaStreamTrack;
 use rtc::peer_connection::event::{RTCPeerConnectionEvent, RTCTrackEvent, RTCTrackEventInit};
 use rtc::peer_connection::message::{RTCMessage, TaggedRTCMessage};
@@ -56,7 +60,6 @@ use rtc::rtp_transceiver::{
 };
 use rtc::sansio::Protocol;
 use rtc::shared::{TaggedBytesMut, TransportContext, TransportProtocol};
-use tokio::net::UdpSocket;
 use tokio::sync::mpsc;
 use tracing::{debug, info, warn};
 
@@ -83,24 +86,11 @@ use port::{owner_of_ufrag, Crossing, RemoteFlows};
 use select::{layer_order, report_layer};
 use timers::TimerQueue;
 
-/// Receive and send buffers of the shared socket: every connection's burst lands in the one
-/// receive buffer, and its overflow was the real source of loss in the prototype.
-const SOCKET_BUFFER_BYTES: usize = 4 << 20;
-/// Datagrams read per wake-up before timers and commands get a turn.
-const READ_BATCH: usize = 256;
-/// Connections touched by this many datagrams are serviced together (their writes sent, events
-/// and reads handled). A video frame arrives as a burst of packets; servicing each subscriber
-/// once per burst instead of once per packet saves rtc's per-drain work (timeouts of every
-/// layer, flushing the interceptor chain). Measured with the load tester (1 room, 2 publishers,
-/// 150 subscribers, one driver): 6.8–7.1 µs of server CPU per forwarded packet when servicing
-/// after every datagram, 5.4–5.8 µs every 16, with a lower latency p99 (docs/benchmarks.md).
-const SETTLE_EVERY: usize = 16;
 /// Connectivity checks kept per connection until its remote description is applied.
 const MAX_EARLY_CHECKS: usize = 8;
 /// Nominating checks (and answers to rtc's triggered checks) kept per connection between two
 /// services of it (see [`crate::ice_lite`]).
 const MAX_NOMINATIONS: usize = 8;
-const MAX_DATAGRAM: usize = 2048;
 /// Source addresses pinned per connection at most (its candidate pairs: loopback, LAN, a new
 /// network after a move); past this, the one confirmed longest ago is unpinned.
 const MAX_PINNED_ADDRS: usize = 4;
@@ -119,181 +109,6 @@ const REMB_MAX_AGE: Duration = Duration::from_secs(5);
 const NO_ESTIMATE_BPS: f64 = 1e9;
 
 type TrackKey = u64;
-
-/// What the engine handle keeps of each driver: its command channel, socket address and load.
-pub(crate) type Spawned = (mpsc::UnboundedSender<Command>, SocketAddr, Load);
-
-/// Binds the media sockets and starts each driver on its own thread with its own single-threaded
-/// runtime, linked to the others (see [`mesh`]).
-pub(crate) fn spawn(config: SfuConfig) -> std::io::Result<Vec<Spawned>> {
-    let n = config.media_drivers.max(1);
-    let mut sockets: Vec<std::net::UdpSocket> = Vec::with_capacity(n);
-    for i in 0..n {
-        let mut bind = config.media_bind;
-        if config.port_per_driver {
-            if bind.port() != 0 {
-                let port = u16::try_from(usize::from(bind.port()) + i).map_err(|_| {
-                    std::io::Error::new(
-                        std::io::ErrorKind::InvalidInput,
-                        "media port + driver count exceeds 65535",
-                    )
-                })?;
-                bind.set_port(port);
-            }
-        } else if let Some(first) = sockets.first() {
-            // One port for all (see `port`): the first socket's, if the kernel picked it.
-            bind.set_port(first.local_addr()?.port());
-        }
-        sockets.push(bind_socket(bind, !config.port_per_driver)?);
-    }
-    let commands: Vec<_> = (0..n).map(|_| mpsc::unbounded_channel()).collect();
-    let media: Vec<_> = (0..n).map(|_| mpsc::channel(mesh::MEDIA_QUEUE)).collect();
-    let crossing: Vec<_> = (0..n)
-        .map(|_| mpsc::channel(port::CROSSING_QUEUE))
-        .collect();
-    let crossing_senders: Vec<_> = crossing.iter().map(|(tx, _)| tx.clone()).collect();
-    let weak_commands: Vec<_> = commands.iter().map(|(tx, _)| tx.downgrade()).collect();
-    let media_senders: Vec<_> = media.iter().map(|(tx, _)| tx.clone()).collect();
-    let mut spawned = Vec::with_capacity(n);
-    for (index, (((std_socket, (cmd_tx, cmd_rx)), (_, media_rx)), (_, crossing_rx))) in sockets
-        .into_iter()
-        .zip(commands)
-        .zip(media)
-        .zip(crossing)
-        .enumerate()
-    {
-        let local_addr = std_socket.local_addr()?;
-        let announce = |port: u16, bound: SocketAddr| -> Vec<SocketAddr> {
-            if config.announce_ips.is_empty() {
-                vec![SocketAddr::new(bound.ip(), port)]
-            } else {
-                config
-                    .announce_ips
-                    .iter()
-                    .map(|ip| SocketAddr::new(*ip, port))
-                    .collect()
-            }
-        };
-        let host_candidates = announce(local_addr.port(), local_addr);
-        // ICE-TCP: this driver's port is the configured one plus its index (0: any).
-        let tcp_listener = match config.ice_tcp_port {
-            None => None,
-            Some(port) => {
-                let port = if port == 0 {
-                    0
-                } else {
-                    u16::try_from(usize::from(port) + index).map_err(|_| {
-                        std::io::Error::new(
-                            std::io::ErrorKind::InvalidInput,
-                            "ICE-TCP port + driver count exceeds 65535",
-                        )
-                    })?
-                };
-                let listener = tcp::bind(SocketAddr::new(local_addr.ip(), port))?;
-                info!(addr = %listener.local_addr()?, "ICE-TCP listening");
-                Some(listener)
-            }
-        };
-        let tcp_candidates = match &tcp_listener {
-            Some(l) => {
-                let bound = l.local_addr()?;
-                announce(bound.port(), bound)
-            }
-            None => Vec::new(),
-        };
-        let load = Load::default();
-        let mesh = Mesh {
-            index,
-            commands: weak_commands.clone(),
-            media: media_senders.clone(),
-            crossing: crossing_senders.clone(),
-        };
-        let driver_load = load.clone();
-        let config = config.clone();
-        std::thread::Builder::new()
-            .name(format!("fanout-media-{index}"))
-            .spawn(move || {
-                let runtime = match tokio::runtime::Builder::new_current_thread()
-                    .enable_all()
-                    .build()
-                {
-                    Ok(rt) => rt,
-                    Err(err) => {
-                        warn!(%err, "media driver runtime failed to start");
-                        return;
-                    }
-                };
-                runtime.block_on(async move {
-                    let socket = match UdpSocket::from_std(std_socket) {
-                        Ok(s) => Rc::new(s),
-                        Err(err) => {
-                            warn!(%err, "media socket unusable");
-                            return;
-                        }
-                    };
-                    let mut driver = Driver::new(
-                        socket,
-                        local_addr,
-                        host_candidates,
-                        config.inject_loss,
-                        mesh,
-                        driver_load,
-                    );
-                    let mut tcp_events = None;
-                    if let Some(listener) = tcp_listener {
-                        match tokio::net::TcpListener::from_std(listener) {
-                            Ok(listener) => {
-                                let bound = listener.local_addr().unwrap_or(local_addr);
-                                let (tx, rx) = mpsc::channel(tcp::EVENT_QUEUE);
-                                tcp::serve(listener, tx);
-                                tcp_events = Some(rx);
-                                driver.rtc_local_tcp = rtc_local_addrs(bound, &tcp_candidates);
-                                driver.tcp_candidates = tcp_candidates;
-                            }
-                            Err(err) => warn!(%err, "ICE-TCP listener unusable"),
-                        }
-                    }
-                    driver.inject_loss_out = config.inject_loss_out;
-                    driver.max_tracks = config.max_tracks_per_participant;
-                    driver.consent_timeout = config.consent_timeout;
-                    driver.connect_timeout = config.connect_timeout;
-                    driver.observer = config.observer.clone();
-                    driver.shared_port = !config.port_per_driver && config.media_drivers > 1;
-                    driver.run(cmd_rx, media_rx, crossing_rx, tcp_events).await;
-                });
-            })?;
-        spawned.push((cmd_tx, local_addr, load));
-    }
-    Ok(spawned)
-}
-
-/// Binds a media socket; with `shared`, `SO_REUSEPORT` lets every driver bind the same port.
-fn bind_socket(addr: SocketAddr, shared: bool) -> std::io::Result<std::net::UdpSocket> {
-    use socket2::{Domain, Protocol as SockProtocol, Socket, Type};
-    let socket = Socket::new(
-        Domain::for_address(addr),
-        Type::DGRAM,
-        Some(SockProtocol::UDP),
-    )?;
-    if addr.is_ipv6() {
-        socket.set_only_v6(false).ok();
-    }
-    // The kernel caps these at net.core.rmem_max / wmem_max; log what was granted.
-    let _ = socket.set_recv_buffer_size(SOCKET_BUFFER_BYTES);
-    let _ = socket.set_send_buffer_size(SOCKET_BUFFER_BYTES);
-    if shared {
-        socket.set_reuse_port(true)?;
-    }
-    socket.bind(&addr.into())?;
-    socket.set_nonblocking(true)?;
-    info!(
-        %addr,
-        recv_buffer = socket.recv_buffer_size().unwrap_or(0),
-        send_buffer = socket.send_buffer_size().unwrap_or(0),
-        "media socket bound (the kernel reports twice the usable size; raise net.core.rmem_max if it is far below the 4 MiB asked)"
-    );
-    Ok(socket.into())
-}
 
 /// One participant's connection and what the driver knows about it.
 struct Peer {
@@ -505,16 +320,62 @@ struct Forwarder {
     reported: Option<(Option<Quality>, Option<Quality>, Reason)>,
 }
 
-struct Driver {
-    socket: Rc<UdpSocket>,
+/// A datagram (or ICE-TCP frame) the driver wants sent, in the order it wants them sent.
+pub struct Transmit {
+    pub flow: Flow,
+    pub data: BytesMut,
+}
+
+/// Where a driver's media sockets are and what it announces.
+pub struct DriverAddrs {
+    /// The UDP socket's bound address.
+    pub udp: SocketAddr,
+    /// The UDP host candidates announced (the bound address, or the announced IPs).
+    pub host_candidates: Vec<SocketAddr>,
+    /// ICE-TCP: the listener's bound address and its passive candidates.
+    pub tcp: Option<SocketAddr>,
+    pub tcp_candidates: Vec<SocketAddr>,
+}
+
+impl DriverAddrs {
+    /// The candidates of sockets bound at `udp` (and `tcp`): their own addresses, or the
+    /// configured announced IPs with their ports.
+    pub fn announced(config: &SfuConfig, udp: SocketAddr, tcp: Option<SocketAddr>) -> Self {
+        let announce = |bound: SocketAddr| -> Vec<SocketAddr> {
+            if config.announce_ips.is_empty() {
+                vec![bound]
+            } else {
+                config
+                    .announce_ips
+                    .iter()
+                    .map(|ip| SocketAddr::new(*ip, bound.port()))
+                    .collect()
+            }
+        };
+        Self {
+            udp,
+            host_candidates: announce(udp),
+            tcp,
+            tcp_candidates: tcp.map(announce).unwrap_or_default(),
+        }
+    }
+}
+
+/// One media driver's state: every connection placed on it, the tracks and rooms they are in.
+/// Socket-free: fed with `handle_*`, told the time, drained with [`Driver::poll_transmit`]
+/// (see `runtime` for the IO around it).
+pub struct Driver {
+    /// What to send, in order (drained by the runtime after each [`Driver::settle`]).
+    transmits: std::collections::VecDeque<Transmit>,
+    /// The driver's one random source (ids, ufrags, SSRCs, injected loss): seeded, so a test
+    /// harness replays a run.
+    rng: StdRng,
     /// The local address handed to `rtc` with a datagram, by (IPv6, loopback) of its source:
     /// one of the host candidates. rtc accepts a datagram only on an address that is one of its
     /// local candidates, and the socket's own address is not one when it is a wildcard (or when
     /// a different address is announced, as behind a 1:1 NAT).
     rtc_local: [[SocketAddr; 2]; 2],
     host_candidates: Vec<SocketAddr>,
-    /// The media socket is IPv6 (dual-stack when bound to `::`).
-    v6_socket: bool,
     inject_loss: f64,
     inject_loss_out: f64,
     peers: HashMap<ParticipantKey, Peer>,
@@ -530,7 +391,6 @@ struct Driver {
     /// frame, and the open connections' writers.
     tcp_candidates: Vec<SocketAddr>,
     rtc_local_tcp: [[SocketAddr; 2]; 2],
-    tcp_conns: HashMap<SocketAddr, mpsc::Sender<Bytes>>,
     /// Public track id → track.
     track_ids: HashMap<String, TrackKey>,
     /// Each room's active speaker.
@@ -586,17 +446,17 @@ fn rtc_local_addrs(bound: SocketAddr, candidates: &[SocketAddr]) -> [[SocketAddr
 /// Where a client's packets come from and go to: a UDP source address, or an ICE-TCP
 /// connection (by its peer address).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub(crate) struct Flow {
-    addr: SocketAddr,
-    tcp: bool,
+pub struct Flow {
+    pub addr: SocketAddr,
+    pub tcp: bool,
 }
 
 impl Flow {
-    fn udp(addr: SocketAddr) -> Flow {
+    pub fn udp(addr: SocketAddr) -> Flow {
         Flow { addr, tcp: false }
     }
 
-    fn tcp(addr: SocketAddr) -> Flow {
+    pub fn tcp(addr: SocketAddr) -> Flow {
         Flow { addr, tcp: true }
     }
 }
@@ -612,66 +472,48 @@ impl std::fmt::Display for Flow {
     }
 }
 
-async fn recv_tcp(events: &mut Option<mpsc::Receiver<tcp::TcpEvent>>) -> Option<tcp::TcpEvent> {
-    match events {
-        Some(rx) => rx.recv().await,
-        None => std::future::pending().await,
-    }
-}
-
-/// The address to send to on the media socket: an IPv4 client of a (dual-stack) IPv6 socket is
-/// reached through its IPv4-mapped address.
-fn wire_addr(v6_socket: bool, dst: SocketAddr) -> SocketAddr {
-    match dst {
-        SocketAddr::V4(v4) if v6_socket => {
-            SocketAddr::new(std::net::IpAddr::V6(v4.ip().to_ipv6_mapped()), v4.port())
-        }
-        other => other,
-    }
-}
-
 /// Runs `f` on one connection; a panic inside `rtc` is contained to that connection.
 fn guarded<T>(f: impl FnOnce() -> T) -> Option<T> {
     catch_unwind(AssertUnwindSafe(f)).ok()
 }
 
-fn random_id(prefix: &str) -> String {
-    format!(
-        "{prefix}{}",
-        Alphanumeric.sample_string(&mut rand::rng(), 12)
-    )
+fn random_id(rng: &mut StdRng, prefix: &str) -> String {
+    format!("{prefix}{}", Alphanumeric.sample_string(rng, 12))
 }
 
 impl Driver {
-    fn new(
-        socket: Rc<UdpSocket>,
-        local_addr: SocketAddr,
-        host_candidates: Vec<SocketAddr>,
-        inject_loss: f64,
+    /// A driver linked to the others by `mesh`, at time `now`, drawing its randomness from `seed`.
+    pub fn new(
+        config: &SfuConfig,
+        addrs: DriverAddrs,
         mesh: Mesh,
         load: Load,
+        seed: u64,
+        now: Instant,
     ) -> Self {
         Self {
-            socket,
-            rtc_local: rtc_local_addrs(local_addr, &host_candidates),
-            v6_socket: local_addr.is_ipv6(),
-            host_candidates,
-            inject_loss,
-            inject_loss_out: 0.0,
+            transmits: std::collections::VecDeque::new(),
+            rng: StdRng::seed_from_u64(seed),
+            rtc_local: rtc_local_addrs(addrs.udp, &addrs.host_candidates),
+            rtc_local_tcp: match addrs.tcp {
+                Some(bound) => rtc_local_addrs(bound, &addrs.tcp_candidates),
+                None => rtc_local_addrs(addrs.udp, &[]),
+            },
+            host_candidates: addrs.host_candidates,
+            tcp_candidates: addrs.tcp_candidates,
+            inject_loss: config.inject_loss,
+            inject_loss_out: config.inject_loss_out,
             peers: HashMap::new(),
             tracks: HashMap::new(),
             rooms: HashMap::new(),
             by_ufrag: HashMap::new(),
             by_addr: HashMap::new(),
             remote_flows: RemoteFlows::default(),
-            shared_port: false,
-            tcp_candidates: Vec::new(),
-            rtc_local_tcp: rtc_local_addrs(local_addr, &[]),
-            tcp_conns: HashMap::new(),
+            shared_port: !config.port_per_driver && config.media_drivers > 1,
             track_ids: HashMap::new(),
             speakers: HashMap::new(),
             timers: TimerQueue::new(),
-            next_tick: Instant::now() + TICK,
+            next_tick: now + TICK,
             queue: Vec::new(),
             removals: Vec::new(),
             event_buf: Vec::new(),
@@ -681,10 +523,72 @@ impl Driver {
             mesh,
             load,
             remote_rooms: HashMap::new(),
-            max_tracks: 0,
-            consent_timeout: Duration::from_secs(30),
-            connect_timeout: Duration::from_secs(30),
-            observer: None,
+            max_tracks: config.max_tracks_per_participant,
+            consent_timeout: config.consent_timeout,
+            connect_timeout: config.connect_timeout,
+            observer: config.observer.clone(),
+        }
+    }
+
+    /// A datagram read from this driver's socket (or a frame of one of its ICE-TCP
+    /// connections), at `now`. What it causes is queued; [`Driver::settle`] drains the
+    /// connections it touched.
+    pub fn handle_datagram(&mut self, now: Instant, flow: Flow, data: &[u8]) {
+        self.on_datagram_from(data, flow, now, false);
+    }
+
+    /// A datagram another driver's socket received for one of this driver's connections.
+    pub fn handle_crossed(&mut self, now: Instant, flow: Flow, data: &[u8]) {
+        self.on_datagram_from(data, flow, now, true);
+    }
+
+    /// A packet of a track published on another driver.
+    pub fn handle_mesh_packet(&mut self, p: MeshPacket) {
+        self.on_mesh_packet(p);
+    }
+
+    /// An ICE-TCP connection closed: a later connection from the same address is a new flow.
+    pub fn handle_tcp_closed(&mut self, peer: SocketAddr) {
+        self.by_addr.remove(&Flow::tcp(peer));
+    }
+
+    /// A command from the engine handle, a signaling session or another driver.
+    pub fn handle_command(&mut self, now: Instant, cmd: Command) {
+        self.on_command(cmd, now);
+    }
+
+    /// Fires the connection timers that are due and, every [`TICK`], re-evaluates layers,
+    /// bitrates, dynacast and speakers.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        self.fire_timers(now);
+        if now >= self.next_tick {
+            self.next_tick = now + TICK;
+            self.tick(now);
+        }
+    }
+
+    /// When [`Driver::handle_timeout`] wants to run next.
+    pub fn poll_timeout(&self) -> Instant {
+        self.timers
+            .next_deadline()
+            .map_or(self.next_tick, |d| d.min(self.next_tick))
+    }
+
+    /// The next datagram to send.
+    pub fn poll_transmit(&mut self) -> Option<Transmit> {
+        self.transmits.pop_front()
+    }
+
+    /// The runtime could not send a datagram it was given (counted).
+    pub fn note_send_failed(&mut self) {
+        self.stats.datagrams_send_failed += 1;
+    }
+
+    /// The server stops: every participant is removed (their close is queued to send).
+    pub fn close(&mut self, now: Instant) {
+        let keys: Vec<_> = self.peers.keys().copied().collect();
+        for key in keys {
+            self.remove_peer(key, "server stopping", now);
         }
     }
 
@@ -695,104 +599,18 @@ impl Driver {
         key
     }
 
-    async fn run(
-        mut self,
-        mut commands: mpsc::UnboundedReceiver<Command>,
-        mut media: mpsc::Receiver<MeshPacket>,
-        mut crossing: mpsc::Receiver<Crossing>,
-        mut tcp_events: Option<mpsc::Receiver<tcp::TcpEvent>>,
-    ) {
-        let socket = self.socket.clone();
-        let mut buf = vec![0u8; MAX_DATAGRAM];
-        let mut batch = Vec::with_capacity(READ_BATCH);
-        let mut crossed = Vec::with_capacity(READ_BATCH);
-        loop {
-            let deadline = self
-                .timers
-                .next_deadline()
-                .map_or(self.next_tick, |d| d.min(self.next_tick));
-            tokio::select! {
-                biased;
-                cmd = commands.recv() => match cmd {
-                    Some(cmd) => self.on_command(cmd),
-                    None => break,
-                },
-                ready = socket.readable() => {
-                    if ready.is_ok() {
-                        self.read_datagrams(&socket, &mut buf);
-                    }
-                }
-                n = media.recv_many(&mut batch, READ_BATCH) => {
-                    if n > 0 {
-                        for p in batch.drain(..) {
-                            self.on_mesh_packet(p);
-                        }
-                        self.settle();
-                    }
-                }
-                n = crossing.recv_many(&mut crossed, READ_BATCH) => {
-                    if n > 0 {
-                        for c in crossed.drain(..) {
-                            self.on_datagram_from(&c.data, c.flow, c.at, true);
-                        }
-                        self.settle();
-                    }
-                }
-                Some(event) = recv_tcp(&mut tcp_events) => {
-                    self.on_tcp_event(event);
-                    self.settle();
-                }
-                _ = tokio::time::sleep_until(deadline.into()) => {}
-            }
-            let now = Instant::now();
-            self.fire_timers(now);
-            if now >= self.next_tick {
-                self.next_tick = now + TICK;
-                self.tick(now);
-            }
-            self.settle();
-        }
-        let keys: Vec<_> = self.peers.keys().copied().collect();
-        for key in keys {
-            self.remove_peer(key, "server stopping");
-        }
-        info!("media driver stopped");
-    }
-
-    fn read_datagrams(&mut self, socket: &UdpSocket, buf: &mut [u8]) {
-        for i in 0..READ_BATCH {
-            match socket.try_recv_from(buf) {
-                Ok((n, src)) => {
-                    let now = Instant::now();
-                    // A dual-stack socket reports IPv4 clients as ::ffff:a.b.c.d.
-                    let src = SocketAddr::new(src.ip().to_canonical(), src.port());
-                    self.on_datagram(&buf[..n], Flow::udp(src), now);
-                    if (i + 1) % SETTLE_EVERY == 0 {
-                        self.settle();
-                    }
-                }
-                Err(err) if err.kind() == std::io::ErrorKind::WouldBlock => break,
-                Err(err) => {
-                    // ICMP errors (port unreachable from a gone client) surface here on Linux.
-                    debug!(%err, "media socket receive error");
-                }
-            }
-        }
-        self.settle();
-    }
-
     /// Services queued peers until nothing is left, then performs removals.
-    fn settle(&mut self) {
+    pub fn settle(&mut self, now: Instant) {
         loop {
             while let Some(key) = self.queue.pop() {
-                self.service(key);
+                self.service(key, now);
             }
             if self.removals.is_empty() {
                 break;
             }
             let removals = std::mem::take(&mut self.removals);
             for (key, reason) in removals {
-                self.remove_peer(key, &reason);
+                self.remove_peer(key, &reason, now);
             }
         }
         if self.timers.len() > 4 * self.peers.len() + 64 {
@@ -845,43 +663,6 @@ impl Driver {
         }
     }
 
-    /// A frame from an ICE-TCP connection, a new one, or its end.
-    fn on_tcp_event(&mut self, event: tcp::TcpEvent) {
-        match event {
-            tcp::TcpEvent::Opened(peer, writer) => {
-                self.tcp_conns.insert(peer, writer);
-            }
-            tcp::TcpEvent::Frame(peer, frame) => {
-                self.on_datagram(&frame, Flow::tcp(peer), Instant::now());
-            }
-            tcp::TcpEvent::Closed(peer) => {
-                self.tcp_conns.remove(&peer);
-                // The flow is gone: a later connection from the same address is a new one.
-                self.by_addr.remove(&Flow::tcp(peer));
-            }
-        }
-    }
-
-    /// Sends one message on `flow`: a UDP datagram, or a frame on its TCP connection.
-    fn send_on(&self, flow: Flow, message: &[u8]) -> std::io::Result<usize> {
-        if flow.tcp {
-            let conn = self
-                .tcp_conns
-                .get(&flow.addr)
-                .ok_or(std::io::ErrorKind::NotConnected)?;
-            conn.try_send(Bytes::copy_from_slice(message))
-                .map_err(|_| std::io::ErrorKind::WouldBlock)?;
-            Ok(message.len())
-        } else {
-            self.socket
-                .try_send_to(message, wire_addr(self.v6_socket, flow.addr))
-        }
-    }
-
-    fn on_datagram(&mut self, data: &[u8], flow: Flow, now: Instant) {
-        self.on_datagram_from(data, flow, now, false);
-    }
-
     /// A datagram from `flow`: read from this driver's socket, or `crossed` from the driver whose
     /// socket the kernel gave it to (see `port`; it is not sent on again).
     fn on_datagram_from(&mut self, data: &[u8], flow: Flow, now: Instant, crossed: bool) {
@@ -891,7 +672,7 @@ impl Driver {
         }
         if self.inject_loss > 0.0
             && classify(data) == DatagramKind::Rtp
-            && rand::random::<f64>() < self.inject_loss
+            && self.rng.random::<f64>() < self.inject_loss
         {
             self.stats.datagrams_dropped_injected += 1;
             self.stats.bytes_dropped.injected += data.len() as u64;
@@ -995,8 +776,7 @@ impl Driver {
     }
 
     /// Drains one connection: sends its datagrams, then handles its events and decrypted media.
-    fn service(&mut self, key: ParticipantKey) {
-        let now = Instant::now();
+    fn service(&mut self, key: ParticipantKey, now: Instant) {
         let mut events = std::mem::take(&mut self.event_buf);
         let mut reads = std::mem::take(&mut self.read_buf);
         let stand_in;
@@ -1077,32 +857,19 @@ impl Driver {
                         }
                         if self.inject_loss_out > 0.0
                             && classify(&out.message) == DatagramKind::Rtp
-                            && rand::random::<f64>() < self.inject_loss_out
+                            && self.rng.random::<f64>() < self.inject_loss_out
                         {
                             self.stats.datagrams_dropped_injected_out += 1;
                             self.stats.bytes_dropped.injected += out.message.len() as u64;
                             continue;
                         }
                     }
-                    let sent = if dst.tcp {
-                        match self.tcp_conns.get(&dst.addr) {
-                            Some(conn) => conn
-                                .try_send(Bytes::copy_from_slice(&out.message))
-                                .map(|()| out.message.len())
-                                .map_err(|_| std::io::Error::from(std::io::ErrorKind::WouldBlock)),
-                            None => Err(std::io::ErrorKind::NotConnected.into()),
-                        }
-                    } else {
-                        self.socket
-                            .try_send_to(&out.message, wire_addr(self.v6_socket, dst.addr))
-                    };
-                    match sent {
-                        Ok(n) => {
-                            self.stats.datagrams_out += 1;
-                            self.stats.bytes_out += n as u64;
-                        }
-                        Err(err) => debug!(%dst, %err, "media send failed"),
-                    }
+                    self.stats.datagrams_out += 1;
+                    self.stats.bytes_out += out.message.len() as u64;
+                    self.transmits.push_back(Transmit {
+                        flow: dst,
+                        data: out.message,
+                    });
                 }
                 while let Some(ev) = peer.pc.poll_event() {
                     events.push(ev);
@@ -1146,7 +913,7 @@ impl Driver {
             }
         }
         for ev in events.drain(..) {
-            self.on_peer_event(key, ev);
+            self.on_peer_event(key, ev, now);
         }
         for msg in reads.drain(..) {
             self.on_peer_message(key, msg);
@@ -1155,7 +922,7 @@ impl Driver {
         self.read_buf = reads;
     }
 
-    fn on_peer_event(&mut self, key: ParticipantKey, ev: RTCPeerConnectionEvent) {
+    fn on_peer_event(&mut self, key: ParticipantKey, ev: RTCPeerConnectionEvent, now: Instant) {
         match ev {
             RTCPeerConnectionEvent::OnConnectionStateChangeEvent(state) => {
                 debug!(participant = key, %state, "connection state");
@@ -1164,7 +931,7 @@ impl Driver {
                         if let Some(peer) = self.peers.get_mut(&key) {
                             peer.connected = true;
                         }
-                        self.activate_forwarders(key, Instant::now());
+                        self.activate_forwarders(key, now);
                     }
                     RTCPeerConnectionState::Failed | RTCPeerConnectionState::Closed => {
                         self.removals
@@ -1180,7 +947,6 @@ impl Driver {
                 // rtc prepares the ClientHello as ICE connects but hands it out only from
                 // `handle_timeout`, whose next deadline may be far off: run it now (this cut the
                 // join time of such clients by ~150 ms).
-                let now = Instant::now();
                 if let Some(peer) = self.peers.get_mut(&key) {
                     if let Some(Err(err)) = guarded(|| peer.pc.handle_timeout(now)) {
                         debug!(participant = key, %err, "handle_timeout after ICE connected");
@@ -1190,7 +956,7 @@ impl Driver {
             }
             RTCPeerConnectionEvent::OnTrack(RTCTrackEvent::OnOpen(init)) => {
                 debug!(participant = key, ssrc = init.ssrc, track = %init.track_id, "track opened");
-                self.publish_track(key, init);
+                self.publish_track(key, init, now);
             }
             RTCPeerConnectionEvent::OnTrack(RTCTrackEvent::OnClose(track_id)) => {
                 let tkey = self
@@ -1198,7 +964,7 @@ impl Driver {
                     .get_mut(&key)
                     .and_then(|p| p.published.remove(&track_id));
                 if let Some(tkey) = tkey {
-                    self.unpublish_track(tkey);
+                    self.unpublish_track(tkey, now);
                 }
             }
             _ => {}
@@ -1485,14 +1251,14 @@ impl Driver {
         self.enqueue(publisher);
     }
 
-    fn on_command(&mut self, cmd: Command) {
+    fn on_command(&mut self, cmd: Command, now: Instant) {
         match cmd {
             Command::Join {
                 request,
                 events,
                 reply,
             } => {
-                let _ = reply.send(self.join(request, events));
+                let _ = reply.send(self.join(request, events, now));
             }
             Command::MuteTrack {
                 room,
@@ -1500,18 +1266,20 @@ impl Driver {
                 muted,
                 reply,
             } => {
-                let _ = reply.send(self.mute_track(&room, &track_id, muted));
+                let _ = reply.send(self.mute_track(&room, &track_id, muted, now));
             }
-            Command::Offer { key, sdp } => self.on_remote_offer(key, sdp),
-            Command::Answer { key, sdp } => self.on_remote_answer(key, sdp),
+            Command::Offer { key, sdp } => self.on_remote_offer(key, sdp, now),
+            Command::Answer { key, sdp } => self.on_remote_answer(key, sdp, now),
             Command::Candidate { key, candidate } => self.on_remote_candidate(key, candidate),
-            Command::Leave { key } => self.remove_peer(key, "left"),
-            Command::TrackSettings { key, settings } => self.on_track_settings(key, settings),
-            Command::TrackSource { key, mid, source } => self.on_track_source(key, mid, source),
-            Command::Debug { reply } => {
-                let _ = reply.send(self.snapshot(Instant::now()));
+            Command::Leave { key } => self.remove_peer(key, "left", now),
+            Command::TrackSettings { key, settings } => self.on_track_settings(key, settings, now),
+            Command::TrackSource { key, mid, source } => {
+                self.on_track_source(key, mid, source, now)
             }
-            Command::Mesh(msg) => self.on_mesh(msg),
+            Command::Debug { reply } => {
+                let _ = reply.send(self.snapshot(now));
+            }
+            Command::Mesh(msg) => self.on_mesh(msg, now),
             Command::Stats { reply } => {
                 let mut stats = self.stats.clone();
                 stats.participants = self.peers.len();
@@ -1542,6 +1310,7 @@ impl Driver {
         &mut self,
         request: JoinRequest,
         events: mpsc::UnboundedSender<Event>,
+        now: Instant,
     ) -> Result<(ParticipantKey, JoinInfo), SfuError> {
         let JoinRequest {
             room,
@@ -1551,16 +1320,15 @@ impl Driver {
             subscribe_to,
             answer_only,
         } = request;
-        let now = Instant::now();
         let key = self.new_key();
-        let id = random_id("PA_");
+        let id = random_id(&mut self.rng, "PA_");
         // The ufrag names this driver: a check that reaches another driver's socket (shared
         // port) is sent on here.
         let ufrag = port::ufrag_for(
             self.mesh.index,
-            &Alphanumeric.sample_string(&mut rand::rng(), 14),
+            &Alphanumeric.sample_string(&mut self.rng, 14),
         );
-        let pwd = Alphanumeric.sample_string(&mut rand::rng(), 32);
+        let pwd = Alphanumeric.sample_string(&mut self.rng, 32);
         let bandwidth = Arc::new(Bandwidth::default());
         let simulcast_ssrcs = SimulcastSsrcs::default();
         let pc = guarded(|| {
@@ -1667,7 +1435,7 @@ impl Driver {
             .map(|(k, _)| *k)
             .collect();
         for tkey in existing_tracks {
-            self.subscribe(key, tkey);
+            self.subscribe(key, tkey, now);
         }
         info!(participant = %id, %room, "joined");
         self.enqueue(key);
@@ -1710,8 +1478,7 @@ impl Driver {
         self.send_event(key, Event::Error { kind, message });
     }
 
-    fn publish_track(&mut self, key: ParticipantKey, init: RTCTrackEventInit) {
-        let now = Instant::now();
+    fn publish_track(&mut self, key: ParticipantKey, init: RTCTrackEventInit, now: Instant) {
         let Some(peer) = self.peers.get_mut(&key) else {
             return;
         };
@@ -1806,7 +1573,7 @@ impl Driver {
         }
         let tkey = global_key(self.mesh.index, self.next_key);
         self.next_key += 1;
-        let track_id = random_id("TR_");
+        let track_id = random_id(&mut self.rng, "TR_");
         peer.published.insert(init.track_id, tkey);
         let publisher_id = peer.id.clone();
         let room = peer.room.clone();
@@ -1881,12 +1648,12 @@ impl Driver {
                     track: track.clone(),
                 },
             );
-            self.subscribe(other, tkey);
+            self.subscribe(other, tkey, now);
         }
     }
 
     /// Adds the track to the subscriber's connection and renegotiates.
-    fn subscribe(&mut self, sub_key: ParticipantKey, tkey: TrackKey) {
+    fn subscribe(&mut self, sub_key: ParticipantKey, tkey: TrackKey, now: Instant) {
         let Some(track) = self.tracks.get_mut(&tkey) else {
             return;
         };
@@ -1903,7 +1670,7 @@ impl Driver {
         {
             return;
         }
-        let ssrc = rand::random::<u32>();
+        let ssrc = self.rng.random::<u32>();
         let kind = match track.kind {
             MediaKind::Audio => RtpCodecKind::Audio,
             MediaKind::Video => RtpCodecKind::Video,
@@ -1964,18 +1731,22 @@ impl Driver {
             ssrc,
             payload_type: 0,
             active: false,
-            created_ms: u32::try_from(track.published_at.elapsed().as_millis()).unwrap_or(u32::MAX),
-            rewriter: RtpRewriter::new(rand::random(), track.rtc_codec.clock_rate),
+            created_ms: u32::try_from(
+                now.saturating_duration_since(track.published_at)
+                    .as_millis(),
+            )
+            .unwrap_or(u32::MAX),
+            rewriter: RtpRewriter::new(self.rng.random(), track.rtc_codec.clock_rate),
             wants: Wants::default(),
             ideal: None,
             reason: Reason::DisplaySize,
             reported: None,
         });
-        self.maybe_offer(sub_key);
+        self.maybe_offer(sub_key, now);
     }
 
     /// Removes a published track from every subscriber and tells the room.
-    fn unpublish_track(&mut self, tkey: TrackKey) {
+    fn unpublish_track(&mut self, tkey: TrackKey, now: Instant) {
         let Some(track) = self.tracks.remove(&tkey) else {
             return;
         };
@@ -2006,19 +1777,18 @@ impl Driver {
                 let _ = guarded(|| sub.pc.remove_track(fwd.sender_id));
                 sub.negotiation_needed = true;
             }
-            self.maybe_offer(fwd.subscriber);
+            self.maybe_offer(fwd.subscriber, now);
         }
     }
 
     /// Sends the server's offer if the subscriber's tracks changed and no offer is outstanding.
-    fn maybe_offer(&mut self, key: ParticipantKey) {
+    fn maybe_offer(&mut self, key: ParticipantKey, now: Instant) {
         let Some(peer) = self.peers.get_mut(&key) else {
             return;
         };
         if !peer.negotiation_needed || peer.offer_outstanding || peer.answer_only {
             return;
         }
-        let now = Instant::now();
         let result = guarded(|| {
             let offer = peer.pc.create_offer(None)?;
             peer.pc.set_local_description(now, offer)?;
@@ -2138,7 +1908,7 @@ impl Driver {
         }
     }
 
-    fn on_remote_offer(&mut self, key: ParticipantKey, sdp: String) {
+    fn on_remote_offer(&mut self, key: ParticipantKey, sdp: String, now: Instant) {
         let Some(peer) = self.peers.get_mut(&key) else {
             return;
         };
@@ -2148,7 +1918,6 @@ impl Driver {
             debug!(participant = %peer.id, "ignoring colliding client offer");
             return;
         }
-        let now = Instant::now();
         let applied = guarded(|| {
             let offer =
                 RTCSessionDescription::offer(sdp).map_err(|e| (ErrorKind::InvalidSdp, e))?;
@@ -2203,13 +1972,13 @@ impl Driver {
                 for c in early {
                     let _ = guarded(|| peer.pc.add_remote_candidate(c));
                 }
-                self.replay_early_checks(key);
+                self.replay_early_checks(key, now);
                 self.send_candidates_once(key);
                 if answer_only {
                     self.activate_forwarders(key, now);
                 }
                 // Subscriptions offered before may now be negotiated too (an answer covers them).
-                self.maybe_offer(key);
+                self.maybe_offer(key, now);
             }
             Some(Ok(None)) => {}
             Some(Err((kind, err))) => {
@@ -2220,7 +1989,7 @@ impl Driver {
         self.enqueue(key);
     }
 
-    fn on_remote_answer(&mut self, key: ParticipantKey, sdp: String) {
+    fn on_remote_answer(&mut self, key: ParticipantKey, sdp: String, now: Instant) {
         let Some(peer) = self.peers.get_mut(&key) else {
             return;
         };
@@ -2232,7 +2001,6 @@ impl Driver {
             );
             return;
         }
-        let now = Instant::now();
         let result = guarded(|| {
             let answer = RTCSessionDescription::answer(sdp)?;
             peer.pc.set_remote_description(now, answer)
@@ -2249,9 +2017,9 @@ impl Driver {
                 for c in early {
                     let _ = guarded(|| peer.pc.add_remote_candidate(c));
                 }
-                self.replay_early_checks(key);
+                self.replay_early_checks(key, now);
                 self.activate_forwarders(key, now);
-                self.maybe_offer(key);
+                self.maybe_offer(key, now);
             }
             Some(Err(err)) => {
                 self.send_error(
@@ -2354,14 +2122,14 @@ impl Driver {
         }
     }
 
-    fn remove_peer(&mut self, key: ParticipantKey, reason: &str) {
+    fn remove_peer(&mut self, key: ParticipantKey, reason: &str, now: Instant) {
         let Some(peer) = self.peers.get(&key) else {
             return;
         };
         let published: Vec<TrackKey> = peer.published.values().copied().collect();
         let subscribed: Vec<TrackKey> = peer.subscribed.keys().copied().collect();
         for tkey in published {
-            self.unpublish_track(tkey);
+            self.unpublish_track(tkey, now);
         }
         for tkey in subscribed {
             if let Some(track) = self.tracks.get_mut(&tkey) {
@@ -2377,13 +2145,17 @@ impl Driver {
         self.stats.retransmissions_held_back += held;
         let _ = guarded(|| peer.pc.close());
         // Flush the close (DTLS close_notify) to the client.
+        let transmits = &mut self.transmits;
         let _ = guarded(|| {
             while let Some(out) = peer.pc.poll_write() {
                 let flow = Flow {
                     addr: out.transport.peer_addr,
                     tcp: out.transport.transport_protocol == TransportProtocol::TCP,
                 };
-                let _ = self.send_on(flow, &out.message);
+                transmits.push_back(Transmit {
+                    flow,
+                    data: out.message,
+                });
             }
         });
         self.by_ufrag.remove(&peer.ufrag);
@@ -2413,7 +2185,7 @@ impl Driver {
         if room_empty {
             self.rooms.remove(&peer.room);
             self.speakers.remove(&peer.room);
-            self.drop_proxies(&peer.room);
+            self.drop_proxies(&peer.room, now);
         }
         if self.speakers.get(&peer.room) == Some(&key) {
             self.speakers.remove(&peer.room);
@@ -2444,7 +2216,7 @@ impl Driver {
 
     /// Mutes or unmutes a track of `room` on this driver, as its origin or a proxy, and tells
     /// the local members. Returns whether this driver is the track's origin.
-    fn mute_track(&mut self, room: &str, track_id: &str, muted: bool) -> bool {
+    fn mute_track(&mut self, room: &str, track_id: &str, muted: bool, now: Instant) -> bool {
         for r in self.remote_rooms.values_mut() {
             for t in r.tracks.values_mut() {
                 if t.info.id == track_id {
@@ -2505,7 +2277,6 @@ impl Driver {
             );
         }
         if !muted && kind == MediaKind::Video {
-            let now = Instant::now();
             for sub in subscribers {
                 self.allocate_subscriber(sub, now);
             }
@@ -2514,17 +2285,17 @@ impl Driver {
     }
 
     /// A remote description was applied: hand rtc the checks that came before it.
-    fn replay_early_checks(&mut self, key: ParticipantKey) {
+    fn replay_early_checks(&mut self, key: ParticipantKey, now: Instant) {
         let Some(peer) = self.peers.get_mut(&key) else {
             return;
         };
         if !peer.remote_set {
-            peer.negotiated_at = Some(Instant::now());
+            peer.negotiated_at = Some(now);
         }
         peer.remote_set = true;
         let early = std::mem::take(&mut peer.early_checks);
         for (data, flow) in early {
-            self.on_datagram(&data, flow, Instant::now());
+            self.on_datagram_from(&data, flow, now, false);
         }
     }
 
@@ -2585,7 +2356,7 @@ impl Driver {
     }
 
     /// The room has no participant on this driver any more: stop receiving its remote tracks.
-    fn drop_proxies(&mut self, room: &str) {
+    fn drop_proxies(&mut self, room: &str, now: Instant) {
         let proxies: Vec<(TrackKey, usize)> = self
             .tracks
             .iter()
@@ -2596,7 +2367,7 @@ impl Driver {
             })
             .collect();
         for (tkey, origin) in proxies {
-            self.unpublish_track(tkey);
+            self.unpublish_track(tkey, now);
             self.mesh.send(
                 origin,
                 MeshMsg::Unsubscribe {
@@ -2608,7 +2379,7 @@ impl Driver {
     }
 
     /// A control message from another driver.
-    fn on_mesh(&mut self, msg: MeshMsg) {
+    fn on_mesh(&mut self, msg: MeshMsg, now: Instant) {
         match msg {
             MeshMsg::FlowPinned { flow, driver } => self.remote_flows.pinned(flow, driver),
             MeshMsg::FlowUnpinned { flow, driver } => self.remote_flows.unpinned(flow, driver),
@@ -2667,7 +2438,7 @@ impl Driver {
                             track: info.clone(),
                         },
                     );
-                    self.subscribe(m, track);
+                    self.subscribe(m, track, now);
                 }
             }
             MeshMsg::Layers { track, layers } => {
@@ -2706,7 +2477,7 @@ impl Driver {
                     .get(&track)
                     .is_some_and(|t| matches!(t.origin, Origin::Remote(_)))
                 {
-                    self.unpublish_track(track);
+                    self.unpublish_track(track, now);
                 }
             }
             MeshMsg::Subscribe { track, driver } => {
@@ -2725,7 +2496,7 @@ impl Driver {
                 }
             }
             MeshMsg::Keyframe { track, layer } => {
-                self.request_keyframe(track, layer, Instant::now());
+                self.request_keyframe(track, layer, now);
             }
             MeshMsg::Demand {
                 track,

@@ -380,7 +380,12 @@ impl Driver {
         }
     }
 
-    pub(super) fn on_track_settings(&mut self, key: ParticipantKey, settings: TrackSettings) {
+    pub(super) fn on_track_settings(
+        &mut self,
+        key: ParticipantKey,
+        settings: TrackSettings,
+        now: Instant,
+    ) {
         let Some(&tkey) = self.track_ids.get(&settings.track_id) else {
             self.send_error(
                 key,
@@ -410,7 +415,7 @@ impl Driver {
         if let Some(q) = settings.max_quality {
             fwd.wants.max_quality = q;
         }
-        self.allocate_subscriber(key, Instant::now());
+        self.allocate_subscriber(key, now);
     }
 
     pub(super) fn on_track_source(
@@ -418,6 +423,7 @@ impl Driver {
         key: ParticipantKey,
         mid: String,
         source: TrackSource,
+        now: Instant,
     ) {
         let Some(peer) = self.peers.get_mut(&key) else {
             return;
@@ -452,7 +458,7 @@ impl Driver {
                 message: format!("this participant may not publish {}", source.as_str()),
             });
             for tkey in changed {
-                self.unpublish_track(tkey);
+                self.unpublish_track(tkey, now);
             }
             return;
         }
