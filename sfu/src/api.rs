@@ -307,7 +307,8 @@ pub enum SfuError {
 
 pub(crate) type ParticipantKey = u64;
 
-pub(crate) enum Command {
+#[doc(hidden)]
+pub enum Command {
     Join {
         request: JoinRequest,
         events: mpsc::UnboundedSender<Event>,

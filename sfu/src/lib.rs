@@ -18,7 +18,10 @@
 
 pub mod api;
 pub mod debug;
-mod driver;
+/// Public for the deterministic harness (`sfu/tests/`), which drives drivers without sockets; not
+/// an API.
+#[doc(hidden)]
+pub mod driver;
 pub mod engine;
 mod ice_lite;
 /// Public only so the hot-path benchmark (`sfu/benches/hotpath.rs`) builds connections exactly as

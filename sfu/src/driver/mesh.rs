@@ -43,7 +43,7 @@ pub(crate) fn driver_of(key: u64) -> usize {
 /// One packet of a published track on its way to another driver: what the forwarders need and
 /// nothing else (no header extensions to copy; the audio level already parsed).
 #[derive(Debug, Clone)]
-pub(crate) struct MeshPacket {
+pub struct MeshPacket {
     pub track: TrackKey,
     /// The layer's index in the origin's (and the proxy's) layer list.
     pub layer: u8,
@@ -58,7 +58,7 @@ pub(crate) struct MeshPacket {
 
 /// What a proxy needs to know about a remote track.
 #[derive(Debug, Clone)]
-pub(crate) struct RemoteTrack {
+pub struct RemoteTrack {
     pub room: String,
     pub publisher: ParticipantKey,
     pub publisher_id: String,
@@ -72,7 +72,7 @@ pub(crate) struct RemoteTrack {
 
 /// Control messages between drivers.
 #[derive(Debug)]
-pub(crate) enum MeshMsg {
+pub enum MeshMsg {
     Joined {
         room: String,
         key: ParticipantKey,
@@ -136,7 +136,7 @@ pub(crate) enum MeshMsg {
 /// the drivers do not keep each other alive: a driver stops when the engine and its participants
 /// let go of its command channel. Media queues are held strongly (a stopped driver's queue
 /// just refuses packets).
-pub(crate) struct Mesh {
+pub struct Mesh {
     pub index: usize,
     pub commands: Vec<mpsc::WeakUnboundedSender<Command>>,
     pub media: Vec<mpsc::Sender<MeshPacket>>,
@@ -145,19 +145,20 @@ pub(crate) struct Mesh {
 }
 
 impl Mesh {
-    pub fn len(&self) -> usize {
+    /// How many drivers are linked (this one included).
+    pub(crate) fn len(&self) -> usize {
         self.commands.len()
     }
 
     /// Sends a control message to one driver.
-    pub fn send(&self, driver: usize, msg: MeshMsg) {
+    pub(crate) fn send(&self, driver: usize, msg: MeshMsg) {
         if let Some(tx) = self.commands.get(driver).and_then(|w| w.upgrade()) {
             let _ = tx.send(Command::Mesh(msg));
         }
     }
 
     /// Sends a control message (made per driver) to every other driver.
-    pub fn broadcast(&self, mut msg: impl FnMut() -> MeshMsg) {
+    pub(crate) fn broadcast(&self, mut msg: impl FnMut() -> MeshMsg) {
         for d in (0..self.len()).filter(|&d| d != self.index) {
             self.send(d, msg());
         }

@@ -20,8 +20,8 @@
 //! track's packets cross to another driver once per driver that has subscribers to it, over a
 //! bounded queue (see [`mesh`]).
 
-pub(crate) mod mesh;
-mod port;
+pub mod mesh;
+pub mod port;
 mod runtime;
 mod select;
 mod tcp;

@@ -30,7 +30,7 @@ const MAX_PROVISIONAL: usize = 4096;
 
 /// A datagram received by one driver for a connection of another.
 #[derive(Debug)]
-pub(crate) struct Crossing {
+pub struct Crossing {
     pub flow: Flow,
     pub data: Bytes,
     /// When the receiving driver read it (the arrival time rtc and TWCC see).
