@@ -21,9 +21,14 @@ use bytes::Bytes;
 use rtc::rtp_transceiver::rtp_sender::RTCRtpCodec;
 use tokio::sync::mpsc;
 
-use super::TrackKey;
+use super::select::layer_order;
+use super::tracks::{Layer, Origin, Track};
+use super::{Driver, TrackKey};
+use crate::api::Event;
 use crate::api::{Command, ParticipantInfo, ParticipantKey, TrackInfo, TrackSource};
 use crate::engine::codec::Codec;
+use crate::engine::speaker::LevelMeter;
+use tracing::debug;
 
 /// Packets queued from one driver to another at most; beyond this they are dropped (counted).
 pub(crate) const MEDIA_QUEUE: usize = 8192;
@@ -211,4 +216,219 @@ pub fn link(n: usize) -> Vec<Link> {
             },
         )
         .collect()
+}
+
+impl Driver {
+    /// Makes sure this driver holds a proxy of the remote track (a local member of its room
+    /// subscribes to it) and that the origin sends it the packets.
+    pub(super) fn ensure_proxy(&mut self, tkey: TrackKey, room: &str) {
+        if self.tracks.contains_key(&tkey) {
+            return;
+        }
+        let Some(remote) = self
+            .remote_rooms
+            .get(room)
+            .and_then(|r| r.tracks.get(&tkey))
+            .cloned()
+        else {
+            return;
+        };
+        let origin = driver_of(tkey);
+        let layers: Vec<Layer> = remote
+            .layers
+            .iter()
+            .map(|(rid, ssrc)| Layer::new(rid.clone(), *ssrc))
+            .collect();
+        self.track_ids.insert(remote.info.id.clone(), tkey);
+        self.tracks.insert(
+            tkey,
+            Track {
+                id: remote.info.id,
+                kind: remote.info.kind,
+                source: remote.info.source,
+                publisher: remote.publisher,
+                publisher_id: remote.publisher_id,
+                room: remote.room,
+                origin: Origin::Remote(origin),
+                sinks: Vec::new(),
+                demand_sent: None,
+                mid: None,
+                codec: remote.codec,
+                rtc_codec: remote.rtc_codec,
+                order: layer_order(&layers),
+                layers,
+                published_at: remote.published_at,
+                requested: None,
+                audio_level_ext: None,
+                level: LevelMeter::default(),
+                muted: remote.info.muted,
+                forwarders: Vec::new(),
+            },
+        );
+        debug!(track = tkey, origin, "proxy of a remote track");
+        self.mesh.send(
+            origin,
+            MeshMsg::Subscribe {
+                track: tkey,
+                driver: self.mesh.index,
+            },
+        );
+    }
+
+    /// The room has no participant on this driver any more: stop receiving its remote tracks.
+    pub(super) fn drop_proxies(&mut self, room: &str, now: Instant) {
+        let proxies: Vec<(TrackKey, usize)> = self
+            .tracks
+            .iter()
+            .filter(|(_, t)| t.room == room)
+            .filter_map(|(k, t)| match t.origin {
+                Origin::Remote(d) => Some((*k, d)),
+                Origin::Local(_) => None,
+            })
+            .collect();
+        for (tkey, origin) in proxies {
+            self.unpublish_track(tkey, now);
+            self.mesh.send(
+                origin,
+                MeshMsg::Unsubscribe {
+                    track: tkey,
+                    driver: self.mesh.index,
+                },
+            );
+        }
+    }
+
+    /// A control message from another driver.
+    pub(super) fn on_mesh(&mut self, msg: MeshMsg, now: Instant) {
+        match msg {
+            MeshMsg::FlowPinned { flow, driver } => self.remote_flows.pinned(flow, driver),
+            MeshMsg::FlowUnpinned { flow, driver } => self.remote_flows.unpinned(flow, driver),
+            MeshMsg::Joined { room, key, info } => {
+                let members = self.rooms.get(&room).cloned().unwrap_or_default();
+                for m in members {
+                    self.send_event(m, Event::ParticipantJoined(info.clone()));
+                }
+                self.remote_rooms
+                    .entry(room)
+                    .or_default()
+                    .members
+                    .insert(key, info);
+            }
+            MeshMsg::Left { room, key, id } => {
+                let mut empty = false;
+                if let Some(r) = self.remote_rooms.get_mut(&room) {
+                    r.members.remove(&key);
+                    empty = r.members.is_empty() && r.tracks.is_empty();
+                }
+                if empty {
+                    self.remote_rooms.remove(&room);
+                }
+                if self.speakers.get(&room) == Some(&key) {
+                    self.speakers.remove(&room);
+                }
+                let members = self.rooms.get(&room).cloned().unwrap_or_default();
+                for m in members {
+                    self.send_event(
+                        m,
+                        Event::ParticipantLeft {
+                            participant_id: id.clone(),
+                        },
+                    );
+                }
+            }
+            MeshMsg::TrackPublished { track, remote } => {
+                let room = remote.room.clone();
+                let info = remote.info.clone();
+                let publisher_id = remote.publisher_id.clone();
+                self.remote_rooms
+                    .entry(room.clone())
+                    .or_default()
+                    .tracks
+                    .insert(track, remote);
+                let members = self.rooms.get(&room).cloned().unwrap_or_default();
+                if members.is_empty() {
+                    return;
+                }
+                self.ensure_proxy(track, &room);
+                for m in members {
+                    self.send_event(
+                        m,
+                        Event::TrackPublished {
+                            participant_id: publisher_id.clone(),
+                            track: info.clone(),
+                        },
+                    );
+                    self.subscribe(m, track, now);
+                }
+            }
+            MeshMsg::Layers { track, layers } => {
+                for r in self.remote_rooms.values_mut() {
+                    if let Some(t) = r.tracks.get_mut(&track) {
+                        t.layers = layers.clone();
+                    }
+                }
+                if let Some(t) = self.tracks.get_mut(&track) {
+                    if matches!(t.origin, Origin::Remote(_)) {
+                        for (rid, ssrc) in layers.into_iter().skip(t.layers.len()) {
+                            t.layers.push(Layer::new(rid, ssrc));
+                        }
+                        t.order = layer_order(&t.layers);
+                    }
+                }
+            }
+            MeshMsg::TrackSource { track, source } => {
+                for r in self.remote_rooms.values_mut() {
+                    if let Some(t) = r.tracks.get_mut(&track) {
+                        t.info.source = source;
+                    }
+                }
+                if let Some(t) = self.tracks.get_mut(&track) {
+                    t.source = source;
+                }
+            }
+            MeshMsg::TrackUnpublished { track } => {
+                for r in self.remote_rooms.values_mut() {
+                    r.tracks.remove(&track);
+                }
+                self.remote_rooms
+                    .retain(|_, r| !(r.members.is_empty() && r.tracks.is_empty()));
+                if self
+                    .tracks
+                    .get(&track)
+                    .is_some_and(|t| matches!(t.origin, Origin::Remote(_)))
+                {
+                    self.unpublish_track(track, now);
+                }
+            }
+            MeshMsg::Subscribe { track, driver } => {
+                if let Some(t) = self.tracks.get_mut(&track) {
+                    if matches!(t.origin, Origin::Local(_)) && t.sinks.iter().all(|s| s.0 != driver)
+                    {
+                        // Until the proxy says otherwise, it needs whatever is sent now.
+                        t.sinks.push((driver, u32::MAX));
+                        debug!(track = %t.id, driver, "track sent to another driver");
+                    }
+                }
+            }
+            MeshMsg::Unsubscribe { track, driver } => {
+                if let Some(t) = self.tracks.get_mut(&track) {
+                    t.sinks.retain(|s| s.0 != driver);
+                }
+            }
+            MeshMsg::Keyframe { track, layer } => {
+                self.request_keyframe(track, layer, now);
+            }
+            MeshMsg::Demand {
+                track,
+                driver,
+                need,
+            } => {
+                if let Some(t) = self.tracks.get_mut(&track) {
+                    if let Some(s) = t.sinks.iter_mut().find(|s| s.0 == driver) {
+                        s.1 = need;
+                    }
+                }
+            }
+        }
+    }
 }

@@ -2,15 +2,28 @@
 //! [`engine::layers`](crate::engine::layers) to its tracks and forwarders on every tick, telling
 //! subscribers what they get (and why) and publishers which layers to send (dynacast).
 
-use std::time::Instant;
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
 
 use tracing::debug;
 
-use super::*;
+use super::connections::Peer;
+use super::forward::Forwarder;
+use super::mesh::MeshMsg;
+use super::tracks::{rid_rank, Layer, Origin};
+use super::{
+    Driver, TrackKey, DYNACAST_CONNECTING, DYNACAST_PAUSE_AFTER, NO_ESTIMATE_BPS, REMB_MAX_AGE,
+    TICK,
+};
+use crate::api::{
+    ErrorKind, Event, LayerReport, MediaKind, ParticipantKey, TrackSettings, TrackSource,
+};
 use crate::debug::{
     LayerSnapshot, ParticipantSnapshot, RoomSnapshot, Snapshot, SubscriptionSnapshot, TrackSnapshot,
 };
 use crate::engine::layers::{self, Demand};
+use crate::engine::layers::{LayerState, Quality, Reason};
+use crate::engine::speaker;
 
 /// Layer ids of `layers`, ordered low to high: by rid naming scheme, then by arrival.
 pub(super) fn layer_order(layers: &[Layer]) -> Vec<u8> {

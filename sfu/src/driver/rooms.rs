@@ -1,0 +1,295 @@
+//! Rooms: joining (a connection, the room's state for the newcomer, auto-subscription), leaving
+//! (its tracks unpublished, the room told), and telling participants and the observer.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+use std::time::Instant;
+
+use rand::distr::{Alphanumeric, SampleString};
+use rtc::sansio::Protocol;
+use rtc::shared::TransportProtocol;
+use tokio::sync::mpsc;
+use tracing::info;
+
+use super::connections::Peer;
+use super::mesh::{MeshMsg, RemoteTrack};
+use super::port::{self};
+use super::{guarded, random_id, Driver, Flow, TrackKey, Transmit};
+use crate::api::{
+    ErrorKind, Event, JoinInfo, JoinRequest, Observation, ParticipantInfo, ParticipantKey,
+    SfuError, TrackInfo,
+};
+use crate::engine::layers::CongestionHold;
+use crate::peer::{self, Bandwidth, SimulcastSsrcs};
+
+/// What a driver knows of a room's participants and tracks on other drivers.
+#[derive(Default)]
+pub(super) struct RemoteRoom {
+    /// Key → the participant (without tracks).
+    pub(super) members: HashMap<ParticipantKey, ParticipantInfo>,
+    pub(super) tracks: HashMap<TrackKey, RemoteTrack>,
+}
+
+impl Driver {
+    pub(super) fn join(
+        &mut self,
+        request: JoinRequest,
+        events: mpsc::UnboundedSender<Event>,
+        now: Instant,
+    ) -> Result<(ParticipantKey, JoinInfo), SfuError> {
+        let JoinRequest {
+            room,
+            identity,
+            name,
+            permissions,
+            subscribe_to,
+            answer_only,
+        } = request;
+        let key = self.new_key();
+        let id = random_id(&mut self.rng, "PA_");
+        // The ufrag names this driver: a check that reaches another driver's socket (shared
+        // port) is sent on here.
+        let ufrag = port::ufrag_for(
+            self.mesh.index,
+            &Alphanumeric.sample_string(&mut self.rng, 14),
+        );
+        let pwd = Alphanumeric.sample_string(&mut self.rng, 32);
+        let bandwidth = Arc::new(Bandwidth::default());
+        let simulcast_ssrcs = SimulcastSsrcs::default();
+        let pc = guarded(|| {
+            peer::new_peer_connection(
+                now,
+                &ufrag,
+                &pwd,
+                &self.host_candidates,
+                &self.tcp_candidates,
+                bandwidth.clone(),
+                simulcast_ssrcs.clone(),
+            )
+        })
+        .ok_or_else(|| SfuError::PeerConnection("panic".into()))?
+        .map_err(|e| SfuError::PeerConnection(e.to_string()))?;
+
+        let existing_members = self.rooms.get(&room).cloned().unwrap_or_default();
+        let mut participants: Vec<ParticipantInfo> = existing_members
+            .iter()
+            .filter_map(|k| self.peers.get(k))
+            .map(|p| self.info_of(p))
+            .collect();
+        if let Some(remote) = self.remote_rooms.get(&room) {
+            for (&member, info) in &remote.members {
+                participants.push(ParticipantInfo {
+                    tracks: remote
+                        .tracks
+                        .values()
+                        .filter(|t| t.publisher == member)
+                        .map(|t| t.info.clone())
+                        .collect(),
+                    ..info.clone()
+                });
+            }
+        }
+        self.rooms.entry(room.clone()).or_default().push(key);
+
+        let peer = Peer {
+            id: id.clone(),
+            identity: identity.clone(),
+            name: name.clone(),
+            room: room.clone(),
+            permissions,
+            refused: HashSet::new(),
+            pc,
+            events,
+            ufrag: ufrag.clone(),
+            addrs: Vec::new(),
+            timer: None,
+            consent: None,
+            queued: false,
+            negotiated_at: None,
+            subscribe_to,
+            answer_only,
+            connected: false,
+            offer_outstanding: false,
+            negotiation_needed: false,
+            candidates_sent: false,
+            early_candidates: Vec::new(),
+            remote_set: false,
+            early_checks: Vec::new(),
+            nominations: Vec::new(),
+            stand_in_answers: Vec::new(),
+            published: HashMap::new(),
+            subscribed: HashMap::new(),
+            track_by_ssrc: HashMap::new(),
+            sources: HashMap::new(),
+            bandwidth,
+            simulcast_ssrcs,
+            remb: None,
+            hold: CongestionHold::default(),
+            budget: None,
+        };
+        let joined = ParticipantInfo {
+            id: id.clone(),
+            identity,
+            name,
+            tracks: Vec::new(),
+        };
+        self.by_ufrag.insert(ufrag, key);
+        self.peers.insert(key, peer);
+        self.load.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        for other in &existing_members {
+            self.send_event(*other, Event::ParticipantJoined(joined.clone()));
+        }
+        self.mesh.broadcast(|| MeshMsg::Joined {
+            room: room.clone(),
+            key,
+            info: joined.clone(),
+        });
+        // Auto-subscribe to everything already published in the room, here or on other drivers.
+        let remote_tracks: Vec<TrackKey> = self
+            .remote_rooms
+            .get(&room)
+            .map(|r| r.tracks.keys().copied().collect())
+            .unwrap_or_default();
+        for tkey in remote_tracks {
+            self.ensure_proxy(tkey, &room);
+        }
+        let existing_tracks: Vec<TrackKey> = self
+            .tracks
+            .iter()
+            .filter(|(_, t)| t.room == room && t.publisher != key)
+            .map(|(k, _)| *k)
+            .collect();
+        for tkey in existing_tracks {
+            self.subscribe(key, tkey, now);
+        }
+        info!(participant = %id, %room, "joined");
+        self.enqueue(key);
+        Ok((
+            key,
+            JoinInfo {
+                participant_id: id,
+                participants,
+            },
+        ))
+    }
+
+    pub(super) fn info_of(&self, peer: &Peer) -> ParticipantInfo {
+        let tracks = peer
+            .published
+            .values()
+            .filter_map(|k| self.tracks.get(k))
+            .map(|t| TrackInfo {
+                id: t.id.clone(),
+                kind: t.kind,
+                source: t.source,
+                muted: t.muted,
+            })
+            .collect();
+        ParticipantInfo {
+            id: peer.id.clone(),
+            identity: peer.identity.clone(),
+            name: peer.name.clone(),
+            tracks,
+        }
+    }
+
+    pub(super) fn send_event(&self, key: ParticipantKey, event: Event) {
+        if let Some(peer) = self.peers.get(&key) {
+            let _ = peer.events.send(event);
+        }
+    }
+
+    pub(super) fn send_error(&self, key: ParticipantKey, kind: ErrorKind, message: String) {
+        self.send_event(key, Event::Error { kind, message });
+    }
+
+    pub(super) fn remove_peer(&mut self, key: ParticipantKey, reason: &str, now: Instant) {
+        let Some(peer) = self.peers.get(&key) else {
+            return;
+        };
+        let published: Vec<TrackKey> = peer.published.values().copied().collect();
+        let subscribed: Vec<TrackKey> = peer.subscribed.keys().copied().collect();
+        for tkey in published {
+            self.unpublish_track(tkey, now);
+        }
+        for tkey in subscribed {
+            if let Some(track) = self.tracks.get_mut(&tkey) {
+                track.forwarders.retain(|f| f.subscriber != key);
+            }
+        }
+        let Some(mut peer) = self.peers.remove(&key) else {
+            return;
+        };
+        // Its counters live on in the driver's (they only ever grow).
+        let (sent, held) = peer.bandwidth.retransmissions();
+        self.stats.retransmissions_sent += sent;
+        self.stats.retransmissions_held_back += held;
+        let _ = guarded(|| peer.pc.close());
+        // Flush the close (DTLS close_notify) to the client.
+        let transmits = &mut self.transmits;
+        let _ = guarded(|| {
+            while let Some(out) = peer.pc.poll_write() {
+                let flow = Flow {
+                    addr: out.transport.peer_addr,
+                    tcp: out.transport.transport_protocol == TransportProtocol::TCP,
+                };
+                transmits.push_back(Transmit {
+                    flow,
+                    data: out.message,
+                });
+            }
+        });
+        self.by_ufrag.remove(&peer.ufrag);
+        for addr in &peer.addrs {
+            if self.by_addr.get(addr) == Some(&key) {
+                self.by_addr.remove(addr);
+                if self.shared_port && !addr.tcp {
+                    let (flow, index) = (*addr, self.mesh.index);
+                    self.mesh.broadcast(|| MeshMsg::FlowUnpinned {
+                        flow,
+                        driver: index,
+                    });
+                }
+            }
+        }
+        let mut room_empty = false;
+        if let Some(members) = self.rooms.get_mut(&peer.room) {
+            members.retain(|k| *k != key);
+            room_empty = members.is_empty();
+        }
+        self.load.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+        self.mesh.broadcast(|| MeshMsg::Left {
+            room: peer.room.clone(),
+            key,
+            id: peer.id.clone(),
+        });
+        if room_empty {
+            self.rooms.remove(&peer.room);
+            self.speakers.remove(&peer.room);
+            self.drop_proxies(&peer.room, now);
+        }
+        if self.speakers.get(&peer.room) == Some(&key) {
+            self.speakers.remove(&peer.room);
+        }
+        let members = self.rooms.get(&peer.room).cloned().unwrap_or_default();
+        for member in members {
+            self.send_event(
+                member,
+                Event::ParticipantLeft {
+                    participant_id: peer.id.clone(),
+                },
+            );
+        }
+        let _ = peer.events.send(Event::Closed {
+            reason: reason.to_owned(),
+        });
+        info!(participant = %peer.id, room = %peer.room, reason, "left");
+    }
+
+    /// Tells the engine's observer, if anyone listens.
+    pub(super) fn observe(&self, make: impl FnOnce() -> Observation) {
+        if let Some(observer) = &self.observer {
+            let _ = observer.send(make());
+        }
+    }
+}
