@@ -53,6 +53,8 @@ use rtc::rtp_transceiver::{RTCRtpSenderId, RTCRtpTransceiverDirection, RTCRtpTra
 use rtc::sansio::Protocol;
 use rtc::shared::marshal::{Marshal, Unmarshal};
 use rtc::shared::{TaggedBytesMut, TransportContext, TransportProtocol};
+use sfu::driver::forward::{forward_step, ingest, Ingested, Step};
+use sfu::driver::mesh::MeshPacket;
 use sfu::engine::classify::{classify, stun_binding_local_ufrag};
 use sfu::engine::codec::Codec;
 use sfu::engine::layers::{allocate, desired, Demand, LayerState, Quality, Wants};
@@ -101,17 +103,8 @@ fn vp8_payload(keyframe: bool, start: bool, picture_id: u16, tl0: u8) -> Bytes {
     Bytes::from(p)
 }
 
-/// One packet as the driver gets it from rtc (`poll_read`), before `on_rtp`: header fields and
-/// the payload `Bytes` (fresh per packet in the driver; shared templates here).
-#[derive(Clone)]
-struct InPacket {
-    layer: u8,
-    seq: u16,
-    timestamp: u32,
-    marker: bool,
-    payload: Bytes,
-    at: Instant,
-}
+/// One packet as the forwarders get it (what `Driver::on_rtp` makes of rtc's packet).
+type InPacket = MeshPacket;
 
 /// An endless VP8 stream of one layer: 5 packets per frame at 30 fps, a keyframe every 60
 /// frames. Payloads are templates shared across packets (their content does not change the cost
@@ -153,11 +146,14 @@ impl Stream {
             self.timestamp = self.timestamp.wrapping_add(VIDEO_CLOCK / 30);
         }
         let p = InPacket {
+            track: 1,
             layer: self.layer,
             seq: self.seq,
             timestamp: self.timestamp,
             marker: in_frame == PACKETS_PER_FRAME - 1,
+            padding: false,
             payload,
+            audio_level: None,
             at: self.t0 + Duration::from_micros(frame * 33_333 + in_frame * 100),
         };
         self.seq = self.seq.wrapping_add(1);
@@ -166,75 +162,36 @@ impl Stream {
     }
 }
 
-/// The once-per-packet part of `Driver::route`: unwrap, keyframe, keyframe size, descriptor.
+/// The once-per-packet part of `Driver::route` (the driver's own `forward::ingest`).
 struct Ingest {
     unwrapper: SeqUnwrapper,
-    size: (u32, u32),
 }
 
 impl Ingest {
     fn new() -> Self {
         Self {
             unwrapper: SeqUnwrapper::new(),
-            size: (0, 0),
         }
     }
 
-    fn run(&mut self, p: &InPacket) -> (PacketIn, Option<Vp8Descriptor>) {
-        let ext_seq = self.unwrapper.unwrap(p.seq);
-        let keyframe = Codec::Vp8.is_keyframe_start(&p.payload);
-        if keyframe {
-            if let Some(s) = vp8::keyframe_size(&p.payload) {
-                self.size = s;
-            }
-        }
-        let descriptor = Vp8Descriptor::parse(&p.payload);
-        let input = PacketIn {
-            layer: p.layer,
-            ext_seq,
-            timestamp: p.timestamp,
-            keyframe,
-            at: p.at,
-            picture_id: descriptor.and_then(|d| d.picture_id),
-            tl0_pic_idx: descriptor.and_then(|d| d.tl0_pic_idx),
-        };
-        (input, descriptor)
+    fn run(&mut self, p: &InPacket) -> Ingested {
+        ingest(Codec::Vp8, &mut self.unwrapper, p)
     }
 }
 
-/// The packet `Driver::route` builds for one subscriber, or `None` if it drops it there.
+/// The packet `Driver::route` builds for one subscriber (the driver's own
+/// `forward::forward_step`), or `None` if it drops it there.
 fn outgoing(
     rewriter: &mut RtpRewriter,
-    input: &PacketIn,
-    descriptor: Option<Vp8Descriptor>,
+    ingested: &Ingested,
     p: &InPacket,
     ssrc: u32,
     payload_type: u8,
 ) -> Option<rtp::Packet> {
-    let Verdict::Forward(rw) = rewriter.process(input) else {
-        return None;
-    };
-    let payload = match (rw.vp8, descriptor) {
-        (Some((pid, tl0)), Some(d)) => {
-            let mut copy = BytesMut::from(&p.payload[..]);
-            d.write(&mut copy, pid, tl0);
-            copy.freeze()
-        }
-        _ => p.payload.clone(),
-    };
-    Some(rtp::Packet {
-        header: rtp::header::Header {
-            version: 2,
-            padding: false,
-            marker: p.marker,
-            payload_type,
-            sequence_number: rw.seq,
-            timestamp: rw.timestamp,
-            ssrc,
-            ..Default::default()
-        },
-        payload,
-    })
+    match forward_step(rewriter, ingested, p, ssrc, payload_type) {
+        Step::Forward { packet, .. } => Some(packet),
+        Step::Drop { .. } => None,
+    }
 }
 
 /// A rewriter forwarding layer 0 of `stream`'s kind, started at a keyframe. With `switched`, it
@@ -271,7 +228,7 @@ fn bench_rewriter(c: &mut Criterion) {
     let one: Vec<PacketIn> = {
         let mut s = Stream::new(0, 1000, 0, 100, t0);
         let mut ing = Ingest::new();
-        (0..4096).map(|_| ing.run(&s.next_packet()).0).collect()
+        (0..4096).map(|_| ing.run(&s.next_packet()).input).collect()
     };
     let three: Vec<PacketIn> = {
         let mut streams: Vec<_> = (0..3u8)
@@ -281,7 +238,7 @@ fn bench_rewriter(c: &mut Criterion) {
         (0..4096)
             .map(|i| {
                 let l = i % 3;
-                ings[l].run(&streams[l].next_packet()).0
+                ings[l].run(&streams[l].next_packet()).input
             })
             .collect()
     };
@@ -442,17 +399,10 @@ impl Model {
     /// One publisher packet to every subscriber; returns the bytes "sent".
     fn step(&mut self) -> usize {
         let p = self.stream.next_packet();
-        let (input, descriptor) = self.ingest.run(&p);
+        let ingested = self.ingest.run(&p);
         let mut sent = 0;
         for s in &mut self.subs {
-            let Some(out) = outgoing(
-                &mut s.rewriter,
-                &input,
-                descriptor,
-                &p,
-                s.ssrc,
-                s.payload_type,
-            ) else {
+            let Some(out) = outgoing(&mut s.rewriter, &ingested, &p, s.ssrc, s.payload_type) else {
                 continue;
             };
             sent += out.marshal_to(&mut self.buf).unwrap();
@@ -715,7 +665,7 @@ impl RtcFanout {
     fn step(&mut self) -> usize {
         let p = self.stream.next_packet();
         let now = p.at;
-        let (input, descriptor) = self.ingest.run(&p);
+        let ingested = self.ingest.run(&p);
         self.packets += 1;
         let settle = self.packets % self.settle_every == 0;
         let mut bytes = 0;
@@ -725,14 +675,9 @@ impl RtcFanout {
                 leg.timer = None;
                 self.timeouts += 1;
             }
-            if let Some(out) = outgoing(
-                &mut leg.rewriter,
-                &input,
-                descriptor,
-                &p,
-                leg.ssrc,
-                leg.payload_type,
-            ) {
+            if let Some(out) =
+                outgoing(&mut leg.rewriter, &ingested, &p, leg.ssrc, leg.payload_type)
+            {
                 let server = &mut leg.server;
                 let sender = leg.sender;
                 let written = catch_unwind(AssertUnwindSafe(|| {
@@ -772,16 +717,11 @@ impl RtcFanout {
         for _ in 0..packets {
             let p = self.stream.next_packet();
             let now = p.at;
-            let (input, descriptor) = self.ingest.run(&p);
+            let ingested = self.ingest.run(&p);
             for (i, leg) in self.legs.iter_mut().enumerate() {
-                let Some(out) = outgoing(
-                    &mut leg.rewriter,
-                    &input,
-                    descriptor,
-                    &p,
-                    leg.ssrc,
-                    leg.payload_type,
-                ) else {
+                let Some(out) =
+                    outgoing(&mut leg.rewriter, &ingested, &p, leg.ssrc, leg.payload_type)
+                else {
                     continue;
                 };
                 leg.server

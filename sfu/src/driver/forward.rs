@@ -22,8 +22,9 @@ use crate::api::{MediaKind, ParticipantKey};
 use crate::engine::codec::Codec;
 use crate::engine::layers::{Quality, Reason, Wants};
 use crate::engine::rewriter::{DropReason, PacketIn, RtpRewriter, Verdict};
+use crate::engine::seq::SeqUnwrapper;
 use crate::engine::speaker;
-use crate::engine::vp8;
+use crate::engine::vp8::{self, Vp8Descriptor};
 
 pub(super) struct Forwarder {
     pub(super) subscriber: ParticipantKey,
@@ -34,7 +35,7 @@ pub(super) struct Forwarder {
     pub(super) active: bool,
     /// When it was made, in milliseconds after its track's `published_at` (4 bytes, which
     /// keep the struct at two cache lines): a subscriber still connecting keeps the top layer
-    /// on for [`DYNACAST_CONNECTING`] from then.
+    /// on for [`DYNACAST_CONNECTING`](crate::engine::simulcast::DYNACAST_CONNECTING) from then.
     pub(super) created_ms: u32,
     pub(super) rewriter: RtpRewriter,
     pub(super) wants: Wants,
@@ -182,78 +183,31 @@ impl Driver {
             track.level.observe(now, level);
         }
         let layer = &mut track.layers[layer_id];
-        let ext_seq = layer.unwrapper.unwrap(p.seq);
+        let ingested = ingest(track.codec, &mut layer.unwrapper, &p);
         layer.last_packet = Some(now);
         layer.bytes += p.payload.len() as u64 + 12;
-        let keyframe = track.codec.is_keyframe_start(&p.payload);
-        let descriptor = if track.codec == Codec::Vp8 {
-            if keyframe {
-                if let Some((w, h)) = vp8::keyframe_size(&p.payload) {
-                    (layer.width, layer.height) = (w, h);
-                }
-            }
-            vp8::Vp8Descriptor::parse(&p.payload)
-        } else {
-            None
-        };
-        let input = PacketIn {
-            layer: layer_id as u8,
-            ext_seq,
-            timestamp: p.timestamp,
-            keyframe,
-            at: now,
-            picture_id: descriptor.and_then(|d| d.picture_id),
-            tl0_pic_idx: descriptor.and_then(|d| d.tl0_pic_idx),
-        };
+        if let Some((w, h)) = ingested.keyframe_size {
+            (layer.width, layer.height) = (w, h);
+        }
         // Layers whose keyframe some forwarder waits for (bit per layer id).
         let mut wanted_keyframes = 0u32;
         for fwd in track.forwarders.iter_mut().filter(|f| f.active) {
-            let verdict = fwd.rewriter.process(&input);
-            let rw = match verdict {
-                Verdict::Forward(rw) => rw,
-                Verdict::Drop(DropReason::WaitingForKeyframe) => {
-                    if let Some(t) = fwd.rewriter.target() {
-                        wanted_keyframes |= 1 << t;
-                    }
-                    continue;
-                }
-                Verdict::Drop(_) => {
-                    if fwd.rewriter.waiting_for_keyframe() {
-                        if let Some(t) = fwd.rewriter.target() {
+            let (out, switched) =
+                match forward_step(&mut fwd.rewriter, &ingested, &p, fwd.ssrc, fwd.payload_type) {
+                    Step::Forward { packet, switched } => (packet, switched),
+                    Step::Drop { wants_keyframe } => {
+                        if let Some(t) = wants_keyframe {
                             wanted_keyframes |= 1 << t;
                         }
+                        continue;
                     }
-                    continue;
-                }
-            };
-            if rw.switched && track.kind == MediaKind::Video {
+                };
+            if switched && track.kind == MediaKind::Video {
                 if fwd.reported.is_some_and(|(cur, _, _)| cur.is_some()) {
                     self.stats.layer_switches += 1;
                 }
                 report_layer(&self.peers, &track.id, &track.layers, &track.order, fwd);
             }
-            // The payload is shared unless this subscriber's picture ids need rewriting.
-            let payload = match (rw.vp8, descriptor) {
-                (Some((pid, tl0)), Some(d)) => {
-                    let mut copy = BytesMut::from(&p.payload[..]);
-                    d.write(&mut copy, pid, tl0);
-                    copy.freeze()
-                }
-                _ => p.payload.clone(),
-            };
-            let out = rtp::Packet {
-                header: rtp::header::Header {
-                    version: 2,
-                    padding: p.padding,
-                    marker: p.marker,
-                    payload_type: fwd.payload_type,
-                    sequence_number: rw.seq,
-                    timestamp: rw.timestamp,
-                    ssrc: fwd.ssrc,
-                    ..Default::default()
-                },
-                payload,
-            };
             let Some(sub) = self.peers.get_mut(&fwd.subscriber) else {
                 continue;
             };
@@ -287,5 +241,100 @@ impl Driver {
                 self.request_keyframe(tkey, l, now);
             }
         }
+    }
+}
+
+/// What every forwarder of a track sees of one packet: parsed once, shared by all of them.
+#[derive(Debug, Clone, Copy)]
+pub struct Ingested {
+    pub input: PacketIn,
+    pub descriptor: Option<Vp8Descriptor>,
+    /// A VP8 keyframe's picture size.
+    pub keyframe_size: Option<(u32, u32)>,
+}
+
+/// The once-per-packet step before the forwarders: the sequence number unwrapped on its layer,
+/// whether a keyframe starts here (and its size), the VP8 descriptor.
+pub fn ingest(codec: Codec, unwrapper: &mut SeqUnwrapper, p: &MeshPacket) -> Ingested {
+    let ext_seq = unwrapper.unwrap(p.seq);
+    let keyframe = codec.is_keyframe_start(&p.payload);
+    let (descriptor, keyframe_size) = if codec == Codec::Vp8 {
+        let size = if keyframe {
+            vp8::keyframe_size(&p.payload)
+        } else {
+            None
+        };
+        (Vp8Descriptor::parse(&p.payload), size)
+    } else {
+        (None, None)
+    };
+    Ingested {
+        input: PacketIn {
+            layer: p.layer,
+            ext_seq,
+            timestamp: p.timestamp,
+            keyframe,
+            at: p.at,
+            picture_id: descriptor.and_then(|d| d.picture_id),
+            tl0_pic_idx: descriptor.and_then(|d| d.tl0_pic_idx),
+        },
+        descriptor,
+        keyframe_size,
+    }
+}
+
+/// What one forwarder does with one packet.
+#[derive(Debug)]
+pub enum Step {
+    /// Write this packet to the subscriber; `switched`: the first of a new layer.
+    Forward { packet: rtp::Packet, switched: bool },
+    /// Not for this subscriber; `wants_keyframe`: the layer whose keyframe it waits for.
+    Drop { wants_keyframe: Option<u8> },
+}
+
+/// The forward step, per packet per subscriber: the rewriter decides, and the packet is made
+/// with the subscriber's SSRC, payload type, sequence number and timestamp and no header
+/// extensions. The payload is shared unless this subscriber's VP8 picture ids need rewriting.
+/// The driver and the micro-benchmark (`sfu/benches/hotpath.rs`) both call this.
+pub fn forward_step(
+    rewriter: &mut RtpRewriter,
+    ingested: &Ingested,
+    p: &MeshPacket,
+    ssrc: u32,
+    payload_type: u8,
+) -> Step {
+    let rw = match rewriter.process(&ingested.input) {
+        Verdict::Forward(rw) => rw,
+        Verdict::Drop(reason) => {
+            let waiting =
+                reason == DropReason::WaitingForKeyframe || rewriter.waiting_for_keyframe();
+            return Step::Drop {
+                wants_keyframe: rewriter.target().filter(|_| waiting),
+            };
+        }
+    };
+    let payload = match (rw.vp8, ingested.descriptor) {
+        (Some((pid, tl0)), Some(d)) => {
+            let mut copy = BytesMut::from(&p.payload[..]);
+            d.write(&mut copy, pid, tl0);
+            copy.freeze()
+        }
+        _ => p.payload.clone(),
+    };
+    Step::Forward {
+        packet: rtp::Packet {
+            header: rtp::header::Header {
+                version: 2,
+                padding: p.padding,
+                marker: p.marker,
+                payload_type,
+                sequence_number: rw.seq,
+                timestamp: rw.timestamp,
+                ssrc,
+                ..Default::default()
+            },
+            payload,
+        },
+        switched: rw.switched,
     }
 }

@@ -21,7 +21,7 @@
 //! bounded queue (see [`mesh`]).
 
 mod connections;
-mod forward;
+pub mod forward;
 pub mod mesh;
 mod negotiation;
 pub mod port;
@@ -61,13 +61,6 @@ const TICK: Duration = Duration::from_millis(250);
 
 /// A layer with no packet for this long is not being sent.
 const LAYER_IDLE: Duration = Duration::from_millis(1000);
-
-/// A layer nobody needs is paused at the publisher after this long (so brief dips do not flap).
-const DYNACAST_PAUSE_AFTER: Duration = Duration::from_secs(2);
-
-/// How long a subscriber that is still connecting keeps a track's top layer on (dynacast): long
-/// enough for a negotiation and ICE, bounded for a client that never answers.
-const DYNACAST_CONNECTING: Duration = Duration::from_secs(10);
 
 /// A REMB older than this no longer counts as an estimate.
 const REMB_MAX_AGE: Duration = Duration::from_secs(5);

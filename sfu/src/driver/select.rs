@@ -10,11 +10,8 @@ use tracing::debug;
 use super::connections::Peer;
 use super::forward::Forwarder;
 use super::mesh::MeshMsg;
-use super::tracks::{rid_rank, Layer, Origin};
-use super::{
-    Driver, TrackKey, DYNACAST_CONNECTING, DYNACAST_PAUSE_AFTER, NO_ESTIMATE_BPS, REMB_MAX_AGE,
-    TICK,
-};
+use super::tracks::{Layer, Origin};
+use super::{Driver, TrackKey, NO_ESTIMATE_BPS, REMB_MAX_AGE, TICK};
 use crate::api::{
     ErrorKind, Event, LayerReport, MediaKind, ParticipantKey, TrackSettings, TrackSource,
 };
@@ -23,14 +20,13 @@ use crate::debug::{
 };
 use crate::engine::layers::{self, Demand};
 use crate::engine::layers::{LayerState, Quality, Reason};
+use crate::engine::simulcast::{self, rid_rank};
 use crate::engine::speaker;
 
 /// Layer ids of `layers`, ordered low to high: by rid naming scheme, then by arrival.
 pub(super) fn layer_order(layers: &[Layer]) -> Vec<u8> {
     let rids: Vec<&str> = layers.iter().map(|l| l.rid.as_str()).collect();
-    let mut order: Vec<u8> = (0..layers.len() as u8).collect();
-    order.sort_by_key(|&i| rid_rank(&layers[usize::from(i)].rid, &rids));
-    order
+    simulcast::layer_order(&rids)
 }
 
 /// The quality name of layer id `id`: by its rid when the rids follow a known three-level
@@ -84,18 +80,12 @@ pub(super) fn report_layer(
 impl Driver {
     /// Periodic work: layer bitrates, every subscriber's allocation, dynacast.
     pub(super) fn tick(&mut self, now: Instant) {
-        let seconds = TICK.as_secs_f64();
         for track in self.tracks.values_mut() {
             for l in &mut track.layers {
-                let rate = l.bytes as f64 * 8.0 / seconds;
-                l.bytes = 0;
                 if l.active(now) {
-                    l.bitrate = if l.bitrate == 0.0 {
-                        rate
-                    } else {
-                        0.8 * l.bitrate + 0.2 * rate
-                    };
+                    l.bitrate = simulcast::smoothed_bitrate(l.bitrate, l.bytes, TICK);
                 }
+                l.bytes = 0;
             }
         }
         let subscribers: Vec<ParticipantKey> = self
@@ -295,8 +285,8 @@ impl Driver {
     /// Asks each simulcast publisher to send only the layers someone needs: the layers
     /// subscribers would get if everything were sent, those still being forwarded or switched
     /// to, and the top layer while a subscriber is still connecting (for at most
-    /// [`DYNACAST_CONNECTING`]). A layer is paused after nobody needed it for
-    /// [`DYNACAST_PAUSE_AFTER`] and resumed at the next tick once someone does.
+    /// [`DYNACAST_CONNECTING`](simulcast::DYNACAST_CONNECTING)). A layer is paused after nobody needed it for
+    /// [`DYNACAST_PAUSE_AFTER`](simulcast::DYNACAST_PAUSE_AFTER) and resumed at the next tick once someone does.
     /// Proxies of remote tracks report what their subscribers need to the origin driver, which
     /// adds it to its own subscribers' needs.
     fn dynacast(&mut self, now: Instant) {
@@ -313,10 +303,10 @@ impl Driver {
                     {
                         need |= 1 << l;
                     }
-                } else if since_publish
-                    .saturating_sub(Duration::from_millis(u64::from(f.created_ms)))
-                    < DYNACAST_CONNECTING
-                {
+                } else if simulcast::connecting_keeps_top(
+                    since_publish,
+                    Duration::from_millis(u64::from(f.created_ms)),
+                ) {
                     // A subscriber still connecting has chosen nothing yet: it keeps the top
                     // layer (what a tile of unknown size gets), so that layer is not paused
                     // under a subscriber about to want it, to be resumed a moment later.
@@ -345,15 +335,8 @@ impl Driver {
             let mut paused = Vec::new();
             for &id in &track.order {
                 let l = &mut track.layers[usize::from(id)];
-                if need & (1 << id) != 0 {
-                    l.unneeded_since = None;
-                } else if l.unneeded_since.is_none() {
-                    l.unneeded_since = Some(now);
-                }
-                let keep = since_publish < DYNACAST_PAUSE_AFTER
-                    || l.unneeded_since
-                        .is_none_or(|t| now.saturating_duration_since(t) < DYNACAST_PAUSE_AFTER);
-                if keep {
+                let needed = need & (1 << id) != 0;
+                if simulcast::keep_layer(now, since_publish, needed, &mut l.unneeded_since) {
                     active.push(l.rid.clone());
                 } else {
                     paused.push(l.rid.clone());

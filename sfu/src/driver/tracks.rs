@@ -106,23 +106,6 @@ impl Layer {
     }
 }
 
-/// Where a rid sits in the usual simulcast naming schemes (q/h/f, l/m/h, 0/1/2), low first.
-/// The scheme is told by a rid only it uses (`q` or `f`; `l` or `m`), so `q` ranks low even while
-/// it is the only layer that has started.
-pub(super) fn rid_rank(rid: &str, all: &[&str]) -> usize {
-    let scheme: &[&str] = if all.contains(&"f") || all.contains(&"q") {
-        &["q", "h", "f"]
-    } else if all.contains(&"l") || all.contains(&"m") {
-        &["l", "m", "h"]
-    } else {
-        &["0", "1", "2"]
-    };
-    scheme
-        .iter()
-        .position(|r| *r == rid)
-        .unwrap_or(scheme.len())
-}
-
 impl Driver {
     /// Sends a PLI for one layer of the track to its publisher, at most once per throttle
     /// interval per layer.
@@ -457,24 +440,5 @@ impl Driver {
             }
         }
         local
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn rids_rank_by_their_scheme_even_alone() {
-        assert_eq!(
-            rid_rank("q", &["q"]),
-            0,
-            "q is low while it is the only layer seen"
-        );
-        assert_eq!(rid_rank("f", &["f"]), 2);
-        assert_eq!(rid_rank("h", &["q", "h"]), 1);
-        assert_eq!(rid_rank("h", &["l", "h"]), 2, "h of l/m/h is high");
-        assert_eq!(rid_rank("m", &["m"]), 1);
-        assert_eq!(rid_rank("1", &["0", "1", "2"]), 1);
     }
 }

@@ -11,5 +11,6 @@ pub mod layers;
 pub mod retransmit;
 pub mod rewriter;
 pub mod seq;
+pub mod simulcast;
 pub mod speaker;
 pub mod vp8;
