@@ -146,7 +146,7 @@ impl Stream {
             self.timestamp = self.timestamp.wrapping_add(VIDEO_CLOCK / 30);
         }
         let p = InPacket {
-            track: 1,
+            track: sfu::driver::TrackKey(1),
             layer: self.layer,
             seq: self.seq,
             timestamp: self.timestamp,

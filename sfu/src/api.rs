@@ -305,7 +305,16 @@ pub enum SfuError {
     PeerConnection(String),
 }
 
-pub(crate) type ParticipantKey = u64;
+/// A participant's key inside the engine: unique across drivers, and names the driver it lives on
+/// (see `driver::mesh`). Not the public participant id (`PA_…`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ParticipantKey(pub(crate) u64);
+
+impl std::fmt::Display for ParticipantKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "p{:x}", self.0)
+    }
+}
 
 #[doc(hidden)]
 pub enum Command {

@@ -162,7 +162,7 @@ impl Driver {
             }
             match guarded(|| peer.pc.handle_timeout(now)) {
                 Some(Ok(())) => {}
-                Some(Err(err)) => debug!(participant = key, %err, "handle_timeout"),
+                Some(Err(err)) => debug!(participant = %key, %err, "handle_timeout"),
                 None => self.fail_peer(key, "panic in handle_timeout"),
             }
             self.enqueue(key);
@@ -280,7 +280,7 @@ impl Driver {
             Some(Err(err)) => {
                 self.stats.handle_read_errors += 1;
                 self.stats.bytes_dropped.rejected += data.len() as u64;
-                debug!(participant = key, %src, %err, "datagram rejected");
+                debug!(participant = %key, %src, %err, "datagram rejected");
             }
             None => self.fail_peer(key, "panic in handle_read"),
         }
@@ -442,7 +442,7 @@ impl Driver {
     ) {
         match ev {
             RTCPeerConnectionEvent::OnConnectionStateChangeEvent(state) => {
-                debug!(participant = key, %state, "connection state");
+                debug!(participant = %key, %state, "connection state");
                 match state {
                     RTCPeerConnectionState::Connected => {
                         if let Some(peer) = self.peers.get_mut(&key) {
@@ -466,13 +466,13 @@ impl Driver {
                 // join time of such clients by ~150 ms).
                 if let Some(peer) = self.peers.get_mut(&key) {
                     if let Some(Err(err)) = guarded(|| peer.pc.handle_timeout(now)) {
-                        debug!(participant = key, %err, "handle_timeout after ICE connected");
+                        debug!(participant = %key, %err, "handle_timeout after ICE connected");
                     }
                 }
                 self.enqueue(key);
             }
             RTCPeerConnectionEvent::OnTrack(RTCTrackEvent::OnOpen(init)) => {
-                debug!(participant = key, ssrc = init.ssrc, track = %init.track_id, "track opened");
+                debug!(participant = %key, ssrc = init.ssrc, track = %init.track_id, "track opened");
                 self.publish_track(key, init, now);
             }
             RTCPeerConnectionEvent::OnTrack(RTCTrackEvent::OnClose(track_id)) => {

@@ -233,7 +233,7 @@ impl Driver {
         else {
             return;
         };
-        let origin = driver_of(tkey);
+        let origin = driver_of(tkey.0);
         let layers: Vec<Layer> = remote
             .layers
             .iter()
@@ -265,7 +265,7 @@ impl Driver {
                 forwarders: Vec::new(),
             },
         );
-        debug!(track = tkey, origin, "proxy of a remote track");
+        debug!(track = %tkey, origin, "proxy of a remote track");
         self.mesh.send(
             origin,
             MeshMsg::Subscribe {

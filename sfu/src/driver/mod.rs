@@ -1,20 +1,20 @@
-//! The media driver: one task, one UDP socket, every `rtc` peer connection placed on it.
+//! The media driver: every `rtc` peer connection placed on one core, as a state machine without
+//! sockets.
 //!
-//! It owns its connections outright; signaling sessions talk to it with [`Command`]s and hear back
-//! through each participant's [`Event`] channel. Per datagram it:
-//! 1. stamps the arrival time,
-//! 2. finds the connection: by source address once that address was pinned (the connection
-//!    answered a connectivity check from it with a binding success), else by the server ufrag in a
-//!    STUN binding request; anything else is dropped and counted,
-//! 3. hands the datagram to the connection and then *services* it: sends what it wrote, handles
-//!    its events (tracks opening, state changes) and the media it decrypted.
+//! Inputs are `handle_*` and are told the time: [`Driver::handle_datagram`] (a datagram or an
+//! ICE-TCP frame from a flow), [`Driver::handle_crossed`] (one another driver's socket received
+//! for this driver), [`Driver::handle_mesh_packet`], [`Driver::handle_command`] (signaling
+//! sessions, the engine handle, other drivers) and [`Driver::handle_timeout`]. After a batch of
+//! inputs, [`Driver::settle`] services the connections they touched; outputs are drained with
+//! [`Driver::poll_transmit`] (datagrams to send, in order) and [`Driver::poll_timeout`].
+//! Participants hear back through their [`Event`] channel. Randomness (ids, ufrags, SSRCs,
+//! injected loss) comes from one seeded source. `runtime` is the thread, tokio and sockets
+//! around it; the harness in `sfu/tests/` drives it without any.
 //!
-//! Media routing (start at [`Driver::on_rtp`]): a publisher's RTP packet is unwrapped once on its
-//! published track, then each subscriber's forwarder decides (start at a keyframe, rewrite the
-//! sequence number) and the packet, with the subscriber's SSRC and payload type and no header
-//! extensions, is written to that subscriber's connection. The payload is shared, not copied.
-//!
-//! Each connection's timer lives in one [`TimerQueue`]; nothing scans all connections.
+//! State by owner, one file each: `connections` (demultiplexing, consent, servicing rtc),
+//! `tracks`, `forward` (forwarders and the forward step), `negotiation`, `rooms`, `mesh` (other
+//! drivers), `select` (layer choice, dynacast, speakers). Each connection's timer lives in one
+//! [`TimerQueue`]; nothing scans all connections.
 //!
 //! Several drivers (one per core by default) share the rooms: a participant lives on one, and a
 //! track's packets cross to another driver once per driver that has subscribers to it, over a
@@ -68,7 +68,16 @@ const REMB_MAX_AGE: Duration = Duration::from_secs(5);
 /// The budget when a subscriber gives no feedback at all (neither TWCC nor REMB).
 const NO_ESTIMATE_BPS: f64 = 1e9;
 
-type TrackKey = u64;
+/// A published track's (or a proxy's) key: unique across drivers, names its origin driver (see
+/// [`mesh`]). Not the public track id (`TR_…`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct TrackKey(pub u64);
+
+impl std::fmt::Display for TrackKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "t{:x}", self.0)
+    }
+}
 
 /// A datagram (or ICE-TCP frame) the driver wants sent, in the order it wants them sent.
 pub struct Transmit {
@@ -321,8 +330,8 @@ impl Driver {
     }
 
     /// A key for a participant or track, unique across drivers.
-    fn new_key(&mut self) -> u64 {
-        let key = global_key(self.mesh.index, self.next_key);
+    fn new_key(&mut self) -> ParticipantKey {
+        let key = ParticipantKey(global_key(self.mesh.index, self.next_key));
         self.next_key += 1;
         key
     }
@@ -360,7 +369,7 @@ impl Driver {
     fn fail_peer(&mut self, key: ParticipantKey, reason: &str) {
         self.stats.connection_panics += 1;
         warn!(
-            participant = key,
+            participant = %key,
             reason, "connection failed inside rtc; removing it"
         );
         self.removals.push((key, reason.to_owned()));

@@ -157,7 +157,7 @@ impl Driver {
             }
             Some(Ok(None)) => {}
             Some(Err(err)) => {
-                warn!(participant = key, %err, "could not create an offer");
+                warn!(participant = %key, %err, "could not create an offer");
                 self.send_error(
                     key,
                     ErrorKind::Internal,
@@ -226,7 +226,7 @@ impl Driver {
                         sub.codec_pinned = true;
                     }
                 }
-                other => debug!(participant = key, ?other, "could not pin a sender codec"),
+                other => debug!(participant = %key, ?other, "could not pin a sender codec"),
             }
         }
     }

@@ -265,7 +265,7 @@ impl Driver {
                 continue;
             };
             if fwd.rewriter.target() != target {
-                debug!(subscriber = key, track = %track.id, ?target, reason = alloc.reason.as_str(), "layer target");
+                debug!(subscriber = %key, track = %track.id, ?target, reason = alloc.reason.as_str(), "layer target");
                 fwd.rewriter.set_target(target);
             }
             fwd.ideal = ideal;

@@ -249,7 +249,7 @@ impl Driver {
             let _ = peer.events.send(Event::Error { kind, message });
             return;
         }
-        let tkey = global_key(self.mesh.index, self.next_key);
+        let tkey = TrackKey(global_key(self.mesh.index, self.next_key));
         self.next_key += 1;
         let track_id = random_id(&mut self.rng, "TR_");
         peer.published.insert(init.track_id, tkey);
