@@ -146,17 +146,37 @@ impl BandwidthEstimator for ReportingGcc {
     }
 }
 
-/// Lets subscribers' keyframe requests (PLI, FIR) out of the interceptor chain to the application,
-/// which relays them to the publisher, REMB (the downlink estimate of receivers that do not
-/// send transport-wide feedback) and NACKs (answered by the NACK responder before this point;
-/// the application only counts them). Everything else stays with the interceptors.
-#[derive(Default)]
-struct DeliverKeyframeRequests {
+/// What a [`Tap`] does to the packets passing one place of the interceptor chain.
+trait TapRule: Send + Sync {
+    /// A packet from the client, on its way to the application.
+    fn on_read(&mut self, _msg: &mut TaggedPacket) {}
+    /// A packet on its way to the client; `false` drops it.
+    fn on_write(&mut self, _msg: &mut TaggedPacket) -> bool {
+        true
+    }
+    /// A local (sent) stream went away.
+    fn on_local_stream_gone(&mut self, _info: &StreamInfo) {}
+}
+
+/// An interceptor that passes everything through, except what its rule changes or drops: no
+/// timers, no packets of its own.
+struct Tap<R> {
+    rule: R,
     reads: VecDeque<TaggedPacket>,
     writes: VecDeque<TaggedPacket>,
 }
 
-impl Protocol<TaggedPacket, TaggedPacket, ()> for DeliverKeyframeRequests {
+impl<R> Tap<R> {
+    fn new(rule: R) -> Self {
+        Self {
+            rule,
+            reads: VecDeque::new(),
+            writes: VecDeque::new(),
+        }
+    }
+}
+
+impl<R: TapRule> Protocol<TaggedPacket, TaggedPacket, ()> for Tap<R> {
     type Rout = TaggedPacket;
     type Wout = TaggedPacket;
     type Eout = ();
@@ -164,6 +184,52 @@ impl Protocol<TaggedPacket, TaggedPacket, ()> for DeliverKeyframeRequests {
     type Time = Instant;
 
     fn handle_read(&mut self, mut msg: TaggedPacket) -> Result<(), Self::Error> {
+        self.rule.on_read(&mut msg);
+        self.reads.push_back(msg);
+        Ok(())
+    }
+
+    fn poll_read(&mut self) -> Option<Self::Rout> {
+        self.reads.pop_front()
+    }
+
+    fn handle_write(&mut self, mut msg: TaggedPacket) -> Result<(), Self::Error> {
+        if self.rule.on_write(&mut msg) {
+            self.writes.push_back(msg);
+        }
+        Ok(())
+    }
+
+    fn poll_write(&mut self) -> Option<Self::Wout> {
+        self.writes.pop_front()
+    }
+
+    fn handle_timeout(&mut self, _now: Instant) -> Result<(), Self::Error> {
+        Ok(())
+    }
+
+    fn poll_timeout(&mut self) -> Option<Self::Time> {
+        None
+    }
+}
+
+impl<R: TapRule> Interceptor for Tap<R> {
+    fn bind_local_stream(&mut self, _info: &StreamInfo) {}
+    fn unbind_local_stream(&mut self, info: &StreamInfo) {
+        self.rule.on_local_stream_gone(info);
+    }
+    fn bind_remote_stream(&mut self, _info: &StreamInfo) {}
+    fn unbind_remote_stream(&mut self, _info: &StreamInfo) {}
+}
+
+/// Lets subscribers' keyframe requests (PLI, FIR) out of the interceptor chain to the application,
+/// which relays them to the publisher, REMB (the downlink estimate of receivers that do not
+/// send transport-wide feedback) and NACKs (answered by the NACK responder before this point;
+/// the application only counts them). Everything else stays with the interceptors.
+struct DeliverKeyframeRequests;
+
+impl TapRule for DeliverKeyframeRequests {
+    fn on_read(&mut self, msg: &mut TaggedPacket) {
         if let Packet::Rtcp(packets) = &msg.message.packet {
             let wanted = packets.iter().any(|p| {
                 p.as_any().downcast_ref::<PictureLossIndication>().is_some()
@@ -177,37 +243,7 @@ impl Protocol<TaggedPacket, TaggedPacket, ()> for DeliverKeyframeRequests {
                 msg.message.add(Attribute::DeliverToApplication);
             }
         }
-        self.reads.push_back(msg);
-        Ok(())
     }
-
-    fn poll_read(&mut self) -> Option<Self::Rout> {
-        self.reads.pop_front()
-    }
-
-    fn handle_write(&mut self, msg: TaggedPacket) -> Result<(), Self::Error> {
-        self.writes.push_back(msg);
-        Ok(())
-    }
-
-    fn poll_write(&mut self) -> Option<Self::Wout> {
-        self.writes.pop_front()
-    }
-
-    fn handle_timeout(&mut self, _now: Instant) -> Result<(), Self::Error> {
-        Ok(())
-    }
-
-    fn poll_timeout(&mut self) -> Option<Self::Time> {
-        None
-    }
-}
-
-impl Interceptor for DeliverKeyframeRequests {
-    fn bind_local_stream(&mut self, _info: &StreamInfo) {}
-    fn unbind_local_stream(&mut self, _info: &StreamInfo) {}
-    fn bind_remote_stream(&mut self, _info: &StreamInfo) {}
-    fn unbind_remote_stream(&mut self, _info: &StreamInfo) {}
 }
 
 /// Holds back retransmissions that would feed a storm (see [`RetransmitGuard`]): sits wire-ward
@@ -216,71 +252,37 @@ impl Interceptor for DeliverKeyframeRequests {
 struct GuardRetransmissions {
     guard: RetransmitGuard,
     bandwidth: Arc<Bandwidth>,
-    reads: VecDeque<TaggedPacket>,
-    writes: VecDeque<TaggedPacket>,
 }
 
-impl Protocol<TaggedPacket, TaggedPacket, ()> for GuardRetransmissions {
-    type Rout = TaggedPacket;
-    type Wout = TaggedPacket;
-    type Eout = ();
-    type Error = RtcError;
-    type Time = Instant;
-
-    fn handle_read(&mut self, msg: TaggedPacket) -> Result<(), Self::Error> {
-        self.reads.push_back(msg);
-        Ok(())
-    }
-
-    fn poll_read(&mut self) -> Option<Self::Rout> {
-        self.reads.pop_front()
-    }
-
-    fn handle_write(&mut self, msg: TaggedPacket) -> Result<(), Self::Error> {
-        if let Packet::Rtp(p) = &msg.message.packet {
-            let decision = self.guard.on_send(
-                p.header.ssrc,
-                p.header.sequence_number,
-                p.payload.len() + 12,
-                msg.now,
-                self.bandwidth.estimate(),
-                self.bandwidth.rtt(),
-            );
-            match decision {
-                RtxDecision::Original => {}
-                RtxDecision::Resend => {
-                    self.bandwidth.resent.fetch_add(1, Ordering::Relaxed);
-                }
-                _ => {
-                    self.bandwidth.held_back.fetch_add(1, Ordering::Relaxed);
-                    return Ok(());
-                }
+impl TapRule for GuardRetransmissions {
+    fn on_write(&mut self, msg: &mut TaggedPacket) -> bool {
+        let Packet::Rtp(p) = &msg.message.packet else {
+            return true;
+        };
+        let decision = self.guard.on_send(
+            p.header.ssrc,
+            p.header.sequence_number,
+            p.payload.len() + 12,
+            msg.now,
+            self.bandwidth.estimate(),
+            self.bandwidth.rtt(),
+        );
+        match decision {
+            RtxDecision::Original => true,
+            RtxDecision::Resend => {
+                self.bandwidth.resent.fetch_add(1, Ordering::Relaxed);
+                true
+            }
+            _ => {
+                self.bandwidth.held_back.fetch_add(1, Ordering::Relaxed);
+                false
             }
         }
-        self.writes.push_back(msg);
-        Ok(())
     }
 
-    fn poll_write(&mut self) -> Option<Self::Wout> {
-        self.writes.pop_front()
-    }
-
-    fn handle_timeout(&mut self, _now: Instant) -> Result<(), Self::Error> {
-        Ok(())
-    }
-
-    fn poll_timeout(&mut self) -> Option<Self::Time> {
-        None
-    }
-}
-
-impl Interceptor for GuardRetransmissions {
-    fn bind_local_stream(&mut self, _info: &StreamInfo) {}
-    fn unbind_local_stream(&mut self, info: &StreamInfo) {
+    fn on_local_stream_gone(&mut self, info: &StreamInfo) {
         self.guard.forget(info.ssrc);
     }
-    fn bind_remote_stream(&mut self, _info: &StreamInfo) {}
-    fn unbind_remote_stream(&mut self, _info: &StreamInfo) {}
 }
 
 /// The SSRCs of simulcast layers a client publishes (identified by rid, not declared in SDP).
@@ -297,27 +299,10 @@ pub type SimulcastSsrcs = Arc<Mutex<HashSet<u32>>>;
 /// feedback, which is unaffected.
 struct HideSimulcastReports {
     ssrcs: SimulcastSsrcs,
-    reads: VecDeque<TaggedPacket>,
-    writes: VecDeque<TaggedPacket>,
 }
 
-impl Protocol<TaggedPacket, TaggedPacket, ()> for HideSimulcastReports {
-    type Rout = TaggedPacket;
-    type Wout = TaggedPacket;
-    type Eout = ();
-    type Error = RtcError;
-    type Time = Instant;
-
-    fn handle_read(&mut self, msg: TaggedPacket) -> Result<(), Self::Error> {
-        self.reads.push_back(msg);
-        Ok(())
-    }
-
-    fn poll_read(&mut self) -> Option<Self::Rout> {
-        self.reads.pop_front()
-    }
-
-    fn handle_write(&mut self, mut msg: TaggedPacket) -> Result<(), Self::Error> {
+impl TapRule for HideSimulcastReports {
+    fn on_write(&mut self, msg: &mut TaggedPacket) -> bool {
         if let Packet::Rtcp(packets) = &mut msg.message.packet {
             let guard = self.ssrcs.lock();
             if let Some(hidden) = guard.as_deref().ok().filter(|s| !s.is_empty()) {
@@ -339,28 +324,8 @@ impl Protocol<TaggedPacket, TaggedPacket, ()> for HideSimulcastReports {
                 }
             }
         }
-        self.writes.push_back(msg);
-        Ok(())
+        true
     }
-
-    fn poll_write(&mut self) -> Option<Self::Wout> {
-        self.writes.pop_front()
-    }
-
-    fn handle_timeout(&mut self, _now: Instant) -> Result<(), Self::Error> {
-        Ok(())
-    }
-
-    fn poll_timeout(&mut self) -> Option<Self::Time> {
-        None
-    }
-}
-
-impl Interceptor for HideSimulcastReports {
-    fn bind_local_stream(&mut self, _info: &StreamInfo) {}
-    fn unbind_local_stream(&mut self, _info: &StreamInfo) {}
-    fn bind_remote_stream(&mut self, _info: &StreamInfo) {}
-    fn unbind_remote_stream(&mut self, _info: &StreamInfo) {}
 }
 
 fn video_feedback() -> Vec<RTCPFeedback> {
@@ -520,12 +485,10 @@ fn interceptors(
         // Wire-ward of the responder (its resends pass through), application-ward of the pacer.
         .with(
             Slot::from(3_500),
-            GuardRetransmissions {
+            Tap::new(GuardRetransmissions {
                 guard: RetransmitGuard::new(),
                 bandwidth: bandwidth.clone(),
-                reads: VecDeque::new(),
-                writes: VecDeque::new(),
-            },
+            }),
         )
         .with(
             Slot::NackGenerator,
@@ -534,15 +497,11 @@ fn interceptors(
                 .build(),
         )
         // Application-ward of the default chain, as rtc's rtcp-processing example places its tap.
-        .with(Slot::from(14_000), DeliverKeyframeRequests::default())
+        .with(Slot::from(14_000), Tap::new(DeliverKeyframeRequests))
         // Wire-ward of the receiver and sender report interceptors, which generate the reports.
         .with(
             Slot::from(9_500),
-            HideSimulcastReports {
-                ssrcs: simulcast,
-                reads: VecDeque::new(),
-                writes: VecDeque::new(),
-            },
+            Tap::new(HideSimulcastReports { ssrcs: simulcast }),
         );
     configure_simulcast_extension_headers(me)?;
     let registry = configure_twcc(registry, me)?.with(
