@@ -1,37 +1,16 @@
 //! Bad input on the signaling socket: each case gets its stable error code, the connection is kept
 //! or closed as docs/protocol.md says, and the server keeps serving everyone else.
 
-use std::time::Duration;
-
-use futures_util::{SinkExt, StreamExt};
+use futures_util::SinkExt;
 use serde_json::{json, Value};
-use tokio::net::TcpStream;
+use tokio_tungstenite::connect_async;
 use tokio_tungstenite::tungstenite::Message;
-use tokio_tungstenite::{connect_async, MaybeTlsStream, WebSocketStream};
 
 mod common;
-use common::{TestServer, AUDIO_OFFER};
-
-type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
+use common::{next_json, TestServer, Ws, AUDIO_OFFER};
 
 async fn connect(url: &str) -> Ws {
     connect_async(url).await.expect("websocket connects").0
-}
-
-/// The next JSON message, skipping pings; `None` when the socket closed.
-async fn next_json(ws: &mut Ws) -> Option<Value> {
-    loop {
-        let msg = tokio::time::timeout(Duration::from_secs(5), ws.next())
-            .await
-            .expect("server answers within 5 s")?;
-        match msg {
-            Ok(Message::Text(t)) => {
-                return Some(serde_json::from_str(&t).expect("server sends JSON"))
-            }
-            Ok(Message::Close(_)) | Err(_) => return None,
-            Ok(_) => continue,
-        }
-    }
 }
 
 async fn send(ws: &mut Ws, text: impl Into<String>) {

@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use common::process::{Redis, Server};
 use common::{
-    count_received, grows, publish_synthetic, ClientPeer, RtcClient, SignalingClient,
+    admin_token, count_received, grows, publish_synthetic, ClientPeer, RtcClient, SignalingClient,
     SyntheticTrack,
 };
 use redis::AsyncCommands;
@@ -298,19 +298,6 @@ async fn a_draining_node_takes_no_new_rooms_and_its_rooms_move_when_the_drain_en
     }
 }
 
-/// The admin API's bearer token (every grant, every room).
-fn admin_token() -> String {
-    fanout_signaling::auth::TokenAuthority::new(KEY, SECRET)
-        .create(
-            "ops",
-            None,
-            None,
-            fanout_signaling::auth::Grants::parse_list("admin").unwrap(),
-            Duration::from_secs(600),
-        )
-        .unwrap()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_admin_api_and_whip_work_through_any_node() {
     common::init_logging();
@@ -318,7 +305,7 @@ async fn the_admin_api_and_whip_work_through_any_node() {
     let redis = Redis::start();
     let (a, b) = placing_here(&redis).await;
     let http = reqwest::Client::new();
-    let auth = format!("Bearer {}", admin_token());
+    let auth = format!("Bearer {}", admin_token(KEY, SECRET, None));
 
     // A room created through A lives on A; B lists it, shows it and deletes it.
     let res = http

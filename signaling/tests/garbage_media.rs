@@ -5,29 +5,19 @@
 
 use std::time::Duration;
 
-use futures_util::{SinkExt, StreamExt};
+use futures_util::SinkExt;
 use rand::{Rng, RngCore};
 use serde_json::{json, Value};
-use tokio::net::{TcpStream, UdpSocket};
+use tokio::net::UdpSocket;
+use tokio_tungstenite::connect_async;
 use tokio_tungstenite::tungstenite::Message;
-use tokio_tungstenite::{connect_async, MaybeTlsStream, WebSocketStream};
 
 mod common;
-use common::{TestServer, AUDIO_OFFER};
+use common::{TestServer, Ws, AUDIO_OFFER};
 
-type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
-
-async fn next_json(ws: &mut Ws) -> Value {
-    loop {
-        let msg = tokio::time::timeout(Duration::from_secs(5), ws.next())
-            .await
-            .expect("server answers")
-            .expect("socket open")
-            .expect("no websocket error");
-        if let Message::Text(t) = msg {
-            return serde_json::from_str(&t).unwrap();
-        }
-    }
+/// The next JSON message; the socket must stay open.
+async fn next_message(ws: &mut Ws) -> Value {
+    common::next_json(ws).await.expect("socket open")
 }
 
 /// Joins and offers; returns the socket and the server's ufrag and pwd from its answer.
@@ -41,7 +31,7 @@ async fn join_and_offer(url: &str, name: &str) -> (Ws, String, String) {
     .await
     .unwrap();
     loop {
-        if next_json(&mut ws).await["type"] == "joined" {
+        if next_message(&mut ws).await["type"] == "joined" {
             break;
         }
     }
@@ -51,7 +41,7 @@ async fn join_and_offer(url: &str, name: &str) -> (Ws, String, String) {
     .await
     .unwrap();
     let answer = loop {
-        let m = next_json(&mut ws).await;
+        let m = next_message(&mut ws).await;
         if m["type"] == "answer" {
             break m;
         }

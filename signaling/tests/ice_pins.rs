@@ -13,22 +13,13 @@ mod common;
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use common::{publish_synthetic, ClientPeer, RtcClient, TestServer};
+use common::{attribute, publish_synthetic, ClientPeer, RtcClient, TestServer};
 use reqwest::header::CONTENT_TYPE;
 use rtc::rtp_transceiver::rtp_sender::RtpCodecKind;
 use sfu::SfuConfig;
 use tokio::net::UdpSocket;
 
 const T: Duration = Duration::from_secs(10);
-
-fn attribute(sdp: &str, name: &str) -> String {
-    let prefix = format!("a={name}:");
-    sdp.lines()
-        .find_map(|l| l.trim_end().strip_prefix(prefix.as_str()))
-        .unwrap_or_else(|| panic!("no {name} in {sdp}"))
-        .trim()
-        .to_owned()
-}
 
 /// A Binding request as a controlling ICE agent sends it: `server_ufrag:client_ufrag`, signed
 /// with the server's password.

@@ -9,7 +9,9 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use common::{count_received, grows, publish_synthetic, RtcClient, SignalingClient, TestServer};
+use common::{
+    admin_token, count_received, grows, publish_synthetic, RtcClient, SignalingClient, TestServer,
+};
 use fanout_signaling::auth::{unix_now, Claims, Grants, TokenAuthority};
 use fanout_signaling::config::Settings;
 use fanout_signaling::server::{engine_config, install_crypto_provider};
@@ -36,18 +38,6 @@ fn token(identity: &str, room: Option<&str>, grants: Grants) -> String {
             Duration::from_secs(600),
         )
         .unwrap()
-}
-
-fn admin_token(room: Option<&str>) -> String {
-    token(
-        "ops",
-        room,
-        Grants {
-            admin: true,
-            join: false,
-            ..Grants::default()
-        },
-    )
 }
 
 /// Settings of a production-like server (tokens required) on free loopback ports.
@@ -397,7 +387,7 @@ async fn admin_scenario() {
     let server = start(&secure_settings()).await;
     let base = format!("{}/api", server.http_url);
     let url = server.ws_url().to_owned();
-    let admin = admin_token(None);
+    let admin = admin_token(KEY, SECRET, None);
     // Every documented endpoint is served (and wants a token).
     for (method, path) in fanout_signaling::admin::ENDPOINTS {
         let path = path
@@ -471,7 +461,7 @@ async fn admin_scenario() {
         400,
         "invalid_request",
     );
-    let scoped = admin_token(Some("r2"));
+    let scoped = admin_token(KEY, SECRET, Some("r2"));
     refused(
         api(
             Method::POST,

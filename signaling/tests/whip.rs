@@ -7,7 +7,7 @@ mod common;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use common::{count_received, grows, ClientPeer, RtcClient, SyntheticTrack, TestServer};
+use common::{attribute, count_received, grows, ClientPeer, RtcClient, SyntheticTrack, TestServer};
 use reqwest::header::{HeaderMap, CONTENT_TYPE};
 use reqwest::StatusCode;
 use rtc::rtp_transceiver::rtp_sender::RtpCodecKind;
@@ -100,15 +100,6 @@ async fn problem(res: reqwest::Response) -> (StatusCode, String) {
         "{body}"
     );
     (status, body["code"].as_str().unwrap_or_default().to_owned())
-}
-
-fn attribute(sdp: &str, name: &str) -> String {
-    let prefix = format!("a={name}:");
-    sdp.lines()
-        .find_map(|l| l.strip_prefix(prefix.as_str()))
-        .unwrap_or_else(|| panic!("no {name} in {sdp}"))
-        .trim()
-        .to_owned()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -141,7 +141,8 @@ impl Drop for TestServer {
 
 // ── Signaling ────────────────────────────────────────────────────────────────────────────────
 
-type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
+/// A raw signaling client's socket.
+pub type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
 
 /// One signaling WebSocket speaking the protocol's JSON (`docs/protocol.md`).
 pub struct SignalingClient {
@@ -1047,4 +1048,49 @@ pub async fn read_stun<S: tokio::io::AsyncRead + Unpin>(
     m.raw = raw;
     m.decode().unwrap();
     m
+}
+
+/// The next JSON message on a raw signaling socket, skipping pings and binary frames, within 5 s;
+/// `None` when the socket closed.
+pub async fn next_json(ws: &mut Ws) -> Option<Value> {
+    loop {
+        let msg = tokio::time::timeout(Duration::from_secs(5), ws.next())
+            .await
+            .expect("server answers within 5 s")?;
+        match msg {
+            Ok(Message::Text(t)) => {
+                return Some(serde_json::from_str(&t).expect("server sends JSON"))
+            }
+            Ok(Message::Close(_)) | Err(_) => return None,
+            Ok(_) => continue,
+        }
+    }
+}
+
+/// The value of the first `a=NAME:` line of an SDP (panics naming it if there is none).
+pub fn attribute(sdp: &str, name: &str) -> String {
+    let prefix = format!("a={name}:");
+    sdp.lines()
+        .find_map(|l| l.trim_end().strip_prefix(prefix.as_str()))
+        .unwrap_or_else(|| panic!("no {name} in {sdp}"))
+        .trim()
+        .to_owned()
+}
+
+/// A bearer token for the admin API (the admin grant only), for one room or every room, signed
+/// with the server's API key and secret.
+pub fn admin_token(key: &str, secret: &str, room: Option<&str>) -> String {
+    fanout_signaling::auth::TokenAuthority::new(key, secret)
+        .create(
+            "ops",
+            Some("ops"),
+            room,
+            fanout_signaling::auth::Grants {
+                admin: true,
+                join: false,
+                ..fanout_signaling::auth::Grants::default()
+            },
+            Duration::from_secs(600),
+        )
+        .unwrap()
 }
