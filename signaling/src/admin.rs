@@ -15,10 +15,10 @@ use axum::{Json, Router};
 use serde::Deserialize;
 use serde_json::json;
 
-use crate::auth::TokenError;
+use crate::error::{ApiError, ErrorCode};
 use crate::protocol::MAX_ROOM_CHARS;
 use crate::rooms::{Refusal, RoomOptions};
-use crate::server::AppState;
+use crate::state::AppState;
 
 /// Every endpoint (method, path under `/api`), as `docs/openapi.yaml` must document it.
 pub const ENDPOINTS: &[(&str, &str)] = &[
@@ -39,75 +39,24 @@ pub fn router() -> Router<AppState> {
             delete(remove_participant),
         )
         .route("/rooms/{room}/tracks/{track}/mute", post(mute_track))
-        .fallback(|| async {
-            ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such admin endpoint")
-        })
+        .fallback(|| async { ApiError::new(ErrorCode::NotFound, "no such admin endpoint") })
 }
 
-/// An admin API error: its HTTP status, stable code and message.
-#[derive(Debug)]
-pub struct ApiError {
-    status: StatusCode,
-    code: &'static str,
-    message: String,
-}
-
+/// The admin API's errors with their usual statuses.
 impl ApiError {
-    fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> ApiError {
-        ApiError {
-            status,
-            code,
-            message: message.into(),
-        }
-    }
-
     fn engine_unavailable(e: sfu::SfuError) -> ApiError {
-        ApiError::new(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "engine_unavailable",
-            e.to_string(),
-        )
+        ApiError::new(ErrorCode::EngineUnavailable, e.to_string())
     }
 
     fn room_not_found(room: &str) -> ApiError {
-        ApiError::new(
-            StatusCode::NOT_FOUND,
-            "room_not_found",
-            format!("no room {room:?}"),
-        )
-    }
-}
-
-impl IntoResponse for ApiError {
-    fn into_response(self) -> Response {
-        (
-            self.status,
-            Json(json!({ "error": { "code": self.code, "message": self.message } })),
-        )
-            .into_response()
-    }
-}
-
-impl From<TokenError> for ApiError {
-    fn from(e: TokenError) -> ApiError {
-        let (status, code) = match e {
-            TokenError::Missing => (StatusCode::UNAUTHORIZED, "token_missing"),
-            TokenError::Malformed => (StatusCode::UNAUTHORIZED, "token_malformed"),
-            TokenError::Expired => (StatusCode::UNAUTHORIZED, "token_expired"),
-            TokenError::NotYetValid => (StatusCode::UNAUTHORIZED, "token_not_yet_valid"),
-            TokenError::BadSignature => (StatusCode::UNAUTHORIZED, "token_invalid_signature"),
-            TokenError::WrongRoom => (StatusCode::FORBIDDEN, "token_wrong_room"),
-            TokenError::MissingGrant => (StatusCode::FORBIDDEN, "token_missing_grant"),
-        };
-        ApiError::new(status, code, e.to_string())
+        ApiError::new(ErrorCode::RoomNotFound, format!("no room {room:?}"))
     }
 }
 
 fn body<T>(parsed: Result<Json<T>, JsonRejection>) -> Result<T, ApiError> {
     parsed.map(|Json(v)| v).map_err(|e| {
         ApiError::new(
-            StatusCode::BAD_REQUEST,
-            "invalid_request",
+            ErrorCode::InvalidRequest,
             format!("invalid request body: {}", e.body_text()),
         )
     })
@@ -159,15 +108,9 @@ async fn list_rooms(State(state): State<AppState>, headers: HeaderMap) -> Respon
             return Ok(Json(json!({ "rooms": rooms })).into_response());
         }
         let (remote, unreachable) =
-            crate::proxy::remote_rooms(cluster, headers.get(axum::http::header::AUTHORIZATION))
+            crate::forward::remote_rooms(cluster, headers.get(axum::http::header::AUTHORIZATION))
                 .await
-                .map_err(|e| {
-                    ApiError::new(
-                        StatusCode::SERVICE_UNAVAILABLE,
-                        "cluster_unavailable",
-                        e.to_string(),
-                    )
-                })?;
+                .map_err(|e| ApiError::new(ErrorCode::ClusterUnavailable, e.to_string()))?;
         rooms.extend(remote);
         rooms.sort_by(|a, b| a["name"].as_str().cmp(&b["name"].as_str()));
         Ok(Json(json!({ "rooms": rooms, "unreachable_nodes": unreachable })).into_response())
@@ -201,8 +144,7 @@ async fn create_room(
         let len = req.name.chars().count();
         if len == 0 || len > MAX_ROOM_CHARS {
             return Err(ApiError::new(
-                StatusCode::BAD_REQUEST,
-                "invalid_request",
+                ErrorCode::InvalidRequest,
                 format!("name must be 1 to {MAX_ROOM_CHARS} characters"),
             ));
         }
@@ -215,25 +157,18 @@ async fn create_room(
             Ok(true) => {}
             Ok(false) => {
                 return Err(ApiError::new(
-                    StatusCode::CONFLICT,
-                    "room_exists",
+                    ErrorCode::RoomExists,
                     format!("room {:?} exists already", req.name),
                 ))
             }
             Err(Refusal::TooManyRooms(max)) => {
-                return Err(ApiError::new(
+                return Err(ApiError::with_status(
                     StatusCode::TOO_MANY_REQUESTS,
-                    "too_many_rooms",
+                    ErrorCode::TooManyRooms,
                     format!("the server holds as many rooms as it may ({max})"),
                 ))
             }
-            Err(other) => {
-                return Err(ApiError::new(
-                    StatusCode::INTERNAL_SERVER_ERROR,
-                    "internal_error",
-                    other.to_string(),
-                ))
-            }
+            Err(other) => return Err(ApiError::new(ErrorCode::InternalError, other.to_string())),
         }
         let room = state.rooms().get(&req.name);
         Ok((StatusCode::CREATED, Json(json!({ "room": room }))).into_response())
@@ -299,8 +234,7 @@ async fn remove_participant(
         }
         if !state.rooms().remove_participant(&room, &identity) {
             return Err(ApiError::new(
-                StatusCode::NOT_FOUND,
-                "participant_not_found",
+                ErrorCode::ParticipantNotFound,
                 format!("no participant {identity:?} in room {room:?}"),
             ));
         }
@@ -334,8 +268,7 @@ async fn mute_track(
             .map_err(ApiError::engine_unavailable)?;
         if !found {
             return Err(ApiError::new(
-                StatusCode::NOT_FOUND,
-                "track_not_found",
+                ErrorCode::TrackNotFound,
                 format!("no track {track:?} published in room {room:?}"),
             ));
         }

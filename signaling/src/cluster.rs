@@ -24,8 +24,8 @@ use serde::{Deserialize, Serialize};
 use tracing::{debug, info, warn};
 
 use crate::config::{Placement, Settings};
+use crate::drain::Drain;
 use crate::rooms::Rooms;
-use crate::session::Drain;
 
 /// How often a node refreshes its entry and its rooms' claims.
 pub const HEARTBEAT: Duration = Duration::from_secs(1);

@@ -13,7 +13,7 @@ use prometheus::{
 };
 use sfu::{DriverStats, Sfu};
 
-use crate::protocol::ErrorCode;
+use crate::error::ErrorCode;
 use crate::rooms::Rooms;
 
 type Counter = GenericCounter<AtomicU64>;
@@ -257,12 +257,8 @@ impl Metrics {
     }
 
     pub fn signaling_error(&self, code: ErrorCode) {
-        let label = serde_json::to_value(code)
-            .ok()
-            .and_then(|v| v.as_str().map(str::to_owned))
-            .unwrap_or_default();
         self.signaling_errors
-            .with_label_values(&[label.as_str()])
+            .with_label_values(&[code.as_str()])
             .inc();
     }
 

@@ -3,6 +3,8 @@
 
 use serde::{Deserialize, Serialize};
 
+pub use crate::error::ErrorCode;
+
 pub const PROTOCOL_VERSION: u32 = 1;
 /// The largest text frame accepted by default (`max_message_bytes`); larger ones get
 /// `message_too_large` and the socket closes.
@@ -224,97 +226,6 @@ pub enum ServerMessage {
         code: ErrorCode,
         message: String,
     },
-}
-
-/// Every error the server sends, as a stable snake_case code.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum ErrorCode {
-    BadJson,
-    UnknownType,
-    InvalidMessage,
-    UnsupportedVersion,
-    NotJoined,
-    AlreadyJoined,
-    InvalidSdp,
-    InvalidCandidate,
-    UnknownTrack,
-    /// WHIP/WHEP: no such session resource (ended, or never created).
-    UnknownSession,
-    /// WHEP: the participant (or track) to play is not in the room.
-    UnknownParticipant,
-    MessageTooLarge,
-    /// More messages per second than the server allows: this one was dropped.
-    RateLimited,
-    TokenMissing,
-    TokenMalformed,
-    TokenExpired,
-    TokenNotYetValid,
-    TokenInvalidSignature,
-    TokenWrongRoom,
-    TokenMissingGrant,
-    /// The room does not exist and joins may not create rooms.
-    RoomNotFound,
-    RoomFull,
-    TooManyRooms,
-    /// The join asked for a room mode (`sfu` or `p2p`) other than the existing room's.
-    RoomModeMismatch,
-    /// p2p room: an offer, answer or candidate arrived while nobody else is there to take it.
-    NoPeer,
-    /// A published track was refused: this participant may not publish it.
-    PublishNotAllowed,
-    /// A published track was refused: this participant publishes as many as it may.
-    TooManyTracks,
-    /// The server is draining: join another server (retry through the load balancer).
-    ServerDraining,
-    /// The server is shutting down; rejoin (another server will take the room).
-    ServerShutdown,
-    /// An administrator removed this participant.
-    Removed,
-    /// The room was deleted.
-    RoomDeleted,
-    /// The same identity joined the room again; this older session ends.
-    DuplicateIdentity,
-    /// Multi-node: the directory (Redis) is unreachable or the room's node does not answer;
-    /// join again in a moment.
-    ClusterUnavailable,
-    /// Multi-node: the server holding the room stopped under a proxied session; join again
-    /// (the room is placed on a live server).
-    NodeLost,
-    InternalError,
-}
-
-impl ErrorCode {
-    /// Whether the server closes the socket after sending this error.
-    pub fn closes(self) -> bool {
-        self.close_code().is_some()
-    }
-
-    /// The WebSocket close code that follows this error, for those that end the session.
-    pub fn close_code(self) -> Option<u16> {
-        use ErrorCode::*;
-        match self {
-            MessageTooLarge => Some(1009),
-            UnsupportedVersion
-            | TokenMissing
-            | TokenMalformed
-            | TokenExpired
-            | TokenNotYetValid
-            | TokenInvalidSignature
-            | TokenWrongRoom
-            | TokenMissingGrant
-            | RoomNotFound
-            | RoomFull
-            | TooManyRooms
-            | RoomModeMismatch => Some(1008),
-            // "Try again later": another server, or this one after a moment.
-            ServerDraining | ClusterUnavailable => Some(1013),
-            ServerShutdown | NodeLost => Some(1012),
-            Removed | RoomDeleted | DuplicateIdentity => Some(1000),
-            InternalError => Some(1011),
-            _ => None,
-        }
-    }
 }
 
 /// Why a text frame could not become a [`ClientMessage`].

@@ -21,36 +21,12 @@ use tracing::{info, warn};
 
 use crate::auth::{Grants, TokenAuthority};
 use crate::config::Settings;
+use crate::drain::Drain;
 use crate::metrics::Metrics;
 use crate::rooms::{RoomPolicy, Rooms};
-use crate::session::{self, Drain, SessionContext, SessionLimits};
+use crate::session::{self, SessionContext, SessionLimits};
+pub use crate::state::AppState;
 use crate::webhooks::{self, WebhookConfig};
-
-#[derive(Clone)]
-pub struct AppState {
-    pub session: SessionContext,
-    pub dev: bool,
-    /// Live WHIP sessions (publishers over HTTP).
-    pub whip: crate::whip::WhipSessions,
-}
-
-impl AppState {
-    pub fn sfu(&self) -> &Sfu {
-        &self.session.sfu
-    }
-
-    pub fn rooms(&self) -> &Rooms {
-        &self.session.rooms
-    }
-
-    pub fn drain(&self) -> &Drain {
-        &self.session.drain
-    }
-
-    pub fn metrics(&self) -> &Arc<Metrics> {
-        &self.session.metrics
-    }
-}
 
 /// The engine's configuration from `settings`.
 pub fn engine_config(settings: &Settings) -> SfuConfig {
@@ -163,13 +139,13 @@ pub fn app(state: AppState, static_dir: Option<PathBuf>) -> Router {
             "/api",
             crate::admin::router().route_layer(axum::middleware::from_fn_with_state(
                 state.clone(),
-                crate::proxy::by_room,
+                crate::forward::by_room,
             )),
         )
         .merge(
             crate::whip::router().route_layer(axum::middleware::from_fn_with_state(
                 state.clone(),
-                crate::proxy::by_room,
+                crate::forward::by_room,
             )),
         );
     if state.dev {

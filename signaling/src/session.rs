@@ -7,7 +7,6 @@
 //! it. It is generic over the socket's `Sink`/`Stream` halves, so tests can drive it without
 //! HTTP.
 
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -19,7 +18,8 @@ use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
 use tracing::{debug, info, Instrument};
 
-use crate::auth::{TokenAuthority, TokenError};
+use crate::auth::TokenAuthority;
+use crate::drain::Drain;
 use crate::metrics::Metrics;
 use crate::protocol::{
     parse_client_message_limited, ClientMessage, ErrorCode, IceCandidate, QualityName, RoomMode,
@@ -31,43 +31,6 @@ use crate::rooms::{Kick, PeerSignal, Refusal, Rooms};
 /// network is removed (and the room told) within about five seconds.
 const PING_INTERVAL: Duration = Duration::from_secs(1);
 const SILENCE_TIMEOUT: Duration = Duration::from_secs(4);
-
-/// The server's drain state, shared by every session and the health endpoints.
-#[derive(Clone)]
-pub struct Drain {
-    draining: Arc<AtomicBool>,
-    closing: watch::Sender<bool>,
-}
-
-impl Default for Drain {
-    fn default() -> Self {
-        Self {
-            draining: Arc::new(AtomicBool::new(false)),
-            closing: watch::Sender::new(false),
-        }
-    }
-}
-
-impl Drain {
-    /// From now on joins are refused and readiness fails.
-    pub fn start(&self) {
-        self.draining.store(true, Ordering::SeqCst);
-    }
-
-    pub fn is_draining(&self) -> bool {
-        self.draining.load(Ordering::SeqCst)
-    }
-
-    /// Every session ends now (with `server_shutdown`).
-    pub fn close_all(&self) {
-        self.start();
-        self.closing.send_replace(true);
-    }
-
-    pub(crate) fn closing(&self) -> watch::Receiver<bool> {
-        self.closing.subscribe()
-    }
-}
 
 /// Per-socket limits on what a client sends.
 #[derive(Debug, Clone, Copy)]
@@ -372,18 +335,6 @@ fn close_reason(code: ErrorCode) -> &'static str {
     }
 }
 
-fn token_code(e: TokenError) -> ErrorCode {
-    match e {
-        TokenError::Missing => ErrorCode::TokenMissing,
-        TokenError::Malformed => ErrorCode::TokenMalformed,
-        TokenError::Expired => ErrorCode::TokenExpired,
-        TokenError::NotYetValid => ErrorCode::TokenNotYetValid,
-        TokenError::BadSignature => ErrorCode::TokenInvalidSignature,
-        TokenError::WrongRoom => ErrorCode::TokenWrongRoom,
-        TokenError::MissingGrant => ErrorCode::TokenMissingGrant,
-    }
-}
-
 /// Who the participant is and what it may do: from its token, or (in `--dev`, without one)
 /// a fresh identity with every permission.
 fn admission(
@@ -399,7 +350,7 @@ fn admission(
     let claims = ctx
         .auth
         .verify_join(token, room)
-        .map_err(|e| (token_code(e), e.to_string()))?;
+        .map_err(|e| (ErrorCode::from(e), e.to_string()))?;
     let name = claims
         .name
         .filter(|n| !n.is_empty())

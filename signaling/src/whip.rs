@@ -22,7 +22,6 @@
 //! Every refusal is an RFC 9457 problem (`application/problem+json`) carrying the same error code
 //! the WebSocket protocol uses.
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use axum::body::Bytes;
@@ -31,7 +30,6 @@ use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use axum::Router;
-use dashmap::DashMap;
 use serde::Deserialize;
 use sfu::{Event, JoinRequest, Participant};
 use tokio::sync::mpsc;
@@ -39,8 +37,9 @@ use tracing::{debug, info, Instrument};
 
 use crate::protocol::{ErrorCode, IceServer};
 use crate::rooms::Kick;
-use crate::server::AppState;
 use crate::session::{self, Admitted, SessionContext};
+use crate::state::AppState;
+use crate::whip_sessions::{Control, Refusal, SessionHandle, WhipSessions};
 
 /// How long the engine may take to answer an offer.
 const ANSWER_TIMEOUT: Duration = Duration::from_secs(10);
@@ -49,50 +48,6 @@ const WHIP_NAME: &str = "WHIP";
 const WHEP_NAME: &str = "WHEP viewer";
 const SDP: &str = "application/sdp";
 const SDP_FRAG: &str = "application/trickle-ice-sdpfrag";
-
-/// The live WHIP and WHEP sessions, by resource id (the participant id).
-#[derive(Clone, Default)]
-pub struct WhipSessions(Arc<DashMap<String, SessionHandle>>);
-
-impl WhipSessions {
-    pub fn len(&self) -> usize {
-        self.0.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.0.is_empty()
-    }
-}
-
-struct SessionHandle {
-    room: String,
-    /// WHEP: the participant played (as the URL named it); WHIP: none.
-    target: Option<String>,
-    /// The token the session was created with: PATCH and DELETE must present it too.
-    token: Option<String>,
-    /// The client's ICE credentials from its offer (a PATCH with others is an ICE restart).
-    client_ufrag: Option<String>,
-    /// The entity tag of the ICE session: the server's ufrag, with the restart count after it
-    /// once the client restarted ICE.
-    etag: String,
-    control: mpsc::UnboundedSender<Control>,
-}
-
-enum Control {
-    Candidates(Vec<sfu::Candidate>),
-    /// An ICE restart: the client's new credentials and candidates; the reply is the server's
-    /// fragment and the new entity tag.
-    Restart {
-        ufrag: String,
-        pwd: String,
-        candidates: Vec<sfu::Candidate>,
-        reply: tokio::sync::oneshot::Sender<Result<(String, String), Refusal>>,
-    },
-    End,
-}
-
-/// A refusal as status, code and detail.
-type Refusal = (StatusCode, ErrorCode, String);
 
 pub fn router() -> Router<AppState> {
     Router::new()
@@ -158,24 +113,6 @@ struct Problem(StatusCode, ErrorCode, String);
 impl IntoResponse for Problem {
     fn into_response(self) -> Response {
         problem(self.0, self.1, self.2)
-    }
-}
-
-/// The HTTP status for a refused join.
-fn status_of(code: ErrorCode) -> StatusCode {
-    use ErrorCode::*;
-    match code {
-        TokenMissing | TokenMalformed | TokenExpired | TokenNotYetValid | TokenInvalidSignature => {
-            StatusCode::UNAUTHORIZED
-        }
-        TokenWrongRoom | TokenMissingGrant | PublishNotAllowed | RoomFull => StatusCode::FORBIDDEN,
-        // A p2p room has no server-side media to publish into or play from.
-        RoomModeMismatch => StatusCode::CONFLICT,
-        RoomNotFound => StatusCode::NOT_FOUND,
-        TooManyRooms | ServerDraining | ServerShutdown => StatusCode::SERVICE_UNAVAILABLE,
-        InvalidSdp | TooManyTracks => StatusCode::UNPROCESSABLE_ENTITY,
-        InternalError => StatusCode::INTERNAL_SERVER_ERROR,
-        _ => StatusCode::BAD_REQUEST,
     }
 }
 
@@ -426,7 +363,7 @@ async fn create(
         Some(crate::protocol::RoomMode::Sfu),
     ) {
         Ok(a) => a,
-        Err((code, message)) => return problem(status_of(code), code, message),
+        Err((code, message)) => return problem(code.status(), code, message),
     };
     match direction {
         Direction::Ingest if !permissions.publish => {
@@ -551,7 +488,7 @@ async fn wait_for_answer(events: &mut mpsc::UnboundedReceiver<Event>) -> Result<
                         sfu::ErrorKind::TrackLimit => ErrorCode::TooManyTracks,
                         _ => ErrorCode::InternalError,
                     };
-                    return Err((status_of(code), code, message));
+                    return Err((code.status(), code, message));
                 }
                 Event::Closed { reason } => {
                     return Err((
