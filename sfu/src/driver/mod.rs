@@ -338,23 +338,31 @@ impl Driver {
 
     /// Services queued peers until nothing is left, then performs removals.
     pub fn settle(&mut self, now: Instant) {
-        loop {
-            while let Some(key) = self.queue.pop() {
-                self.service(key, now);
-            }
-            if self.removals.is_empty() {
-                break;
-            }
+        while self.settle_step(now) {}
+    }
+
+    /// One step of [`Driver::settle`]: services one queued connection or, with none left,
+    /// performs the removals; `false` once nothing is left. The runtime sends what each step
+    /// queued before the next one, while the datagrams rtc just wrote are still in the cache
+    /// (sending a whole settle's worth at the end measured ~5 % more CPU per forwarded packet).
+    pub fn settle_step(&mut self, now: Instant) -> bool {
+        if let Some(key) = self.queue.pop() {
+            self.service(key, now);
+            return true;
+        }
+        if !self.removals.is_empty() {
             let removals = std::mem::take(&mut self.removals);
             for (key, reason) in removals {
                 self.remove_peer(key, &reason, now);
             }
+            return true;
         }
         if self.timers.len() > 4 * self.peers.len() + 64 {
             let peers = &self.peers;
             self.timers
                 .compact(|at, key| peers.get(&key).is_some_and(|p| p.timer == Some(at)));
         }
+        false
     }
 
     fn enqueue(&mut self, key: ParticipantKey) {

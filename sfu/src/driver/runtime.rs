@@ -211,13 +211,18 @@ fn wire_addr(v6_socket: bool, dst: SocketAddr) -> SocketAddr {
     }
 }
 
-/// Settles the driver and sends everything it queued, in order.
+/// Settles the driver and sends everything it queued, in order: after each connection it
+/// services, as it goes.
 fn flush(driver: &mut Driver, io: &Io, now: Instant) {
-    driver.settle(now);
-    while let Some(t) = driver.poll_transmit() {
-        if let Err(err) = io.send(&t) {
-            driver.note_send_failed();
-            debug!(dst = %t.flow, %err, "media send failed");
+    loop {
+        while let Some(t) = driver.poll_transmit() {
+            if let Err(err) = io.send(&t) {
+                driver.note_send_failed();
+                debug!(dst = %t.flow, %err, "media send failed");
+            }
+        }
+        if !driver.settle_step(now) {
+            break;
         }
     }
 }
