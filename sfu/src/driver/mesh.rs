@@ -185,6 +185,39 @@ pub struct Link {
     pub crossing: mpsc::Receiver<super::port::Crossing>,
 }
 
+/// The receiving ends of one driver's queues, for whoever feeds the driver without the runtime
+/// (a test harness): what arrives on them goes to [`Driver::handle_command`](super::Driver),
+/// `handle_mesh_packet` and `handle_crossed`, followed by `settle`.
+pub struct Inbox {
+    /// The strong sender of the driver's command channel: the other drivers hold weak ones, so
+    /// keep it for as long as the driver should hear from them.
+    pub commands_tx: mpsc::UnboundedSender<Command>,
+    pub commands: mpsc::UnboundedReceiver<Command>,
+    pub media: mpsc::Receiver<MeshPacket>,
+    pub crossing: mpsc::Receiver<super::port::Crossing>,
+}
+
+impl Link {
+    /// Makes this link's driver (as the runtime does, without sockets or threads) and hands back
+    /// the ends of its queues to feed it from.
+    pub fn into_driver(
+        self,
+        config: &crate::api::SfuConfig,
+        addrs: super::DriverAddrs,
+        seed: u64,
+        now: Instant,
+    ) -> (super::Driver, Inbox) {
+        let driver = super::Driver::new(config, addrs, self.mesh, self.load, seed, now);
+        let inbox = Inbox {
+            commands_tx: self.commands_tx,
+            commands: self.commands,
+            media: self.media,
+            crossing: self.crossing,
+        };
+        (driver, inbox)
+    }
+}
+
 /// Links `n` drivers to each other.
 pub fn link(n: usize) -> Vec<Link> {
     let commands: Vec<_> = (0..n).map(|_| mpsc::unbounded_channel()).collect();
