@@ -20,14 +20,13 @@ use rtc::peer_connection::transport::RTCIceCandidateInit;
 use rtc::peer_connection::RTCPeerConnection;
 use rtc::sansio::Protocol;
 use rtc::shared::{TaggedBytesMut, TransportContext, TransportProtocol};
-use tokio::sync::mpsc;
 use tracing::debug;
 
 use super::mesh::MeshMsg;
 use super::negotiation::Subscription;
 use super::port::{owner_of_ufrag, Crossing};
 use super::{guarded, Driver, Flow, TrackKey, Transmit};
-use crate::api::{Event, ParticipantKey, Permissions, TrackSource};
+use crate::api::{ParticipantKey, Permissions, TrackSource};
 use crate::engine::classify::{
     classify, is_nominating_check, is_stun_binding_request, is_stun_binding_success,
     stun_binding_local_ufrag, DatagramKind,
@@ -58,7 +57,6 @@ pub(super) struct Peer {
     /// dropped and the refusal is not repeated for each simulcast layer.
     pub(super) refused: HashSet<String>,
     pub(super) pc: RTCPeerConnection,
-    pub(super) events: mpsc::UnboundedSender<Event>,
     pub(super) ufrag: String,
     /// Source addresses pinned to this connection.
     pub(super) addrs: Vec<Flow>,

@@ -206,7 +206,14 @@ impl Driver {
                 if fwd.reported.is_some_and(|(cur, _, _)| cur.is_some()) {
                     self.stats.layer_switches += 1;
                 }
-                report_layer(&self.peers, &track.id, &track.layers, &track.order, fwd);
+                report_layer(
+                    &self.peers,
+                    &mut self.events,
+                    &track.id,
+                    &track.layers,
+                    &track.order,
+                    fwd,
+                );
             }
             let Some(sub) = self.peers.get_mut(&fwd.subscriber) else {
                 continue;

@@ -6,8 +6,8 @@
 //! for this driver), [`Driver::handle_mesh_packet`], [`Driver::handle_command`] (signaling
 //! sessions, the engine handle, other drivers) and [`Driver::handle_timeout`]. After a batch of
 //! inputs, [`Driver::settle`] services the connections they touched; outputs are drained with
-//! [`Driver::poll_transmit`] (datagrams to send, in order) and [`Driver::poll_timeout`].
-//! Participants hear back through their [`Event`] channel. Randomness (ids, ufrags, SSRCs,
+//! [`Driver::poll_transmit`] (datagrams to send, in order), [`Driver::poll_event`] (what to tell
+//! each participant) and [`Driver::poll_timeout`]. Randomness (ids, ufrags, SSRCs,
 //! injected loss) comes from one seeded source. `runtime` is the thread, tokio and sockets
 //! around it; the harness in `sfu/tests/` drives it without any.
 //!
@@ -34,7 +34,7 @@ mod tracks;
 
 pub(crate) use runtime::spawn;
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::time::{Duration, Instant};
@@ -48,7 +48,10 @@ use rtc::peer_connection::message::TaggedRTCMessage;
 use tokio::sync::mpsc;
 use tracing::warn;
 
-use crate::api::{Command, DriverStats, Observation, ParticipantKey, SfuConfig};
+use crate::api::{
+    Command, DriverStats, Event, JoinInfo, JoinRequest, Observation, ParticipantKey, SfuConfig,
+    SfuError,
+};
 use connections::{rtc_local_addrs, Peer};
 use mesh::{global_key, Load, Mesh, MeshPacket};
 use port::RemoteFlows;
@@ -76,6 +79,17 @@ pub struct TrackKey(pub u64);
 impl std::fmt::Display for TrackKey {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(f, "t{:x}", self.0)
+    }
+}
+
+/// Events for this driver's participants, in the order they happened (drained by
+/// [`Driver::poll_event`]).
+#[derive(Default)]
+pub(super) struct Outbox(VecDeque<(ParticipantKey, Event)>);
+
+impl Outbox {
+    pub(super) fn tell(&mut self, key: ParticipantKey, event: Event) {
+        self.0.push_back((key, event));
     }
 }
 
@@ -125,7 +139,9 @@ impl DriverAddrs {
 /// (see `runtime` for the IO around it).
 pub struct Driver {
     /// What to send, in order (drained by the runtime after each [`Driver::settle`]).
-    transmits: std::collections::VecDeque<Transmit>,
+    transmits: VecDeque<Transmit>,
+    /// What to tell participants, in order (drained by the runtime like `transmits`).
+    events: Outbox,
     /// The driver's one random source (ids, ufrags, SSRCs, injected loss): seeded, so a test
     /// harness replays a run.
     rng: StdRng,
@@ -229,7 +245,8 @@ impl Driver {
         now: Instant,
     ) -> Self {
         Self {
-            transmits: std::collections::VecDeque::new(),
+            transmits: VecDeque::new(),
+            events: Outbox::default(),
             rng: StdRng::seed_from_u64(seed),
             rtc_local: rtc_local_addrs(addrs.udp, &addrs.host_candidates),
             rtc_local_tcp: match addrs.tcp {
@@ -316,6 +333,22 @@ impl Driver {
         self.transmits.pop_front()
     }
 
+    /// The next event for a participant of this driver: its signaling session hears it (the
+    /// last one for a participant is [`Event::Closed`]).
+    pub fn poll_event(&mut self) -> Option<(ParticipantKey, Event)> {
+        self.events.0.pop_front()
+    }
+
+    /// A participant joins a room on this driver: its key and what it learns of the room, or
+    /// why not. What it is told afterwards comes out of [`Driver::poll_event`] under that key.
+    pub fn join(
+        &mut self,
+        now: Instant,
+        request: JoinRequest,
+    ) -> Result<(ParticipantKey, JoinInfo), SfuError> {
+        self.join_room(request, now)
+    }
+
     /// The runtime could not send a datagram it was given (counted).
     pub fn note_send_failed(&mut self) {
         self.stats.datagrams_send_failed += 1;
@@ -385,12 +418,10 @@ impl Driver {
 
     fn on_command(&mut self, cmd: Command, now: Instant) {
         match cmd {
-            Command::Join {
-                request,
-                events,
-                reply,
-            } => {
-                let _ = reply.send(self.join(request, events, now));
+            // The runtime keeps a join's event channel (see `runtime::dispatch`) and delivers
+            // what `poll_event` yields to it; a join handled here is heard only there.
+            Command::Join { request, reply, .. } => {
+                let _ = reply.send(self.join_room(request, now));
             }
             Command::MuteTrack {
                 room,

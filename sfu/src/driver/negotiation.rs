@@ -151,7 +151,7 @@ impl Driver {
                 for sub in peer.subscribed.values_mut() {
                     sub.offered = true;
                 }
-                let _ = peer.events.send(Event::Offer(sdp));
+                self.events.tell(key, Event::Offer(sdp));
                 self.pin_sender_codecs(key);
                 self.send_candidates_once(key);
             }
@@ -246,15 +246,18 @@ impl Driver {
             return;
         };
         for init in inits {
-            let _ = peer.events.send(Event::Candidate(Candidate {
-                candidate: format!(
-                    "candidate:{}",
-                    init.candidate.trim_start_matches("candidate:")
-                ),
-                sdp_mid: mid.clone(),
-                sdp_mline_index: Some(0),
-                username_fragment: Some(peer.ufrag.clone()),
-            }));
+            self.events.tell(
+                key,
+                Event::Candidate(Candidate {
+                    candidate: format!(
+                        "candidate:{}",
+                        init.candidate.trim_start_matches("candidate:")
+                    ),
+                    sdp_mid: mid.clone(),
+                    sdp_mline_index: Some(0),
+                    username_fragment: Some(peer.ufrag.clone()),
+                }),
+            );
         }
     }
 
@@ -317,7 +320,7 @@ impl Driver {
         }
         match result {
             Some(Ok(Some(sdp))) => {
-                let _ = peer.events.send(Event::Answer(sdp));
+                self.events.tell(key, Event::Answer(sdp));
                 let early = std::mem::take(&mut peer.early_candidates);
                 for c in early {
                     let _ = guarded(|| peer.pc.add_remote_candidate(c));

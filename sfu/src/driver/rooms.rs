@@ -8,7 +8,6 @@ use std::time::Instant;
 use rand::distr::{Alphanumeric, SampleString};
 use rtc::sansio::Protocol;
 use rtc::shared::TransportProtocol;
-use tokio::sync::mpsc;
 use tracing::info;
 
 use super::connections::Peer;
@@ -31,10 +30,9 @@ pub(super) struct RemoteRoom {
 }
 
 impl Driver {
-    pub(super) fn join(
+    pub(super) fn join_room(
         &mut self,
         request: JoinRequest,
-        events: mpsc::UnboundedSender<Event>,
         now: Instant,
     ) -> Result<(ParticipantKey, JoinInfo), SfuError> {
         let JoinRequest {
@@ -99,7 +97,6 @@ impl Driver {
             permissions,
             refused: HashSet::new(),
             pc,
-            events,
             ufrag: ufrag.clone(),
             addrs: Vec::new(),
             timer: None,
@@ -193,13 +190,14 @@ impl Driver {
         }
     }
 
-    pub(super) fn send_event(&self, key: ParticipantKey, event: Event) {
-        if let Some(peer) = self.peers.get(&key) {
-            let _ = peer.events.send(event);
+    /// Tells a participant of this driver (see [`Driver::poll_event`]).
+    pub(super) fn send_event(&mut self, key: ParticipantKey, event: Event) {
+        if self.peers.contains_key(&key) {
+            self.events.tell(key, event);
         }
     }
 
-    pub(super) fn send_error(&self, key: ParticipantKey, kind: ErrorKind, message: String) {
+    pub(super) fn send_error(&mut self, key: ParticipantKey, kind: ErrorKind, message: String) {
         self.send_event(key, Event::Error { kind, message });
     }
 
@@ -280,9 +278,12 @@ impl Driver {
                 },
             );
         }
-        let _ = peer.events.send(Event::Closed {
-            reason: reason.to_owned(),
-        });
+        self.events.tell(
+            key,
+            Event::Closed {
+                reason: reason.to_owned(),
+            },
+        );
         info!(participant = %peer.id, room = %peer.room, reason, "left");
     }
 

@@ -1,8 +1,9 @@
 //! The IO around each media driver: its thread, its tokio runtime, its sockets.
 //!
-//! [`Driver`] is socket-free (told the time, drained by `poll_transmit`); this module reads the
-//! UDP socket in batches, feeds the driver, *settles* it every [`SETTLE_EVERY`] datagrams and
-//! sends what it queued, in the order it queued it. Nothing here decides anything about media.
+//! [`Driver`] is socket-free (told the time, drained by `poll_transmit` and `poll_event`); this
+//! module reads the UDP socket in batches, feeds the driver, *settles* it every [`SETTLE_EVERY`]
+//! datagrams and sends what it queued, in the order it queued it, and hands each participant's
+//! events to its signaling session's channel. Nothing here decides anything about media.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -16,7 +17,7 @@ use tracing::{debug, info, warn};
 use super::mesh::{self, Load, MeshPacket};
 use super::port::Crossing;
 use super::{tcp, Driver, DriverAddrs, Flow, Transmit};
-use crate::api::{Command, SfuConfig};
+use crate::api::{Command, Event, ParticipantKey, SfuConfig};
 
 /// Receive and send buffers of the shared socket: every connection's burst lands in the one
 /// receive buffer, and its overflow was the real source of loss in the prototype.
@@ -120,6 +121,7 @@ pub(crate) fn spawn(config: SfuConfig) -> std::io::Result<Vec<Spawned>> {
                         v6_socket: local_addr.is_ipv6(),
                         socket,
                         tcp_conns: HashMap::new(),
+                        sessions: HashMap::new(),
                     };
                     run(
                         driver,
@@ -174,12 +176,15 @@ fn bind_socket(addr: SocketAddr, shared: bool) -> std::io::Result<std::net::UdpS
     Ok(socket.into())
 }
 
-/// A driver's sockets: the UDP one, and the writers of its open ICE-TCP connections.
+/// A driver's sockets (the UDP one, and the writers of its open ICE-TCP connections) and its
+/// participants' event channels.
 struct Io {
     socket: UdpSocket,
     /// The media socket is IPv6 (dual-stack when bound to `::`).
     v6_socket: bool,
     tcp_conns: HashMap<SocketAddr, mpsc::Sender<Bytes>>,
+    /// Each participant's channel to its signaling session (given with its `Command::Join`).
+    sessions: HashMap<ParticipantKey, mpsc::UnboundedSender<Event>>,
 }
 
 impl Io {
@@ -212,8 +217,8 @@ fn wire_addr(v6_socket: bool, dst: SocketAddr) -> SocketAddr {
 }
 
 /// Settles the driver and sends everything it queued, in order: after each connection it
-/// services, as it goes.
-fn flush(driver: &mut Driver, io: &Io, now: Instant) {
+/// services, as it goes. Then hands out the events.
+fn flush(driver: &mut Driver, io: &mut Io, now: Instant) {
     loop {
         while let Some(t) = driver.poll_transmit() {
             if let Err(err) = io.send(&t) {
@@ -224,6 +229,33 @@ fn flush(driver: &mut Driver, io: &Io, now: Instant) {
         if !driver.settle_step(now) {
             break;
         }
+    }
+    while let Some((key, event)) = driver.poll_event() {
+        let last = matches!(event, Event::Closed { .. });
+        if let Some(session) = io.sessions.get(&key) {
+            let _ = session.send(event);
+        }
+        if last {
+            io.sessions.remove(&key);
+        }
+    }
+}
+
+/// A command for the driver; a join's event channel stays here, with the sockets.
+fn dispatch(driver: &mut Driver, io: &mut Io, now: Instant, cmd: Command) {
+    match cmd {
+        Command::Join {
+            request,
+            events,
+            reply,
+        } => {
+            let joined = driver.join(now, request);
+            if let Ok((key, _)) = &joined {
+                io.sessions.insert(*key, events);
+            }
+            let _ = reply.send(joined);
+        }
+        cmd => driver.handle_command(now, cmd),
     }
 }
 
@@ -250,12 +282,12 @@ async fn run(
         tokio::select! {
             biased;
             cmd = commands.recv() => match cmd {
-                Some(cmd) => driver.handle_command(Instant::now(), cmd),
+                Some(cmd) => dispatch(&mut driver, &mut io, Instant::now(), cmd),
                 None => break,
             },
             ready = io.socket.readable() => {
                 if ready.is_ok() {
-                    read_datagrams(&mut driver, &io, &mut buf);
+                    read_datagrams(&mut driver, &mut io, &mut buf);
                 }
             }
             n = media.recv_many(&mut batch, READ_BATCH) => {
@@ -263,7 +295,7 @@ async fn run(
                     for p in batch.drain(..) {
                         driver.handle_mesh_packet(p);
                     }
-                    flush(&mut driver, &io, Instant::now());
+                    flush(&mut driver, &mut io, Instant::now());
                 }
             }
             n = crossing.recv_many(&mut crossed, READ_BATCH) => {
@@ -271,7 +303,7 @@ async fn run(
                     for c in crossed.drain(..) {
                         driver.handle_crossed(c.at, c.flow, &c.data);
                     }
-                    flush(&mut driver, &io, Instant::now());
+                    flush(&mut driver, &mut io, Instant::now());
                 }
             }
             Some(event) = recv_tcp(&mut tcp_events) => {
@@ -287,21 +319,21 @@ async fn run(
                         driver.handle_tcp_closed(peer);
                     }
                 }
-                flush(&mut driver, &io, Instant::now());
+                flush(&mut driver, &mut io, Instant::now());
             }
             _ = tokio::time::sleep_until(deadline.into()) => {}
         }
         let now = Instant::now();
         driver.handle_timeout(now);
-        flush(&mut driver, &io, now);
+        flush(&mut driver, &mut io, now);
     }
     let now = Instant::now();
     driver.close(now);
-    flush(&mut driver, &io, now);
+    flush(&mut driver, &mut io, now);
     info!("media driver stopped");
 }
 
-fn read_datagrams(driver: &mut Driver, io: &Io, buf: &mut [u8]) {
+fn read_datagrams(driver: &mut Driver, io: &mut Io, buf: &mut [u8]) {
     for i in 0..READ_BATCH {
         match io.socket.try_recv_from(buf) {
             Ok((n, src)) => {

@@ -11,7 +11,7 @@ use super::connections::Peer;
 use super::forward::Forwarder;
 use super::mesh::MeshMsg;
 use super::tracks::{Layer, Origin};
-use super::{Driver, TrackKey, NO_ESTIMATE_BPS, REMB_MAX_AGE, TICK};
+use super::{Driver, Outbox, TrackKey, NO_ESTIMATE_BPS, REMB_MAX_AGE, TICK};
 use crate::api::{
     ErrorKind, Event, LayerReport, MediaKind, ParticipantKey, TrackSettings, TrackSource,
 };
@@ -47,6 +47,7 @@ fn quality(layers: &[Layer], order: &[u8], id: Option<u8>) -> Option<Quality> {
 /// Tells the subscriber which layer it gets for this track, if that or the reason changed.
 pub(super) fn report_layer(
     peers: &HashMap<ParticipantKey, Peer>,
+    events: &mut Outbox,
     track_id: &str,
     layers: &[Layer],
     order: &[u8],
@@ -72,8 +73,8 @@ pub(super) fn report_layer(
         height: current.map(|l| l.height).filter(|h| *h > 0),
         bitrate: current.map(|l| l.bitrate as u64).filter(|b| *b > 0),
     };
-    if let Some(peer) = peers.get(&fwd.subscriber) {
-        let _ = peer.events.send(Event::TrackLayer(report));
+    if peers.contains_key(&fwd.subscriber) {
+        events.tell(fwd.subscriber, Event::TrackLayer(report));
     }
 }
 
@@ -144,7 +145,7 @@ impl Driver {
             self.speakers.insert(room.clone(), key);
             debug!(%room, speaker = %id, "active speaker");
             for &m in self.rooms.get(&room).into_iter().flatten() {
-                self.send_event(
+                self.events.tell(
                     m,
                     Event::ActiveSpeaker {
                         participant_id: id.clone(),
@@ -275,7 +276,14 @@ impl Driver {
                     keyframes.push((v.tkey, t));
                 }
             }
-            report_layer(&self.peers, &track.id, &track.layers, &track.order, fwd);
+            report_layer(
+                &self.peers,
+                &mut self.events,
+                &track.id,
+                &track.layers,
+                &track.order,
+                fwd,
+            );
         }
         for (tkey, layer) in keyframes {
             self.request_keyframe(tkey, layer, now);
@@ -449,10 +457,13 @@ impl Driver {
                 peer.published.remove(&rtc_id);
                 peer.refused.insert(rtc_id);
             }
-            let _ = peer.events.send(Event::Error {
-                kind: ErrorKind::PublishDenied,
-                message: format!("this participant may not publish {}", source.as_str()),
-            });
+            self.events.tell(
+                key,
+                Event::Error {
+                    kind: ErrorKind::PublishDenied,
+                    message: format!("this participant may not publish {}", source.as_str()),
+                },
+            );
             for tkey in changed {
                 self.unpublish_track(tkey, now);
             }

@@ -246,7 +246,7 @@ impl Driver {
         if let Some((kind, message)) = refusal {
             info!(participant = %peer.id, source = source.as_str(), %message, "track refused");
             peer.refused.insert(init.track_id);
-            let _ = peer.events.send(Event::Error { kind, message });
+            self.events.tell(key, Event::Error { kind, message });
             return;
         }
         let tkey = TrackKey(global_key(self.mesh.index, self.next_key));

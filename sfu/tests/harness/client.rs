@@ -25,7 +25,6 @@ use rtc::sansio::Protocol;
 use rtc::shared::error::Error as RtcError;
 use sfu::api::Command;
 use sfu::{Event, JoinInfo};
-use tokio::sync::mpsc;
 
 /// Frames per second of the synthetic video, and its RTP clock.
 pub const FPS: u64 = 30;
@@ -102,7 +101,6 @@ pub struct Client {
     pub video: Option<VideoSource>,
     /// Protocol errors of its `rtc` connection (SDP it could not apply and the like).
     pub errors: Vec<String>,
-    pub(super) events_rx: mpsc::UnboundedReceiver<Event>,
 }
 
 impl Client {

@@ -4,7 +4,8 @@
 //!
 //! - [`Net::new`] makes `n` drivers linked by their mesh (each at its own fake address
 //!   `10.0.1.N:7882`, seeded), [`Net::join`] a client at `10.0.0.N:5000` (a label only) that
-//!   joins a room on one driver through `Command::Join`, exactly as signaling does.
+//!   joins a room on one driver through [`Driver::join`]; what the driver tells it comes out of
+//!   [`Driver::poll_event`], as the runtime hands it to a signaling session.
 //! - The clients play their signaling part by themselves: they answer `Event::Offer`, apply
 //!   `Event::Answer`, add `Event::Candidate`, and log every event in [`Client::events`].
 //! - [`Net::publish_video`] adds a sendonly VP8 track (one layer, or simulcast with rids) and
@@ -40,7 +41,7 @@ use sfu::driver::mesh::{self, Inbox};
 use sfu::driver::{Driver, DriverAddrs, Flow};
 use sfu::engine::classify::{classify, DatagramKind};
 use sfu::{DriverStats, JoinRequest, Permissions, SfuConfig};
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::oneshot;
 
 pub use client::*;
 
@@ -140,8 +141,6 @@ impl Net {
     pub fn join(&mut self, driver: usize, name: &str, room: &str) -> usize {
         let i = self.clients.len();
         let addr = SocketAddr::from(([10, 0, 0, i as u8 + 1], 5000));
-        let (events, events_rx) = mpsc::unbounded_channel();
-        let (reply, mut reply_rx) = oneshot::channel();
         let request = JoinRequest {
             room: room.to_owned(),
             identity: name.to_owned(),
@@ -152,19 +151,8 @@ impl Net {
         };
         let now = self.now;
         let node = &mut self.nodes[driver];
-        node.driver.handle_command(
-            now,
-            Command::Join {
-                request,
-                events,
-                reply,
-            },
-        );
+        let (key, join_info) = node.driver.join(now, request).expect("join accepted");
         node.driver.settle(now);
-        let (key, join_info) = reply_rx
-            .try_recv()
-            .expect("the driver answers a join at once")
-            .expect("join accepted");
         self.clients.push(Client {
             name: name.to_owned(),
             addr,
@@ -178,7 +166,6 @@ impl Net {
             silent: false,
             video: None,
             errors: Vec::new(),
-            events_rx,
         });
         i
     }
@@ -470,12 +457,15 @@ impl Net {
     fn client_signaling(&mut self) -> bool {
         let now = self.now;
         let mut moved = false;
-        for c in &mut self.clients {
-            while let Ok(ev) = c.events_rx.try_recv() {
+        for node in &mut self.nodes {
+            while let Some((key, ev)) = node.driver.poll_event() {
                 moved = true;
+                let Some(c) = self.clients.iter_mut().find(|c| c.key == key) else {
+                    continue;
+                };
                 if !c.silent {
                     if let Some(cmd) = signal(c, &ev, now) {
-                        let _ = self.nodes[c.driver].inbox.commands_tx.send(cmd);
+                        let _ = node.inbox.commands_tx.send(cmd);
                     }
                 }
                 c.events.push(ev);
