@@ -10,11 +10,12 @@
 use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
 use rand::Rng;
 use rtc::peer_connection::event::{RTCPeerConnectionEvent, RTCTrackEvent};
+use rtc::peer_connection::message::TaggedRTCMessage;
 use rtc::peer_connection::state::{RTCIceConnectionState, RTCPeerConnectionState};
 use rtc::peer_connection::transport::RTCIceCandidateInit;
 use rtc::peer_connection::RTCPeerConnection;
@@ -24,9 +25,10 @@ use tracing::debug;
 
 use super::mesh::MeshMsg;
 use super::negotiation::Subscription;
-use super::port::{owner_of_ufrag, Crossing};
-use super::{guarded, Driver, Flow, TrackKey, Transmit};
-use crate::api::{ParticipantKey, Permissions, TrackSource};
+use super::port::{owner_of_ufrag, Crossing, RemoteFlows};
+use super::timers::TimerQueue;
+use super::{guarded, Driver, DriverAddrs, Flow, TrackKey, Transmit};
+use crate::api::{ParticipantKey, Permissions, SfuConfig, TrackSource};
 use crate::engine::classify::{
     classify, is_nominating_check, is_stun_binding_request, is_stun_binding_success,
     stun_binding_local_ufrag, DatagramKind,
@@ -45,6 +47,69 @@ pub(super) const MAX_NOMINATIONS: usize = 8;
 /// Source addresses pinned per connection at most (its candidate pairs: loopback, LAN, a new
 /// network after a move); past this, the one confirmed longest ago is unpinned.
 pub(super) const MAX_PINNED_ADDRS: usize = 4;
+
+/// A driver's connections and the ways to them.
+pub(super) struct Connections {
+    pub(super) peers: HashMap<ParticipantKey, Peer>,
+    /// The server ufrag of each connection: a STUN check names its connection by it.
+    pub(super) by_ufrag: HashMap<String, ParticipantKey>,
+    /// Source addresses (and ICE-TCP connections) pinned to a connection.
+    pub(super) by_addr: HashMap<Flow, ParticipantKey>,
+    /// Flows this driver's socket receives for other drivers' connections (shared port).
+    pub(super) remote_flows: RemoteFlows,
+    /// Every driver binds the same UDP port (see `port`): datagrams may have to cross.
+    pub(super) shared_port: bool,
+    /// The local address handed to `rtc` with a datagram, by (IPv6, loopback) of its source:
+    /// one of the host candidates. rtc accepts a datagram only on an address that is one of its
+    /// local candidates, and the socket's own address is not one when it is a wildcard (or when
+    /// a different address is announced, as behind a 1:1 NAT).
+    pub(super) rtc_local: [[SocketAddr; 2]; 2],
+    /// The same for ICE-TCP frames.
+    pub(super) rtc_local_tcp: [[SocketAddr; 2]; 2],
+    /// The UDP host candidates and ICE-TCP passive candidates announced to clients.
+    pub(super) host_candidates: Vec<SocketAddr>,
+    pub(super) tcp_candidates: Vec<SocketAddr>,
+    /// Each connection's next deadline.
+    pub(super) timers: TimerQueue<ParticipantKey>,
+    /// Connections to service (their writes, events and reads to drain).
+    pub(super) queue: Vec<ParticipantKey>,
+    /// Connections to remove once the current step is done, with the reason.
+    pub(super) removals: Vec<(ParticipantKey, String)>,
+    /// Reused buffers for draining a connection.
+    pub(super) event_buf: Vec<RTCPeerConnectionEvent>,
+    pub(super) read_buf: Vec<TaggedRTCMessage>,
+    /// [`SfuConfig::consent_timeout`]: Chromium checks its selected pair every 2.5 s or so; a
+    /// client that loses its network entirely is caught sooner by the signaling heartbeat.
+    pub(super) consent_timeout: Duration,
+    /// [`SfuConfig::connect_timeout`]: nothing holds a place in a room for ever.
+    pub(super) connect_timeout: Duration,
+}
+
+impl Connections {
+    pub(super) fn new(config: &SfuConfig, addrs: DriverAddrs) -> Self {
+        Self {
+            peers: HashMap::new(),
+            by_ufrag: HashMap::new(),
+            by_addr: HashMap::new(),
+            remote_flows: RemoteFlows::default(),
+            shared_port: !config.port_per_driver && config.media_drivers > 1,
+            rtc_local: rtc_local_addrs(addrs.udp, &addrs.host_candidates),
+            rtc_local_tcp: match addrs.tcp {
+                Some(bound) => rtc_local_addrs(bound, &addrs.tcp_candidates),
+                None => rtc_local_addrs(addrs.udp, &[]),
+            },
+            host_candidates: addrs.host_candidates,
+            tcp_candidates: addrs.tcp_candidates,
+            timers: TimerQueue::new(),
+            queue: Vec::new(),
+            removals: Vec::new(),
+            event_buf: Vec::new(),
+            read_buf: Vec::new(),
+            consent_timeout: config.consent_timeout,
+            connect_timeout: config.connect_timeout,
+        }
+    }
+}
 
 /// One participant's connection and what the driver knows about it.
 pub(super) struct Peer {
@@ -143,8 +208,8 @@ pub(super) fn rtc_local_addrs(
 
 impl Driver {
     pub(super) fn fire_timers(&mut self, now: Instant) {
-        while let Some((at, key)) = self.timers.pop_due(now) {
-            let Some(peer) = self.peers.get_mut(&key) else {
+        while let Some((at, key)) = self.conns.timers.pop_due(now) {
+            let Some(peer) = self.conns.peers.get_mut(&key) else {
                 continue;
             };
             if peer.timer != Some(at) {
@@ -153,9 +218,11 @@ impl Driver {
             peer.timer = None;
             if peer
                 .consent
-                .is_some_and(|(at, _)| now >= at + self.consent_timeout)
+                .is_some_and(|(at, _)| now >= at + self.conns.consent_timeout)
             {
-                self.removals.push((key, "media consent expired".into()));
+                self.conns
+                    .removals
+                    .push((key, "media consent expired".into()));
                 continue;
             }
             match guarded(|| peer.pc.handle_timeout(now)) {
@@ -188,25 +255,25 @@ impl Driver {
             self.stats.bytes_dropped.injected += data.len() as u64;
             return;
         }
-        let key = match self.by_addr.get(&flow) {
+        let key = match self.conns.by_addr.get(&flow) {
             Some(&key) => key,
             None => {
                 let ufrag = stun_binding_local_ufrag(data);
-                match ufrag.and_then(|u| self.by_ufrag.get(u)) {
+                match ufrag.and_then(|u| self.conns.by_ufrag.get(u)) {
                     Some(&key) => key,
                     None => {
-                        if !crossed && self.shared_port && !flow.tcp {
+                        if !crossed && self.conns.shared_port && !flow.tcp {
                             // Another driver's connection? A check says whose by its ufrag;
                             // anything else by what this driver learned from earlier checks.
                             let owner = match ufrag.and_then(owner_of_ufrag) {
                                 Some(owner)
                                     if owner != self.mesh.index && owner < self.mesh.len() =>
                                 {
-                                    self.remote_flows.check_seen(flow, owner);
+                                    self.conns.remote_flows.check_seen(flow, owner);
                                     Some(owner)
                                 }
                                 Some(_) => None,
-                                None => self.remote_flows.owner(&flow),
+                                None => self.conns.remote_flows.owner(&flow),
                             };
                             if let Some(owner) = owner {
                                 self.cross(owner, data, flow, now);
@@ -243,7 +310,7 @@ impl Driver {
     /// Hands a datagram from `flow` to connection `key`.
     pub(super) fn deliver(&mut self, key: ParticipantKey, data: &[u8], flow: Flow, now: Instant) {
         let src = flow.addr;
-        let Some(peer) = self.peers.get_mut(&key) else {
+        let Some(peer) = self.conns.peers.get_mut(&key) else {
             return;
         };
         if !peer.remote_set {
@@ -259,9 +326,9 @@ impl Driver {
             now,
             transport: TransportContext {
                 local_addr: if flow.tcp {
-                    &self.rtc_local_tcp
+                    &self.conns.rtc_local_tcp
                 } else {
-                    &self.rtc_local
+                    &self.conns.rtc_local
                 }[usize::from(src.is_ipv6())][usize::from(src.ip().is_loopback())],
                 peer_addr: src,
                 ecn: None,
@@ -287,12 +354,12 @@ impl Driver {
 
     /// Drains one connection: sends its datagrams, then handles its events and decrypted media.
     pub(super) fn service(&mut self, key: ParticipantKey, now: Instant) {
-        let mut events = std::mem::take(&mut self.event_buf);
-        let mut reads = std::mem::take(&mut self.read_buf);
+        let mut events = std::mem::take(&mut self.conns.event_buf);
+        let mut reads = std::mem::take(&mut self.conns.read_buf);
         let stand_in;
         let nominations;
         {
-            let Some(peer) = self.peers.get_mut(&key) else {
+            let Some(peer) = self.conns.peers.get_mut(&key) else {
                 return;
             };
             peer.queued = false;
@@ -335,9 +402,9 @@ impl Driver {
                                 // The address confirmed longest ago goes (a client that moved
                                 // networks several times): the table stays bounded.
                                 let old = peer.addrs.remove(0);
-                                if self.by_addr.get(&old) == Some(&key) {
-                                    self.by_addr.remove(&old);
-                                    if self.shared_port && !old.tcp {
+                                if self.conns.by_addr.get(&old) == Some(&key) {
+                                    self.conns.by_addr.remove(&old);
+                                    if self.conns.shared_port && !old.tcp {
                                         let index = self.mesh.index;
                                         self.mesh.broadcast(|| MeshMsg::FlowUnpinned {
                                             flow: old,
@@ -348,10 +415,10 @@ impl Driver {
                                 debug!(participant = %peer.id, %old, "source address unpinned");
                             }
                             peer.addrs.push(dst);
-                            self.by_addr.insert(dst, key);
-                            if self.shared_port && !dst.tcp {
+                            self.conns.by_addr.insert(dst, key);
+                            if self.conns.shared_port && !dst.tcp {
                                 // The driver whose socket receives this flow sends it here.
-                                self.remote_flows.forget(&dst);
+                                self.conns.remote_flows.forget(&dst);
                                 let index = self.mesh.index;
                                 self.mesh.broadcast(|| MeshMsg::FlowPinned {
                                     flow: dst,
@@ -393,7 +460,8 @@ impl Driver {
             nominations = std::mem::take(&mut peer.nominations);
             match drained {
                 Some(deadline) => {
-                    let consent_deadline = peer.consent.map(|(at, _)| at + self.consent_timeout);
+                    let consent_deadline =
+                        peer.consent.map(|(at, _)| at + self.conns.consent_timeout);
                     let deadline = match (deadline, consent_deadline) {
                         (Some(a), Some(b)) => Some(a.min(b)),
                         (a, b) => a.or(b),
@@ -401,7 +469,7 @@ impl Driver {
                     if deadline != peer.timer {
                         peer.timer = deadline;
                         if let Some(at) = deadline {
-                            self.timers.schedule(at, key);
+                            self.conns.timers.schedule(at, key);
                         }
                     }
                 }
@@ -418,7 +486,7 @@ impl Driver {
             for (check, flow) in nominations {
                 self.deliver(key, &check, flow, now);
             }
-            if let Some(peer) = self.peers.get_mut(&key) {
+            if let Some(peer) = self.conns.peers.get_mut(&key) {
                 peer.nominations.clear();
             }
         }
@@ -428,8 +496,8 @@ impl Driver {
         for msg in reads.drain(..) {
             self.on_peer_message(key, msg);
         }
-        self.event_buf = events;
-        self.read_buf = reads;
+        self.conns.event_buf = events;
+        self.conns.read_buf = reads;
     }
 
     pub(super) fn on_peer_event(
@@ -443,13 +511,14 @@ impl Driver {
                 debug!(participant = %key, %state, "connection state");
                 match state {
                     RTCPeerConnectionState::Connected => {
-                        if let Some(peer) = self.peers.get_mut(&key) {
+                        if let Some(peer) = self.conns.peers.get_mut(&key) {
                             peer.connected = true;
                         }
                         self.activate_forwarders(key, now);
                     }
                     RTCPeerConnectionState::Failed | RTCPeerConnectionState::Closed => {
-                        self.removals
+                        self.conns
+                            .removals
                             .push((key, format!("media connection {state}")));
                     }
                     _ => {}
@@ -462,7 +531,7 @@ impl Driver {
                 // rtc prepares the ClientHello as ICE connects but hands it out only from
                 // `handle_timeout`, whose next deadline may be far off: run it now (this cut the
                 // join time of such clients by ~150 ms).
-                if let Some(peer) = self.peers.get_mut(&key) {
+                if let Some(peer) = self.conns.peers.get_mut(&key) {
                     if let Some(Err(err)) = guarded(|| peer.pc.handle_timeout(now)) {
                         debug!(participant = %key, %err, "handle_timeout after ICE connected");
                     }
@@ -475,6 +544,7 @@ impl Driver {
             }
             RTCPeerConnectionEvent::OnTrack(RTCTrackEvent::OnClose(track_id)) => {
                 let tkey = self
+                    .conns
                     .peers
                     .get_mut(&key)
                     .and_then(|p| p.published.remove(&track_id));

@@ -67,7 +67,7 @@ impl Driver {
                         continue;
                     } else if let Some(remb) = any.downcast_ref::<ReceiverEstimatedMaximumBitrate>()
                     {
-                        if let Some(peer) = self.peers.get_mut(&key) {
+                        if let Some(peer) = self.conns.peers.get_mut(&key) {
                             peer.remb = Some((msg.now, f64::from(remb.bitrate)));
                         }
                         continue;
@@ -75,6 +75,7 @@ impl Driver {
                         continue;
                     };
                     let tkey = self
+                        .conns
                         .peers
                         .get(&key)
                         .and_then(|p| p.track_by_ssrc.get(&media_ssrc));
@@ -83,7 +84,7 @@ impl Driver {
                     };
                     // The subscriber lost its picture: a keyframe of the layer it receives (or
                     // is about to).
-                    let layer = self.tracks.get(&tkey).and_then(|t| {
+                    let layer = self.tracks.all.get(&tkey).and_then(|t| {
                         t.forwarders
                             .iter()
                             .find(|f| f.subscriber == key)
@@ -107,10 +108,15 @@ impl Driver {
         packet: rtp::Packet,
         now: Instant,
     ) {
-        let Some(&tkey) = self.peers.get(&key).and_then(|p| p.published.get(track_id)) else {
+        let Some(&tkey) = self
+            .conns
+            .peers
+            .get(&key)
+            .and_then(|p| p.published.get(track_id))
+        else {
             return;
         };
-        let Some(track) = self.tracks.get(&tkey) else {
+        let Some(track) = self.tracks.all.get(&tkey) else {
             return;
         };
         if track.muted {
@@ -160,7 +166,7 @@ impl Driver {
     /// A packet of a track published on another driver, for this driver's proxy of it.
     pub(super) fn on_mesh_packet(&mut self, p: MeshPacket) {
         self.stats.mesh_packets_in += 1;
-        let known = self.tracks.get(&p.track).is_some_and(|t| {
+        let known = self.tracks.all.get(&p.track).is_some_and(|t| {
             matches!(t.origin, Origin::Remote(_)) && usize::from(p.layer) < t.layers.len()
         });
         if known {
@@ -172,7 +178,7 @@ impl Driver {
     /// to every forwarder of the track on this driver.
     pub(super) fn route(&mut self, p: MeshPacket) {
         let (tkey, now) = (p.track, p.at);
-        let Some(track) = self.tracks.get_mut(&tkey) else {
+        let Some(track) = self.tracks.all.get_mut(&tkey) else {
             return;
         };
         if track.muted {
@@ -207,7 +213,7 @@ impl Driver {
                     self.stats.layer_switches += 1;
                 }
                 report_layer(
-                    &self.peers,
+                    &self.conns.peers,
                     &mut self.events,
                     &track.id,
                     &track.layers,
@@ -215,7 +221,7 @@ impl Driver {
                     fwd,
                 );
             }
-            let Some(sub) = self.peers.get_mut(&fwd.subscriber) else {
+            let Some(sub) = self.conns.peers.get_mut(&fwd.subscriber) else {
                 continue;
             };
             let written = guarded(|| {
@@ -234,13 +240,14 @@ impl Driver {
                 }
                 None => {
                     self.stats.connection_panics += 1;
-                    self.removals
+                    self.conns
+                        .removals
                         .push((fwd.subscriber, "panic in write_rtp".into()));
                 }
             }
             if !sub.queued {
                 sub.queued = true;
-                self.queue.push(fwd.subscriber);
+                self.conns.queue.push(fwd.subscriber);
             }
         }
         for l in 0..32u8 {

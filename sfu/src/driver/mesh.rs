@@ -255,11 +255,12 @@ impl Driver {
     /// Makes sure this driver holds a proxy of the remote track (a local member of its room
     /// subscribes to it) and that the origin sends it the packets.
     pub(super) fn ensure_proxy(&mut self, tkey: TrackKey, room: &str) {
-        if self.tracks.contains_key(&tkey) {
+        if self.tracks.all.contains_key(&tkey) {
             return;
         }
         let Some(remote) = self
-            .remote_rooms
+            .rooms
+            .remote
             .get(room)
             .and_then(|r| r.tracks.get(&tkey))
             .cloned()
@@ -272,8 +273,8 @@ impl Driver {
             .iter()
             .map(|(rid, ssrc)| Layer::new(rid.clone(), *ssrc))
             .collect();
-        self.track_ids.insert(remote.info.id.clone(), tkey);
-        self.tracks.insert(
+        self.tracks.by_id.insert(remote.info.id.clone(), tkey);
+        self.tracks.all.insert(
             tkey,
             Track {
                 id: remote.info.id,
@@ -312,6 +313,7 @@ impl Driver {
     pub(super) fn drop_proxies(&mut self, room: &str, now: Instant) {
         let proxies: Vec<(TrackKey, usize)> = self
             .tracks
+            .all
             .iter()
             .filter(|(_, t)| t.room == room)
             .filter_map(|(k, t)| match t.origin {
@@ -334,14 +336,17 @@ impl Driver {
     /// A control message from another driver.
     pub(super) fn on_mesh(&mut self, msg: MeshMsg, now: Instant) {
         match msg {
-            MeshMsg::FlowPinned { flow, driver } => self.remote_flows.pinned(flow, driver),
-            MeshMsg::FlowUnpinned { flow, driver } => self.remote_flows.unpinned(flow, driver),
+            MeshMsg::FlowPinned { flow, driver } => self.conns.remote_flows.pinned(flow, driver),
+            MeshMsg::FlowUnpinned { flow, driver } => {
+                self.conns.remote_flows.unpinned(flow, driver)
+            }
             MeshMsg::Joined { room, key, info } => {
-                let members = self.rooms.get(&room).cloned().unwrap_or_default();
+                let members = self.rooms.members.get(&room).cloned().unwrap_or_default();
                 for m in members {
                     self.send_event(m, Event::ParticipantJoined(info.clone()));
                 }
-                self.remote_rooms
+                self.rooms
+                    .remote
                     .entry(room)
                     .or_default()
                     .members
@@ -349,17 +354,17 @@ impl Driver {
             }
             MeshMsg::Left { room, key, id } => {
                 let mut empty = false;
-                if let Some(r) = self.remote_rooms.get_mut(&room) {
+                if let Some(r) = self.rooms.remote.get_mut(&room) {
                     r.members.remove(&key);
                     empty = r.members.is_empty() && r.tracks.is_empty();
                 }
                 if empty {
-                    self.remote_rooms.remove(&room);
+                    self.rooms.remote.remove(&room);
                 }
-                if self.speakers.get(&room) == Some(&key) {
-                    self.speakers.remove(&room);
+                if self.rooms.speakers.get(&room) == Some(&key) {
+                    self.rooms.speakers.remove(&room);
                 }
-                let members = self.rooms.get(&room).cloned().unwrap_or_default();
+                let members = self.rooms.members.get(&room).cloned().unwrap_or_default();
                 for m in members {
                     self.send_event(
                         m,
@@ -373,12 +378,13 @@ impl Driver {
                 let room = remote.room.clone();
                 let info = remote.info.clone();
                 let publisher_id = remote.publisher_id.clone();
-                self.remote_rooms
+                self.rooms
+                    .remote
                     .entry(room.clone())
                     .or_default()
                     .tracks
                     .insert(track, remote);
-                let members = self.rooms.get(&room).cloned().unwrap_or_default();
+                let members = self.rooms.members.get(&room).cloned().unwrap_or_default();
                 if members.is_empty() {
                     return;
                 }
@@ -395,12 +401,12 @@ impl Driver {
                 }
             }
             MeshMsg::Layers { track, layers } => {
-                for r in self.remote_rooms.values_mut() {
+                for r in self.rooms.remote.values_mut() {
                     if let Some(t) = r.tracks.get_mut(&track) {
                         t.layers = layers.clone();
                     }
                 }
-                if let Some(t) = self.tracks.get_mut(&track) {
+                if let Some(t) = self.tracks.all.get_mut(&track) {
                     if matches!(t.origin, Origin::Remote(_)) {
                         for (rid, ssrc) in layers.into_iter().skip(t.layers.len()) {
                             t.layers.push(Layer::new(rid, ssrc));
@@ -410,23 +416,25 @@ impl Driver {
                 }
             }
             MeshMsg::TrackSource { track, source } => {
-                for r in self.remote_rooms.values_mut() {
+                for r in self.rooms.remote.values_mut() {
                     if let Some(t) = r.tracks.get_mut(&track) {
                         t.info.source = source;
                     }
                 }
-                if let Some(t) = self.tracks.get_mut(&track) {
+                if let Some(t) = self.tracks.all.get_mut(&track) {
                     t.source = source;
                 }
             }
             MeshMsg::TrackUnpublished { track } => {
-                for r in self.remote_rooms.values_mut() {
+                for r in self.rooms.remote.values_mut() {
                     r.tracks.remove(&track);
                 }
-                self.remote_rooms
+                self.rooms
+                    .remote
                     .retain(|_, r| !(r.members.is_empty() && r.tracks.is_empty()));
                 if self
                     .tracks
+                    .all
                     .get(&track)
                     .is_some_and(|t| matches!(t.origin, Origin::Remote(_)))
                 {
@@ -434,7 +442,7 @@ impl Driver {
                 }
             }
             MeshMsg::Subscribe { track, driver } => {
-                if let Some(t) = self.tracks.get_mut(&track) {
+                if let Some(t) = self.tracks.all.get_mut(&track) {
                     if matches!(t.origin, Origin::Local(_)) && t.sinks.iter().all(|s| s.0 != driver)
                     {
                         // Until the proxy says otherwise, it needs whatever is sent now.
@@ -444,7 +452,7 @@ impl Driver {
                 }
             }
             MeshMsg::Unsubscribe { track, driver } => {
-                if let Some(t) = self.tracks.get_mut(&track) {
+                if let Some(t) = self.tracks.all.get_mut(&track) {
                     t.sinks.retain(|s| s.0 != driver);
                 }
             }
@@ -456,7 +464,7 @@ impl Driver {
                 driver,
                 need,
             } => {
-                if let Some(t) = self.tracks.get_mut(&track) {
+                if let Some(t) = self.tracks.all.get_mut(&track) {
                     if let Some(s) = t.sinks.iter_mut().find(|s| s.0 == driver) {
                         s.1 = need;
                     }

@@ -11,10 +11,14 @@
 //! injected loss) comes from one seeded source. `runtime` is the thread, tokio and sockets
 //! around it; the harness in `sfu/tests/` drives it without any.
 //!
-//! State by owner, one file each: `connections` (demultiplexing, consent, servicing rtc),
-//! `tracks`, `forward` (forwarders and the forward step), `negotiation`, `rooms`, `mesh` (other
-//! drivers), `select` (layer choice, dynacast, speakers). Each connection's timer lives in one
-//! [`TimerQueue`]; nothing scans all connections.
+//! State by owner, each owner in its file: `connections::Connections` (the peer connections, the
+//! demultiplexing by ufrag and pinned flows, consent, their timers and servicing rtc),
+//! `tracks::Tracks` (tracks published here and proxies of tracks published elsewhere, each with
+//! its forwarders), `rooms::Rooms` (members, active speakers, what other drivers hold) and
+//! `mesh::Mesh` (the other drivers). The steps that work across owners have a file each:
+//! `forward` (the forward step), `negotiation` (offers and answers) and `select` (layer choice,
+//! dynacast, speakers). Each connection's timer lives in one `timers::TimerQueue`; nothing scans
+//! all connections.
 //!
 //! Several drivers (one per core by default) share the rooms: a participant lives on one, and a
 //! track's packets cross to another driver once per driver that has subscribers to it, over a
@@ -34,7 +38,7 @@ mod tracks;
 
 pub(crate) use runtime::spawn;
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
 use std::net::SocketAddr;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::time::{Duration, Instant};
@@ -43,8 +47,6 @@ use bytes::BytesMut;
 use rand::distr::{Alphanumeric, SampleString};
 use rand::rngs::StdRng;
 use rand::SeedableRng;
-use rtc::peer_connection::event::RTCPeerConnectionEvent;
-use rtc::peer_connection::message::TaggedRTCMessage;
 use tokio::sync::mpsc;
 use tracing::warn;
 
@@ -52,12 +54,10 @@ use crate::api::{
     Command, DriverStats, Event, JoinInfo, JoinRequest, Observation, ParticipantKey, SfuConfig,
     SfuError,
 };
-use connections::{rtc_local_addrs, Peer};
+use connections::Connections;
 use mesh::{global_key, Load, Mesh, MeshPacket};
-use port::RemoteFlows;
-use rooms::RemoteRoom;
-use timers::TimerQueue;
-use tracks::{Origin, Track};
+use rooms::Rooms;
+use tracks::{Origin, Tracks};
 
 /// How often layer choices, bitrates and dynacast are re-evaluated.
 const TICK: Duration = Duration::from_millis(250);
@@ -145,54 +145,23 @@ pub struct Driver {
     /// The driver's one random source (ids, ufrags, SSRCs, injected loss): seeded, so a test
     /// harness replays a run.
     rng: StdRng,
-    /// The local address handed to `rtc` with a datagram, by (IPv6, loopback) of its source:
-    /// one of the host candidates. rtc accepts a datagram only on an address that is one of its
-    /// local candidates, and the socket's own address is not one when it is a wildcard (or when
-    /// a different address is announced, as behind a 1:1 NAT).
-    rtc_local: [[SocketAddr; 2]; 2],
-    host_candidates: Vec<SocketAddr>,
-    inject_loss: f64,
-    inject_loss_out: f64,
-    peers: HashMap<ParticipantKey, Peer>,
-    tracks: HashMap<TrackKey, Track>,
-    rooms: HashMap<String, Vec<ParticipantKey>>,
-    by_ufrag: HashMap<String, ParticipantKey>,
-    by_addr: HashMap<Flow, ParticipantKey>,
-    /// Flows this driver's socket receives for other drivers' connections (shared port).
-    remote_flows: RemoteFlows,
-    /// Every driver binds the same UDP port (see `port`): datagrams may have to cross.
-    shared_port: bool,
-    /// ICE-TCP: the passive candidates (one port per driver), the address handed to rtc with a
-    /// frame, and the open connections' writers.
-    tcp_candidates: Vec<SocketAddr>,
-    rtc_local_tcp: [[SocketAddr; 2]; 2],
-    /// Public track id → track.
-    track_ids: HashMap<String, TrackKey>,
-    /// Each room's active speaker.
-    speakers: HashMap<String, ParticipantKey>,
-    timers: TimerQueue<ParticipantKey>,
-    next_tick: Instant,
-    /// Peers to service (their writes, events and reads to drain).
-    queue: Vec<ParticipantKey>,
-    /// Peers to remove once the current step is done, with the reason.
-    removals: Vec<(ParticipantKey, String)>,
-    /// Reused buffers for draining a connection.
-    event_buf: Vec<RTCPeerConnectionEvent>,
-    read_buf: Vec<TaggedRTCMessage>,
-    next_key: u64,
-    stats: DriverStats,
+    /// The connections and the ways to them (see `connections`).
+    conns: Connections,
+    /// The tracks published here and the proxies of tracks published on other drivers (see
+    /// `tracks`); each holds its forwarders (see `forward`).
+    tracks: Tracks,
+    /// Rooms: their members here, their active speakers, what is known of them elsewhere (see
+    /// `rooms`).
+    rooms: Rooms,
+    /// The other drivers (see `mesh`).
     mesh: Mesh,
     /// Participants on this driver, for placement.
     load: Load,
-    /// Rooms' participants and tracks on other drivers.
-    remote_rooms: HashMap<String, RemoteRoom>,
-    /// Tracks a participant may publish (0: no limit).
-    max_tracks: usize,
-    /// [`SfuConfig::consent_timeout`]: Chromium checks its selected pair every 2.5 s or so; a
-    /// client that loses its network entirely is caught sooner by the signaling heartbeat.
-    consent_timeout: Duration,
-    /// [`SfuConfig::connect_timeout`]: nothing holds a place in a room for ever.
-    connect_timeout: Duration,
+    inject_loss: f64,
+    inject_loss_out: f64,
+    next_tick: Instant,
+    next_key: u64,
+    stats: DriverStats,
     observer: Option<mpsc::UnboundedSender<Observation>>,
 }
 
@@ -248,38 +217,16 @@ impl Driver {
             transmits: VecDeque::new(),
             events: Outbox::default(),
             rng: StdRng::seed_from_u64(seed),
-            rtc_local: rtc_local_addrs(addrs.udp, &addrs.host_candidates),
-            rtc_local_tcp: match addrs.tcp {
-                Some(bound) => rtc_local_addrs(bound, &addrs.tcp_candidates),
-                None => rtc_local_addrs(addrs.udp, &[]),
-            },
-            host_candidates: addrs.host_candidates,
-            tcp_candidates: addrs.tcp_candidates,
-            inject_loss: config.inject_loss,
-            inject_loss_out: config.inject_loss_out,
-            peers: HashMap::new(),
-            tracks: HashMap::new(),
-            rooms: HashMap::new(),
-            by_ufrag: HashMap::new(),
-            by_addr: HashMap::new(),
-            remote_flows: RemoteFlows::default(),
-            shared_port: !config.port_per_driver && config.media_drivers > 1,
-            track_ids: HashMap::new(),
-            speakers: HashMap::new(),
-            timers: TimerQueue::new(),
-            next_tick: now + TICK,
-            queue: Vec::new(),
-            removals: Vec::new(),
-            event_buf: Vec::new(),
-            read_buf: Vec::new(),
-            next_key: 1,
-            stats: DriverStats::default(),
+            conns: Connections::new(config, addrs),
+            tracks: Tracks::new(config),
+            rooms: Rooms::default(),
             mesh,
             load,
-            remote_rooms: HashMap::new(),
-            max_tracks: config.max_tracks_per_participant,
-            consent_timeout: config.consent_timeout,
-            connect_timeout: config.connect_timeout,
+            inject_loss: config.inject_loss,
+            inject_loss_out: config.inject_loss_out,
+            next_tick: now + TICK,
+            next_key: 1,
+            stats: DriverStats::default(),
             observer: config.observer.clone(),
         }
     }
@@ -303,7 +250,7 @@ impl Driver {
 
     /// An ICE-TCP connection closed: a later connection from the same address is a new flow.
     pub fn handle_tcp_closed(&mut self, peer: SocketAddr) {
-        self.by_addr.remove(&Flow::tcp(peer));
+        self.conns.by_addr.remove(&Flow::tcp(peer));
     }
 
     /// A command from the engine handle, a signaling session or another driver.
@@ -323,7 +270,8 @@ impl Driver {
 
     /// When [`Driver::handle_timeout`] wants to run next.
     pub fn poll_timeout(&self) -> Instant {
-        self.timers
+        self.conns
+            .timers
             .next_deadline()
             .map_or(self.next_tick, |d| d.min(self.next_tick))
     }
@@ -356,7 +304,7 @@ impl Driver {
 
     /// The server stops: every participant is removed (their close is queued to send).
     pub fn close(&mut self, now: Instant) {
-        let keys: Vec<_> = self.peers.keys().copied().collect();
+        let keys: Vec<_> = self.conns.peers.keys().copied().collect();
         for key in keys {
             self.remove_peer(key, "server stopping", now);
         }
@@ -379,30 +327,31 @@ impl Driver {
     /// queued before the next one, while the datagrams rtc just wrote are still in the cache
     /// (sending a whole settle's worth at the end measured ~5 % more CPU per forwarded packet).
     pub fn settle_step(&mut self, now: Instant) -> bool {
-        if let Some(key) = self.queue.pop() {
+        if let Some(key) = self.conns.queue.pop() {
             self.service(key, now);
             return true;
         }
-        if !self.removals.is_empty() {
-            let removals = std::mem::take(&mut self.removals);
+        if !self.conns.removals.is_empty() {
+            let removals = std::mem::take(&mut self.conns.removals);
             for (key, reason) in removals {
                 self.remove_peer(key, &reason, now);
             }
             return true;
         }
-        if self.timers.len() > 4 * self.peers.len() + 64 {
-            let peers = &self.peers;
-            self.timers
+        if self.conns.timers.len() > 4 * self.conns.peers.len() + 64 {
+            let peers = &self.conns.peers;
+            self.conns
+                .timers
                 .compact(|at, key| peers.get(&key).is_some_and(|p| p.timer == Some(at)));
         }
         false
     }
 
     fn enqueue(&mut self, key: ParticipantKey) {
-        if let Some(peer) = self.peers.get_mut(&key) {
+        if let Some(peer) = self.conns.peers.get_mut(&key) {
             if !peer.queued {
                 peer.queued = true;
-                self.queue.push(key);
+                self.conns.queue.push(key);
             }
         }
     }
@@ -413,7 +362,7 @@ impl Driver {
             participant = %key,
             reason, "connection failed inside rtc; removing it"
         );
-        self.removals.push((key, reason.to_owned()));
+        self.conns.removals.push((key, reason.to_owned()));
     }
 
     fn on_command(&mut self, cmd: Command, now: Instant) {
@@ -445,21 +394,23 @@ impl Driver {
             Command::Mesh(msg) => self.on_mesh(msg, now),
             Command::Stats { reply } => {
                 let mut stats = self.stats.clone();
-                stats.participants = self.peers.len();
-                stats.rooms = self.rooms.len();
-                stats.subscriptions = self.tracks.values().map(|t| t.forwarders.len()).sum();
+                stats.participants = self.conns.peers.len();
+                stats.rooms = self.rooms.members.len();
+                stats.subscriptions = self.tracks.all.values().map(|t| t.forwarders.len()).sum();
                 stats.published_tracks = self
                     .tracks
+                    .all
                     .values()
                     .filter(|t| matches!(t.origin, Origin::Local(_)))
                     .count();
                 stats.layers_paused = self
                     .tracks
+                    .all
                     .values()
                     .filter_map(|t| t.requested.as_ref().map(|r| (t, r)))
                     .map(|(t, r)| t.layers.iter().filter(|l| !r.contains(&l.rid)).count() as u64)
                     .sum();
-                for peer in self.peers.values() {
+                for peer in self.conns.peers.values() {
                     let (sent, held) = peer.bandwidth.retransmissions();
                     stats.retransmissions_sent += sent;
                     stats.retransmissions_held_back += held;

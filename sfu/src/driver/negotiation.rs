@@ -40,11 +40,11 @@ pub(super) fn first_mid(sdp: &str) -> Option<String> {
 impl Driver {
     /// Adds the track to the subscriber's connection and renegotiates.
     pub(super) fn subscribe(&mut self, sub_key: ParticipantKey, tkey: TrackKey, now: Instant) {
-        let Some(track) = self.tracks.get_mut(&tkey) else {
+        let Some(track) = self.tracks.all.get_mut(&tkey) else {
             return;
         };
         let publisher_id = track.publisher_id.clone();
-        let Some(sub) = self.peers.get_mut(&sub_key) else {
+        let Some(sub) = self.conns.peers.get_mut(&sub_key) else {
             return;
         };
         if !sub.permissions.subscribe
@@ -133,7 +133,7 @@ impl Driver {
 
     /// Sends the server's offer if the subscriber's tracks changed and no offer is outstanding.
     pub(super) fn maybe_offer(&mut self, key: ParticipantKey, now: Instant) {
-        let Some(peer) = self.peers.get_mut(&key) else {
+        let Some(peer) = self.conns.peers.get_mut(&key) else {
             return;
         };
         if !peer.negotiation_needed || peer.offer_outstanding || peer.answer_only {
@@ -176,7 +176,7 @@ impl Driver {
     /// reports, transport-wide sequence numbers for the bandwidth estimate) only when its
     /// encoding's codec matches a negotiated one, which it checks when the answer arrives.
     pub(super) fn pin_sender_codecs(&mut self, key: ParticipantKey) {
-        let Some(peer) = self.peers.get(&key) else {
+        let Some(peer) = self.conns.peers.get(&key) else {
             return;
         };
         let mut pins = Vec::new();
@@ -184,7 +184,7 @@ impl Driver {
             if sub.codec_pinned || !sub.offered {
                 continue;
             }
-            let Some(track) = self.tracks.get(tkey) else {
+            let Some(track) = self.tracks.all.get(tkey) else {
                 continue;
             };
             let Some(fwd) = track.forwarders.iter().find(|f| f.subscriber == key) else {
@@ -211,7 +211,7 @@ impl Driver {
             );
             pins.push((*tkey, fwd.sender_id, coded));
         }
-        let Some(peer) = self.peers.get_mut(&key) else {
+        let Some(peer) = self.conns.peers.get_mut(&key) else {
             return;
         };
         for (tkey, sender_id, coded) in pins {
@@ -233,7 +233,7 @@ impl Driver {
 
     /// The server's host candidates, trickled once after the first SDP it sends.
     pub(super) fn send_candidates_once(&mut self, key: ParticipantKey) {
-        let Some(peer) = self.peers.get_mut(&key) else {
+        let Some(peer) = self.conns.peers.get_mut(&key) else {
             return;
         };
         if peer.candidates_sent {
@@ -241,7 +241,8 @@ impl Driver {
         }
         peer.candidates_sent = true;
         let mid = peer.pc.local_description().and_then(|d| first_mid(&d.sdp));
-        let Ok(inits) = peer::host_candidate_inits(&self.host_candidates, &self.tcp_candidates)
+        let Ok(inits) =
+            peer::host_candidate_inits(&self.conns.host_candidates, &self.conns.tcp_candidates)
         else {
             return;
         };
@@ -262,7 +263,7 @@ impl Driver {
     }
 
     pub(super) fn on_remote_offer(&mut self, key: ParticipantKey, sdp: String, now: Instant) {
-        let Some(peer) = self.peers.get_mut(&key) else {
+        let Some(peer) = self.conns.peers.get_mut(&key) else {
             return;
         };
         if peer.offer_outstanding {
@@ -300,7 +301,7 @@ impl Driver {
             }
             self.pin_sender_codecs(key);
         }
-        let Some(peer) = self.peers.get_mut(&key) else {
+        let Some(peer) = self.conns.peers.get_mut(&key) else {
             return;
         };
         let result = guarded(|| {
@@ -343,7 +344,7 @@ impl Driver {
     }
 
     pub(super) fn on_remote_answer(&mut self, key: ParticipantKey, sdp: String, now: Instant) {
-        let Some(peer) = self.peers.get_mut(&key) else {
+        let Some(peer) = self.conns.peers.get_mut(&key) else {
             return;
         };
         if !peer.offer_outstanding {
@@ -387,7 +388,7 @@ impl Driver {
     }
 
     pub(super) fn on_remote_candidate(&mut self, key: ParticipantKey, c: Candidate) {
-        let Some(peer) = self.peers.get_mut(&key) else {
+        let Some(peer) = self.conns.peers.get_mut(&key) else {
             return;
         };
         let init = RTCIceCandidateInit {
@@ -421,7 +422,7 @@ impl Driver {
     /// Starts forwarding every negotiated subscription of a connected subscriber, asking each
     /// video publisher for a keyframe so the new leg starts with a picture.
     pub(super) fn activate_forwarders(&mut self, key: ParticipantKey, now: Instant) {
-        let Some(sub) = self.peers.get_mut(&key) else {
+        let Some(sub) = self.conns.peers.get_mut(&key) else {
             return;
         };
         if !sub.connected {
@@ -432,7 +433,7 @@ impl Driver {
             if !subscription.negotiated {
                 continue;
             }
-            let Some(track) = self.tracks.get_mut(&tkey) else {
+            let Some(track) = self.tracks.all.get_mut(&tkey) else {
                 continue;
             };
             let Some(fwd) = track.forwarders.iter_mut().find(|f| f.subscriber == key) else {
@@ -477,7 +478,7 @@ impl Driver {
 
     /// A remote description was applied: hand rtc the checks that came before it.
     pub(super) fn replay_early_checks(&mut self, key: ParticipantKey, now: Instant) {
-        let Some(peer) = self.peers.get_mut(&key) else {
+        let Some(peer) = self.conns.peers.get_mut(&key) else {
             return;
         };
         if !peer.remote_set {

@@ -21,6 +21,17 @@ use crate::api::{
 use crate::engine::layers::CongestionHold;
 use crate::peer::{self, Bandwidth, SimulcastSsrcs};
 
+/// The rooms a driver takes part in.
+#[derive(Default)]
+pub(super) struct Rooms {
+    /// Each room's participants on this driver.
+    pub(super) members: HashMap<String, Vec<ParticipantKey>>,
+    /// Each room's active speaker.
+    pub(super) speakers: HashMap<String, ParticipantKey>,
+    /// Rooms' participants and tracks on other drivers.
+    pub(super) remote: HashMap<String, RemoteRoom>,
+}
+
 /// What a driver knows of a room's participants and tracks on other drivers.
 #[derive(Default)]
 pub(super) struct RemoteRoom {
@@ -59,8 +70,8 @@ impl Driver {
                 now,
                 &ufrag,
                 &pwd,
-                &self.host_candidates,
-                &self.tcp_candidates,
+                &self.conns.host_candidates,
+                &self.conns.tcp_candidates,
                 bandwidth.clone(),
                 simulcast_ssrcs.clone(),
             )
@@ -68,13 +79,13 @@ impl Driver {
         .ok_or_else(|| SfuError::PeerConnection("panic".into()))?
         .map_err(|e| SfuError::PeerConnection(e.to_string()))?;
 
-        let existing_members = self.rooms.get(&room).cloned().unwrap_or_default();
+        let existing_members = self.rooms.members.get(&room).cloned().unwrap_or_default();
         let mut participants: Vec<ParticipantInfo> = existing_members
             .iter()
-            .filter_map(|k| self.peers.get(k))
+            .filter_map(|k| self.conns.peers.get(k))
             .map(|p| self.info_of(p))
             .collect();
-        if let Some(remote) = self.remote_rooms.get(&room) {
+        if let Some(remote) = self.rooms.remote.get(&room) {
             for (&member, info) in &remote.members {
                 participants.push(ParticipantInfo {
                     tracks: remote
@@ -87,7 +98,11 @@ impl Driver {
                 });
             }
         }
-        self.rooms.entry(room.clone()).or_default().push(key);
+        self.rooms
+            .members
+            .entry(room.clone())
+            .or_default()
+            .push(key);
 
         let peer = Peer {
             id: id.clone(),
@@ -130,8 +145,8 @@ impl Driver {
             name,
             tracks: Vec::new(),
         };
-        self.by_ufrag.insert(ufrag, key);
-        self.peers.insert(key, peer);
+        self.conns.by_ufrag.insert(ufrag, key);
+        self.conns.peers.insert(key, peer);
         self.load.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         for other in &existing_members {
             self.send_event(*other, Event::ParticipantJoined(joined.clone()));
@@ -143,7 +158,8 @@ impl Driver {
         });
         // Auto-subscribe to everything already published in the room, here or on other drivers.
         let remote_tracks: Vec<TrackKey> = self
-            .remote_rooms
+            .rooms
+            .remote
             .get(&room)
             .map(|r| r.tracks.keys().copied().collect())
             .unwrap_or_default();
@@ -152,6 +168,7 @@ impl Driver {
         }
         let existing_tracks: Vec<TrackKey> = self
             .tracks
+            .all
             .iter()
             .filter(|(_, t)| t.room == room && t.publisher != key)
             .map(|(k, _)| *k)
@@ -174,7 +191,7 @@ impl Driver {
         let tracks = peer
             .published
             .values()
-            .filter_map(|k| self.tracks.get(k))
+            .filter_map(|k| self.tracks.all.get(k))
             .map(|t| TrackInfo {
                 id: t.id.clone(),
                 kind: t.kind,
@@ -192,7 +209,7 @@ impl Driver {
 
     /// Tells a participant of this driver (see [`Driver::poll_event`]).
     pub(super) fn send_event(&mut self, key: ParticipantKey, event: Event) {
-        if self.peers.contains_key(&key) {
+        if self.conns.peers.contains_key(&key) {
             self.events.tell(key, event);
         }
     }
@@ -202,7 +219,7 @@ impl Driver {
     }
 
     pub(super) fn remove_peer(&mut self, key: ParticipantKey, reason: &str, now: Instant) {
-        let Some(peer) = self.peers.get(&key) else {
+        let Some(peer) = self.conns.peers.get(&key) else {
             return;
         };
         let published: Vec<TrackKey> = peer.published.values().copied().collect();
@@ -211,11 +228,11 @@ impl Driver {
             self.unpublish_track(tkey, now);
         }
         for tkey in subscribed {
-            if let Some(track) = self.tracks.get_mut(&tkey) {
+            if let Some(track) = self.tracks.all.get_mut(&tkey) {
                 track.forwarders.retain(|f| f.subscriber != key);
             }
         }
-        let Some(mut peer) = self.peers.remove(&key) else {
+        let Some(mut peer) = self.conns.peers.remove(&key) else {
             return;
         };
         // Its counters live on in the driver's (they only ever grow).
@@ -237,11 +254,11 @@ impl Driver {
                 });
             }
         });
-        self.by_ufrag.remove(&peer.ufrag);
+        self.conns.by_ufrag.remove(&peer.ufrag);
         for addr in &peer.addrs {
-            if self.by_addr.get(addr) == Some(&key) {
-                self.by_addr.remove(addr);
-                if self.shared_port && !addr.tcp {
+            if self.conns.by_addr.get(addr) == Some(&key) {
+                self.conns.by_addr.remove(addr);
+                if self.conns.shared_port && !addr.tcp {
                     let (flow, index) = (*addr, self.mesh.index);
                     self.mesh.broadcast(|| MeshMsg::FlowUnpinned {
                         flow,
@@ -251,7 +268,7 @@ impl Driver {
             }
         }
         let mut room_empty = false;
-        if let Some(members) = self.rooms.get_mut(&peer.room) {
+        if let Some(members) = self.rooms.members.get_mut(&peer.room) {
             members.retain(|k| *k != key);
             room_empty = members.is_empty();
         }
@@ -262,14 +279,19 @@ impl Driver {
             id: peer.id.clone(),
         });
         if room_empty {
-            self.rooms.remove(&peer.room);
-            self.speakers.remove(&peer.room);
+            self.rooms.members.remove(&peer.room);
+            self.rooms.speakers.remove(&peer.room);
             self.drop_proxies(&peer.room, now);
         }
-        if self.speakers.get(&peer.room) == Some(&key) {
-            self.speakers.remove(&peer.room);
+        if self.rooms.speakers.get(&peer.room) == Some(&key) {
+            self.rooms.speakers.remove(&peer.room);
         }
-        let members = self.rooms.get(&peer.room).cloned().unwrap_or_default();
+        let members = self
+            .rooms
+            .members
+            .get(&peer.room)
+            .cloned()
+            .unwrap_or_default();
         for member in members {
             self.send_event(
                 member,

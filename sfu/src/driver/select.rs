@@ -81,7 +81,7 @@ pub(super) fn report_layer(
 impl Driver {
     /// Periodic work: layer bitrates, every subscriber's allocation, dynacast.
     pub(super) fn tick(&mut self, now: Instant) {
-        for track in self.tracks.values_mut() {
+        for track in self.tracks.all.values_mut() {
             for l in &mut track.layers {
                 if l.active(now) {
                     l.bitrate = simulcast::smoothed_bitrate(l.bitrate, l.bytes, TICK);
@@ -90,6 +90,7 @@ impl Driver {
             }
         }
         let subscribers: Vec<ParticipantKey> = self
+            .conns
             .peers
             .iter()
             .filter(|(_, p)| p.connected && !p.subscribed.is_empty())
@@ -100,12 +101,12 @@ impl Driver {
         }
         self.dynacast(now);
         self.active_speakers(now);
-        for (key, peer) in &self.peers {
+        for (key, peer) in &self.conns.peers {
             let waited = peer
                 .negotiated_at
                 .map(|at| now.saturating_duration_since(at));
-            if peer.consent.is_none() && waited.is_some_and(|w| w > self.connect_timeout) {
-                self.removals.push((
+            if peer.consent.is_none() && waited.is_some_and(|w| w > self.conns.connect_timeout) {
+                self.conns.removals.push((
                     *key,
                     "no connectivity check within the connect timeout".into(),
                 ));
@@ -117,8 +118,8 @@ impl Driver {
     /// on others, through their proxies) and tells the room's local members on a change.
     fn active_speakers(&mut self, now: Instant) {
         let mut levels: HashMap<&str, Vec<(ParticipantKey, f32, &str)>> = HashMap::new();
-        for t in self.tracks.values() {
-            if t.kind == MediaKind::Audio && self.rooms.contains_key(&t.room) {
+        for t in self.tracks.all.values() {
+            if t.kind == MediaKind::Audio && self.rooms.members.contains_key(&t.room) {
                 levels.entry(t.room.as_str()).or_default().push((
                     t.publisher,
                     t.level.loudness(now),
@@ -128,7 +129,7 @@ impl Driver {
         }
         let mut changes = Vec::new();
         for (room, candidates) in levels {
-            let current = self.speakers.get(room).copied();
+            let current = self.rooms.speakers.get(room).copied();
             let next = speaker::pick_speaker(current, candidates.iter().map(|c| (c.0, c.1)));
             if next != current {
                 if let Some(next) = next {
@@ -142,9 +143,9 @@ impl Driver {
             }
         }
         for (room, key, id) in changes {
-            self.speakers.insert(room.clone(), key);
+            self.rooms.speakers.insert(room.clone(), key);
             debug!(%room, speaker = %id, "active speaker");
-            for &m in self.rooms.get(&room).into_iter().flatten() {
+            for &m in self.rooms.members.get(&room).into_iter().flatten() {
                 self.events.tell(
                     m,
                     Event::ActiveSpeaker {
@@ -157,7 +158,7 @@ impl Driver {
 
     /// Chooses the layer of each of one subscriber's video tracks and applies it.
     pub(super) fn allocate_subscriber(&mut self, key: ParticipantKey, now: Instant) {
-        let Some(peer) = self.peers.get_mut(&key) else {
+        let Some(peer) = self.conns.peers.get_mut(&key) else {
             return;
         };
         if !peer.connected {
@@ -174,7 +175,7 @@ impl Driver {
         };
         peer.budget = Some(budget);
         let tkeys: Vec<TrackKey> = peer.subscribed.keys().copied().collect();
-        let speaker = self.speakers.get(&peer.room).copied();
+        let speaker = self.rooms.speakers.get(&peer.room).copied();
 
         struct Video {
             tkey: TrackKey,
@@ -187,7 +188,7 @@ impl Driver {
         let mut audio = 0.0;
         let mut video = Vec::new();
         for tkey in tkeys {
-            let Some(track) = self.tracks.get(&tkey) else {
+            let Some(track) = self.tracks.all.get(&tkey) else {
                 continue;
             };
             if track.muted {
@@ -252,7 +253,7 @@ impl Driver {
         let allocations = layers::allocate((budget - audio).max(0.0), &demands);
         let mut keyframes = Vec::new();
         for (v, alloc) in video.iter().zip(allocations) {
-            let Some(track) = self.tracks.get_mut(&v.tkey) else {
+            let Some(track) = self.tracks.all.get_mut(&v.tkey) else {
                 continue;
             };
             let to_id = |i: Option<usize>| i.map(|i| track.order[i]);
@@ -277,7 +278,7 @@ impl Driver {
                 }
             }
             report_layer(
-                &self.peers,
+                &self.conns.peers,
                 &mut self.events,
                 &track.id,
                 &track.layers,
@@ -300,7 +301,7 @@ impl Driver {
     fn dynacast(&mut self, now: Instant) {
         let mut updates = Vec::new();
         let mut demands = Vec::new();
-        for (&tkey, track) in self.tracks.iter_mut() {
+        for (&tkey, track) in self.tracks.all.iter_mut() {
             let since_publish = now.saturating_duration_since(track.published_at);
             let mut need = 0u32;
             for f in &track.forwarders {
@@ -390,7 +391,7 @@ impl Driver {
         settings: TrackSettings,
         now: Instant,
     ) {
-        let Some(&tkey) = self.track_ids.get(&settings.track_id) else {
+        let Some(&tkey) = self.tracks.by_id.get(&settings.track_id) else {
             self.send_error(
                 key,
                 ErrorKind::UnknownTrack,
@@ -400,6 +401,7 @@ impl Driver {
         };
         let Some(fwd) = self
             .tracks
+            .all
             .get_mut(&tkey)
             .and_then(|t| t.forwarders.iter_mut().find(|f| f.subscriber == key))
         else {
@@ -429,7 +431,7 @@ impl Driver {
         source: TrackSource,
         now: Instant,
     ) {
-        let Some(peer) = self.peers.get_mut(&key) else {
+        let Some(peer) = self.conns.peers.get_mut(&key) else {
             return;
         };
         if peer.sources.len() >= 64 && !peer.sources.contains_key(&mid) {
@@ -437,7 +439,7 @@ impl Driver {
         }
         let mut changed = Vec::new();
         for &tkey in peer.published.values() {
-            if let Some(track) = self.tracks.get_mut(&tkey) {
+            if let Some(track) = self.tracks.all.get_mut(&tkey) {
                 if track.mid.as_deref() == Some(mid.as_str()) && track.source != source {
                     track.source = source;
                     changed.push(tkey);
@@ -478,12 +480,13 @@ impl Driver {
     pub(super) fn snapshot(&self, now: Instant) -> Snapshot {
         let mut rooms: Vec<RoomSnapshot> = self
             .rooms
+            .members
             .iter()
             .map(|(name, members)| RoomSnapshot {
                 name: name.clone(),
                 participants: members
                     .iter()
-                    .filter_map(|k| self.peers.get(k))
+                    .filter_map(|k| self.conns.peers.get(k))
                     .map(|p| self.participant_snapshot(p, now))
                     .collect(),
             })
@@ -494,6 +497,7 @@ impl Driver {
 
     fn participant_snapshot(&self, p: &Peer, now: Instant) -> ParticipantSnapshot {
         let key = self
+            .conns
             .peers
             .iter()
             .find(|(_, q)| q.id == p.id)
@@ -501,7 +505,7 @@ impl Driver {
         let published = p
             .published
             .values()
-            .filter_map(|k| self.tracks.get(k))
+            .filter_map(|k| self.tracks.all.get(k))
             .map(|t| TrackSnapshot {
                 id: t.id.clone(),
                 kind: t.kind.as_str(),
@@ -532,7 +536,7 @@ impl Driver {
         let subscriptions = p
             .subscribed
             .keys()
-            .filter_map(|k| self.tracks.get(k))
+            .filter_map(|k| self.tracks.all.get(k))
             .filter_map(|t| {
                 let f = t.forwarders.iter().find(|f| Some(f.subscriber) == key)?;
                 Some(SubscriptionSnapshot {

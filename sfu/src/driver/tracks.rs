@@ -2,6 +2,7 @@
 //! unpublishing, muting, and keyframe requests to the publisher (throttled per layer).
 //! A track's packets come from a local receiver or, for a proxy, from another driver (`mesh`).
 
+use std::collections::HashMap;
 use std::time::Instant;
 
 use rtc::peer_connection::event::RTCTrackEventInit;
@@ -15,12 +16,31 @@ use super::mesh::{global_key, MeshMsg, RemoteTrack};
 use super::select::layer_order;
 use super::{guarded, random_id, Driver, TrackKey, LAYER_IDLE};
 use crate::api::{
-    ErrorKind, Event, MediaKind, Observation, ParticipantKey, TrackInfo, TrackSource,
+    ErrorKind, Event, MediaKind, Observation, ParticipantKey, SfuConfig, TrackInfo, TrackSource,
 };
 use crate::engine::codec::Codec;
 use crate::engine::keyframe::KeyframeThrottle;
 use crate::engine::seq::SeqUnwrapper;
 use crate::engine::speaker::LevelMeter;
+
+/// A driver's tracks: those published on it and the proxies of tracks published elsewhere.
+pub(super) struct Tracks {
+    pub(super) all: HashMap<TrackKey, Track>,
+    /// Public track id → track.
+    pub(super) by_id: HashMap<String, TrackKey>,
+    /// Tracks a participant may publish (0: no limit).
+    pub(super) max_per_participant: usize,
+}
+
+impl Tracks {
+    pub(super) fn new(config: &SfuConfig) -> Self {
+        Self {
+            all: HashMap::new(),
+            by_id: HashMap::new(),
+            max_per_participant: config.max_tracks_per_participant,
+        }
+    }
+}
 
 /// A published track: its incoming streams (one per simulcast layer) and its subscribers'
 /// forwarders.
@@ -110,7 +130,7 @@ impl Driver {
     /// Sends a PLI for one layer of the track to its publisher, at most once per throttle
     /// interval per layer.
     pub(super) fn request_keyframe(&mut self, tkey: TrackKey, layer: u8, now: Instant) {
-        let Some(track) = self.tracks.get_mut(&tkey) else {
+        let Some(track) = self.tracks.all.get_mut(&tkey) else {
             return;
         };
         if !track.codec.is_video() {
@@ -133,7 +153,7 @@ impl Driver {
                 return;
             }
         };
-        let Some(peer) = self.peers.get_mut(&publisher) else {
+        let Some(peer) = self.conns.peers.get_mut(&publisher) else {
             return;
         };
         let pli = PictureLossIndication {
@@ -157,7 +177,7 @@ impl Driver {
         init: RTCTrackEventInit,
         now: Instant,
     ) {
-        let Some(peer) = self.peers.get_mut(&key) else {
+        let Some(peer) = self.conns.peers.get_mut(&key) else {
             return;
         };
         if peer.refused.contains(&init.track_id) {
@@ -171,7 +191,7 @@ impl Driver {
         }
         if let Some(&tkey) = peer.published.get(&init.track_id) {
             // Another simulcast layer of a known track.
-            if let Some(track) = self.tracks.get_mut(&tkey) {
+            if let Some(track) = self.tracks.all.get_mut(&tkey) {
                 if track.layers.iter().all(|l| l.ssrc != init.ssrc) && track.layers.len() < 8 {
                     info!(track = %track.id, %rid, ssrc = init.ssrc, "simulcast layer");
                     track.layers.push(Layer::new(rid, init.ssrc));
@@ -232,12 +252,14 @@ impl Driver {
                     "this participant may not publish".to_owned()
                 },
             ))
-        } else if self.max_tracks > 0 && peer.published.len() >= self.max_tracks {
+        } else if self.tracks.max_per_participant > 0
+            && peer.published.len() >= self.tracks.max_per_participant
+        {
             Some((
                 ErrorKind::TrackLimit,
                 format!(
                     "a participant may publish at most {} tracks",
-                    self.max_tracks
+                    self.tracks.max_per_participant
                 ),
             ))
         } else {
@@ -276,8 +298,8 @@ impl Driver {
             remote: remote.clone(),
         });
         let layers = vec![Layer::new(rid, init.ssrc)];
-        self.track_ids.insert(track_id.clone(), tkey);
-        self.tracks.insert(
+        self.tracks.by_id.insert(track_id.clone(), tkey);
+        self.tracks.all.insert(
             tkey,
             Track {
                 id: track_id.clone(),
@@ -304,6 +326,7 @@ impl Driver {
         );
         let others: Vec<ParticipantKey> = self
             .rooms
+            .members
             .get(&room)
             .map(|m| m.iter().copied().filter(|k| *k != key).collect())
             .unwrap_or_default();
@@ -332,10 +355,10 @@ impl Driver {
 
     /// Removes a published track from every subscriber and tells the room.
     pub(super) fn unpublish_track(&mut self, tkey: TrackKey, now: Instant) {
-        let Some(track) = self.tracks.remove(&tkey) else {
+        let Some(track) = self.tracks.all.remove(&tkey) else {
             return;
         };
-        self.track_ids.remove(&track.id);
+        self.tracks.by_id.remove(&track.id);
         if matches!(track.origin, Origin::Local(_)) {
             self.mesh
                 .broadcast(|| MeshMsg::TrackUnpublished { track: tkey });
@@ -345,7 +368,12 @@ impl Driver {
                 track_id: track.id.clone(),
             });
         }
-        let room_members = self.rooms.get(&track.room).cloned().unwrap_or_default();
+        let room_members = self
+            .rooms
+            .members
+            .get(&track.room)
+            .cloned()
+            .unwrap_or_default();
         for member in room_members.into_iter().filter(|k| *k != track.publisher) {
             self.send_event(
                 member,
@@ -356,7 +384,7 @@ impl Driver {
             );
         }
         for fwd in &track.forwarders {
-            if let Some(sub) = self.peers.get_mut(&fwd.subscriber) {
+            if let Some(sub) = self.conns.peers.get_mut(&fwd.subscriber) {
                 sub.subscribed.remove(&tkey);
                 sub.track_by_ssrc.remove(&fwd.ssrc);
                 let _ = guarded(|| sub.pc.remove_track(fwd.sender_id));
@@ -375,17 +403,17 @@ impl Driver {
         muted: bool,
         now: Instant,
     ) -> bool {
-        for r in self.remote_rooms.values_mut() {
+        for r in self.rooms.remote.values_mut() {
             for t in r.tracks.values_mut() {
                 if t.info.id == track_id {
                     t.info.muted = muted;
                 }
             }
         }
-        let Some(&tkey) = self.track_ids.get(track_id) else {
+        let Some(&tkey) = self.tracks.by_id.get(track_id) else {
             return false;
         };
-        let Some(track) = self.tracks.get_mut(&tkey) else {
+        let Some(track) = self.tracks.all.get_mut(&tkey) else {
             return false;
         };
         if track.room != room {
@@ -423,7 +451,7 @@ impl Driver {
                 muted,
             });
         }
-        let members = self.rooms.get(&room).cloned().unwrap_or_default();
+        let members = self.rooms.members.get(&room).cloned().unwrap_or_default();
         for m in members {
             self.send_event(
                 m,
