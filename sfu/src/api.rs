@@ -436,50 +436,96 @@ pub struct DroppedBytes {
 
 impl DroppedBytes {
     fn add(&mut self, o: &DroppedBytes) {
-        self.unknown_source += o.unknown_source;
-        self.rejected += o.rejected;
-        self.muted += o.muted;
-        self.driver_queue_full += o.driver_queue_full;
-        self.forward_error += o.forward_error;
-        self.injected += o.injected;
-        self.crossing += o.crossing;
+        // Destructured, so a counter added later cannot be left out of the sum.
+        let DroppedBytes {
+            unknown_source,
+            rejected,
+            muted,
+            driver_queue_full,
+            forward_error,
+            injected,
+            crossing,
+        } = o;
+        self.unknown_source += unknown_source;
+        self.rejected += rejected;
+        self.muted += muted;
+        self.driver_queue_full += driver_queue_full;
+        self.forward_error += forward_error;
+        self.injected += injected;
+        self.crossing += crossing;
     }
 }
 
 impl DriverStats {
     /// Adds another driver's counters to these.
     pub fn add(&mut self, o: &DriverStats) {
-        self.participants += o.participants;
-        self.rooms += o.rooms;
-        self.published_tracks += o.published_tracks;
-        self.subscriptions += o.subscriptions;
-        self.datagrams_in += o.datagrams_in;
-        self.bytes_in += o.bytes_in;
-        self.datagrams_out += o.datagrams_out;
-        self.bytes_out += o.bytes_out;
-        self.rtp_forwarded_bytes += o.rtp_forwarded_bytes;
-        self.rtp_dropped_muted += o.rtp_dropped_muted;
-        self.nacks_received += o.nacks_received;
-        self.keyframe_requests_received += o.keyframe_requests_received;
-        self.retransmissions_sent += o.retransmissions_sent;
-        self.retransmissions_held_back += o.retransmissions_held_back;
-        self.datagrams_unknown_source += o.datagrams_unknown_source;
-        self.datagrams_dropped_injected += o.datagrams_dropped_injected;
-        self.datagrams_dropped_injected_out += o.datagrams_dropped_injected_out;
-        self.rtp_forwarded += o.rtp_forwarded;
-        self.forward_errors += o.forward_errors;
-        self.keyframe_requests += o.keyframe_requests;
-        self.layer_switches += o.layer_switches;
-        self.layers_paused += o.layers_paused;
-        self.dynacast_updates += o.dynacast_updates;
-        self.handle_read_errors += o.handle_read_errors;
-        self.connection_panics += o.connection_panics;
-        self.mesh_packets_out += o.mesh_packets_out;
-        self.mesh_packets_in += o.mesh_packets_in;
-        self.mesh_dropped += o.mesh_dropped;
-        self.datagrams_crossed += o.datagrams_crossed;
-        self.datagrams_dropped_crossing += o.datagrams_dropped_crossing;
-        self.bytes_dropped.add(&o.bytes_dropped);
+        // Destructured, so a counter added later cannot be left out of the sum.
+        let DriverStats {
+            participants,
+            rooms,
+            published_tracks,
+            subscriptions,
+            datagrams_in,
+            bytes_in,
+            datagrams_out,
+            bytes_out,
+            datagrams_send_failed,
+            rtp_forwarded_bytes,
+            rtp_dropped_muted,
+            nacks_received,
+            keyframe_requests_received,
+            retransmissions_sent,
+            retransmissions_held_back,
+            datagrams_unknown_source,
+            datagrams_dropped_injected,
+            datagrams_dropped_injected_out,
+            rtp_forwarded,
+            forward_errors,
+            keyframe_requests,
+            layer_switches,
+            layers_paused,
+            dynacast_updates,
+            handle_read_errors,
+            connection_panics,
+            mesh_packets_out,
+            mesh_packets_in,
+            mesh_dropped,
+            datagrams_crossed,
+            datagrams_dropped_crossing,
+            bytes_dropped,
+        } = o;
+        self.participants += participants;
+        self.rooms += rooms;
+        self.published_tracks += published_tracks;
+        self.subscriptions += subscriptions;
+        self.datagrams_in += datagrams_in;
+        self.bytes_in += bytes_in;
+        self.datagrams_out += datagrams_out;
+        self.bytes_out += bytes_out;
+        self.datagrams_send_failed += datagrams_send_failed;
+        self.rtp_forwarded_bytes += rtp_forwarded_bytes;
+        self.rtp_dropped_muted += rtp_dropped_muted;
+        self.nacks_received += nacks_received;
+        self.keyframe_requests_received += keyframe_requests_received;
+        self.retransmissions_sent += retransmissions_sent;
+        self.retransmissions_held_back += retransmissions_held_back;
+        self.datagrams_unknown_source += datagrams_unknown_source;
+        self.datagrams_dropped_injected += datagrams_dropped_injected;
+        self.datagrams_dropped_injected_out += datagrams_dropped_injected_out;
+        self.rtp_forwarded += rtp_forwarded;
+        self.forward_errors += forward_errors;
+        self.keyframe_requests += keyframe_requests;
+        self.layer_switches += layer_switches;
+        self.layers_paused += layers_paused;
+        self.dynacast_updates += dynacast_updates;
+        self.handle_read_errors += handle_read_errors;
+        self.connection_panics += connection_panics;
+        self.mesh_packets_out += mesh_packets_out;
+        self.mesh_packets_in += mesh_packets_in;
+        self.mesh_dropped += mesh_dropped;
+        self.datagrams_crossed += datagrams_crossed;
+        self.datagrams_dropped_crossing += datagrams_dropped_crossing;
+        self.bytes_dropped.add(bytes_dropped);
     }
 }
 

@@ -367,3 +367,32 @@ fn mesh_room_forwards_from_one_driver_to_another() {
     assert_eq!(d0.rtp_forwarded, 0, "driver 0 has no local subscriber");
     no_client_errors(&net);
 }
+
+#[test]
+fn shared_port_crosses_datagrams_to_the_owning_driver() {
+    // Two drivers on one port; each client's datagrams reach the other driver's socket.
+    let mut net = Net::shared_port(2);
+    let p = net.join(0, "pub", "room");
+    let s = net.join(1, "sub", "room");
+    net.publish_video(p, &[("", PUB_SSRC)]);
+    net.run_until(Duration::from_secs(3), "media through crossed flows", |n| {
+        n.clients[s].received.len() >= 10
+    });
+    net.run_for(Duration::from_secs(1));
+    let track = net.clients[s].published_track_id().unwrap();
+    let got = net.clients[s].received_on(&track);
+    assert_forwarded(&sent_on_layer(&net, p, 0), &got, VP8_PT);
+    let (d0, d1) = (net.stats(0), net.stats(1));
+    // Every datagram of each client arrived on the other driver and crossed once.
+    assert!(
+        d0.datagrams_crossed > 0 && d1.datagrams_crossed > 0,
+        "{d0:?} {d1:?}"
+    );
+    assert_eq!(
+        d0.datagrams_crossed + d1.datagrams_crossed,
+        d0.datagrams_in + d1.datagrams_in
+    );
+    assert_eq!(d0.datagrams_unknown_source + d1.datagrams_unknown_source, 0);
+    assert_eq!(net.undeliverable, 0);
+    no_client_errors(&net);
+}

@@ -95,6 +95,10 @@ pub struct Net {
     pub drop_up: Option<LossFn>,
     /// Datagrams that found no one at their destination address.
     pub undeliverable: usize,
+    /// Which of the drivers sharing an address gets a client's datagrams (modulo their number),
+    /// by client index, as the kernel's `SO_REUSEPORT` hash does. The default, the one after the
+    /// client's index, sends clients placed alternately on two drivers to the wrong socket.
+    pub kernel_hash: Box<dyn Fn(usize) -> usize>,
 }
 
 impl Net {
@@ -110,13 +114,29 @@ impl Net {
         )
     }
 
+    /// `n` drivers on one address and port (the default shared port): a client's datagrams reach
+    /// the socket [`Net::kernel_hash`] picks, which may not be its driver's.
+    pub fn shared_port(n: usize) -> Net {
+        Net::with_config(
+            n,
+            SfuConfig {
+                media_drivers: n,
+                port_per_driver: false,
+                ..SfuConfig::default()
+            },
+        )
+    }
+
+    /// `n` drivers with `config`; each at its own address unless the port is shared.
     pub fn with_config(n: usize, config: SfuConfig) -> Net {
         let now = Instant::now();
+        let shared = !config.port_per_driver && n > 1;
         let nodes = mesh::link(n)
             .into_iter()
             .enumerate()
             .map(|(i, link)| {
-                let addr = SocketAddr::from(([10, 0, 1, i as u8 + 1], SERVER_PORT));
+                let host = if shared { 1 } else { i as u8 + 1 };
+                let addr = SocketAddr::from(([10, 0, 1, host], SERVER_PORT));
                 let addrs = DriverAddrs::announced(&config, addr, None);
                 let (driver, inbox) = link.into_driver(&config, addrs, 0x5eed + i as u64, now);
                 Node {
@@ -134,6 +154,7 @@ impl Net {
             drop_down: None,
             drop_up: None,
             undeliverable: 0,
+            kernel_hash: Box::new(|client| client + 1),
         }
     }
 
@@ -395,7 +416,9 @@ impl Net {
                     continue;
                 }
                 let dst = out.transport.peer_addr;
-                match self.nodes.iter_mut().find(|n| n.addr == dst) {
+                let sockets = self.nodes.iter().filter(|n| n.addr == dst).count().max(1);
+                let pick = (self.kernel_hash)(i) % sockets;
+                match self.nodes.iter_mut().filter(|n| n.addr == dst).nth(pick) {
                     Some(node) => {
                         node.driver
                             .handle_datagram(now, Flow::udp(c.addr), &out.message);
