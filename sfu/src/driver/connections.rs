@@ -134,9 +134,9 @@ pub(super) struct Peer {
     pub(super) consent: Option<(Instant, Flow)>,
     /// Whether the peer is waiting in the service queue.
     pub(super) queued: bool,
-    /// Only this publisher's tracks are subscribed (see [`JoinRequest::subscribe_to`]).
+    /// Only this publisher's tracks are subscribed (see [`JoinRequest::subscribe_to`](crate::api::JoinRequest::subscribe_to)).
     pub(super) subscribe_to: Option<String>,
-    /// Never offered to (see [`JoinRequest::answer_only`]).
+    /// Never offered to (see [`JoinRequest::answer_only`](crate::api::JoinRequest::answer_only)).
     pub(super) answer_only: bool,
     /// When the first remote description was applied (for [`SfuConfig::connect_timeout`]): a participant
     /// that has not negotiated yet (a viewer in an empty room) has nothing to connect.

@@ -3,10 +3,10 @@
 //! Each participant lives on one driver (the least loaded when it joined). Drivers tell each
 //! other about room membership and published tracks over their command channels (control
 //! messages, rare). A driver with local participants in a room holds a *proxy* of every track
-//! published in that room on another driver: a [`Track`](super::Track) whose packets come from the
+//! published in that room on another driver: a `tracks::Track` whose packets come from the
 //! track's origin driver instead of a peer connection. The origin sends each packet **once per
 //! driver that holds a proxy**, however many subscribers that driver serves, over a bounded
-//! queue ([`MEDIA_QUEUE`]); a full queue drops the packet and counts it (never blocks the
+//! queue (`MEDIA_QUEUE`); a full queue drops the packet and counts it (never blocks the
 //! sender). The proxy runs the same ingest as a local track (layers, keyframes, sizes, bitrates,
 //! audio level) and its own forwarders. Backwards, a proxy relays keyframe requests and the
 //! layers its subscribers need (dynacast demand) to the origin.

@@ -1,13 +1,13 @@
 //! The media driver: every `rtc` peer connection placed on one core, as a state machine without
 //! sockets.
 //!
-//! Inputs are `handle_*` and are told the time: [`Driver::handle_datagram`] (a datagram or an
-//! ICE-TCP frame from a flow), [`Driver::handle_crossed`] (one another driver's socket received
-//! for this driver), [`Driver::handle_mesh_packet`], [`Driver::handle_command`] (signaling
-//! sessions, the engine handle, other drivers) and [`Driver::handle_timeout`]. After a batch of
-//! inputs, [`Driver::settle`] services the connections they touched; outputs are drained with
-//! [`Driver::poll_transmit`] (datagrams to send, in order), [`Driver::poll_event`] (what to tell
-//! each participant) and [`Driver::poll_timeout`]. Randomness (ids, ufrags, SSRCs,
+//! Inputs are `handle_*` and are told the time: `Driver::handle_datagram` (a datagram or an
+//! ICE-TCP frame from a flow), `Driver::handle_crossed` (one another driver's socket received
+//! for this driver), `Driver::handle_mesh_packet`, `Driver::handle_command` (signaling
+//! sessions, the engine handle, other drivers) and `Driver::handle_timeout`. After a batch of
+//! inputs, `Driver::settle` services the connections they touched; outputs are drained with
+//! `Driver::poll_transmit` (datagrams to send, in order), `Driver::poll_event` (what to tell
+//! each participant) and `Driver::poll_timeout`. Randomness (ids, ufrags, SSRCs,
 //! injected loss) comes from one seeded source. `runtime` is the thread, tokio and sockets
 //! around it; the harness in `sfu/tests/` drives it without any.
 //!
@@ -22,7 +22,7 @@
 //!
 //! Several drivers (one per core by default) share the rooms: a participant lives on one, and a
 //! track's packets cross to another driver once per driver that has subscribers to it, over a
-//! bounded queue (see [`mesh`]).
+//! bounded queue (see `mesh`).
 
 mod connections;
 pub mod forward;

@@ -9,7 +9,7 @@
 //! - the owner of a new flow is written in the connection's ICE ufrag (its first two characters
 //!   are the owner's index), so the driver that receives a connectivity check knows where it goes
 //!   without asking anyone;
-//! - [`RemoteFlows`]: the flows of other drivers' connections that this driver's socket receives.
+//! - `RemoteFlows`: the flows of other drivers' connections that this driver's socket receives.
 //!   A check naming another driver makes a *provisional* entry (so the DTLS that follows the
 //!   check goes the same way at once); the owner confirms the addresses it pins, and withdraws
 //!   them when it unpins them. Provisional entries are bounded: a flood of checks naming other
