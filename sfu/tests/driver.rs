@@ -396,3 +396,132 @@ fn shared_port_crosses_datagrams_to_the_owning_driver() {
     assert_eq!(net.undeliverable, 0);
     no_client_errors(&net);
 }
+
+/// Mutes or unmutes `track` through the command an administrator's request becomes.
+fn set_muted(net: &mut Net, track: &str, muted: bool) -> bool {
+    let (reply, mut rx) = tokio::sync::oneshot::channel();
+    net.command(
+        0,
+        Command::MuteTrack {
+            room: "room".to_owned(),
+            track_id: track.to_owned(),
+            muted,
+            reply,
+        },
+    );
+    net.run_for(Duration::from_millis(20));
+    rx.try_recv().expect("the driver answers")
+}
+
+#[test]
+fn mute_stops_the_track_tells_the_room_and_resumes_on_a_keyframe() {
+    let (mut net, p, s, track) = room_with_stream();
+    let pub_id = net.clients[p].join_info.participant_id.clone();
+    assert!(set_muted(&mut net, &track, true), "the driver publishes it");
+    for c in [p, s] {
+        assert!(net.clients[c].saw(
+            |e| matches!(e, Event::TrackMuted { participant_id, track_id, muted: true }
+            if *participant_id == pub_id && *track_id == track)
+        ));
+    }
+    let received = net.clients[s].received.len();
+    let sent = net.clients[p].video.as_ref().unwrap().sent.len();
+    net.run_for(Duration::from_secs(1));
+    assert!(net.clients[p].video.as_ref().unwrap().sent.len() > sent + 50);
+    assert_eq!(
+        net.clients[s].received.len(),
+        received,
+        "nothing while muted"
+    );
+    assert!(net.stats(0).rtp_dropped_muted > 50);
+
+    let plis = net.clients[p].video.as_ref().unwrap().plis;
+    assert!(set_muted(&mut net, &track, false));
+    assert!(net.clients[s].saw(|e| matches!(e, Event::TrackMuted { muted: false, .. })));
+    net.run_for(Duration::from_millis(500));
+    let got = net.clients[s].received_on(&track);
+    assert!(got.len() > received + 10, "media again");
+    assert!(
+        net.clients[p].video.as_ref().unwrap().plis > plis,
+        "a keyframe is asked for on unmute"
+    );
+    assert!(
+        sfu::engine::codec::vp8_is_keyframe_start(&got[received].payload),
+        "resumes on a keyframe"
+    );
+    // The subscriber's stream goes on where it stopped: no gap in sequence numbers.
+    assert_contiguous(&got);
+    no_client_errors(&net);
+}
+
+fn publisher_layers(net: &Net, client: usize) -> Vec<(Vec<String>, Vec<String>)> {
+    net.clients[client]
+        .events
+        .iter()
+        .filter_map(|e| match e {
+            Event::PublisherLayers { active, paused, .. } => Some((active.clone(), paused.clone())),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn dynacast_pauses_layers_nobody_receives_and_restores_them() {
+    let mut net = Net::new(1);
+    let p = net.join(0, "pub", "room");
+    let s = net.join(0, "sub", "room");
+    net.publish_video(p, &[("q", 0x100), ("h", 0x200), ("f", 0x300)]);
+    net.run_until(Duration::from_secs(3), "the top layer flows", |n| {
+        n.clients[s].received.len() >= 30
+    });
+    let track = net.clients[s].published_track_id().expect("published");
+    let key = net.clients[s].key;
+    let ask = |net: &mut Net, q: Quality| {
+        let settings = TrackSettings {
+            track_id: track.clone(),
+            max_quality: Some(q),
+            ..Default::default()
+        };
+        net.command(0, Command::TrackSettings { key, settings });
+    };
+    // The subscriber receives f: q and h are paused once nobody needed them for the hold.
+    net.run_for(Duration::from_secs(3));
+    let rids = |v: &[String]| v.iter().cloned().collect::<BTreeSet<String>>();
+    let set = |v: &[&str]| {
+        v.iter()
+            .map(|r| r.to_string())
+            .collect::<BTreeSet<String>>()
+    };
+    let updates = publisher_layers(&net, p);
+    let (active, paused) = updates.last().expect("the publisher is told");
+    assert_eq!(
+        (rids(active), rids(paused)),
+        (set(&["f"]), set(&["q", "h"]))
+    );
+    ask(&mut net, Quality::Low);
+    net.run_for(Duration::from_millis(1500));
+    // q is asked for at once; f stays on until nobody needed it for the hold.
+    let updates = publisher_layers(&net, p);
+    let (active, paused) = updates.last().unwrap();
+    assert_eq!(
+        (rids(active), rids(paused)),
+        (set(&["q", "f"]), set(&["h"]))
+    );
+    net.run_for(Duration::from_secs(1));
+    let updates = publisher_layers(&net, p);
+    let (active, paused) = updates.last().expect("the publisher is told");
+    assert_eq!(
+        (rids(active), rids(paused)),
+        (set(&["q"]), set(&["h", "f"]))
+    );
+    ask(&mut net, Quality::High);
+    net.run_for(Duration::from_millis(500));
+    let updates = publisher_layers(&net, p);
+    let (active, _) = updates.last().unwrap();
+    assert!(
+        active.iter().any(|r| r == "f"),
+        "f is asked for again: {active:?}"
+    );
+    assert!(net.stats(0).dynacast_updates >= 2);
+    no_client_errors(&net);
+}
