@@ -525,3 +525,22 @@ fn dynacast_pauses_layers_nobody_receives_and_restores_them() {
     assert!(net.stats(0).dynacast_updates >= 2);
     no_client_errors(&net);
 }
+
+#[test]
+fn joiners_on_two_drivers_at_one_instant_learn_of_each_other() {
+    let mut net = Net::new(2);
+    let a = net.join(0, "alice", "room");
+    let b = net.join(1, "bob", "room");
+    net.run_for(Duration::from_millis(50));
+    let knows = |net: &Net, who: usize, of: usize| {
+        let id = net.clients[of].join_info.participant_id.clone();
+        net.clients[who]
+            .join_info
+            .participants
+            .iter()
+            .any(|p| p.id == id)
+            || net.clients[who].saw(|e| matches!(e, Event::ParticipantJoined(p) if p.id == id))
+    };
+    assert!(knows(&net, a, b), "alice knows of bob");
+    assert!(knows(&net, b, a), "bob knows of alice");
+}
