@@ -10,7 +10,9 @@ use std::time::Duration;
 
 use tokio::sync::{mpsc, oneshot};
 
+pub use crate::engine::data::DataLimits;
 pub use crate::engine::layers::{Quality, Reason};
+pub use crate::stats::{DataDrops, DriverStats, DroppedBytes};
 
 /// How the engine is set up.
 #[derive(Debug, Clone)]
@@ -49,6 +51,8 @@ pub struct SfuConfig {
     /// Where the engine reports what happens to published tracks (for webhooks, the room
     /// registry and metrics). `None`: nobody listens.
     pub observer: Option<mpsc::UnboundedSender<Observation>>,
+    /// Data messages: sizes, rates and backlogs ([`DataLimits`]).
+    pub data: DataLimits,
 }
 
 impl Default for SfuConfig {
@@ -65,6 +69,7 @@ impl Default for SfuConfig {
             consent_timeout: Duration::from_secs(30),
             connect_timeout: Duration::from_secs(30),
             observer: None,
+            data: DataLimits::default(),
         }
     }
 }
@@ -128,6 +133,8 @@ pub struct Permissions {
     pub subscribe: bool,
     /// The sources it may publish; `None` allows every source.
     pub sources: Option<Vec<TrackSource>>,
+    /// Whether it may send data messages (it always receives them).
+    pub data: bool,
 }
 
 impl Default for Permissions {
@@ -136,6 +143,7 @@ impl Default for Permissions {
             publish: true,
             subscribe: true,
             sources: None,
+            data: true,
         }
     }
 }
@@ -243,7 +251,24 @@ pub enum ErrorKind {
     PublishDenied,
     /// The participant publishes as many tracks as it may.
     TrackLimit,
+    /// A data message was refused: too large, not a valid envelope, or no `data` grant.
+    DataRejected,
+    /// The participant sends data messages faster than it may; some were dropped.
+    DataRateLimited,
     Internal,
+}
+
+/// A data message the server sends (see [`Sfu::send_data`]).
+#[derive(Debug, Clone)]
+pub struct DataMessage {
+    /// On the reliable channel (else the lossy one).
+    pub reliable: bool,
+    /// The payload is text (UTF-8).
+    pub text: bool,
+    pub topic: String,
+    /// The identities it is for; empty: every participant of the room.
+    pub to: Vec<String>,
+    pub payload: bytes::Bytes,
 }
 
 /// Everything the engine tells one participant.
@@ -360,173 +385,15 @@ pub enum Command {
     Stats {
         reply: oneshot::Sender<DriverStats>,
     },
+    /// A data message from the server (the admin API) to a room's participants on this
+    /// driver; the reply counts the receivers it went to.
+    SendData {
+        room: String,
+        message: DataMessage,
+        reply: oneshot::Sender<usize>,
+    },
     /// From another media driver.
     Mesh(crate::driver::mesh::MeshMsg),
-}
-
-/// Counters of one media driver, for tests and (later) metrics.
-#[derive(Debug, Clone, Default)]
-pub struct DriverStats {
-    pub participants: usize,
-    pub rooms: usize,
-    pub published_tracks: usize,
-    /// Forwarders (one per subscriber per track) on this driver.
-    pub subscriptions: usize,
-    pub datagrams_in: u64,
-    pub bytes_in: u64,
-    /// Datagrams and bytes written to the media socket (media, RTCP, STUN, DTLS).
-    pub datagrams_out: u64,
-    pub bytes_out: u64,
-    /// Datagrams the driver queued that its socket refused (a full send buffer, a closed
-    /// ICE-TCP connection); also counted in `datagrams_out`.
-    pub datagrams_send_failed: u64,
-    /// Payload bytes of the RTP packets forwarded to subscribers.
-    pub rtp_forwarded_bytes: u64,
-    /// Publisher RTP dropped because the track is muted.
-    pub rtp_dropped_muted: u64,
-    /// NACK (generic transport feedback) packets received from subscribers.
-    pub nacks_received: u64,
-    /// PLI and FIR packets received from subscribers.
-    pub keyframe_requests_received: u64,
-    /// Retransmissions sent to subscribers in answer to NACKs, and those held back because they
-    /// would have fed a retransmission storm (too old, resent within the round trip, or over the
-    /// retransmission budget; see `engine::retransmit`).
-    pub retransmissions_sent: u64,
-    pub retransmissions_held_back: u64,
-    pub datagrams_unknown_source: u64,
-    pub datagrams_dropped_injected: u64,
-    pub datagrams_dropped_injected_out: u64,
-    pub rtp_forwarded: u64,
-    pub forward_errors: u64,
-    pub keyframe_requests: u64,
-    /// Forwarders that started a new epoch on a different layer than their last one.
-    pub layer_switches: u64,
-    /// Simulcast layers paused at their publisher now (dynacast).
-    pub layers_paused: u64,
-    /// Dynacast updates sent to publishers.
-    pub dynacast_updates: u64,
-    pub handle_read_errors: u64,
-    pub connection_panics: u64,
-    /// Packets sent to other drivers (once per driver holding a proxy of the track), received
-    /// from them, and dropped because a driver's queue was full.
-    pub mesh_packets_out: u64,
-    pub mesh_packets_in: u64,
-    pub mesh_dropped: u64,
-    /// Shared port: datagrams this driver's socket received for another driver's connection and
-    /// sent on to it, and those dropped because that driver's queue was full.
-    pub datagrams_crossed: u64,
-    pub datagrams_dropped_crossing: u64,
-    /// Bytes of what was dropped, by reason (the packet counters above count the same drops).
-    pub bytes_dropped: DroppedBytes,
-}
-
-/// Bytes dropped on purpose, by reason: datagrams from unknown sources or rejected by their
-/// connection (whole datagrams), RTP of muted tracks, RTP that found another driver's queue
-/// full or could not be written to a subscriber (payloads), and test fault injection.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct DroppedBytes {
-    pub unknown_source: u64,
-    pub rejected: u64,
-    pub muted: u64,
-    pub driver_queue_full: u64,
-    pub forward_error: u64,
-    pub injected: u64,
-    pub crossing: u64,
-}
-
-impl DroppedBytes {
-    fn add(&mut self, o: &DroppedBytes) {
-        // Destructured, so a counter added later cannot be left out of the sum.
-        let DroppedBytes {
-            unknown_source,
-            rejected,
-            muted,
-            driver_queue_full,
-            forward_error,
-            injected,
-            crossing,
-        } = o;
-        self.unknown_source += unknown_source;
-        self.rejected += rejected;
-        self.muted += muted;
-        self.driver_queue_full += driver_queue_full;
-        self.forward_error += forward_error;
-        self.injected += injected;
-        self.crossing += crossing;
-    }
-}
-
-impl DriverStats {
-    /// Adds another driver's counters to these.
-    pub fn add(&mut self, o: &DriverStats) {
-        // Destructured, so a counter added later cannot be left out of the sum.
-        let DriverStats {
-            participants,
-            rooms,
-            published_tracks,
-            subscriptions,
-            datagrams_in,
-            bytes_in,
-            datagrams_out,
-            bytes_out,
-            datagrams_send_failed,
-            rtp_forwarded_bytes,
-            rtp_dropped_muted,
-            nacks_received,
-            keyframe_requests_received,
-            retransmissions_sent,
-            retransmissions_held_back,
-            datagrams_unknown_source,
-            datagrams_dropped_injected,
-            datagrams_dropped_injected_out,
-            rtp_forwarded,
-            forward_errors,
-            keyframe_requests,
-            layer_switches,
-            layers_paused,
-            dynacast_updates,
-            handle_read_errors,
-            connection_panics,
-            mesh_packets_out,
-            mesh_packets_in,
-            mesh_dropped,
-            datagrams_crossed,
-            datagrams_dropped_crossing,
-            bytes_dropped,
-        } = o;
-        self.participants += participants;
-        self.rooms += rooms;
-        self.published_tracks += published_tracks;
-        self.subscriptions += subscriptions;
-        self.datagrams_in += datagrams_in;
-        self.bytes_in += bytes_in;
-        self.datagrams_out += datagrams_out;
-        self.bytes_out += bytes_out;
-        self.datagrams_send_failed += datagrams_send_failed;
-        self.rtp_forwarded_bytes += rtp_forwarded_bytes;
-        self.rtp_dropped_muted += rtp_dropped_muted;
-        self.nacks_received += nacks_received;
-        self.keyframe_requests_received += keyframe_requests_received;
-        self.retransmissions_sent += retransmissions_sent;
-        self.retransmissions_held_back += retransmissions_held_back;
-        self.datagrams_unknown_source += datagrams_unknown_source;
-        self.datagrams_dropped_injected += datagrams_dropped_injected;
-        self.datagrams_dropped_injected_out += datagrams_dropped_injected_out;
-        self.rtp_forwarded += rtp_forwarded;
-        self.forward_errors += forward_errors;
-        self.keyframe_requests += keyframe_requests;
-        self.layer_switches += layer_switches;
-        self.layers_paused += layers_paused;
-        self.dynacast_updates += dynacast_updates;
-        self.handle_read_errors += handle_read_errors;
-        self.connection_panics += connection_panics;
-        self.mesh_packets_out += mesh_packets_out;
-        self.mesh_packets_in += mesh_packets_in;
-        self.mesh_dropped += mesh_dropped;
-        self.datagrams_crossed += datagrams_crossed;
-        self.datagrams_dropped_crossing += datagrams_dropped_crossing;
-        self.bytes_dropped.add(bytes_dropped);
-    }
 }
 
 /// One media driver as the engine handle sees it.
@@ -655,6 +522,28 @@ impl Sfu {
             found |= rx.await.map_err(|_| SfuError::Stopped)?;
         }
         Ok(found)
+    }
+
+    /// Sends a data message from the server to a room's participants (all, or those whose
+    /// identity `message.to` names); how many it reached.
+    pub async fn send_data(&self, room: &str, message: DataMessage) -> Result<usize, SfuError> {
+        let mut replies = Vec::with_capacity(self.drivers.len());
+        for d in self.drivers.iter() {
+            let (reply, rx) = oneshot::channel();
+            d.commands
+                .send(Command::SendData {
+                    room: room.to_owned(),
+                    message: message.clone(),
+                    reply,
+                })
+                .map_err(|_| SfuError::Stopped)?;
+            replies.push(rx);
+        }
+        let mut reached = 0;
+        for rx in replies {
+            reached += rx.await.map_err(|_| SfuError::Stopped)?;
+        }
+        Ok(reached)
     }
 
     /// The counters of every driver added up (a room spanning two drivers counts twice in

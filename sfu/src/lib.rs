@@ -17,7 +17,8 @@
 //! `driver/negotiation.rs` (subscriptions, offers and answers), `driver/rooms.rs` (join, leave,
 //! telling a room), `driver/select.rs` (layer choice per subscriber every tick, dynacast,
 //! speakers), `driver/mesh.rs` (rooms across drivers), `driver/timers.rs`, `driver/tcp.rs`
-//! (ICE-TCP framing).
+//! (ICE-TCP framing), `driver/data.rs` (data messages: each participant's two channels and the
+//! relay to the room).
 //!
 //! # Modules
 //! - [`api`]: what the signaling layer uses: [`Sfu`], [`Participant`], [`Event`].
@@ -27,9 +28,9 @@
 //! - `ice_lite`: the ICE-lite nomination rtc lacks, done by the driver around rtc.
 //! - `peer`: thin glue that configures `rtc` connections (ICE-lite, codecs, interceptors).
 //! - [`engine`]: the pure decisions (sequence unwrapping, rewriting, keyframes, layers,
-//!   simulcast ranking and dynacast, speakers, datagram classification), told the time and
+//!   simulcast ranking and dynacast, speakers, datagram classification, the data envelope and rate limits), told the time and
 //!   tested without a network.
-//! - `debug`: the snapshot behind `/debug/rooms`.
+//! - `debug`: the snapshot behind `/debug/rooms`; `stats`: what a driver counts.
 //!
 //! Start reading at `driver/forward.rs` (`Driver::route` and `forward_step`); the driver's
 //! inputs and outputs are at the top of `driver/mod.rs`. `sfu/tests/` drives drivers on a
@@ -47,9 +48,10 @@ mod ice_lite;
 /// the server does; not an API.
 #[doc(hidden)]
 pub mod peer;
+mod stats;
 
 pub use api::{
-    Candidate, DriverStats, DroppedBytes, ErrorKind, Event, JoinInfo, JoinRequest, LayerReport,
-    MediaKind, Observation, Participant, ParticipantInfo, Permissions, Quality, Reason, Sfu,
-    SfuConfig, SfuError, TrackInfo, TrackSettings, TrackSource,
+    Candidate, DataDrops, DataLimits, DataMessage, DriverStats, DroppedBytes, ErrorKind, Event,
+    JoinInfo, JoinRequest, LayerReport, MediaKind, Observation, Participant, ParticipantInfo,
+    Permissions, Quality, Reason, Sfu, SfuConfig, SfuError, TrackInfo, TrackSettings, TrackSource,
 };

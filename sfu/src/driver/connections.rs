@@ -23,6 +23,7 @@ use rtc::sansio::Protocol;
 use rtc::shared::{TaggedBytesMut, TransportContext, TransportProtocol};
 use tracing::debug;
 
+use super::data::PeerData;
 use super::mesh::MeshMsg;
 use super::negotiation::Subscription;
 use super::port::{owner_of_ufrag, Crossing, RemoteFlows};
@@ -179,6 +180,8 @@ pub(super) struct Peer {
     pub(super) hold: CongestionHold,
     /// The video budget used at the last allocation.
     pub(super) budget: Option<f64>,
+    /// Its data channels, once its client offered an application section (see `data`).
+    pub(super) data: Option<PeerData>,
 }
 
 /// For each (IPv6, loopback) kind of source address, the host candidate a client of that kind

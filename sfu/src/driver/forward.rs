@@ -51,6 +51,9 @@ impl Driver {
     pub(super) fn on_peer_message(&mut self, key: ParticipantKey, msg: TaggedRTCMessage) {
         match msg.message {
             RTCMessage::RtpPacket(track_id, packet) => self.on_rtp(key, &track_id, packet, msg.now),
+            RTCMessage::DataChannelMessage(channel, m) => {
+                self.on_data_message(key, channel, m, msg.now)
+            }
             RTCMessage::RtcpPacket(_, packets) => {
                 for p in &packets {
                     let any = p.as_any();

@@ -129,6 +129,14 @@ pub enum MeshMsg {
         flow: super::Flow,
         driver: usize,
     },
+    /// A data message for this driver's members of a room (stamped by the sender's driver):
+    /// the identities it is for, or all.
+    Data {
+        room: String,
+        reliable: bool,
+        delivery: bytes::Bytes,
+        to: Option<Vec<String>>,
+    },
     /// The layers (bit per layer index) a proxy's subscribers need, for dynacast.
     Demand {
         track: TrackKey,
@@ -340,6 +348,12 @@ impl Driver {
             MeshMsg::FlowUnpinned { flow, driver } => {
                 self.conns.remote_flows.unpinned(flow, driver)
             }
+            MeshMsg::Data {
+                room,
+                reliable,
+                delivery,
+                to,
+            } => self.on_mesh_data(&room, reliable, &delivery, to.as_deref(), now),
             MeshMsg::Joined { room, key, info } => {
                 let members = self.rooms.members.get(&room).cloned().unwrap_or_default();
                 for m in members {

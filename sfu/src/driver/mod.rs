@@ -25,6 +25,7 @@
 //! bounded queue (see `mesh`).
 
 mod connections;
+mod data;
 pub mod forward;
 pub mod mesh;
 mod negotiation;
@@ -159,6 +160,7 @@ pub struct Driver {
     load: Load,
     inject_loss: f64,
     inject_loss_out: f64,
+    data_limits: crate::api::DataLimits,
     next_tick: Instant,
     next_key: u64,
     stats: DriverStats,
@@ -224,6 +226,7 @@ impl Driver {
             load,
             inject_loss: config.inject_loss,
             inject_loss_out: config.inject_loss_out,
+            data_limits: config.data.clone(),
             next_tick: now + TICK,
             next_key: 1,
             stats: DriverStats::default(),
@@ -392,6 +395,13 @@ impl Driver {
                 let _ = reply.send(self.snapshot(now));
             }
             Command::Mesh(msg) => self.on_mesh(msg, now),
+            Command::SendData {
+                room,
+                message,
+                reply,
+            } => {
+                let _ = reply.send(self.send_server_data(&room, message, now));
+            }
             Command::Stats { reply } => {
                 let mut stats = self.stats.clone();
                 stats.participants = self.conns.peers.len();

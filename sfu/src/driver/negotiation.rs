@@ -15,6 +15,7 @@ use rtc::rtp_transceiver::rtp_sender::{
 use rtc::rtp_transceiver::{RTCRtpTransceiverDirection, RTCRtpTransceiverInit};
 use tracing::{debug, warn};
 
+use super::data::has_application;
 use super::forward::Forwarder;
 use super::{guarded, Driver, TrackKey};
 use crate::api::{Candidate, ErrorKind, Event, MediaKind, ParticipantKey};
@@ -272,6 +273,14 @@ impl Driver {
             debug!(participant = %peer.id, "ignoring colliding client offer");
             return;
         }
+        if peer.data.is_none() && has_application(&sdp) {
+            // The client's data channels are negotiated (fixed stream ids): the server's must
+            // exist before the offer that carries their SCTP association is applied.
+            self.open_data_channels(key, now);
+        }
+        let Some(peer) = self.conns.peers.get_mut(&key) else {
+            return;
+        };
         let applied = guarded(|| {
             let offer =
                 RTCSessionDescription::offer(sdp).map_err(|e| (ErrorKind::InvalidSdp, e))?;

@@ -138,6 +138,7 @@ impl Driver {
             remb: None,
             hold: CongestionHold::default(),
             budget: None,
+            data: None,
         };
         let joined = ParticipantInfo {
             id: id.clone(),

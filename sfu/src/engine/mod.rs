@@ -6,6 +6,7 @@
 
 pub mod classify;
 pub mod codec;
+pub mod data;
 pub mod keyframe;
 pub mod layers;
 pub mod retransmit;

@@ -101,6 +101,8 @@ pub struct Client {
     pub video: Option<VideoSource>,
     /// Protocol errors of its `rtc` connection (SDP it could not apply and the like).
     pub errors: Vec<String>,
+    /// Its data channels, once opened ([`Net::open_data`]).
+    pub data: Option<super::ClientData>,
 }
 
 impl Client {
@@ -176,13 +178,17 @@ pub(super) fn drain_client(c: &mut Client, now: Instant) -> bool {
     let mut moved = false;
     while let Some(ev) = c.pc.poll_event() {
         moved = true;
-        if let RTCPeerConnectionEvent::OnConnectionStateChangeEvent(s) = ev {
-            c.connected = s == RTCPeerConnectionState::Connected;
-            if c.connected {
-                if let Some(v) = c.video.as_mut() {
-                    v.next_at.get_or_insert(now);
+        match ev {
+            RTCPeerConnectionEvent::OnConnectionStateChangeEvent(s) => {
+                c.connected = s == RTCPeerConnectionState::Connected;
+                if c.connected {
+                    if let Some(v) = c.video.as_mut() {
+                        v.next_at.get_or_insert(now);
+                    }
                 }
             }
+            RTCPeerConnectionEvent::OnDataChannel(ev) => super::data::on_channel_event(c, ev),
+            _ => {}
         }
     }
     while let Some(m) = c.pc.poll_read() {
@@ -194,6 +200,7 @@ pub(super) fn drain_client(c: &mut Client, now: Instant) -> bool {
                 payload: packet.payload,
                 at: now,
             }),
+            RTCMessage::DataChannelMessage(id, m) => super::data::on_message(c, id, m),
             RTCMessage::RtcpPacket(_, packets) => {
                 let pli = packets.iter().any(|p| is_keyframe_request(p.as_any()));
                 if let (true, Some(v)) = (pli, c.video.as_mut()) {

@@ -22,6 +22,7 @@
 #![allow(dead_code)] // every test file uses a different part of it
 
 mod client;
+mod data;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -44,6 +45,7 @@ use sfu::{DriverStats, JoinRequest, Permissions, SfuConfig};
 use tokio::sync::oneshot;
 
 pub use client::*;
+pub use data::*;
 
 pub const SERVER_PORT: u16 = 7882;
 /// Rounds of moving datagrams without the clock moving, at most, before the harness calls it a
@@ -160,13 +162,24 @@ impl Net {
 
     /// A new client joins `room` on driver `driver`; returns its index.
     pub fn join(&mut self, driver: usize, name: &str, room: &str) -> usize {
+        self.join_as(driver, name, room, Permissions::default())
+    }
+
+    /// [`Net::join`] with the grants of its token.
+    pub fn join_as(
+        &mut self,
+        driver: usize,
+        name: &str,
+        room: &str,
+        permissions: Permissions,
+    ) -> usize {
         let i = self.clients.len();
         let addr = SocketAddr::from(([10, 0, 0, i as u8 + 1], 5000));
         let request = JoinRequest {
             room: room.to_owned(),
             identity: name.to_owned(),
             name: name.to_owned(),
-            permissions: Permissions::default(),
+            permissions,
             subscribe_to: None,
             answer_only: false,
         };
@@ -187,6 +200,7 @@ impl Net {
             silent: false,
             video: None,
             errors: Vec::new(),
+            data: None,
         });
         i
     }
