@@ -1,7 +1,7 @@
 //! Access tokens: JWTs signed with HS256 by the API secret, naming the API key as issuer.
 //!
 //! Claims: `iss` (API key), `sub` (identity), `name`, `room`, `exp`, `nbf`, `iat`, and `grants`
-//! (`join`, `publish`, `subscribe`, `sources`, `admin`). A join needs a token whose room is the
+//! (`join`, `publish`, `subscribe`, `sources`, `admin`, `data`). A join needs a token whose room is the
 //! room joined and whose `join` grant is set; the admin API needs the `admin` grant (limited to
 //! `room` when the token names one). Each way a token can be wrong has its own [`TokenError`],
 //! which the front ends turn into their own error codes.
@@ -23,6 +23,8 @@ pub struct Grants {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub sources: Option<Vec<String>>,
     pub admin: bool,
+    /// May send data messages (it always receives them); absent in a token: allowed.
+    pub data: bool,
 }
 
 impl Default for Grants {
@@ -34,6 +36,7 @@ impl Default for Grants {
             subscribe: true,
             sources: None,
             admin: false,
+            data: true,
         }
     }
 }
@@ -48,6 +51,7 @@ impl Grants {
             subscribe: false,
             sources: None,
             admin: false,
+            data: false,
         };
         for name in list.split(',').map(str::trim).filter(|s| !s.is_empty()) {
             match name {
@@ -55,9 +59,10 @@ impl Grants {
                 "publish" => g.publish = true,
                 "subscribe" => g.subscribe = true,
                 "admin" => g.admin = true,
+                "data" => g.data = true,
                 other => {
                     return Err(format!(
-                        "unknown grant {other:?} (known: join, publish, subscribe, admin)"
+                        "unknown grant {other:?} (known: join, publish, subscribe, admin, data)"
                     ))
                 }
             }

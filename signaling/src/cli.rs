@@ -71,8 +71,8 @@ pub struct TokenArgs {
     /// The display name.
     #[arg(long)]
     pub name: Option<String>,
-    /// Comma-separated grants: join, publish, subscribe, admin.
-    #[arg(long, default_value = "join,publish,subscribe")]
+    /// Comma-separated grants: join, publish, subscribe, data (send data messages), admin.
+    #[arg(long, default_value = "join,publish,subscribe,data")]
     pub grants: String,
     /// Comma-separated sources the participant may publish (camera, microphone, screen).
     /// Default: all.

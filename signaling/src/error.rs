@@ -51,6 +51,11 @@ pub enum ErrorCode {
     PublishNotAllowed,
     /// A published track was refused: this participant publishes as many as it may.
     TooManyTracks,
+    /// A data message was refused: too large for its channel, not a valid envelope, or the
+    /// token lacks the `data` grant.
+    DataRejected,
+    /// Data messages beyond the sender's rate were dropped.
+    DataRateLimited,
     /// The server is draining: join another server (retry through the load balancer).
     ServerDraining,
     /// The server is shutting down; rejoin (another server will take the room).
@@ -114,6 +119,8 @@ impl ErrorCode {
         ErrorCode::NoPeer,
         ErrorCode::PublishNotAllowed,
         ErrorCode::TooManyTracks,
+        ErrorCode::DataRejected,
+        ErrorCode::DataRateLimited,
         ErrorCode::ServerDraining,
         ErrorCode::ServerShutdown,
         ErrorCode::Removed,
@@ -162,6 +169,8 @@ impl ErrorCode {
             NoPeer => "no_peer",
             PublishNotAllowed => "publish_not_allowed",
             TooManyTracks => "too_many_tracks",
+            DataRejected => "data_rejected",
+            DataRateLimited => "data_rate_limited",
             ServerDraining => "server_draining",
             ServerShutdown => "server_shutdown",
             Removed => "removed",

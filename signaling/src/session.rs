@@ -377,6 +377,7 @@ fn admission(
             publish: claims.grants.publish,
             subscribe: claims.grants.subscribe,
             sources,
+            data: claims.grants.data,
         },
     ))
 }
@@ -973,6 +974,8 @@ async fn forward_event<S: Sink<Message> + Unpin>(
                 sfu::ErrorKind::UnknownTrack => ErrorCode::UnknownTrack,
                 sfu::ErrorKind::PublishDenied => ErrorCode::PublishNotAllowed,
                 sfu::ErrorKind::TrackLimit => ErrorCode::TooManyTracks,
+                sfu::ErrorKind::DataRejected => ErrorCode::DataRejected,
+                sfu::ErrorKind::DataRateLimited => ErrorCode::DataRateLimited,
                 sfu::ErrorKind::Internal => ErrorCode::InternalError,
             };
             return send_error(ctx, sink, code, message).await;
