@@ -15,6 +15,7 @@ import { VideoReports } from './client/layers';
 import { Negotiation, msidTrackId } from './client/negotiation';
 import { Dynacast, simulcastEncodings } from './client/simulcast';
 import type { PublishOptions, RemoteParticipant } from './client/types';
+import { DataChannels, type SendDataOptions } from './client/data';
 
 export type {
   ErrorCode,
@@ -30,6 +31,8 @@ export type {
   TrackSource,
 } from './protocol';
 export type { FanoutEvents, PublishOptions, RemoteParticipant } from './client/types';
+export type { DataMessage, SendDataOptions } from './client/data';
+export { MAX_LOSSY_BYTES, MAX_RELIABLE_BYTES } from './client/data';
 export { FanoutError } from './client/types';
 export { defaultSignalingUrl } from './client/signaling';
 export { msidTrackId } from './client/negotiation';
@@ -60,12 +63,15 @@ export class FanoutClient extends Negotiation {
   );
   /** Dynacast: our simulcast encodings switched as the server says (`publisher_layers`). */
   private readonly dynacast = new Dynacast();
+  /** The two data channels (sfu rooms; docs/protocol.md "Data messages"). */
+  private readonly data = new DataChannels((m) => this.emit('data', m));
 
   /**
    * Forgets the room as the lost session saw it (participants, with `participant_left`; views;
    * the peer connection), keeping what we publish for the next join.
    */
   protected override dropSession(): void {
+    this.data.detach();
     this.reports.clear();
     this.dynacast.clear();
     this.pendingSources.clear();
@@ -178,6 +184,18 @@ export class FanoutClient extends Negotiation {
     this.send({ type: 'track_settings', track_id: trackId, max_quality: quality });
   }
 
+  /**
+   * Sends a data message to everyone else in the room, or to the identities in `options.to`,
+   * on the reliable channel (default) or the lossy one. Receivers get a `data` event stamped with
+   * our participant id and identity. Throws a `RangeError` if the message is larger than its
+   * channel allows (`MAX_RELIABLE_BYTES`, `MAX_LOSSY_BYTES`); messages sent before the channels
+   * open wait for them. Not available in p2p rooms.
+   */
+  sendData(payload: string | Uint8Array, options: SendDataOptions = {}): void {
+    if (this.roomMode === 'p2p') throw new Error('data messages go through the server: not in p2p rooms');
+    this.data.send(payload, options);
+  }
+
   /** Leaves the room: tells the server, then closes the peer connection and the socket. */
   leave(): void {
     this.leaving = true;
@@ -193,6 +211,7 @@ export class FanoutClient extends Negotiation {
   }
 
   protected override teardown(): void {
+    this.data.clear();
     this.reports.clear();
     this.dynacast.clear();
     for (const track of this.ownedTracks) track.stop();
@@ -218,6 +237,8 @@ export class FanoutClient extends Negotiation {
       this.polite = true;
     }
     this.createPeerConnection();
+    // The data channels first: the offer their creation triggers carries them.
+    if (this.roomMode === 'sfu' && this.pc) this.data.attach(this.pc);
     // Joining again: publish what was published (one offer for all, on negotiationneeded).
     if (again) for (const { stream, options } of this.published) this.addTransceivers(stream, options);
   }

@@ -218,6 +218,8 @@ export type ErrorCode =
   | 'no_peer'
   | 'publish_not_allowed'
   | 'too_many_tracks'
+  | 'data_rejected'
+  | 'data_rate_limited'
   | 'server_draining'
   | 'server_shutdown'
   | 'removed'

@@ -2,6 +2,7 @@
 // `FanoutClient` dispatches and the error a join rejects with. `fanout.ts` re-exports them all.
 
 import type { ErrorCode, JoinedMessage, PublisherLayersMessage, Track, TrackLayerMessage, TrackSource } from '../protocol';
+import type { DataMessage } from './data';
 
 /** How a track is published. */
 export interface PublishOptions {
@@ -50,6 +51,8 @@ export interface FanoutEvents {
   active_speaker: { participantId: string };
   /** An administrator muted or unmuted a track (`participantId` may be our own). */
   track_muted: { participantId: string; trackId: string; muted: boolean };
+  /** A data message from another participant (or the server), on either channel. */
+  data: DataMessage;
   /** An `error` message from the server. */
   error: { code: ErrorCode; message: string };
   /** The browser refused a description (ours or the server's); media may be incomplete. */
