@@ -118,6 +118,19 @@ pub struct TrackEntry {
     pub muted: bool,
 }
 
+/// A track as webhooks describe it (here, not in `webhooks`, so that `webhooks` does not import
+/// `rooms`: the dependency runs one way).
+impl From<&TrackEntry> for HookTrack {
+    fn from(t: &TrackEntry) -> Self {
+        HookTrack {
+            id: t.id.clone(),
+            kind: t.kind.to_owned(),
+            source: t.source.to_owned(),
+            muted: t.muted,
+        }
+    }
+}
+
 struct Member {
     identity: String,
     name: String,

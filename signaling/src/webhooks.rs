@@ -21,7 +21,6 @@ use tokio::sync::mpsc;
 use tracing::{debug, warn};
 
 use crate::auth::unix_now;
-use crate::rooms::TrackEntry;
 
 /// Events queued per URL before new ones are dropped.
 const QUEUE: usize = 1024;
@@ -77,17 +76,6 @@ pub struct HookTrack {
     pub kind: String,
     pub source: String,
     pub muted: bool,
-}
-
-impl From<&TrackEntry> for HookTrack {
-    fn from(t: &TrackEntry) -> Self {
-        HookTrack {
-            id: t.id.clone(),
-            kind: t.kind.to_owned(),
-            source: t.source.to_owned(),
-            muted: t.muted,
-        }
-    }
 }
 
 /// One webhook event, as POSTed (JSON).
