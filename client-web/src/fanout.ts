@@ -65,6 +65,8 @@ export class FanoutClient extends Negotiation {
   private readonly dynacast = new Dynacast();
   /** The two data channels (sfu rooms; docs/protocol.md "Data messages"). */
   private readonly data = new DataChannels((m) => this.emit('data', m));
+  /** Whether the data channels are wanted (`enableData()`, or the first `sendData()`). */
+  private dataEnabled = false;
 
   /**
    * Forgets the room as the lost session saw it (participants, with `participant_left`; views;
@@ -193,7 +195,18 @@ export class FanoutClient extends Negotiation {
    */
   sendData(payload: string | Uint8Array, options: SendDataOptions = {}): void {
     if (this.roomMode === 'p2p') throw new Error('data messages go through the server: not in p2p rooms');
+    this.enableData();
     this.data.send(payload, options);
+  }
+
+  /**
+   * Opens the two data channels (now if joined, else at join), so that `data` events arrive;
+   * `sendData()` does it too. Opt-in: a client that never uses data messages negotiates no
+   * application section.
+   */
+  enableData(): void {
+    this.dataEnabled = true;
+    if (this.roomMode === 'sfu' && this.pc) this.data.attach(this.pc);
   }
 
   /** Leaves the room: tells the server, then closes the peer connection and the socket. */
@@ -238,7 +251,7 @@ export class FanoutClient extends Negotiation {
     }
     this.createPeerConnection();
     // The data channels first: the offer their creation triggers carries them.
-    if (this.roomMode === 'sfu' && this.pc) this.data.attach(this.pc);
+    if (this.dataEnabled && this.roomMode === 'sfu' && this.pc) this.data.attach(this.pc);
     // Joining again: publish what was published (one offer for all, on negotiationneeded).
     if (again) for (const { stream, options } of this.published) this.addTransceivers(stream, options);
   }

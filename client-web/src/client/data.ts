@@ -100,6 +100,8 @@ export function decodeDelivery(data: Uint8Array, reliable: boolean): DataMessage
 export class DataChannels {
   private reliable: RTCDataChannel | null = null;
   private lossy: RTCDataChannel | null = null;
+  /** The peer connection the channels are on. */
+  private pc: RTCPeerConnection | null = null;
   /** Sent before the channels opened, in order. */
   private queue: { envelope: Uint8Array<ArrayBuffer>; reliable: boolean }[] = [];
 
@@ -107,7 +109,9 @@ export class DataChannels {
 
   /** Creates both channels on `pc` (before its first offer, so that it carries them). */
   attach(pc: RTCPeerConnection): void {
+    if (this.pc === pc) return;
     this.detach();
+    this.pc = pc;
     const reliable = pc.createDataChannel('fanout-reliable', { negotiated: true, id: RELIABLE_STREAM });
     const lossy = pc.createDataChannel('fanout-lossy', {
       negotiated: true,
@@ -134,6 +138,7 @@ export class DataChannels {
 
   /** Forgets the channels (the peer connection closes); queued messages wait for the next. */
   detach(): void {
+    this.pc = null;
     this.reliable = null;
     this.lossy = null;
   }
