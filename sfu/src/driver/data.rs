@@ -3,8 +3,8 @@
 //! its room, stamped with the sender (`engine::data` has the envelope and the limits).
 //!
 //! A participant has channels once its client offers an application section (the client library
-//! creates the same two negotiated channels, stream ids 0 and 1, before its first offer); WHIP and
-//! WHEP sessions never do. A message to a room member on another driver crosses once per driver
+//! creates the same two negotiated channels, stream ids 0 and 1, when its user enables data, and
+//! its next offer adds the section); WHIP and WHEP sessions never do. A message to a room member on another driver crosses once per driver
 //! (`MeshMsg::Data`).
 
 use std::collections::BTreeSet;
