@@ -5,15 +5,15 @@
 //! messages. A join is checked in order: the server is not draining, the access token (unless
 //! `--dev` and none is given), then the room registry's limits; only then does the engine see
 //! it. It is generic over the socket's `Sink`/`Stream` halves, so tests can drive it without
-//! HTTP.
+//! HTTP. Who may join (and where a cluster routes a join) is in `admission`; p2p rooms, whose
+//! signals are relayed between two browsers, in `p2p`.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use axum::extract::ws::{CloseFrame, Message, Utf8Bytes};
 use futures_util::{Sink, SinkExt, Stream, StreamExt};
-use rand::distr::{Alphanumeric, SampleString};
-use sfu::{Event, JoinRequest, Participant, Permissions, Sfu, TrackSource};
+use sfu::{Event, JoinRequest, Participant, Sfu};
 use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
 use tracing::{debug, info, Instrument};
@@ -23,9 +23,16 @@ use crate::drain::Drain;
 use crate::metrics::Metrics;
 use crate::protocol::{
     parse_client_message_limited, ClientMessage, ErrorCode, IceCandidate, QualityName, RoomMode,
-    ServerMessage, SourceName, MAX_NAME_CHARS, MAX_ROOM_CHARS, PROTOCOL_VERSION,
+    ServerMessage, SourceName, PROTOCOL_VERSION,
 };
-use crate::rooms::{Kick, PeerSignal, Refusal, Rooms};
+use crate::rooms::{Kick, PeerSignal, Rooms};
+
+mod admission;
+mod p2p;
+
+use admission::route;
+pub(crate) use admission::{admit, Admitted};
+use p2p::{forward_signal, handle_p2p, join_p2p};
 
 /// How often the server pings, and how long a silent socket lives: a client that loses its
 /// network is removed (and the room told) within about five seconds.
@@ -335,153 +342,6 @@ fn close_reason(code: ErrorCode) -> &'static str {
     }
 }
 
-/// Who the participant is and what it may do: from its token, or (in `--dev`, without one)
-/// a fresh identity with every permission.
-fn admission(
-    ctx: &SessionContext,
-    room: &str,
-    name: &str,
-    token: Option<&str>,
-) -> Result<(String, String, Permissions), (ErrorCode, String)> {
-    if token.is_none() && ctx.dev {
-        let identity = format!("dev-{}", Alphanumeric.sample_string(&mut rand::rng(), 8));
-        return Ok((identity, name.to_owned(), Permissions::default()));
-    }
-    let claims = ctx
-        .auth
-        .verify_join(token, room)
-        .map_err(|e| (ErrorCode::from(e), e.to_string()))?;
-    let name = claims
-        .name
-        .filter(|n| !n.is_empty())
-        .unwrap_or_else(|| name.to_owned());
-    let sources = match &claims.grants.sources {
-        None => None,
-        Some(list) => Some(
-            list.iter()
-                .map(|s| {
-                    TrackSource::parse(s).ok_or_else(|| {
-                        (
-                            ErrorCode::TokenMalformed,
-                            format!("the token's grants name an unknown source {s:?}"),
-                        )
-                    })
-                })
-                .collect::<Result<Vec<_>, _>>()?,
-        ),
-    };
-    Ok((
-        claims.sub,
-        name,
-        Permissions {
-            publish: claims.grants.publish,
-            subscribe: claims.grants.subscribe,
-            sources,
-            data: claims.grants.data,
-        },
-    ))
-}
-
-/// A join that passed every check, holding its place in the room.
-pub(crate) struct Admitted {
-    pub reservation: crate::rooms::Reservation,
-    pub identity: String,
-    pub name: String,
-    pub permissions: Permissions,
-}
-
-/// The checks every join goes through, whatever its transport (WebSocket, WHIP, WHEP): the
-/// server is not draining, room and name are valid, the token (unless `--dev` and none is
-/// given), then the room registry's limits and the room's `mode`, if one is asked for.
-pub(crate) fn admit(
-    ctx: &SessionContext,
-    room: &str,
-    name: &str,
-    token: Option<&str>,
-    mode: Option<RoomMode>,
-) -> Result<Admitted, (ErrorCode, String)> {
-    // A draining node of a cluster still takes joins for the rooms it holds: they finish here.
-    if ctx.drain.is_draining() && !(ctx.cluster.is_some() && ctx.rooms.exists(room)) {
-        return Err(draining());
-    }
-    check_room_name(room)?;
-    let (identity, name, permissions) = admission(ctx, room, name, token)?;
-    let name_len = name.chars().count();
-    if name_len == 0 || name_len > MAX_NAME_CHARS {
-        return Err((
-            ErrorCode::InvalidMessage,
-            format!("name must be 1 to {MAX_NAME_CHARS} characters"),
-        ));
-    }
-    if identity.is_empty() || identity.chars().count() > MAX_NAME_CHARS {
-        return Err((
-            ErrorCode::TokenMalformed,
-            format!("the token's identity must be 1 to {MAX_NAME_CHARS} characters"),
-        ));
-    }
-    let reservation = ctx.rooms.reserve_mode(room, mode).map_err(|refusal| {
-        let code = match refusal {
-            Refusal::RoomNotFound(_) => ErrorCode::RoomNotFound,
-            Refusal::RoomFull { .. } => ErrorCode::RoomFull,
-            Refusal::TooManyRooms(_) => ErrorCode::TooManyRooms,
-            Refusal::ModeMismatch { .. } => ErrorCode::RoomModeMismatch,
-        };
-        (code, refusal.to_string())
-    })?;
-    Ok(Admitted {
-        reservation,
-        identity,
-        name,
-        permissions,
-    })
-}
-
-/// A room name of 1 to [`MAX_ROOM_CHARS`] characters.
-fn check_room_name(room: &str) -> Result<(), (ErrorCode, String)> {
-    let len = room.chars().count();
-    if len == 0 || len > MAX_ROOM_CHARS {
-        return Err((
-            ErrorCode::InvalidMessage,
-            format!("room must be 1 to {MAX_ROOM_CHARS} characters"),
-        ));
-    }
-    Ok(())
-}
-
-/// Multi-node: where a join for `room` goes (`None`: here). A draining node takes joins only
-/// for the rooms it holds; the others are sent back to the load balancer.
-async fn route(
-    ctx: &SessionContext,
-    cluster: &crate::cluster::Cluster,
-    origin: Origin,
-    room: &str,
-    name: &str,
-    token: Option<&str>,
-) -> Result<Option<crate::proxy::Upstream>, (ErrorCode, String)> {
-    if ctx.drain.is_draining() && !ctx.rooms.exists(room) {
-        return Err(draining());
-    }
-    // Refused here what the room's node would refuse anyway (any node verifies tokens): a bad
-    // join places no room and opens no proxy.
-    check_room_name(room)?;
-    admission(ctx, room, name, token)?;
-    crate::proxy::open(cluster, room, origin == Origin::Node)
-        .await
-        .map_err(|e| {
-            info!(room, %e, "join not routed");
-            (ErrorCode::ClusterUnavailable, e.to_string())
-        })
-}
-
-fn draining() -> (ErrorCode, String) {
-    (
-        ErrorCode::ServerDraining,
-        "this server is draining and takes no new participants; join again (through the load \
-         balancer) to reach another server"
-            .into(),
-    )
-}
-
 async fn join<S: Sink<Message> + Unpin>(
     ctx: &SessionContext,
     joined: &mut Option<Joined>,
@@ -557,46 +417,6 @@ async fn join<S: Sink<Message> + Unpin>(
     welcome(ctx, joined, sink, entry, participants, &identity, started).await
 }
 
-/// A join into a p2p room: no engine participant, only a place in the registry, which relays
-/// signals between the room's (at most two) participants.
-#[allow(clippy::too_many_arguments)]
-async fn join_p2p<S: Sink<Message> + Unpin>(
-    ctx: &SessionContext,
-    joined: &mut Option<Joined>,
-    sink: &mut S,
-    room: String,
-    reservation: crate::rooms::Reservation,
-    identity: String,
-    name: String,
-    started: Instant,
-) -> Flow {
-    let id = format!("PA_{}", Alphanumeric.sample_string(&mut rand::rng(), 12));
-    let span = tracing::Span::current();
-    span.record("room", room.as_str());
-    span.record("participant", id.as_str());
-    let (kick_tx, kicks) = mpsc::unbounded_channel();
-    let (signal_tx, signals) = mpsc::unbounded_channel();
-    let others = ctx
-        .rooms
-        .admit_peer(reservation, &id, &identity, &name, kick_tx, signal_tx);
-    let participants = others
-        .into_iter()
-        .map(|p| crate::protocol::Participant {
-            id: p.id,
-            identity: p.identity,
-            name: p.name,
-            tracks: Vec::new(),
-        })
-        .collect();
-    let entry = Joined {
-        id,
-        room,
-        link: Link::P2p { signals },
-        kicks,
-    };
-    welcome(ctx, joined, sink, entry, participants, &identity, started).await
-}
-
 /// Sends `joined` for a session that took its place (`entry`), and keeps the session.
 async fn welcome<S: Sink<Message> + Unpin>(
     ctx: &SessionContext,
@@ -629,61 +449,6 @@ async fn welcome<S: Sink<Message> + Unpin>(
     info!(%identity, mode = mode.as_str(), "joined");
     *joined = Some(entry);
     if ok {
-        Flow::Continue
-    } else {
-        Flow::Close(1011, "send failed")
-    }
-}
-
-/// p2p: relays an offer, answer or candidate to the room's other participant.
-async fn relay<S: Sink<Message> + Unpin>(
-    ctx: &SessionContext,
-    sink: &mut S,
-    j: &Joined,
-    signal: PeerSignal,
-) -> Flow {
-    if ctx.rooms.relay(&j.room, &j.id, signal) == 0 {
-        return send_error(
-            ctx,
-            sink,
-            ErrorCode::NoPeer,
-            "nobody else is in this p2p room: negotiate once participant_joined arrives".into(),
-        )
-        .await;
-    }
-    Flow::Continue
-}
-
-/// A relayed SDP must at least look like one; the other browser checks the rest.
-fn looks_like_sdp(sdp: &str) -> bool {
-    sdp.starts_with("v=0")
-}
-
-async fn forward_signal<S: Sink<Message> + Unpin>(sink: &mut S, signal: PeerSignal) -> Flow {
-    let msg = match signal {
-        PeerSignal::Joined { id, identity, name } => ServerMessage::ParticipantJoined {
-            participant: crate::protocol::Participant {
-                id,
-                identity,
-                name,
-                tracks: Vec::new(),
-            },
-        },
-        PeerSignal::Left { id } => ServerMessage::ParticipantLeft { participant_id: id },
-        PeerSignal::Offer { from, sdp } => ServerMessage::Offer {
-            sdp,
-            from: Some(from),
-        },
-        PeerSignal::Answer { from, sdp } => ServerMessage::Answer {
-            sdp,
-            from: Some(from),
-        },
-        PeerSignal::Candidate { from, candidate } => ServerMessage::Candidate {
-            candidate,
-            from: Some(from),
-        },
-    };
-    if send(sink, &msg).await {
         Flow::Continue
     } else {
         Flow::Close(1011, "send failed")
@@ -758,40 +523,6 @@ async fn handle_frame<S: Sink<Message> + Unpin>(
             Link::Media { participant, .. } => handle_media(ctx, sink, participant, msg).await,
             Link::P2p { .. } => handle_p2p(ctx, sink, j, msg).await,
         },
-    }
-}
-
-/// A joined client's message in a p2p room: offers, answers and candidates go to the other
-/// participant; what concerns the server's forwarding (track settings and sources) is ignored.
-async fn handle_p2p<S: Sink<Message> + Unpin>(
-    ctx: &SessionContext,
-    sink: &mut S,
-    j: &Joined,
-    msg: ClientMessage,
-) -> Flow {
-    let from = j.id.clone();
-    match msg {
-        ClientMessage::Offer { sdp } | ClientMessage::Answer { sdp } if !looks_like_sdp(&sdp) => {
-            send_error(
-                ctx,
-                sink,
-                ErrorCode::InvalidSdp,
-                "an SDP starts with \"v=0\"".into(),
-            )
-            .await
-        }
-        ClientMessage::Offer { sdp } => relay(ctx, sink, j, PeerSignal::Offer { from, sdp }).await,
-        ClientMessage::Answer { sdp } => {
-            relay(ctx, sink, j, PeerSignal::Answer { from, sdp }).await
-        }
-        // End of candidates needs no relaying: the other browser does fine without it.
-        ClientMessage::Candidate { candidate: None } => Flow::Continue,
-        ClientMessage::Candidate {
-            candidate: Some(candidate),
-        } => relay(ctx, sink, j, PeerSignal::Candidate { from, candidate }).await,
-        ClientMessage::Leave {} => Flow::Close(1000, "left"),
-        ClientMessage::TrackSettings { .. } | ClientMessage::TrackSource { .. } => Flow::Continue,
-        ClientMessage::Join { .. } => Flow::Continue,
     }
 }
 
