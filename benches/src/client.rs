@@ -15,9 +15,7 @@ use std::time::{Duration, Instant};
 use bytes::{Bytes, BytesMut};
 use hdrhistogram::Histogram;
 use rtc::media_stream::MediaStreamTrack;
-use rtc::peer_connection::configuration::media_engine::{
-    MediaEngine, MIME_TYPE_OPUS, MIME_TYPE_VP8,
-};
+use rtc::peer_connection::configuration::media_engine::{MIME_TYPE_OPUS, MIME_TYPE_VP8};
 use rtc::peer_connection::configuration::setting_engine::SettingEngineBuilder;
 use rtc::peer_connection::configuration::RTCConfigurationBuilder;
 use rtc::peer_connection::event::RTCPeerConnectionEvent;
@@ -32,25 +30,19 @@ use rtc::rtcp::payload_feedbacks::full_intra_request::FullIntraRequest;
 use rtc::rtcp::payload_feedbacks::picture_loss_indication::PictureLossIndication;
 use rtc::rtp;
 use rtc::rtp_transceiver::rtp_sender::{
-    RTCPFeedback, RTCRtpCodec, RTCRtpCodecParameters, RTCRtpCodingParameters,
-    RTCRtpEncodingParameters, RTCRtpHeaderExtensionCapability, RtpCodecKind,
+    RTCRtpCodec, RTCRtpCodingParameters, RTCRtpEncodingParameters, RtpCodecKind,
 };
 use rtc::rtp_transceiver::RTCRtpSenderId;
 use rtc::sansio::Protocol;
 use rtc::shared::marshal::MarshalSize;
 use rtc::shared::{TaggedBytesMut, TransportContext, TransportProtocol};
+use testkit::client::{media_engine, OPUS_PT, URI_AUDIO_LEVEL, URI_MID, URI_RID, VP8_PT};
 use tokio::net::UdpSocket;
 use tokio::sync::{mpsc, watch};
 
 use crate::media::{self, Stamp, Vp8Layer, AUDIO_INTERVAL, LAYERS, VIDEO_FPS};
 use crate::signal::{SigIn, SigOut};
 
-const OPUS_PT: u8 = 111;
-const VP8_PT: u8 = 96;
-const URI_AUDIO_LEVEL: &str = "urn:ietf:params:rtp-hdrext:ssrc-audio-level";
-const URI_MID: &str = "urn:ietf:params:rtp-hdrext:sdes:mid";
-const URI_RID: &str = "urn:ietf:params:rtp-hdrext:sdes:rtp-stream-id";
-const URI_RRID: &str = "urn:ietf:params:rtp-hdrext:sdes:repaired-rtp-stream-id";
 /// Socket buffers of each client socket (the kernel caps them at net.core.[rw]mem_max).
 const SOCKET_BUFFER: usize = 1 << 20;
 const ICE_CHECK_INTERVAL: Duration = Duration::from_millis(50);
@@ -186,62 +178,6 @@ pub struct Conn {
     tracks: HashSet<String>,
     first_media: Option<Instant>,
     signaling_closed: bool,
-}
-
-fn media_engine() -> anyhow::Result<MediaEngine> {
-    let mut me = MediaEngine::default();
-    me.register_codec(
-        RTCRtpCodecParameters {
-            rtp_codec: RTCRtpCodec {
-                mime_type: MIME_TYPE_OPUS.to_owned(),
-                clock_rate: 48000,
-                channels: 2,
-                sdp_fmtp_line: "minptime=10;useinbandfec=1".to_owned(),
-                rtcp_feedback: vec![],
-            },
-            payload_type: OPUS_PT,
-        },
-        RtpCodecKind::Audio,
-    )?;
-    me.register_codec(
-        RTCRtpCodecParameters {
-            rtp_codec: RTCRtpCodec {
-                mime_type: MIME_TYPE_VP8.to_owned(),
-                clock_rate: 90000,
-                channels: 0,
-                sdp_fmtp_line: String::new(),
-                rtcp_feedback: ["ccm fir", "nack pli"]
-                    .iter()
-                    .map(|fb| {
-                        let (typ, parameter) = fb.split_once(' ').unwrap_or((fb, ""));
-                        RTCPFeedback {
-                            typ: typ.to_owned(),
-                            parameter: parameter.to_owned(),
-                        }
-                    })
-                    .collect(),
-            },
-            payload_type: VP8_PT,
-        },
-        RtpCodecKind::Video,
-    )?;
-    for (uri, kinds) in [
-        (URI_AUDIO_LEVEL, &[RtpCodecKind::Audio][..]),
-        (URI_MID, &[RtpCodecKind::Audio, RtpCodecKind::Video][..]),
-        (URI_RID, &[RtpCodecKind::Video][..]),
-        (URI_RRID, &[RtpCodecKind::Video][..]),
-    ] {
-        for &kind in kinds {
-            me.register_header_extension(
-                RTCRtpHeaderExtensionCapability {
-                    uri: uri.to_owned(),
-                },
-                kind,
-                None,
-            )?;
-        }
-    }
-    Ok(me)
 }
 
 fn bind_socket(ip: IpAddr) -> std::io::Result<UdpSocket> {
@@ -847,7 +783,7 @@ mod tests {
         assert_eq!(extmap_id(sdp, URI_AUDIO_LEVEL), Some(1));
         assert_eq!(extmap_id(sdp, URI_MID), Some(2));
         assert_eq!(extmap_id(sdp, URI_RID), Some(3));
-        assert_eq!(extmap_id(sdp, URI_RRID), None);
+        assert_eq!(extmap_id(sdp, testkit::client::URI_RRID), None);
         assert_eq!(sending_mid(sdp, "audio").as_deref(), Some("0"));
         assert_eq!(sending_mid(sdp, "video").as_deref(), Some("2"));
     }

@@ -61,6 +61,8 @@ use sfu::engine::layers::{allocate, desired, Demand, LayerState, Quality, Wants}
 use sfu::engine::rewriter::{PacketIn, RtpRewriter, Verdict};
 use sfu::engine::seq::SeqUnwrapper;
 use sfu::engine::vp8::{self, Vp8Descriptor};
+use testkit::stun::BindingRequest;
+use testkit::vp8::{payload_head, Descriptor};
 
 const VIDEO_CLOCK: u32 = 90_000;
 /// Payload bytes of one video packet (descriptor included), as a 720p VP8 layer sends them.
@@ -80,25 +82,13 @@ fn criterion() -> Criterion {
 // ---------------------------------------------------------------------------------------------
 // The synthetic publisher stream
 
-/// A VP8 payload: descriptor with X=1, S=1, partition 0; I (15-bit picture id), L (TL0PICIDX) and
-/// T present, as Chromium sends simulcast; then, for a keyframe, a 1280x720 keyframe header.
+/// A VP8 payload as Chromium sends simulcast (descriptor with picture id, TL0PICIDX and T);
+/// for a keyframe, a 1280x720 keyframe header.
 fn vp8_payload(keyframe: bool, start: bool, picture_id: u16, tl0: u8) -> Bytes {
-    let b0 = if start { 0x90 } else { 0x80 };
-    let mut p = vec![
-        b0,
-        0xe0,
-        0x80 | (picture_id >> 8) as u8 & 0x7f,
-        picture_id as u8,
-        tl0,
-        0x20,
-    ];
-    if keyframe {
-        p.extend_from_slice(&[0x50, 0x2a, 0x00, 0x9d, 0x01, 0x2a]);
-        p.extend_from_slice(&1280u16.to_le_bytes());
-        p.extend_from_slice(&720u16.to_le_bytes());
-    } else {
-        p.extend_from_slice(&[0x51, 0x2a, 0x00]);
-    }
+    let mut p = payload_head(
+        Descriptor::simulcast(start, picture_id, tl0),
+        keyframe.then_some((1280, 720)),
+    );
     p.resize(PAYLOAD_LEN, 0xa5);
     Bytes::from(p)
 }
@@ -889,32 +879,11 @@ fn bench_parsers(c: &mut Criterion) {
     g.bench_function("rtp_datagram", |b| {
         b.iter(|| black_box(classify(black_box(&rtp))))
     });
-    let stun = stun_binding_request("srv00000001:clientuf");
+    let stun = BindingRequest::checked(b"srv00000001:clientuf", "password").encode();
     g.bench_function("stun_binding_ufrag", |b| {
         b.iter(|| black_box(stun_binding_local_ufrag(black_box(&stun)).map(str::len)))
     });
     g.finish();
-}
-
-/// A STUN binding request carrying USERNAME (and a dummy PRIORITY before it).
-fn stun_binding_request(username: &str) -> Vec<u8> {
-    let mut body = Vec::new();
-    body.extend_from_slice(&0x0024u16.to_be_bytes());
-    body.extend_from_slice(&4u16.to_be_bytes());
-    body.extend_from_slice(&[0x6e, 0x7f, 0x1e, 0xff]);
-    body.extend_from_slice(&0x0006u16.to_be_bytes());
-    body.extend_from_slice(&(username.len() as u16).to_be_bytes());
-    body.extend_from_slice(username.as_bytes());
-    while body.len() % 4 != 0 {
-        body.push(0);
-    }
-    let mut d = Vec::new();
-    d.extend_from_slice(&0x0001u16.to_be_bytes());
-    d.extend_from_slice(&(body.len() as u16).to_be_bytes());
-    d.extend_from_slice(&[0x21, 0x12, 0xa4, 0x42]);
-    d.extend_from_slice(&[7; 12]);
-    d.extend_from_slice(&body);
-    d
 }
 
 // ---------------------------------------------------------------------------------------------

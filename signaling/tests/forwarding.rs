@@ -23,6 +23,7 @@ use rtc::rtp_transceiver::rtp_sender::{
     RTCRtpCodec, RTCRtpCodingParameters, RTCRtpEncodingParameters, RtpCodecKind,
 };
 use serde_json::Value;
+use testkit::vp8::{self, Descriptor};
 use tokio::time::{timeout, Instant};
 use webrtc::media_stream::track_local::static_rtp::TrackLocalStaticRTP;
 use webrtc::media_stream::track_local::{TrackLocal, TrackLocalEvent};
@@ -88,17 +89,11 @@ fn find_marker(payload: &[u8]) -> Option<Marker> {
 /// descriptor's S bit and the frame tag (P = 0 for a keyframe, with the keyframe start code and
 /// a 640x480 size; P = 1 for an interframe); later packets are continuations (S = 0).
 fn vp8_payload(publisher: u8, counter: u32, keyframe: bool, part: usize) -> Vec<u8> {
-    let mut p = Vec::with_capacity(160);
-    match (part, keyframe) {
-        (0, true) => p.extend_from_slice(&[
-            0x10, // descriptor: S=1, PID=0
-            0x30, 0x02, 0x00, // frame tag, P=0 (keyframe)
-            0x9d, 0x01, 0x2a, // keyframe start code
-            0x80, 0x02, 0xe0, 0x01, // 640 x 480
-        ]),
-        (0, false) => p.extend_from_slice(&[0x10, 0x31, 0x00, 0x00]), // S=1, P=1 (interframe)
-        _ => p.push(0x00),                                            // continuation: S=0
-    }
+    let start = Descriptor {
+        start: part == 0,
+        ..Descriptor::default()
+    };
+    let mut p = vp8::payload_head(start, keyframe.then_some((640, 480)));
     p.extend(marked_body(publisher, Kind::Video, counter, 120));
     p
 }

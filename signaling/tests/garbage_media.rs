@@ -8,6 +8,7 @@ use std::time::Duration;
 use futures_util::SinkExt;
 use rand::{Rng, RngCore};
 use serde_json::{json, Value};
+use testkit::stun::BindingRequest;
 use tokio::net::UdpSocket;
 use tokio_tungstenite::connect_async;
 use tokio_tungstenite::tungstenite::Message;
@@ -56,44 +57,19 @@ async fn join_and_offer(url: &str, name: &str) -> (Ws, String, String) {
     (ws, attr("a=ice-ufrag:"), attr("a=ice-pwd:"))
 }
 
-fn put_attr(m: &mut Vec<u8>, typ: u16, value: &[u8]) {
-    m.extend_from_slice(&typ.to_be_bytes());
-    m.extend_from_slice(&(value.len() as u16).to_be_bytes());
-    m.extend_from_slice(value);
-    while !m.len().is_multiple_of(4) {
-        m.push(0);
-    }
-}
-
-fn set_len(m: &mut [u8], body_len: usize) {
-    m[2..4].copy_from_slice(&(body_len as u16).to_be_bytes());
-}
-
 /// A STUN binding request as a controlling ICE agent sends it, with MESSAGE-INTEGRITY keyed by
-/// the server's ice-pwd and a FINGERPRINT (RFC 8489, RFC 8445).
+/// the server's ice-pwd (spoiled unless `valid_integrity`) and a FINGERPRINT. No USE-CANDIDATE:
+/// rtc's controlled agent answers such a check at once (with USE-CANDIDATE it first runs its own
+/// triggered check, which this fake client would have to answer).
 fn binding_request(username: &str, pwd: &str, valid_integrity: bool) -> Vec<u8> {
-    let mut m = vec![0x00, 0x01, 0, 0, 0x21, 0x12, 0xa4, 0x42];
-    let mut txid = [0u8; 12];
-    rand::rng().fill_bytes(&mut txid);
-    m.extend_from_slice(&txid);
-    put_attr(&mut m, 0x0006, username.as_bytes());
-    put_attr(&mut m, 0x0024, &0x6e7f_1effu32.to_be_bytes()); // PRIORITY
-    put_attr(&mut m, 0x802a, &42u64.to_be_bytes()); // ICE-CONTROLLING
-                                                    // No USE-CANDIDATE: rtc's controlled agent answers such a check at once (with USE-CANDIDATE it
-                                                    // first runs its own triggered check, which this fake client would have to answer).
-    let body = m.len() - 20 + 24;
-    set_len(&mut m, body);
-    let key = ring::hmac::Key::new(ring::hmac::HMAC_SHA1_FOR_LEGACY_USE_ONLY, pwd.as_bytes());
-    let mut mac = ring::hmac::sign(&key, &m).as_ref().to_vec();
-    if !valid_integrity {
-        mac[0] ^= 0xff;
+    let mut transaction_id = [0u8; 12];
+    rand::rng().fill_bytes(&mut transaction_id);
+    BindingRequest {
+        transaction_id,
+        spoil_integrity: !valid_integrity,
+        ..BindingRequest::checked(username.as_bytes(), pwd)
     }
-    put_attr(&mut m, 0x0008, &mac);
-    let body = m.len() - 20 + 8;
-    set_len(&mut m, body);
-    let crc = crc::Crc::<u32>::new(&crc::CRC_32_ISO_HDLC).checksum(&m) ^ 0x5354_554e;
-    put_attr(&mut m, 0x8028, &crc.to_be_bytes());
-    m
+    .encode()
 }
 
 /// Whether a STUN message of type `typ` arrives within half a second (other datagrams, such as

@@ -12,6 +12,7 @@ use common::{count_received, grows, publish_synthetic, RtcClient, TestServer};
 use rand::RngCore;
 use rtc::rtp_transceiver::rtp_sender::RtpCodecKind;
 use sfu::SfuConfig;
+use testkit::stun::BindingRequest;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
@@ -65,12 +66,7 @@ async fn garbage_on_the_ice_tcp_port_is_dropped_and_calls_keep_their_media() {
         let mut frame = vec![0u8; 32 + (i % 200)];
         rng.fill_bytes(&mut frame);
         if i % 3 == 0 {
-            // A STUN binding request header with a USERNAME attribute "nobody:x".
-            frame[..4].copy_from_slice(&[0x00, 0x01, 0x00, 0x0c]);
-            frame[4..8].copy_from_slice(&[0x21, 0x12, 0xa4, 0x42]);
-            frame.truncate(32);
-            frame[20..24].copy_from_slice(&[0x00, 0x06, 0x00, 0x08]);
-            frame[24..32].copy_from_slice(b"nobody:x");
+            frame = BindingRequest::new(b"nobody:x").encode();
         }
         let mut framed = (frame.len() as u16).to_be_bytes().to_vec();
         framed.extend_from_slice(&frame);

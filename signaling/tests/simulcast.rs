@@ -26,6 +26,7 @@ use rtc::rtp_transceiver::rtp_sender::{
     RTCRtpCodec, RTCRtpCodingParameters, RTCRtpEncodingParameters, RtpCodecKind,
 };
 use serde_json::{json, Value};
+use testkit::vp8::{self, Descriptor};
 use tokio::time::{timeout, Instant};
 use webrtc::media_stream::track_local::static_rtp::TrackLocalStaticRTP;
 use webrtc::media_stream::track_local::{TrackLocal, TrackLocalEvent};
@@ -53,25 +54,13 @@ struct LayerControl {
 /// frame starts it (S=1) with a frame tag; a keyframe's tag carries the start code and the
 /// layer's size. The body marks layer and frame.
 fn vp8_payload(layer: u8, frame: u32, pid: u16, tl0: u8, keyframe: bool, part: usize) -> Vec<u8> {
-    let s_bit = if part == 0 { 0x10 } else { 0x00 };
-    let mut p = vec![
-        0x80 | s_bit,
-        0xe0,
-        0x80 | (pid >> 8) as u8 & 0x7f,
-        pid as u8,
-        tl0,
-        0x00,
-    ];
-    if part == 0 {
-        if keyframe {
-            let (w, h) = SIZES[usize::from(layer)];
-            p.extend_from_slice(&[0x30, 0x02, 0x00, 0x9d, 0x01, 0x2a]);
-            p.extend_from_slice(&w.to_le_bytes());
-            p.extend_from_slice(&h.to_le_bytes());
-        } else {
-            p.extend_from_slice(&[0x31, 0x00, 0x00]);
-        }
-    }
+    let descriptor = Descriptor {
+        start: part == 0,
+        picture_id: Some(pid),
+        tl0_pic_idx: Some(tl0),
+        temporal: Some((0, false)),
+    };
+    let mut p = vp8::payload_head(descriptor, keyframe.then(|| SIZES[usize::from(layer)]));
     p.extend_from_slice(b"LAYER");
     p.push(layer);
     p.extend_from_slice(&frame.to_be_bytes());
@@ -84,8 +73,8 @@ fn vp8_payload(layer: u8, frame: u32, pid: u16, tl0: u8, keyframe: bool, part: u
 fn inspect(payload: &[u8]) -> Option<(u8, u16, u8)> {
     let at = payload.windows(5).position(|w| w == b"LAYER")?;
     let layer = *payload.get(at + 5)?;
-    let pid = (u16::from(payload[2] & 0x7f) << 8) | u16::from(payload[3]);
-    Some((layer, pid, payload[4]))
+    let (d, _) = Descriptor::parse(payload)?;
+    Some((layer, d.picture_id?, d.tl0_pic_idx?))
 }
 
 async fn stream_layers(

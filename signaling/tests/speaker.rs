@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use common::{RtcClient, TestServer, AUDIO_LEVEL_URI};
+use common::{RtcClient, TestServer, URI_AUDIO_LEVEL};
 use rtc::media_stream::MediaStreamTrack;
 use rtc::rtp;
 use rtc::rtp_transceiver::rtp_sender::{
@@ -65,7 +65,7 @@ async fn speaker(
     client.publish(SIGNAL_TIMEOUT).await;
     client.wait_connected(SIGNAL_TIMEOUT).await;
     let sdp = client.pc.local_description().await.expect("local sdp").sdp;
-    let ext_id = common::sdp_extension_id(&sdp, AUDIO_LEVEL_URI);
+    let ext_id = common::sdp_extension_id(&sdp, URI_AUDIO_LEVEL);
     let pt = common::negotiated_pt(&sender).await;
     let task = tokio::spawn(async move {
         let _ = go.wait_for(|go| *go).await;

@@ -92,23 +92,11 @@ fn stun_attribute(datagram: &[u8], attr: u16) -> Option<&[u8]> {
 mod tests {
     use super::*;
 
+    use testkit::stun::BindingRequest;
+
+    /// USERNAME, then PRIORITY: walking the attributes continues past the username's padding.
     fn binding_request(username: &[u8]) -> Vec<u8> {
-        let mut attrs = Vec::new();
-        attrs.extend_from_slice(&STUN_ATTR_USERNAME.to_be_bytes());
-        attrs.extend_from_slice(&(username.len() as u16).to_be_bytes());
-        attrs.extend_from_slice(username);
-        while attrs.len() % 4 != 0 {
-            attrs.push(0);
-        }
-        // A PRIORITY attribute after it, to check that walking continues past padding.
-        attrs.extend_from_slice(&[0x00, 0x24, 0x00, 0x04, 1, 2, 3, 4]);
-        let mut m = Vec::new();
-        m.extend_from_slice(&STUN_BINDING_REQUEST.to_be_bytes());
-        m.extend_from_slice(&(attrs.len() as u16).to_be_bytes());
-        m.extend_from_slice(&STUN_MAGIC_COOKIE);
-        m.extend_from_slice(&[7; 12]);
-        m.extend_from_slice(&attrs);
-        m
+        BindingRequest::new(username).encode()
     }
 
     #[test]
@@ -134,13 +122,14 @@ mod tests {
 
     #[test]
     fn tells_a_nominating_check() {
-        let mut m = binding_request(b"srvufrag:cliufrag");
+        let m = binding_request(b"srvufrag:cliufrag");
         assert!(is_stun_binding_request(&m));
         assert!(!is_nominating_check(&m));
-        // USE-CANDIDATE: type 0x0025, no value.
-        m.extend_from_slice(&[0x00, 0x25, 0x00, 0x00]);
-        let len = (m.len() - STUN_HEADER_LEN) as u16;
-        m[2..4].copy_from_slice(&len.to_be_bytes());
+        let m = BindingRequest {
+            use_candidate: true,
+            ..BindingRequest::new(b"srvufrag:cliufrag")
+        }
+        .encode();
         assert!(is_nominating_check(&m));
         assert_eq!(stun_binding_local_ufrag(&m), Some("srvufrag"));
         let mut response = m.clone();

@@ -1,12 +1,11 @@
 //! The client side of the harness: an `rtc` peer connection as a browser has it, its share of
 //! the signaling, and a synthetic VP8 source that answers keyframe requests.
 
-use std::collections::VecDeque;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use bytes::{Bytes, BytesMut};
-use rtc::interceptor::{Attribute, Interceptor, Packet, Registry, Slot, StreamInfo, TaggedPacket};
+use bytes::Bytes;
+use rtc::interceptor::{Registry, Slot};
 use rtc::peer_connection::configuration::interceptor_registry::register_default_interceptors;
 use rtc::peer_connection::configuration::media_engine::MIME_TYPE_VP8;
 use rtc::peer_connection::configuration::setting_engine::SettingEngineBuilder;
@@ -17,14 +16,13 @@ use rtc::peer_connection::sdp::RTCSessionDescription;
 use rtc::peer_connection::state::RTCPeerConnectionState;
 use rtc::peer_connection::transport::RTCIceCandidateInit;
 use rtc::peer_connection::{RTCPeerConnection, RTCPeerConnectionBuilder};
-use rtc::rtcp::payload_feedbacks::full_intra_request::FullIntraRequest;
-use rtc::rtcp::payload_feedbacks::picture_loss_indication::PictureLossIndication;
 use rtc::rtp;
 use rtc::rtp_transceiver::RTCRtpSenderId;
 use rtc::sansio::Protocol;
-use rtc::shared::error::Error as RtcError;
 use sfu::api::Command;
 use sfu::{Event, JoinInfo};
+use testkit::client::{is_keyframe_request, KeyframeRequestTap};
+use testkit::vp8::{self, Descriptor};
 
 /// Frames per second of the synthetic video, and its RTP clock.
 pub const FPS: u64 = 30;
@@ -320,31 +318,19 @@ pub fn vp8_payload(
     frame: u64,
     k: usize,
 ) -> Bytes {
-    let mut p = BytesMut::new();
-    p.extend_from_slice(&[
-        if start { 0x90 } else { 0x80 },
-        0xe0,
-        0x80 | (picture_id >> 8) as u8 & 0x7f,
-        picture_id as u8,
-        frame as u8,
-        0x20,
-    ]);
-    if start && keyframe {
-        p.extend_from_slice(&[0x50, 0x2a, 0x00, 0x9d, 0x01, 0x2a]);
-        let (width, height) = layer_size(layer);
-        p.extend_from_slice(&(width as u16).to_le_bytes());
-        p.extend_from_slice(&(height as u16).to_le_bytes());
-    } else if start {
-        p.extend_from_slice(&[0x51, 0x2a, 0x00]);
-    }
+    let (width, height) = layer_size(layer);
+    let mut p = vp8::payload_head(
+        Descriptor::simulcast(start, picture_id, frame as u8),
+        keyframe.then_some((width as u16, height as u16)),
+    );
     p.extend_from_slice(format!("layer {layer} frame {frame} packet {k};").as_bytes());
     p.resize(p.len() + 120, 0xa5);
-    p.freeze()
+    Bytes::from(p)
 }
 
 /// The picture id in a payload written by [`vp8_payload`] (or rewritten by the driver).
 pub fn picture_id(payload: &[u8]) -> u16 {
-    (u16::from(payload[2] & 0x7f) << 8) | u16::from(payload[3])
+    vp8::picture_id(payload).expect("a VP8 payload with a picture id")
 }
 
 /// A client peer connection as a browser has it: full ICE agent (controlling against the lite
@@ -373,63 +359,4 @@ pub(super) fn client_pc(now: Instant, addr: SocketAddr, i: usize) -> RTCPeerConn
     pc.add_local_candidate(candidate)
         .expect("add the host candidate");
     pc
-}
-
-fn is_keyframe_request(p: &dyn std::any::Any) -> bool {
-    p.downcast_ref::<PictureLossIndication>().is_some()
-        || p.downcast_ref::<FullIntraRequest>().is_some()
-}
-
-/// Lets PLI and FIR out of the client's interceptor chain (rtc keeps RTCP inside it), so the
-/// synthetic publisher answers them with a keyframe as a browser's encoder does.
-#[derive(Default)]
-struct KeyframeRequestTap {
-    reads: VecDeque<TaggedPacket>,
-    writes: VecDeque<TaggedPacket>,
-}
-
-impl Protocol<TaggedPacket, TaggedPacket, ()> for KeyframeRequestTap {
-    type Rout = TaggedPacket;
-    type Wout = TaggedPacket;
-    type Eout = ();
-    type Error = RtcError;
-    type Time = Instant;
-
-    fn handle_read(&mut self, mut msg: TaggedPacket) -> Result<(), Self::Error> {
-        if let Packet::Rtcp(packets) = &msg.message.packet {
-            if packets.iter().any(|p| is_keyframe_request(p.as_any())) {
-                msg.message.add(Attribute::DeliverToApplication);
-            }
-        }
-        self.reads.push_back(msg);
-        Ok(())
-    }
-
-    fn poll_read(&mut self) -> Option<TaggedPacket> {
-        self.reads.pop_front()
-    }
-
-    fn handle_write(&mut self, msg: TaggedPacket) -> Result<(), Self::Error> {
-        self.writes.push_back(msg);
-        Ok(())
-    }
-
-    fn poll_write(&mut self) -> Option<TaggedPacket> {
-        self.writes.pop_front()
-    }
-
-    fn handle_timeout(&mut self, _now: Instant) -> Result<(), Self::Error> {
-        Ok(())
-    }
-
-    fn poll_timeout(&mut self) -> Option<Instant> {
-        None
-    }
-}
-
-impl Interceptor for KeyframeRequestTap {
-    fn bind_local_stream(&mut self, _info: &StreamInfo) {}
-    fn unbind_local_stream(&mut self, _info: &StreamInfo) {}
-    fn bind_remote_stream(&mut self, _info: &StreamInfo) {}
-    fn unbind_remote_stream(&mut self, _info: &StreamInfo) {}
 }

@@ -18,13 +18,8 @@ use fanout_signaling::config::Settings;
 use fanout_signaling::server::{self, AppState};
 use futures_util::{SinkExt, StreamExt};
 use rtc::ice::mdns::MulticastDnsMode;
-use rtc::interceptor::{Attribute, Interceptor, Packet, Slot, StreamInfo, TaggedPacket};
-use rtc::rtcp::payload_feedbacks::full_intra_request::FullIntraRequest;
-use rtc::rtcp::payload_feedbacks::picture_loss_indication::PictureLossIndication;
-use rtc::rtp_transceiver::rtp_sender::{
-    RTCRtpCodec, RTCRtpCodecParameters, RTCRtpHeaderExtensionCapability, RtpCodecKind,
-};
-use rtc::sansio::Protocol;
+use rtc::interceptor::Slot;
+use rtc::rtp_transceiver::rtp_sender::{RTCRtpCodec, RtpCodecKind};
 use serde_json::{json, Value};
 use sfu::{Sfu, SfuConfig};
 use tokio::net::TcpStream;
@@ -34,13 +29,14 @@ use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::{connect_async, MaybeTlsStream, WebSocketStream};
 use webrtc::media_stream::track_remote::TrackRemote;
 use webrtc::peer_connection::{
-    register_default_interceptors, MediaEngine, PeerConnection, PeerConnectionBuilder,
+    register_default_interceptors, PeerConnection, PeerConnectionBuilder,
     PeerConnectionEventHandler, RTCIceCandidateInit, RTCPeerConnectionIceEvent,
     RTCPeerConnectionState, RTCSessionDescription, Registry, SettingEngineBuilder,
 };
 
-pub const OPUS_PT: u8 = 111;
-pub const VP8_PT: u8 = 96;
+use testkit::client::KeyframeRequestTap;
+#[allow(unused_imports)] // each test binary uses some of them
+pub use testkit::client::{h264_codec, H264_PT, OPUS_PT, URI_AUDIO_LEVEL, VP8_PT};
 
 /// Logs of the server (tracing) and of webrtc-rs (log, bridged) in the test's captured output.
 /// `RUST_LOG` overrides the default filter.
@@ -267,105 +263,6 @@ impl SignalingClient {
 
 // ── A webrtc-rs client peer ──────────────────────────────────────────────────────────────────
 
-/// Lets inbound keyframe requests (PLI, FIR) reach the application (`TrackLocal::poll`);
-/// inbound RTCP otherwise stops at the end of the interceptor chain (webrtc-rs notes, media
-/// trap 2). Everything else passes unchanged.
-#[derive(Default)]
-struct DeliverKeyframeRequests {
-    reads: VecDeque<TaggedPacket>,
-    writes: VecDeque<TaggedPacket>,
-}
-
-impl Protocol<TaggedPacket, TaggedPacket, ()> for DeliverKeyframeRequests {
-    type Rout = TaggedPacket;
-    type Wout = TaggedPacket;
-    type Eout = ();
-    type Error = rtc::shared::error::Error;
-    type Time = std::time::Instant;
-
-    fn handle_read(&mut self, mut msg: TaggedPacket) -> Result<(), Self::Error> {
-        if let Packet::Rtcp(packets) = &msg.message.packet {
-            if packets.iter().any(|p| {
-                p.as_any().is::<PictureLossIndication>() || p.as_any().is::<FullIntraRequest>()
-            }) {
-                msg.message.add(Attribute::DeliverToApplication);
-            }
-        }
-        self.reads.push_back(msg);
-        Ok(())
-    }
-
-    fn poll_read(&mut self) -> Option<Self::Rout> {
-        self.reads.pop_front()
-    }
-
-    fn handle_write(&mut self, msg: TaggedPacket) -> Result<(), Self::Error> {
-        self.writes.push_back(msg);
-        Ok(())
-    }
-
-    fn poll_write(&mut self) -> Option<Self::Wout> {
-        self.writes.pop_front()
-    }
-}
-
-impl Interceptor for DeliverKeyframeRequests {
-    fn bind_local_stream(&mut self, _info: &StreamInfo) {}
-    fn unbind_local_stream(&mut self, _info: &StreamInfo) {}
-    fn bind_remote_stream(&mut self, _info: &StreamInfo) {}
-    fn unbind_remote_stream(&mut self, _info: &StreamInfo) {}
-}
-
-/// Opus (pt 111), VP8 (pt 96) and H.264 constrained baseline (pt 102), as a browser offers them.
-pub fn media_engine() -> MediaEngine {
-    let mut me = MediaEngine::default();
-    me.register_codec(
-        RTCRtpCodecParameters {
-            rtp_codec: RTCRtpCodec {
-                mime_type: "audio/opus".to_owned(),
-                clock_rate: 48000,
-                channels: 2,
-                sdp_fmtp_line: "minptime=10;useinbandfec=1".to_owned(),
-                rtcp_feedback: vec![],
-            },
-            payload_type: OPUS_PT,
-        },
-        RtpCodecKind::Audio,
-    )
-    .expect("register opus");
-    me.register_codec(
-        RTCRtpCodecParameters {
-            rtp_codec: RTCRtpCodec {
-                mime_type: "video/VP8".to_owned(),
-                clock_rate: 90000,
-                channels: 0,
-                sdp_fmtp_line: String::new(),
-                rtcp_feedback: vec![],
-            },
-            payload_type: VP8_PT,
-        },
-        RtpCodecKind::Video,
-    )
-    .expect("register vp8");
-    me.register_codec(
-        RTCRtpCodecParameters {
-            rtp_codec: h264_codec(),
-            payload_type: H264_PT,
-        },
-        RtpCodecKind::Video,
-    )
-    .expect("register h264");
-    me.register_header_extension(
-        RTCRtpHeaderExtensionCapability {
-            uri: AUDIO_LEVEL_URI.to_owned(),
-        },
-        RtpCodecKind::Audio,
-        None,
-    )
-    .expect("register audio level");
-    me
-}
-
 /// The payload type negotiated for a sender (its first codec).
 pub async fn negotiated_pt(sender: &Arc<dyn webrtc::rtp_transceiver::RtpSender>) -> u8 {
     sender
@@ -379,8 +276,6 @@ pub async fn negotiated_pt(sender: &Arc<dyn webrtc::rtp_transceiver::RtpSender>)
         .payload_type
 }
 
-pub const AUDIO_LEVEL_URI: &str = "urn:ietf:params:rtp-hdrext:ssrc-audio-level";
-
 /// The id `sdp` gives the header extension `uri` (first match).
 pub fn sdp_extension_id(sdp: &str, uri: &str) -> u8 {
     sdp.lines()
@@ -388,20 +283,6 @@ pub fn sdp_extension_id(sdp: &str, uri: &str) -> u8 {
         .and_then(|l| l["a=extmap:".len()..].split([' ', '/']).next())
         .and_then(|id| id.parse().ok())
         .unwrap_or_else(|| panic!("no {uri} in {sdp}"))
-}
-
-pub const H264_PT: u8 = 102;
-
-/// H.264 as browsers offer it: constrained baseline, packetization mode 1.
-pub fn h264_codec() -> RTCRtpCodec {
-    RTCRtpCodec {
-        mime_type: "video/H264".to_owned(),
-        clock_rate: 90000,
-        channels: 0,
-        sdp_fmtp_line: "level-asymmetry-allowed=1;packetization-mode=1;profile-level-id=42e01f"
-            .to_owned(),
-        rtcp_feedback: vec![],
-    }
 }
 
 struct Handler {
@@ -455,10 +336,10 @@ impl ClientPeer {
 
     /// A client peer whose one socket binds `udp_addr` (e.g. `[::1]:0` for an IPv6-only client).
     pub async fn bound(udp_addr: &str) -> ClientPeer {
-        let mut me = media_engine();
+        let mut me = testkit::client::media_engine().expect("the client media engine");
         let registry = register_default_interceptors(Registry::new(), &mut me)
             .expect("default interceptors")
-            .with(Slot::from(14_000), DeliverKeyframeRequests::default());
+            .with(Slot::from(14_000), KeyframeRequestTap::default());
         let (cand_tx, candidates) = mpsc::unbounded_channel();
         let (track_tx, tracks) = mpsc::unbounded_channel();
         let (state_tx, state) = watch::channel(RTCPeerConnectionState::New);
