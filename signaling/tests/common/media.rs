@@ -1,0 +1,166 @@
+//! Synthetic media: tracks that send VP8 keyframes or Opus-sized audio through a real client
+//! peer, and counters of what a client receives.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use rtc::rtp_transceiver::rtp_sender::{RTCRtpCodec, RtpCodecKind};
+use tokio::time::Instant;
+use webrtc::peer_connection::PeerConnection;
+
+use super::{negotiated_pt, RtcClient};
+
+/// Adds a track of `kind` (VP8 keyframes at 30 fps, or Opus-sized audio at 50 packets/s) to
+/// `publisher`, negotiates it, and sends until the returned task is aborted.
+pub async fn publish_synthetic(
+    publisher: &RtcClient,
+    kind: RtpCodecKind,
+    timeout: Duration,
+) -> tokio::task::JoinHandle<()> {
+    let synthetic = SyntheticTrack::add(&publisher.pc, &publisher.name, kind).await;
+    publisher.publish(timeout).await;
+    synthetic.start().await
+}
+
+/// A synthetic track on a client peer: added before an offer, started once negotiated.
+pub struct SyntheticTrack {
+    track: Arc<webrtc::media_stream::track_local::static_rtp::TrackLocalStaticRTP>,
+    sender: Arc<dyn webrtc::rtp_transceiver::RtpSender>,
+    ssrc: u32,
+    video: bool,
+}
+
+impl SyntheticTrack {
+    /// Adds a track of `kind` to `pc` (stream id `stream`).
+    pub async fn add(
+        pc: &Arc<dyn PeerConnection>,
+        stream: &str,
+        kind: RtpCodecKind,
+    ) -> SyntheticTrack {
+        use rtc::media_stream::MediaStreamTrack;
+        use rtc::rtp_transceiver::rtp_sender::{RTCRtpCodingParameters, RTCRtpEncodingParameters};
+        use webrtc::media_stream::track_local::static_rtp::TrackLocalStaticRTP;
+        use webrtc::media_stream::track_local::TrackLocal;
+
+        let ssrc = rand::random::<u32>();
+        let video = kind == RtpCodecKind::Video;
+        let (mime, clock) = if video {
+            ("video/VP8", 90000)
+        } else {
+            ("audio/opus", 48000)
+        };
+        let id = format!("{stream}-{}", if video { "video" } else { "audio" });
+        let track = Arc::new(TrackLocalStaticRTP::new(MediaStreamTrack::new(
+            stream.to_owned(),
+            id.clone(),
+            id,
+            kind,
+            vec![RTCRtpEncodingParameters {
+                rtp_coding_parameters: RTCRtpCodingParameters {
+                    ssrc: Some(ssrc),
+                    ..Default::default()
+                },
+                codec: RTCRtpCodec {
+                    mime_type: mime.into(),
+                    clock_rate: clock,
+                    channels: if video { 0 } else { 2 },
+                    ..Default::default()
+                },
+                ..Default::default()
+            }],
+        )));
+        let sender = pc
+            .add_track(track.clone() as Arc<dyn TrackLocal>)
+            .await
+            .expect("add_track");
+        SyntheticTrack {
+            track,
+            sender,
+            ssrc,
+            video,
+        }
+    }
+
+    /// Sends (once negotiated) until the returned task is aborted.
+    pub async fn start(self) -> tokio::task::JoinHandle<()> {
+        use webrtc::media_stream::track_local::TrackLocal;
+
+        let pt = negotiated_pt(&self.sender).await;
+        let SyntheticTrack {
+            track, ssrc, video, ..
+        } = self;
+        tokio::spawn(async move {
+            let (period, step) = if video { (33, 3000) } else { (20, 960) };
+            let mut ticker = tokio::time::interval(Duration::from_millis(period));
+            let (mut seq, mut ts) = (rand::random::<u16>(), rand::random::<u32>());
+            loop {
+                ticker.tick().await;
+                let mut payload = if video {
+                    // A VP8 keyframe start (every frame), so forwarding starts at once.
+                    vec![
+                        0x10, 0x30, 0x02, 0x00, 0x9d, 0x01, 0x2a, 0x40, 0x01, 0xb4, 0x00,
+                    ]
+                } else {
+                    vec![0xfc]
+                };
+                payload.extend(std::iter::repeat_n(0xcd, if video { 300 } else { 80 }));
+                let written = track
+                    .write_rtp(rtc::rtp::Packet {
+                        header: rtc::rtp::header::Header {
+                            version: 2,
+                            marker: true,
+                            payload_type: pt,
+                            sequence_number: seq,
+                            timestamp: ts,
+                            ssrc,
+                            ..Default::default()
+                        },
+                        payload: payload.into(),
+                    })
+                    .await;
+                if written.is_err() {
+                    return;
+                }
+                seq = seq.wrapping_add(1);
+                ts = ts.wrapping_add(step);
+            }
+        })
+    }
+}
+
+/// Counts the RTP packets `client` receives, over all its tracks.
+pub fn count_received(client: &mut RtcClient) -> Arc<std::sync::atomic::AtomicU64> {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    use webrtc::media_stream::track_remote::TrackRemoteEvent;
+
+    let count = Arc::new(AtomicU64::new(0));
+    let mut tracks = client.take_tracks();
+    let out = count.clone();
+    tokio::spawn(async move {
+        while let Some(track) = tracks.recv().await {
+            let out = out.clone();
+            tokio::spawn(async move {
+                while let Some(event) = track.poll().await {
+                    if let TrackRemoteEvent::OnRtpPacket(_) = event {
+                        out.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+            });
+        }
+    });
+    count
+}
+
+/// Waits until `count` grows by at least `by` within `timeout`; returns whether it did.
+pub async fn grows(count: &std::sync::atomic::AtomicU64, by: u64, timeout: Duration) -> bool {
+    use std::sync::atomic::Ordering;
+    let start = count.load(Ordering::Relaxed);
+    let deadline = Instant::now() + timeout;
+    while Instant::now() < deadline {
+        if count.load(Ordering::Relaxed) >= start + by {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    false
+}
