@@ -44,7 +44,7 @@ pub mod debug;
 pub mod driver;
 pub mod engine;
 mod ice_lite;
-/// Public only so the hot-path benchmark (`sfu/benches/hotpath.rs`) builds connections exactly as
+/// Public only so the hot-path benchmark (`sfu/benches/hotpath/`) builds connections exactly as
 /// the server does; not an API.
 #[doc(hidden)]
 pub mod peer;

@@ -312,7 +312,7 @@ pub enum Step {
 /// The forward step, per packet per subscriber: the rewriter decides, and the packet is made
 /// with the subscriber's SSRC, payload type, sequence number and timestamp and no header
 /// extensions. The payload is shared unless this subscriber's VP8 picture ids need rewriting.
-/// The driver and the micro-benchmark (`sfu/benches/hotpath.rs`) both call this.
+/// The driver and the micro-benchmark (`sfu/benches/hotpath/`) both call this.
 pub fn forward_step(
     rewriter: &mut RtpRewriter,
     ingested: &Ingested,
