@@ -172,6 +172,8 @@ async function main(): Promise<void> {
   // `?mode=p2p`: join (or create) the room as a direct 1:1 call; media goes browser to browser.
   const mode = params.get('mode');
   if (mode === 'p2p' || mode === 'sfu') client.mode = mode;
+  // The data channels (chat); `?data=0` leaves them out.
+  if (params.get('data') !== '0' && mode !== 'p2p') client.enableData();
   document.body.classList.toggle('show-layers', params.get('overlay') === '1');
   addEventListener('keydown', (e) => {
     if ((e.key === 'l' || e.key === 'L') && !e.ctrlKey && !e.metaKey && !e.altKey) {

@@ -67,6 +67,8 @@ export class FanoutClient extends Negotiation {
   private readonly data = new DataChannels((m) => this.emit('data', m));
   /** Whether the data channels are wanted (`enableData()`, or the first `sendData()`). */
   private dataEnabled = false;
+  /** Whether this session asked the server for them (`enable_data`). */
+  private dataRequested = false;
 
   /**
    * Forgets the room as the lost session saw it (participants, with `participant_left`; views;
@@ -74,6 +76,7 @@ export class FanoutClient extends Negotiation {
    */
   protected override dropSession(): void {
     this.data.detach();
+    this.dataRequested = false;
     this.reports.clear();
     this.dynacast.clear();
     this.pendingSources.clear();
@@ -206,7 +209,24 @@ export class FanoutClient extends Negotiation {
    */
   enableData(): void {
     this.dataEnabled = true;
-    if (this.roomMode === 'sfu' && this.pc) this.data.attach(this.pc);
+    this.requestData();
+  }
+
+  /**
+   * Asks the server for the data channels once per session: its next offer carries the
+   * application section, and the channels are created once that offer is applied
+   * (`negotiated`). The client never offers the section itself: Chromium, once such an offer
+   * of its own is rolled back in an offer collision, never negotiates data channels again on
+   * that connection.
+   */
+  private requestData(): void {
+    if (!this.dataEnabled || this.dataRequested || this.roomMode !== 'sfu' || !this.pc) return;
+    this.dataRequested = true;
+    this.send({ type: 'enable_data' });
+  }
+
+  protected override negotiated(pc: RTCPeerConnection): void {
+    if (this.dataRequested && pc === this.pc && /\nm=application /.test(pc.remoteDescription?.sdp ?? '')) this.data.attach(pc);
   }
 
   /** Leaves the room: tells the server, then closes the peer connection and the socket. */
@@ -238,7 +258,7 @@ export class FanoutClient extends Negotiation {
     this.iceServers = msg.ice_servers;
     const again = this.reconnectAttempts > 0;
     for (const p of msg.participants) {
-      const participant = this.addParticipant(p.id, p.name, p.tracks);
+      const participant = this.addParticipant(p.id, p.identity, p.name, p.tracks);
       // Joining again: the app removed them when the session dropped.
       if (again) this.emit('participant_joined', participant);
     }
@@ -250,8 +270,7 @@ export class FanoutClient extends Negotiation {
       this.polite = true;
     }
     this.createPeerConnection();
-    // The data channels first: the offer their creation triggers carries them.
-    if (this.dataEnabled && this.roomMode === 'sfu' && this.pc) this.data.attach(this.pc);
+    this.requestData();
     // Joining again: publish what was published (one offer for all, on negotiationneeded).
     if (again) for (const { stream, options } of this.published) this.addTransceivers(stream, options);
   }
@@ -281,7 +300,7 @@ export class FanoutClient extends Negotiation {
         return this.onCandidate(msg.candidate);
       case 'participant_joined': {
         const p = msg.participant;
-        this.emit('participant_joined', this.addParticipant(p.id, p.name, p.tracks));
+        this.emit('participant_joined', this.addParticipant(p.id, p.identity, p.name, p.tracks));
         if (this.roomMode === 'p2p' && this.peerId === null) {
           this.peerId = p.id;
           // We were here first: we offer what we publish (the newcomer may offer too; it yields).
@@ -340,13 +359,14 @@ export class FanoutClient extends Negotiation {
     }
   }
 
-  private addParticipant(id: string, name: string, tracks: Track[]): RemoteParticipant {
+  private addParticipant(id: string, identity: string, name: string, tracks: Track[]): RemoteParticipant {
     let p = this.participants.get(id);
     if (p) {
+      if (identity) p.identity = identity;
       p.name = name;
       p.tracks = [...tracks];
     } else {
-      p = { id, name, tracks: [...tracks], stream: new MediaStream() };
+      p = { id, identity, name, tracks: [...tracks], stream: new MediaStream() };
       this.participants.set(id, p);
     }
     return p;
@@ -372,7 +392,7 @@ export class FanoutClient extends Negotiation {
     const trackId = this.roomMode !== 'p2p' && event.transceiver.mid ? msidTrackId(this.pc?.remoteDescription?.sdp, event.transceiver.mid) : null;
     if (trackId) this.trackIds.set(event.track, trackId);
     else this.trackIds.delete(event.track);
-    const p = this.participants.get(participantId) ?? this.addParticipant(participantId, '', []);
+    const p = this.participants.get(participantId) ?? this.addParticipant(participantId, '', '', []);
     if (!p.stream.getTrackById(track.id)) p.stream.addTrack(track);
 
     // When the server stops sending a track, the browser removes it from the remote stream (and

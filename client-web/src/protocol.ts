@@ -87,6 +87,11 @@ export interface TrackSourceMessage {
   source: TrackSource;
 }
 
+/** This client wants its data channels: the server's next offer carries them. */
+export interface EnableDataMessage {
+  type: 'enable_data';
+}
+
 export type ClientMessage =
   | JoinMessage
   | ClientOfferMessage
@@ -94,7 +99,8 @@ export type ClientMessage =
   | ClientCandidateMessage
   | LeaveMessage
   | TrackSettingsMessage
-  | TrackSourceMessage;
+  | TrackSourceMessage
+  | EnableDataMessage;
 
 // ---- server → client ----
 

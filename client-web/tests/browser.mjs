@@ -31,8 +31,9 @@ export const CHROMIUM_ARGS = [
 
 /**
  * Launches a browser (with its own fresh temporary profile) that closes when test `t` ends.
- * `open(url, label)` opens a page in a new browser context, so every participant is on its own;
- * the pages' console errors and warnings are printed if the test fails.
+ * `open(url, label, contextOptions, { initScripts })` opens a page in a new browser context, so
+ * every participant is on its own; the pages' console errors and warnings are printed if the test
+ * fails.
  */
 export async function launchBrowser(t, extraArgs = []) {
   const browser = await chromium.launch({
@@ -48,9 +49,10 @@ export async function launchBrowser(t, extraArgs = []) {
     await browser.close().catch(() => {});
     if (t.passed !== true && logs.length > 0) console.log(`browser console:\n${logs.join('\n')}`);
   });
-  const open = async (url, label, contextOptions = {}) => {
+  const open = async (url, label, contextOptions = {}, { initScripts = [] } = {}) => {
     const context = await browser.newContext(contextOptions);
     await context.addInitScript(recordSignaling);
+    for (const script of initScripts) await context.addInitScript(script);
     const page = await context.newPage();
     page.on('console', (msg) => {
       if (msg.type() === 'error' || msg.type() === 'warning') logs.push(`[${label}] ${msg.type()}: ${msg.text()}`);

@@ -328,6 +328,12 @@ pub enum SfuError {
     Stopped,
     #[error("could not create the peer connection: {0}")]
     PeerConnection(String),
+    #[error("a data message of {len} bytes with its envelope exceeds the {channel} channel's limit of {max} bytes")]
+    DataTooLarge {
+        len: usize,
+        max: usize,
+        channel: &'static str,
+    },
 }
 
 /// A participant's key inside the engine: unique across drivers, and names the driver it lives on
@@ -372,6 +378,10 @@ pub enum Command {
         mid: String,
         source: TrackSource,
     },
+    /// The client wants its data channels: the server opens them and offers them.
+    EnableData {
+        key: ParticipantKey,
+    },
     Debug {
         reply: oneshot::Sender<crate::debug::Snapshot>,
     },
@@ -408,11 +418,14 @@ struct DriverHandle {
 #[derive(Clone)]
 pub struct Sfu {
     drivers: std::sync::Arc<Vec<DriverHandle>>,
+    /// What a data message may be (the admin API's are checked here).
+    data: std::sync::Arc<DataLimits>,
 }
 
 impl Sfu {
     /// Binds the media sockets and starts the media drivers, each on its own thread.
     pub fn start(config: SfuConfig) -> std::io::Result<Sfu> {
+        let data = std::sync::Arc::new(config.data.clone());
         let drivers = crate::driver::spawn(config)?
             .into_iter()
             .map(|(commands, media_addr, load)| DriverHandle {
@@ -423,6 +436,7 @@ impl Sfu {
             .collect();
         Ok(Sfu {
             drivers: std::sync::Arc::new(drivers),
+            data,
         })
     }
 
@@ -527,6 +541,18 @@ impl Sfu {
     /// Sends a data message from the server to a room's participants (all, or those whose
     /// identity `message.to` names); how many it reached.
     pub async fn send_data(&self, room: &str, message: DataMessage) -> Result<usize, SfuError> {
+        // As a client's message is checked: the envelope it would have sent.
+        let to: Vec<&str> = message.to.iter().map(String::as_str).collect();
+        let len = crate::engine::data::write_outgoing(message.text, &message.topic, &to, &[]).len()
+            + message.payload.len();
+        let (max, channel) = if message.reliable {
+            (self.data.max_reliable, "reliable")
+        } else {
+            (self.data.max_lossy, "lossy")
+        };
+        if len > max {
+            return Err(SfuError::DataTooLarge { len, max, channel });
+        }
         let mut replies = Vec::with_capacity(self.drivers.len());
         for d in self.drivers.iter() {
             let (reply, rx) = oneshot::channel();
@@ -605,6 +631,12 @@ impl Participant {
             mid,
             source,
         });
+    }
+
+    /// Opens this participant's data channels: the server's next offer carries them (see
+    /// `docs/protocol.md`, "Data messages"). Nothing if they are open already.
+    pub fn enable_data(&self) {
+        let _ = self.commands.send(Command::EnableData { key: self.key });
     }
 
     pub fn candidate(&self, candidate: Candidate) {

@@ -23,7 +23,9 @@ use rtc::peer_connection::configuration::interceptor_registry::{
 use rtc::peer_connection::configuration::media_engine::{
     MediaEngine, MIME_TYPE_H264, MIME_TYPE_OPUS, MIME_TYPE_VP8,
 };
-use rtc::peer_connection::configuration::setting_engine::SettingEngineBuilder;
+use rtc::peer_connection::configuration::setting_engine::{
+    SctpMaxMessageSize, SettingEngineBuilder,
+};
 use rtc::peer_connection::configuration::RTCConfigurationBuilder;
 use rtc::peer_connection::transport::{
     CandidateConfig, CandidateHostConfig, RTCDtlsRole, RTCIceCandidate, RTCIceCandidateInit,
@@ -515,16 +517,17 @@ fn interceptors(
     Ok(configure_rtcp_reports(registry))
 }
 
-/// A new server-side peer connection, ICE-lite with the given credentials, already holding the
-/// host candidates of the shared media socket.
+/// A new server-side peer connection, ICE-lite with the given credentials (ufrag, password),
+/// already holding the host candidates of the shared media socket, its SCTP messages bounded
+/// by `sctp_max_message`.
 pub fn new_peer_connection(
     now: Instant,
-    ufrag: &str,
-    pwd: &str,
+    (ufrag, pwd): (&str, &str),
     host_candidates: &[SocketAddr],
     tcp_candidates: &[SocketAddr],
     bandwidth: Arc<Bandwidth>,
     simulcast: SimulcastSsrcs,
+    sctp_max_message: u32,
 ) -> Result<RTCPeerConnection, RtcError> {
     let mut me = media_engine()?;
     let registry = interceptors(&mut me, bandwidth, simulcast)?;
@@ -533,6 +536,8 @@ pub fn new_peer_connection(
         .with_answering_dtls_role(RTCDtlsRole::Server)
         .with_ice_credentials(ufrag.to_owned(), pwd.to_owned())
         .with_srtp_replay_protection_window(SRTP_REPLAY_WINDOW)
+        // rtc bounds what it sends by this too: a 64 KiB message with its sender's stamp is larger.
+        .with_sctp_max_message_size(SctpMaxMessageSize::Bounded(sctp_max_message))
         .with_ice_timeouts(
             Some(ICE_NO_TIMEOUT),
             Some(ICE_NO_TIMEOUT),
@@ -618,12 +623,12 @@ mod tests {
         let addr: SocketAddr = "127.0.0.1:7882".parse().unwrap();
         let mut pc = new_peer_connection(
             Instant::now(),
-            "ufragufrag",
-            "pwdpwdpwdpwdpwdpwdpwdpwd",
+            ("ufragufrag", "pwdpwdpwdpwdpwdpwdpwdpwd"),
             &[addr],
             &[],
             Arc::default(),
             Arc::default(),
+            65536,
         )
         .unwrap();
         sendonly(&mut pc, RtpCodecKind::Audio, MIME_TYPE_OPUS, 48000, 2);

@@ -28,6 +28,7 @@ pub const ENDPOINTS: &[(&str, &str)] = &[
     ("delete", "/rooms/{room}"),
     ("delete", "/rooms/{room}/participants/{identity}"),
     ("post", "/rooms/{room}/tracks/{track}/mute"),
+    ("post", "/rooms/{room}/data"),
 ];
 
 pub fn router() -> Router<AppState> {
@@ -39,6 +40,7 @@ pub fn router() -> Router<AppState> {
             delete(remove_participant),
         )
         .route("/rooms/{room}/tracks/{track}/mute", post(mute_track))
+        .route("/rooms/{room}/data", post(send_data))
         .fallback(|| async { ApiError::new(ErrorCode::NotFound, "no such admin endpoint") })
 }
 
@@ -273,6 +275,84 @@ async fn mute_track(
             ));
         }
         Ok(Json(json!({ "track_id": track, "muted": req.muted })).into_response())
+    }
+    .await;
+    counted(&state, result)
+}
+
+/// A data message from the server: `text` or `base64` (binary), optional `topic`, `to`
+/// (identities; absent: everyone) and `reliable` (default true).
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SendData {
+    #[serde(default)]
+    text: Option<String>,
+    #[serde(default)]
+    base64: Option<String>,
+    #[serde(default)]
+    topic: String,
+    #[serde(default)]
+    to: Vec<String>,
+    #[serde(default = "reliable_by_default")]
+    reliable: bool,
+}
+
+fn reliable_by_default() -> bool {
+    true
+}
+
+impl SendData {
+    fn into_message(self) -> Result<sfu::DataMessage, ApiError> {
+        let invalid = |m: &str| ApiError::new(ErrorCode::InvalidRequest, m.to_owned());
+        let (text, payload) = match (self.text, self.base64) {
+            (Some(t), None) => (true, t.into_bytes()),
+            (None, Some(b)) => {
+                use base64::Engine as _;
+                let bytes = base64::engine::general_purpose::STANDARD
+                    .decode(b.as_bytes())
+                    .map_err(|e| invalid(&format!("base64: {e}")))?;
+                (false, bytes)
+            }
+            _ => return Err(invalid("give exactly one of `text` and `base64`")),
+        };
+        if self.topic.len() > 255 || self.to.iter().any(|i| i.is_empty() || i.len() > 255) {
+            return Err(invalid(
+                "`topic` and each identity in `to` are at most 255 bytes (identities non-empty)",
+            ));
+        }
+        if self.to.len() > 64 {
+            return Err(invalid("`to` names at most 64 identities"));
+        }
+        Ok(sfu::DataMessage {
+            reliable: self.reliable,
+            text,
+            topic: self.topic,
+            to: self.to,
+            payload: payload.into(),
+        })
+    }
+}
+
+async fn send_data(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Path(room): Path<String>,
+    parsed: Result<Json<SendData>, JsonRejection>,
+) -> Response {
+    let result = async {
+        authorize(&state, &headers, Some(&room))?;
+        let message = body(parsed)?.into_message()?;
+        if !state.rooms().exists(&room) {
+            return Err(ApiError::room_not_found(&room));
+        }
+        let delivered = match state.sfu().send_data(&room, message).await {
+            Ok(n) => n,
+            Err(e @ sfu::SfuError::DataTooLarge { .. }) => {
+                return Err(ApiError::new(ErrorCode::InvalidRequest, e.to_string()))
+            }
+            Err(e) => return Err(ApiError::engine_unavailable(e)),
+        };
+        Ok(Json(json!({ "delivered": delivered })).into_response())
     }
     .await;
     counted(&state, result)

@@ -50,6 +50,11 @@ pub struct Metrics {
     layer_switches: Counter,
     datagrams_crossed: Counter,
     layers_paused: IntGauge,
+    data_received: Counter,
+    data_relayed: Counter,
+    data_bytes_relayed: Counter,
+    data_dropped: IntCounterVec,
+    data_backlog_disconnects: Counter,
     /// Serializes scrapes, so that two never move the same counter twice.
     scrape: tokio::sync::Mutex<()>,
 }
@@ -141,6 +146,13 @@ impl Metrics {
         let bytes_dropped = vec(
             "fanout_bytes_dropped_total",
             "Bytes of the datagrams and RTP payloads dropped, by reason",
+            "reason",
+        );
+        let data_dropped = vec(
+            "fanout_data_messages_dropped_total",
+            "Data messages dropped, by reason: too_large, invalid (not an envelope, or an unknown \
+             channel), denied (no data grant), rate_limited, backlog (a receiver's queue full), \
+             not_open (a receiver's channel not open)",
             "reason",
         );
         let driver_participants = IntGaugeVec::new(
@@ -244,6 +256,27 @@ impl Metrics {
                 "fanout_layers_paused",
                 "Simulcast layers paused at their publishers (dynacast)",
             ),
+            data_received: counter(
+                &r,
+                "fanout_data_messages_received_total",
+                "Data messages received from participants (both channels)",
+            ),
+            data_relayed: counter(
+                &r,
+                "fanout_data_messages_relayed_total",
+                "Data messages delivered to participants (one per receiver)",
+            ),
+            data_bytes_relayed: counter(
+                &r,
+                "fanout_data_bytes_relayed_total",
+                "Bytes of the data messages delivered to participants (envelopes included)",
+            ),
+            data_dropped,
+            data_backlog_disconnects: counter(
+                &r,
+                "fanout_data_backlog_disconnects_total",
+                "Participants disconnected because they did not read their reliable data channel",
+            ),
             packets_dropped,
             bytes_dropped,
             driver_participants,
@@ -295,6 +328,16 @@ impl Metrics {
         advance(&self.layer_switches, total.layer_switches);
         advance(&self.datagrams_crossed, total.datagrams_crossed);
         self.layers_paused.set(total.layers_paused as i64);
+        advance(&self.data_received, total.data_messages_in);
+        advance(&self.data_relayed, total.data_messages_relayed);
+        advance(&self.data_bytes_relayed, total.data_bytes_relayed);
+        advance(
+            &self.data_backlog_disconnects,
+            total.data_backlog_disconnects,
+        );
+        for (reason, n) in total.data_dropped.by_reason() {
+            advance(&self.data_dropped.with_label_values(&[reason]), n);
+        }
         for (reason, n) in [
             ("unknown_source", total.datagrams_unknown_source),
             ("rejected", total.handle_read_errors),

@@ -70,6 +70,8 @@ pub enum ClientMessage {
         mid: String,
         source: SourceName,
     },
+    /// The client wants its data channels; the server's next offer carries them.
+    EnableData {},
 }
 
 /// The `type` values a client may send, to tell an unknown type from a malformed message.
@@ -81,6 +83,7 @@ pub const CLIENT_TYPES: &[&str] = &[
     "leave",
     "track_settings",
     "track_source",
+    "enable_data",
 ];
 
 /// How a room carries media: through the server (`sfu`, the default) or directly between its

@@ -39,6 +39,14 @@ pub fn engine_config(settings: &Settings) -> SfuConfig {
         port_per_driver: settings.udp_port_per_driver,
         max_tracks_per_participant: settings.max_tracks_per_participant,
         consent_timeout: settings.consent_timeout,
+        data: sfu::DataLimits {
+            max_reliable: settings.data_max_reliable,
+            max_lossy: settings.data_max_lossy,
+            messages_per_sec: settings.data_messages_per_second,
+            bytes_per_sec: settings.data_bytes_per_second,
+            lossy_backlog: settings.data_lossy_backlog,
+            reliable_backlog: settings.data_reliable_backlog,
+        },
         ..SfuConfig::default()
     }
 }

@@ -92,7 +92,11 @@ export abstract class Negotiation extends Reconnecting {
     }
     // Our own transceivers got their mids in an offer of ours or, after a collision, here.
     this.sendTrackSources();
+    this.negotiated(pc);
   }
+
+  /** A remote description was applied (and an offer answered). */
+  protected negotiated(_pc: RTCPeerConnection): void {}
 
   /** Tells the server the source of each transceiver we publish once it has a mid. */
   private sendTrackSources(): void {

@@ -19,6 +19,8 @@ export interface PublishOptions {
 /** Someone else in the room, and the media received from them. */
 export interface RemoteParticipant {
   id: string;
+  /** The stable identity from their access token (what `sendData`'s `to` names). */
+  identity: string;
   name: string;
   /** Their published tracks, as signaling announced them. */
   tracks: Track[];

@@ -6,12 +6,12 @@ use super::*;
 pub(crate) fn server_pc(now: Instant, i: usize, addr: SocketAddr) -> RTCPeerConnection {
     sfu::peer::new_peer_connection(
         now,
-        &format!("srv{i:08}"),
-        "pwdpwdpwdpwdpwdpwdpwdpwd",
+        (&format!("srv{i:08}"), "pwdpwdpwdpwdpwdpwdpwdpwd"),
         &[addr],
         &[],
         Arc::default(),
         Arc::default(),
+        sfu::engine::data::DataLimits::default().sctp_max_message(),
     )
     .unwrap()
 }

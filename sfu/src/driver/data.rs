@@ -177,6 +177,28 @@ impl Driver {
         }
     }
 
+    /// The client asked for its data channels (`enable_data`): the server opens its side and
+    /// offers the application section. Browsers must not be left to offer it themselves: once
+    /// an offer that introduced data channels is rolled back in a collision, Chromium never
+    /// offers them again (every later offer lacks the section while `negotiationneeded` keeps
+    /// firing) and rejects the section when the server offers it.
+    pub(super) fn enable_data(&mut self, key: ParticipantKey, now: Instant) {
+        let Some(peer) = self.conns.peers.get(&key) else {
+            return;
+        };
+        if peer.data.is_some() || peer.answer_only {
+            return;
+        }
+        self.open_data_channels(key, now);
+        let Some(peer) = self.conns.peers.get_mut(&key) else {
+            return;
+        };
+        if peer.data.is_some() {
+            peer.negotiation_needed = true;
+            self.maybe_offer(key, now);
+        }
+    }
+
     /// A message a participant sent on one of its channels: checked, stamped and relayed.
     pub(super) fn on_data_message(
         &mut self,

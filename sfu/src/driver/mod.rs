@@ -391,6 +391,7 @@ impl Driver {
             Command::TrackSource { key, mid, source } => {
                 self.on_track_source(key, mid, source, now)
             }
+            Command::EnableData { key } => self.enable_data(key, now),
             Command::Debug { reply } => {
                 let _ = reply.send(self.snapshot(now));
             }

@@ -68,12 +68,12 @@ impl Driver {
         let pc = guarded(|| {
             peer::new_peer_connection(
                 now,
-                &ufrag,
-                &pwd,
+                (&ufrag, &pwd),
                 &self.conns.host_candidates,
                 &self.conns.tcp_candidates,
                 bandwidth.clone(),
                 simulcast_ssrcs.clone(),
+                self.data_limits.sctp_max_message(),
             )
         })
         .ok_or_else(|| SfuError::PeerConnection("panic".into()))?

@@ -210,6 +210,16 @@ impl Default for DataLimits {
     }
 }
 
+impl DataLimits {
+    /// The SCTP message size the server's connections allow (and advertise in
+    /// `a=max-message-size`): the largest envelope a client may send, grown by the stamp the
+    /// server puts on it (two strings of at most 255 bytes, each with its length byte).
+    pub fn sctp_max_message(&self) -> u32 {
+        let largest = self.max_reliable.max(self.max_lossy) + 2 * 256;
+        u32::try_from(largest).unwrap_or(u32::MAX)
+    }
+}
+
 /// A token bucket of `rate` per second holding at most `rate` (0: unlimited).
 #[derive(Debug, Clone)]
 struct Bucket {

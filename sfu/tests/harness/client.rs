@@ -8,7 +8,9 @@ use bytes::Bytes;
 use rtc::interceptor::{Registry, Slot};
 use rtc::peer_connection::configuration::interceptor_registry::register_default_interceptors;
 use rtc::peer_connection::configuration::media_engine::MIME_TYPE_VP8;
-use rtc::peer_connection::configuration::setting_engine::SettingEngineBuilder;
+use rtc::peer_connection::configuration::setting_engine::{
+    SctpMaxMessageSize, SettingEngineBuilder,
+};
 use rtc::peer_connection::configuration::RTCConfigurationBuilder;
 use rtc::peer_connection::event::RTCPeerConnectionEvent;
 use rtc::peer_connection::message::RTCMessage;
@@ -345,6 +347,8 @@ pub(super) fn client_pc(now: Instant, addr: SocketAddr, i: usize) -> RTCPeerConn
         .with(Slot::from(14_000), KeyframeRequestTap::default());
     let se = SettingEngineBuilder::new()
         .with_ice_credentials(format!("client{i:04}"), format!("clientpassword{i:016}"))
+        // As browsers advertise (`a=max-message-size:262144`): a stamped 64 KiB message fits.
+        .with_sctp_max_message_size(SctpMaxMessageSize::Bounded(262_144))
         .build();
     let mut pc = RTCPeerConnectionBuilder::new()
         .with_configuration(RTCConfigurationBuilder::new().build())

@@ -42,6 +42,30 @@ impl Net {
     /// it publishes nothing yet).
     pub fn open_data(&mut self, client: usize) {
         let now = self.now;
+        self.create_channels(client);
+        let c = &mut self.clients[client];
+        let offer = c.pc.create_offer(None).expect("create an offer");
+        c.pc.set_local_description(now, offer.clone())
+            .expect("apply the offer");
+        let (driver, key) = (c.driver, c.key);
+        self.command(
+            driver,
+            Command::Offer {
+                key,
+                sdp: offer.sdp,
+            },
+        );
+    }
+
+    /// A client creates its two negotiated channels and asks the server for its side
+    /// (`enable_data`, as the web client does): the server's offer carries them.
+    pub fn request_data(&mut self, client: usize) {
+        self.create_channels(client);
+        let (driver, key) = (self.clients[client].driver, self.clients[client].key);
+        self.command(driver, Command::EnableData { key });
+    }
+
+    fn create_channels(&mut self, client: usize) {
         let c = &mut self.clients[client];
         let reliable =
             c.pc.create_data_channel(
@@ -71,17 +95,6 @@ impl Net {
             open: BTreeSet::new(),
             received: Vec::new(),
         });
-        let offer = c.pc.create_offer(None).expect("create an offer");
-        c.pc.set_local_description(now, offer.clone())
-            .expect("apply the offer");
-        let (driver, key) = (c.driver, c.key);
-        self.command(
-            driver,
-            Command::Offer {
-                key,
-                sdp: offer.sdp,
-            },
-        );
     }
 
     /// A client sends raw bytes on one of its channels (an envelope, or garbage).

@@ -118,6 +118,15 @@ pub struct Settings {
     pub max_message_bytes: usize,
     /// Signaling messages a client may send per second (bursts of twice as many pass).
     pub max_messages_per_second: u32,
+    /// Data messages (docs/protocol.md): the largest envelope on the reliable and the lossy
+    /// channel, a sender's messages and bytes per second (0: no limit), and the backlogs past
+    /// which a receiver misses lossy messages or, for reliable ones, is disconnected.
+    pub data_max_reliable: usize,
+    pub data_max_lossy: usize,
+    pub data_messages_per_second: u32,
+    pub data_bytes_per_second: u32,
+    pub data_lossy_backlog: usize,
+    pub data_reliable_backlog: usize,
     /// Whether a join may create its room; if not, rooms come from the admin API only.
     pub auto_create_rooms: bool,
     /// Consent freshness: a media connection with no connectivity check from its client for this
@@ -206,6 +215,12 @@ impl Default for Settings {
             max_tracks_per_participant: 16,
             max_message_bytes: 64 * 1024,
             max_messages_per_second: 50,
+            data_max_reliable: 64 * 1024,
+            data_max_lossy: 1200,
+            data_messages_per_second: 1000,
+            data_bytes_per_second: 4 * 1024 * 1024,
+            data_lossy_backlog: 64 * 1024,
+            data_reliable_backlog: 4 * 1024 * 1024,
             auto_create_rooms: true,
             consent_timeout: Duration::from_secs(30),
             room_empty_timeout: Duration::from_secs(300),
@@ -506,6 +521,7 @@ impl Settings {
         if self.max_messages_per_second == 0 {
             return Err(invalid("max_messages_per_second", "must be at least 1"));
         }
+        self.validate_data()?;
         if !(Duration::from_secs(5)..=Duration::from_secs(300)).contains(&self.consent_timeout) {
             return Err(invalid(
                 "consent_timeout",
@@ -538,6 +554,32 @@ impl Settings {
     }
 
     /// The multi-node settings.
+    fn validate_data(&self) -> Result<(), ConfigError> {
+        // rtc sends SCTP messages of 256 KiB at most, and a delivery carries a stamp of 512 bytes.
+        if !(1024..=255 * 1024).contains(&self.data_max_reliable) {
+            return Err(invalid("data_max_reliable", "must be 1024 to 261120 bytes"));
+        }
+        if !(64..=self.data_max_reliable.min(16 * 1024)).contains(&self.data_max_lossy) {
+            return Err(invalid(
+                "data_max_lossy",
+                "must be 64 to 16384 bytes, and at most data_max_reliable",
+            ));
+        }
+        if self.data_lossy_backlog < self.data_max_lossy {
+            return Err(invalid(
+                "data_lossy_backlog",
+                "must hold one data_max_lossy message",
+            ));
+        }
+        if self.data_reliable_backlog < self.data_max_reliable {
+            return Err(invalid(
+                "data_reliable_backlog",
+                "must hold one data_max_reliable message",
+            ));
+        }
+        Ok(())
+    }
+
     fn validate_cluster(&self) -> Result<(), ConfigError> {
         if self.redis_prefix.is_empty() || self.redis_prefix.chars().any(char::is_whitespace) {
             return Err(invalid("redis_prefix", "must be non-empty, without spaces"));

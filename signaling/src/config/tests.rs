@@ -74,6 +74,19 @@ fn bad_values_name_their_key() {
             ],
             "announce_stun",
         ),
+        (
+            &[("FANOUT_DATA_MAX_RELIABLE", "300000")],
+            "data_max_reliable",
+        ),
+        (&[("FANOUT_DATA_MAX_LOSSY", "20000")], "data_max_lossy"),
+        (
+            &[("FANOUT_DATA_RELIABLE_BACKLOG", "1000")],
+            "data_reliable_backlog",
+        ),
+        (
+            &[("FANOUT_DATA_LOSSY_BACKLOG", "100")],
+            "data_lossy_backlog",
+        ),
     ];
     for (vars, key) in cases {
         let err = load(None, env(vars), &dev()).unwrap_err();

@@ -592,6 +592,10 @@ async fn handle_media<S: Sink<Message> + Unpin>(
             j.track_source(mid, source);
             Flow::Continue
         }
+        ClientMessage::EnableData {} => {
+            j.enable_data();
+            Flow::Continue
+        }
         // Handled before (a second join is refused).
         ClientMessage::Join { .. } => Flow::Continue,
     }

@@ -138,7 +138,9 @@ pub(super) async fn handle_p2p<S: Sink<Message> + Unpin>(
             candidate: Some(candidate),
         } => relay(ctx, sink, j, PeerSignal::Candidate { from, candidate }).await,
         ClientMessage::Leave {} => Flow::Close(1000, "left"),
-        ClientMessage::TrackSettings { .. } | ClientMessage::TrackSource { .. } => Flow::Continue,
+        ClientMessage::TrackSettings { .. }
+        | ClientMessage::TrackSource { .. }
+        | ClientMessage::EnableData {} => Flow::Continue,
         ClientMessage::Join { .. } => Flow::Continue,
     }
 }

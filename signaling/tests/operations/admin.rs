@@ -1,4 +1,4 @@
-//! The admin API: rooms, participants, kicks and mutes through HTTP with an admin token, and
+//! The admin API: rooms, participants, kicks, mutes and data messages through HTTP with an admin token, and
 //! every refusal with its status and code.
 
 use super::*;
@@ -256,6 +256,41 @@ async fn admin_scenario() {
         .await,
         400,
         "invalid_request",
+    );
+
+    // A data message into the room: delivered to nobody (these clients opened no data
+    // channels; the browser tests see one arrive); each malformed one refused.
+    let data = format!("{base}/rooms/r3/data");
+    let (st, body) = api(
+        Method::POST,
+        data.clone(),
+        Some(&admin),
+        Some(json!({"text": "hello", "topic": "ops"})),
+    )
+    .await;
+    assert_eq!((st, &body["delivered"]), (200, &json!(0)), "{body}");
+    for bad in [
+        json!({"text": "a", "base64": "AA=="}),
+        json!({}),
+        json!({"base64": "not base64!"}),
+        json!({"text": "x".repeat(64 * 1024)}),
+        json!({"text": "x".repeat(1200), "reliable": false}),
+        json!({"text": "a", "to": [""]}),
+        json!({"text": "a", "colour": "red"}),
+    ] {
+        let answer = api(Method::POST, data.clone(), Some(&admin), Some(bad.clone())).await;
+        refused(answer, 400, "invalid_request");
+    }
+    refused(
+        api(
+            Method::POST,
+            format!("{base}/rooms/nope/data"),
+            Some(&admin),
+            Some(json!({"text": "a"})),
+        )
+        .await,
+        404,
+        "room_not_found",
     );
 
     // Remove S: it is told and disconnected; P sees it leave.
