@@ -8,13 +8,14 @@
 //   - a message to one identity reaches only it; lossy messages are never mixed into the reliable
 //     stream; a client that enables data mid-call gets messages from then on;
 //   - each limit's error: too large for its channel (the library refuses it), too many per second
-//     (the server's `data_rate_limited`).
+//     (the server's `data_rate_limited`); the admin API's message; the metrics;
+//   - Firefox and Chromium exchange messages both ways.
 
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import test from 'node:test';
-import { decodesVideo, launchBrowser, pollUntil, roomUrl, signalingLog } from './browser.mjs';
+import { decodesVideo, launchBrowser, launchFirefox, pollUntil, roomUrl, signalingLog } from './browser.mjs';
 import { startServer } from './server.mjs';
 
 /**
@@ -247,4 +248,40 @@ test('reliable, lossy and addressed messages between three browsers; enabling da
   assert.ok(sample(metrics, 'fanout_data_messages_relayed_total') >= 1000 + 1 + 3 + 100, metrics);
   assert.ok(sample(metrics, 'fanout_data_bytes_relayed_total') > 64 * 1024);
   assert.ok(sample(metrics, 'fanout_data_messages_dropped_total{reason="rate_limited"}') > 0);
+});
+
+test('Firefox and Chromium exchange data messages through the server', { timeout: 120_000 }, async (t) => {
+  const server = await startServer(t);
+  const { open } = await launchBrowser(t);
+  const { open: openFirefox } = await launchFirefox(t);
+  const room = `dataff-${randomBytes(4).toString('hex')}`;
+  const fx = await openFirefox(roomUrl(server.url, room, 'fx', { publish: '0' }), 'firefox');
+  const ch = await open(roomUrl(server.url, room, 'ch', { publish: '0' }), 'chromium');
+  const [fxId, chId] = [await joined(fx), await joined(ch)];
+  for (const page of [fx, ch]) {
+    await pollUntil(() => dataOpen(page), { timeoutMs: 30_000, what: 'the data channels' });
+    await recordData(page);
+  }
+  for (const [from, to, id] of [
+    [fx, ch, fxId],
+    [ch, fx, chId],
+  ]) {
+    await from.evaluate(() => {
+      for (let i = 0; i < 200; i++) window.fanout.sendData(`m${i}`);
+      window.fanout.sendData(new Uint8Array([1, 2, 3]), { topic: 'bin', reliable: false });
+    });
+    await pollUntil(async () => (await received(to)).filter((m) => m.reliable).length === 200, { timeoutMs: 20_000, what: '200 messages' });
+    const got = await received(to);
+    assert.deepEqual(
+      got.filter((m) => m.reliable).map((m) => m.payload),
+      Array.from({ length: 200 }, (_, i) => `m${i}`),
+    );
+    assert.ok(got.every((m) => m.participantId === id));
+    // Loopback loses nothing: the lossy one arrives too (binary, on its channel).
+    await pollUntil(async () => (await received(to)).some((m) => !m.reliable), { timeoutMs: 10_000, what: 'the lossy message' });
+    assert.deepEqual(
+      (await received(to)).filter((m) => !m.reliable).map((m) => [m.topic, m.payload]),
+      [['bin', [1, 2, 3]]],
+    );
+  }
 });
