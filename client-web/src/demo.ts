@@ -1,12 +1,15 @@
 // The demo room page: `/?room=R&name=N` joins room R as N at once with camera and microphone and
-// shows one tile per participant. `&publish=0` joins receive-only; `&simulcast=0` publishes one
+// shows one tile per participant, with a control bar (demo/controls.ts: microphone M, camera V,
+// share screen S, leave Q, then rejoin R) and markers on the tiles of muted participants. `&publish=0` joins receive-only; `&simulcast=0` publishes one
 // encoding. Each remote tile reports its size to the server, which picks the simulcast layer; the
 // layer overlay (press L, or `&overlay=1`) shows which layer a tile receives and why.
 // `&tile=320x180` gives every remote tile exactly that size in CSS pixels. `&token=T` joins with
 // the access token T (needed outside `--dev`; `fanout token create` makes one); without one, a
 // `--dev` server hands the page a token from `/dev/token`.
-// `window.fanout` is the client and `window.fanoutDemo` has helpers, for tests and the console.
+// `&data=0` leaves out the data channels. `window.fanout` is the client and `window.fanoutDemo`
+// has helpers, for tests and the console.
 
+import { controlBar } from './demo/controls';
 import { runDiag } from './diag';
 import { FanoutClient, FanoutError, type RemoteParticipant, type TrackLayerMessage } from './fanout';
 
@@ -107,6 +110,28 @@ function createTile(name: string, local: boolean): HTMLElement {
   return tile;
 }
 
+/**
+ * Shows on a remote tile whether its microphone is muted and its camera off (a badge with an
+ * accessible label; `data-audio-muted`, `data-video-muted`), from the participant's tracks.
+ */
+function renderMuted(tile: HTMLElement, p: RemoteParticipant): void {
+  const audio = p.tracks.some((t) => t.kind === 'audio' && t.muted);
+  const video = p.tracks.some((t) => t.kind === 'video' && t.source === 'camera' && t.muted);
+  tile.toggleAttribute('data-audio-muted', audio);
+  tile.toggleAttribute('data-video-muted', video);
+  let badge = tile.querySelector<HTMLElement>('.muted');
+  if (!badge) {
+    badge = document.createElement('span');
+    badge.className = 'muted';
+    tile.append(badge);
+  }
+  const what = [audio ? 'microphone muted' : '', video ? 'camera off' : ''].filter(Boolean).join(', ');
+  badge.hidden = what === '';
+  badge.textContent = `${audio ? '🔇' : ''}${video ? '🚫📷' : ''}`;
+  badge.setAttribute('role', 'img');
+  badge.setAttribute('aria-label', what);
+}
+
 function attach(tile: HTMLElement, stream: MediaStream): void {
   const video = tile.querySelector('video')!;
   // Assigned again on every new track: reloading makes the element pick up tracks added to a
@@ -176,7 +201,8 @@ async function main(): Promise<void> {
   if (params.get('data') !== '0' && mode !== 'p2p') client.enableData();
   document.body.classList.toggle('show-layers', params.get('overlay') === '1');
   addEventListener('keydown', (e) => {
-    if ((e.key === 'l' || e.key === 'L') && !e.ctrlKey && !e.metaKey && !e.altKey) {
+    const typing = e.target instanceof HTMLElement && ['INPUT', 'TEXTAREA'].includes(e.target.tagName);
+    if ((e.key === 'l' || e.key === 'L') && !e.ctrlKey && !e.metaKey && !e.altKey && !typing) {
       document.body.classList.toggle('show-layers');
     }
   });
@@ -245,8 +271,16 @@ async function main(): Promise<void> {
       tile.dataset.name = p.name;
       tile.querySelector('figcaption')!.textContent = p.name;
     }
+    renderMuted(tile, p);
     return tile;
   };
+  const refreshMuted = (participantId: string) => {
+    const p = client.participants.get(participantId);
+    const tile = remoteTiles.get(participantId);
+    if (p && tile) renderMuted(tile, p);
+  };
+  client.on('track_published', ({ participantId }) => refreshMuted(participantId));
+  client.on('track_muted', ({ participantId }) => refreshMuted(participantId));
 
   client.on('participant_joined', (p) => {
     tileFor(p);
@@ -269,7 +303,10 @@ async function main(): Promise<void> {
       renderLayer(tile, client.layers.get(trackId), null);
     }
   });
-  client.on('track_unpublished', ({ trackId }) => videoTiles.delete(trackId));
+  client.on('track_unpublished', ({ participantId, trackId }) => {
+    videoTiles.delete(trackId);
+    refreshMuted(participantId);
+  });
   client.on('error', ({ code, message }) => setStatus(`Error ${code}: ${message}`, 'error'));
   client.on('negotiation_failed', ({ error }) =>
     setStatus(`Negotiation failed: ${error instanceof Error ? error.message : String(error)}`, 'error'),
@@ -282,6 +319,26 @@ async function main(): Promise<void> {
     });
   };
   let inRoom = false; // a failed join keeps its own message rather than "Disconnected"
+  let localStream: MediaStream | null = null;
+  const controls = controlBar(document.getElementById('controls')!, client, {
+    camera(off) {
+      localTile.toggleAttribute('data-video-muted', off);
+      if (!off && localStream) attach(localTile, localStream);
+    },
+    left() {
+      inRoom = false;
+      for (const id of [...remoteTiles.keys()]) {
+        detachers.get(id)?.();
+        remoteTiles.get(id)?.remove();
+      }
+      detachers.clear();
+      remoteTiles.clear();
+      videoTiles.clear();
+      localTile.remove();
+      setStatus('You left the room', 'info');
+    },
+    problem: (text) => setStatus(text, 'error'),
+  });
   client.on('disconnected', ({ code, reason }) => {
     if (inRoom) setStatus(`Disconnected (${code}${reason ? `: ${reason}` : ''})`, 'error');
   });
@@ -318,14 +375,18 @@ async function main(): Promise<void> {
   if (!publish) {
     localTile.remove();
     showNotice('Receive-only: not sending camera or microphone (publish=0 in the URL).');
+    controls.ready(false);
     return;
   }
   try {
-    attach(localTile, await client.publishCamera({ simulcast: params.get('simulcast') !== '0' }));
+    localStream = await client.publishCamera({ simulcast: params.get('simulcast') !== '0' });
+    attach(localTile, localStream);
+    controls.ready(true);
   } catch (err) {
     const why = err instanceof DOMException ? err.name : String(err);
     showNotice(`No camera or microphone (${why}): you are in the call receive-only.`);
     localTile.querySelector('figcaption')!.textContent = `${name} (you, receive-only)`;
+    controls.ready(false);
   }
 }
 

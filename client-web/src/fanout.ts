@@ -10,7 +10,7 @@
 // polite. When the other leaves, the connection is replaced by a fresh one carrying the same
 // local tracks, ready for whoever joins next.
 
-import type { JoinedMessage, Quality, ServerMessage, Track, TrackLayerMessage } from './protocol';
+import type { JoinedMessage, Quality, ServerMessage, Track, TrackLayerMessage, TrackSource } from './protocol';
 import { VideoReports } from './client/layers';
 import { Negotiation, msidTrackId } from './client/negotiation';
 import { Dynacast, simulcastEncodings } from './client/simulcast';
@@ -21,6 +21,7 @@ export type {
   ErrorCode,
   JoinedMessage,
   LayerReason,
+  MutedBy,
   Participant,
   PublisherLayersMessage,
   Quality,
@@ -48,6 +49,10 @@ export class FanoutClient extends Negotiation {
   private published: { stream: MediaStream; options: PublishOptions }[] = [];
   /** Local tracks this client captured itself (publishCamera), stopped on leave. */
   private ownedTracks: MediaStreamTrack[] = [];
+  /** The camera constraints of `publishCamera`, to capture again when the camera is turned on. */
+  private cameraConstraints: MediaTrackConstraints | boolean = true;
+  /** The sources we muted (microphone, camera): kept through reconnects. */
+  private readonly mutedSources = new Set<TrackSource>();
   /** Remote streams and tracks we already listen to (`removetrack`, `ended`). */
   private watched = new WeakSet<MediaStream | MediaStreamTrack>();
   /** The latest `track_layer` per remote track id. */
@@ -114,7 +119,11 @@ export class FanoutClient extends Negotiation {
         if (encodings) init.sendEncodings = encodings;
       }
       const transceiver = pc.addTransceiver(track, init);
-      if (!p2p) this.pendingSources.set(transceiver, options.source ?? (track.kind === 'audio' ? 'microphone' : 'camera'));
+      const source = options.source ?? (track.kind === 'audio' ? 'microphone' : 'camera');
+      this.sources.set(transceiver, source);
+      if (!p2p) this.pendingSources.set(transceiver, source);
+      // Muted before a reconnect: still muted after it.
+      if (this.mutedSources.has(source) && track.kind === 'audio') track.enabled = false;
     }
   }
 
@@ -126,22 +135,116 @@ export class FanoutClient extends Negotiation {
     options: PublishOptions & { video?: MediaTrackConstraints } = {},
   ): Promise<MediaStream> {
     this.requirePc();
-    const stream = await navigator.mediaDevices.getUserMedia({
-      audio: true,
-      video: options.video ?? { width: 1280, height: 720 },
-    });
+    this.cameraConstraints = options.video ?? { width: 1280, height: 720 };
+    const stream = await navigator.mediaDevices.getUserMedia({ audio: true, video: this.cameraConstraints });
     this.ownedTracks.push(...stream.getTracks());
     this.publish(stream, options);
     return stream;
   }
 
-  /** Captures a screen or window and publishes it as a screen share (one encoding). */
+  /**
+   * Captures a screen or window and publishes it as a screen share (one encoding). Ending the
+   * share from the browser's own controls stops it as `stopScreenShare()` does.
+   */
   async publishScreen(): Promise<MediaStream> {
     this.requirePc();
     const stream = await navigator.mediaDevices.getDisplayMedia({ video: true, audio: false });
     this.ownedTracks.push(...stream.getTracks());
     this.publish(stream, { source: 'screen', simulcast: false });
+    stream.getVideoTracks()[0]?.addEventListener('ended', () => this.stopScreenShare());
     return stream;
+  }
+
+  /**
+   * Stops the screen share: its capture ends and its track leaves the connection (the server
+   * unpublishes it: the others get `track_unpublished`).
+   */
+  stopScreenShare(): void {
+    this.published = this.published.filter(({ options }) => options.source !== 'screen');
+    for (const [transceiver, source] of this.sources) {
+      if (source !== 'screen') continue;
+      const track = transceiver.sender.track;
+      track?.stop();
+      this.ownedTracks = this.ownedTracks.filter((t) => t !== track);
+      if (this.pc && this.pc.signalingState !== 'closed' && track) this.pc.removeTrack(transceiver.sender);
+      this.sources.delete(transceiver);
+    }
+  }
+
+  /** Whether we muted our microphone (`setMicrophoneEnabled(false)`) or camera. */
+  isMuted(source: 'microphone' | 'camera'): boolean {
+    return this.mutedSources.has(source);
+  }
+
+  /**
+   * Mutes or unmutes the microphone: the track goes on, silent (`enabled`), and the server
+   * forwards nothing of it meanwhile; the room gets `track_muted` (by `publisher`).
+   */
+  setMicrophoneEnabled(enabled: boolean): void {
+    this.setMuted('microphone', !enabled);
+    for (const t of this.transceiversOf('microphone')) if (t.sender.track) t.sender.track.enabled = enabled;
+  }
+
+  /**
+   * Turns the camera off (its capture stops, so its light goes off; the server forwards nothing
+   * and the room gets `track_muted`) or on again: captured anew with `publishCamera`'s
+   * constraints, sent on the same transceiver, and the server asks for a keyframe at once.
+   * Resolves with the new camera track when turned on (the published stream holds it too).
+   */
+  async setCameraEnabled(enabled: boolean): Promise<MediaStreamTrack | null> {
+    const transceivers = this.transceiversOf('camera');
+    if (!enabled) {
+      this.setMuted('camera', true);
+      for (const t of transceivers) {
+        const old = t.sender.track;
+        await t.sender.replaceTrack(null);
+        // Stopped, but left in the published stream: a reconnect publishes it again, muted.
+        old?.stop();
+      }
+      return null;
+    }
+    let fresh: MediaStreamTrack | null = null;
+    if (transceivers.length > 0) {
+      const stream = await navigator.mediaDevices.getUserMedia({ video: this.cameraConstraints });
+      fresh = stream.getVideoTracks()[0] ?? null;
+      if (fresh) {
+        this.ownedTracks.push(fresh);
+        for (const t of transceivers) await t.sender.replaceTrack(fresh);
+        this.replaceCamera(fresh);
+      }
+    }
+    this.setMuted('camera', false);
+    return fresh;
+  }
+
+  /** Our transceivers that publish `source` on the current peer connection. */
+  private transceiversOf(source: TrackSource): RTCRtpTransceiver[] {
+    return [...this.sources].filter(([t, s]) => s === source && t.currentDirection !== 'stopped').map(([t]) => t);
+  }
+
+  /** Puts a new camera track in the published camera stream, in place of the stopped one. */
+  private replaceCamera(fresh: MediaStreamTrack): void {
+    for (const { stream, options } of this.published) {
+      if ((options.source ?? 'camera') !== 'camera' || stream.getVideoTracks().length === 0) continue;
+      for (const old of stream.getVideoTracks()) {
+        stream.removeTrack(old);
+        this.ownedTracks = this.ownedTracks.filter((t) => t !== old);
+      }
+      stream.addTrack(fresh);
+    }
+  }
+
+  /** Records and tells the server (for each transceiver with a mid) that `source` is muted. */
+  private setMuted(source: TrackSource, muted: boolean): void {
+    if (muted) this.mutedSources.add(source);
+    else this.mutedSources.delete(source);
+    if (this.roomMode !== 'sfu') return;
+    for (const t of this.transceiversOf(source)) if (t.mid && !this.pendingSources.has(t)) this.send({ type: 'mute', mid: t.mid, muted });
+  }
+
+  /** A muted source published again (after a reconnect): the server hears it is muted. */
+  protected override sourceAnnounced(mid: string, source: TrackSource): void {
+    if (this.mutedSources.has(source)) this.send({ type: 'mute', mid, muted: true });
   }
 
   /** The `TR_` id of a remote track, once known. */
@@ -341,7 +444,7 @@ export class FanoutClient extends Negotiation {
       case 'track_muted': {
         const t = this.participants.get(msg.participant_id)?.tracks.find((t) => t.id === msg.track_id);
         if (t) t.muted = msg.muted;
-        this.emit('track_muted', { participantId: msg.participant_id, trackId: msg.track_id, muted: msg.muted });
+        this.emit('track_muted', { participantId: msg.participant_id, trackId: msg.track_id, muted: msg.muted, by: msg.by });
         return;
       }
       case 'active_speaker':

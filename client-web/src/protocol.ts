@@ -87,6 +87,13 @@ export interface TrackSourceMessage {
   source: TrackSource;
 }
 
+/** This client mutes or unmutes what it publishes on transceiver `mid`. */
+export interface MuteMessage {
+  type: 'mute';
+  mid: string;
+  muted: boolean;
+}
+
 /** This client wants its data channels: the server's next offer carries them. */
 export interface EnableDataMessage {
   type: 'enable_data';
@@ -100,6 +107,7 @@ export type ClientMessage =
   | LeaveMessage
   | TrackSettingsMessage
   | TrackSourceMessage
+  | MuteMessage
   | EnableDataMessage;
 
 // ---- server → client ----
@@ -183,13 +191,17 @@ export interface PublisherLayersMessage {
   paused: string[];
 }
 
-/** An administrator muted or unmuted a track (ours included). */
+/** A track was muted or unmuted (ours included), by its publisher or an administrator. */
 export interface TrackMutedMessage {
   type: 'track_muted';
   participant_id: string;
   track_id: string;
   muted: boolean;
+  by: MutedBy;
 }
+
+/** Who muted a track: its publisher (`mute`) or an administrator (the admin API). */
+export type MutedBy = 'publisher' | 'admin';
 
 /** The room's loudest voice. */
 export interface ActiveSpeakerMessage {
@@ -226,6 +238,7 @@ export type ErrorCode =
   | 'too_many_tracks'
   | 'data_rejected'
   | 'data_rate_limited'
+  | 'muted_by_admin'
   | 'server_draining'
   | 'server_shutdown'
   | 'removed'

@@ -255,7 +255,25 @@ pub enum ErrorKind {
     DataRejected,
     /// The participant sends data messages faster than it may; some were dropped.
     DataRateLimited,
+    /// A participant tried to unmute its track that an administrator muted.
+    MutedByAdmin,
     Internal,
+}
+
+/// Who muted (or unmuted) a track: its publisher, or an administrator (the admin API).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MutedBy {
+    Publisher,
+    Admin,
+}
+
+impl MutedBy {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            MutedBy::Publisher => "publisher",
+            MutedBy::Admin => "admin",
+        }
+    }
 }
 
 /// A data message the server sends (see [`Sfu::send_data`]).
@@ -295,11 +313,13 @@ pub enum Event {
     ActiveSpeaker {
         participant_id: String,
     },
-    /// A track was muted or unmuted by an administrator (told to the whole room, publisher too).
+    /// A track was muted or unmuted, by its publisher or an administrator (told to the whole
+    /// room, publisher too).
     TrackMuted {
         participant_id: String,
         track_id: String,
         muted: bool,
+        by: MutedBy,
     },
     /// To a subscriber: the layer it receives for a track changed (or why).
     TrackLayer(LayerReport),
@@ -377,6 +397,12 @@ pub enum Command {
         key: ParticipantKey,
         mid: String,
         source: TrackSource,
+    },
+    /// The participant mutes or unmutes what it publishes on transceiver `mid`.
+    Mute {
+        key: ParticipantKey,
+        mid: String,
+        muted: bool,
     },
     /// The client wants its data channels: the server opens them and offers them.
     EnableData {
@@ -630,6 +656,18 @@ impl Participant {
             key: self.key,
             mid,
             source,
+        });
+    }
+
+    /// Mutes (or unmutes) what this participant publishes on transceiver `mid`: nothing of it
+    /// is forwarded while muted, the room is told (`TrackMuted`, by the publisher), and an
+    /// unmuted video track gets a keyframe request at once. A track an administrator muted
+    /// stays muted ([`ErrorKind::MutedByAdmin`]).
+    pub fn mute(&self, mid: String, muted: bool) {
+        let _ = self.commands.send(Command::Mute {
+            key: self.key,
+            mid,
+            muted,
         });
     }
 

@@ -52,6 +52,7 @@ mod stats;
 
 pub use api::{
     Candidate, DataDrops, DataLimits, DataMessage, DriverStats, DroppedBytes, ErrorKind, Event,
-    JoinInfo, JoinRequest, LayerReport, MediaKind, Observation, Participant, ParticipantInfo,
-    Permissions, Quality, Reason, Sfu, SfuConfig, SfuError, TrackInfo, TrackSettings, TrackSource,
+    JoinInfo, JoinRequest, LayerReport, MediaKind, MutedBy, Observation, Participant,
+    ParticipantInfo, Permissions, Quality, Reason, Sfu, SfuConfig, SfuError, TrackInfo,
+    TrackSettings, TrackSource,
 };

@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use harness::{assert_contiguous, assert_forwarded, offered_ssrcs, Net, Received, Sent};
 use sfu::api::Command;
-use sfu::{Event, LayerReport, Quality, TrackSettings};
+use sfu::{ErrorKind, Event, LayerReport, MutedBy, Quality, TrackSettings};
 
 const PUB_SSRC: u32 = 0x1111;
 /// The payload type of VP8 in the server's media engine (`sfu::peer::media_engine`).
@@ -420,7 +420,7 @@ fn mute_stops_the_track_tells_the_room_and_resumes_on_a_keyframe() {
     assert!(set_muted(&mut net, &track, true), "the driver publishes it");
     for c in [p, s] {
         assert!(net.clients[c].saw(
-            |e| matches!(e, Event::TrackMuted { participant_id, track_id, muted: true }
+            |e| matches!(e, Event::TrackMuted { participant_id, track_id, muted: true, by: MutedBy::Admin }
             if *participant_id == pub_id && *track_id == track)
         ));
     }
@@ -452,6 +452,119 @@ fn mute_stops_the_track_tells_the_room_and_resumes_on_a_keyframe() {
     // The subscriber's stream goes on where it stopped: no gap in sequence numbers.
     assert_contiguous(&got);
     no_client_errors(&net);
+}
+
+/// The publisher's first transceiver mid (its one video track).
+fn published_mid(net: &Net, client: usize) -> String {
+    let sdp = net.clients[client]
+        .pc
+        .local_description()
+        .expect("offered")
+        .sdp;
+    let mid = sdp.lines().find_map(|l| l.strip_prefix("a=mid:"));
+    mid.expect("a mid").trim().to_owned()
+}
+
+fn self_mute(net: &mut Net, client: usize, muted: bool) {
+    let mid = published_mid(net, client);
+    let (driver, key) = (net.clients[client].driver, net.clients[client].key);
+    net.command(driver, Command::Mute { key, mid, muted });
+    net.run_for(Duration::from_millis(20));
+}
+
+#[test]
+fn a_publisher_mutes_itself_on_any_driver_and_cannot_lift_an_admin_mute() {
+    // The subscriber is on the other driver: the mute crosses to the track's proxy there.
+    let mut net = Net::new(2);
+    let p = net.join(0, "pub", "room");
+    net.run_for(Duration::from_millis(1));
+    let s = net.join(1, "sub", "room");
+    net.publish_video(p, &[("", PUB_SSRC)]);
+    net.run_until(Duration::from_secs(3), "media crosses drivers", |n| {
+        n.clients[s].received.len() >= 10
+    });
+    let track = net.clients[s].published_track_id().unwrap();
+    self_mute(&mut net, p, true);
+    for c in [p, s] {
+        assert!(net.clients[c].saw(|e| matches!(e, Event::TrackMuted { track_id, muted: true, by: MutedBy::Publisher, .. } if *track_id == track)));
+    }
+    net.run_for(Duration::from_millis(100));
+    let received = net.clients[s].received.len();
+    net.run_for(Duration::from_secs(1));
+    assert_eq!(
+        net.clients[s].received.len(),
+        received,
+        "nothing while muted"
+    );
+
+    let plis = net.clients[p].video.as_ref().unwrap().plis;
+    self_mute(&mut net, p, false);
+    assert!(net.clients[s].saw(|e| matches!(
+        e,
+        Event::TrackMuted {
+            muted: false,
+            by: MutedBy::Publisher,
+            ..
+        }
+    )));
+    assert!(
+        net.clients[p].video.as_ref().unwrap().plis > plis,
+        "a keyframe is asked for within 20 ms of the unmute"
+    );
+    net.run_for(Duration::from_millis(500));
+    let got = net.clients[s].received_on(&track);
+    assert!(got.len() > received + 10, "media again");
+    assert!(sfu::engine::codec::vp8_is_keyframe_start(
+        &got[received].payload
+    ));
+
+    // An administrator's mute holds against the publisher's unmute (the engine handle sends it
+    // to every driver, as the admin API does).
+    for driver in 0..2 {
+        let (reply, _rx) = tokio::sync::oneshot::channel();
+        let track_id = track.clone();
+        let room = "room".to_owned();
+        net.command(
+            driver,
+            Command::MuteTrack {
+                room,
+                track_id,
+                muted: true,
+                reply,
+            },
+        );
+    }
+    net.run_for(Duration::from_millis(20));
+    self_mute(&mut net, p, false);
+    assert!(net.clients[p].saw(|e| matches!(
+        e,
+        Event::Error {
+            kind: ErrorKind::MutedByAdmin,
+            ..
+        }
+    )));
+    let received = net.clients[s].received.len();
+    net.run_for(Duration::from_secs(1));
+    assert_eq!(net.clients[s].received.len(), received, "still muted");
+    // A mid with nothing on it.
+    let key = net.clients[p].key;
+    net.command(
+        0,
+        Command::Mute {
+            key,
+            mid: "77".into(),
+            muted: true,
+        },
+    );
+    net.run_for(Duration::from_millis(20));
+    assert!(net.clients[p].saw(|e| matches!(
+        e,
+        Event::Error {
+            kind: ErrorKind::UnknownTrack,
+            ..
+        }
+    )));
+    assert!(net.clients.iter().all(|c| c.errors.is_empty()));
 }
 
 /// What the publisher was last told to send and to pause (dynacast), as sets of rids.

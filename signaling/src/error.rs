@@ -56,6 +56,8 @@ pub enum ErrorCode {
     DataRejected,
     /// Data messages beyond the sender's rate were dropped.
     DataRateLimited,
+    /// A participant tried to unmute a track an administrator muted.
+    MutedByAdmin,
     /// The server is draining: join another server (retry through the load balancer).
     ServerDraining,
     /// The server is shutting down; rejoin (another server will take the room).
@@ -121,6 +123,7 @@ impl ErrorCode {
         ErrorCode::TooManyTracks,
         ErrorCode::DataRejected,
         ErrorCode::DataRateLimited,
+        ErrorCode::MutedByAdmin,
         ErrorCode::ServerDraining,
         ErrorCode::ServerShutdown,
         ErrorCode::Removed,
@@ -171,6 +174,7 @@ impl ErrorCode {
             TooManyTracks => "too_many_tracks",
             DataRejected => "data_rejected",
             DataRateLimited => "data_rate_limited",
+            MutedByAdmin => "muted_by_admin",
             ServerDraining => "server_draining",
             ServerShutdown => "server_shutdown",
             Removed => "removed",

@@ -72,6 +72,11 @@ pub enum ClientMessage {
     },
     /// The client wants its data channels; the server's next offer carries them.
     EnableData {},
+    /// The client mutes or unmutes what it publishes on the transceiver `mid`.
+    Mute {
+        mid: String,
+        muted: bool,
+    },
 }
 
 /// The `type` values a client may send, to tell an unknown type from a malformed message.
@@ -84,6 +89,7 @@ pub const CLIENT_TYPES: &[&str] = &[
     "track_settings",
     "track_source",
     "enable_data",
+    "mute",
 ];
 
 /// How a room carries media: through the server (`sfu`, the default) or directly between its
@@ -194,11 +200,14 @@ pub enum ServerMessage {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         from: Option<String>,
     },
-    /// A track was muted or unmuted by an administrator (sent to its publisher too).
+    /// A track was muted or unmuted, by its publisher or an administrator (sent to its
+    /// publisher too).
     TrackMuted {
         participant_id: String,
         track_id: String,
         muted: bool,
+        /// `publisher` or `admin`.
+        by: &'static str,
     },
     /// The room's active speaker changed (the loudest voice, kept through silence).
     ActiveSpeaker {

@@ -29,6 +29,8 @@ export abstract class Negotiation extends Reconnecting {
   private pendingCandidates: RTCIceCandidateInit[] = [];
   /** What we publish on each transceiver, until the server was told (`track_source`). */
   protected pendingSources = new Map<RTCRtpTransceiver, TrackSource>();
+  /** What we publish on each transceiver of this peer connection. */
+  protected sources = new Map<RTCRtpTransceiver, TrackSource>();
 
   protected createPeerConnection(): void {
     const pc = new RTCPeerConnection({
@@ -39,6 +41,7 @@ export abstract class Negotiation extends Reconnecting {
     this.pc = pc;
     this.makingOffer = false;
     this.pendingCandidates = [];
+    this.sources.clear();
 
     pc.onnegotiationneeded = () => this.negotiate(pc);
 
@@ -104,8 +107,12 @@ export abstract class Negotiation extends Reconnecting {
       if (!transceiver.mid) continue;
       this.send({ type: 'track_source', mid: transceiver.mid, source });
       this.pendingSources.delete(transceiver);
+      this.sourceAnnounced(transceiver.mid, source);
     }
   }
+
+  /** The server was told what transceiver `mid` publishes. */
+  protected sourceAnnounced(_mid: string, _source: TrackSource): void {}
 
   protected async onCandidate(candidate: RTCIceCandidateInit): Promise<void> {
     const pc = this.pc;

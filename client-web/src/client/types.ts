@@ -1,7 +1,7 @@
 // The public shapes of the client: how to publish, who else is in the room, the events a
 // `FanoutClient` dispatches and the error a join rejects with. `fanout.ts` re-exports them all.
 
-import type { ErrorCode, JoinedMessage, PublisherLayersMessage, Track, TrackLayerMessage, TrackSource } from '../protocol';
+import type { ErrorCode, JoinedMessage, MutedBy, PublisherLayersMessage, Track, TrackLayerMessage, TrackSource } from '../protocol';
 import type { DataMessage } from './data';
 
 /** How a track is published. */
@@ -51,8 +51,11 @@ export interface FanoutEvents {
   publisher_layers: PublisherLayersMessage;
   /** The room's active speaker changed. */
   active_speaker: { participantId: string };
-  /** An administrator muted or unmuted a track (`participantId` may be our own). */
-  track_muted: { participantId: string; trackId: string; muted: boolean };
+  /**
+   * A track was muted or unmuted, by its publisher or an administrator (`participantId` may be
+   * our own: an administrator's mute of our track, or the server confirming ours).
+   */
+  track_muted: { participantId: string; trackId: string; muted: boolean; by: MutedBy };
   /** A data message from another participant (or the server), on either channel. */
   data: DataMessage;
   /** An `error` message from the server. */

@@ -25,7 +25,7 @@ use super::select::layer_order;
 use super::tracks::{Layer, Origin, Track};
 use super::{Driver, TrackKey};
 use crate::api::Event;
-use crate::api::{Command, ParticipantInfo, ParticipantKey, TrackInfo, TrackSource};
+use crate::api::{Command, MutedBy, ParticipantInfo, ParticipantKey, TrackInfo, TrackSource};
 use crate::engine::codec::Codec;
 use crate::engine::speaker::LevelMeter;
 use tracing::debug;
@@ -100,6 +100,14 @@ pub enum MeshMsg {
     TrackSource {
         track: TrackKey,
         source: TrackSource,
+    },
+    /// A publisher muted or unmuted its track (an administrator's mute reaches every driver
+    /// from the engine handle).
+    Mute {
+        room: String,
+        track_id: String,
+        muted: bool,
+        by: MutedBy,
     },
     TrackUnpublished {
         track: TrackKey,
@@ -304,6 +312,7 @@ impl Driver {
                 audio_level_ext: None,
                 level: LevelMeter::default(),
                 muted: remote.info.muted,
+                admin_muted: false,
                 forwarders: Vec::new(),
             },
         );
@@ -428,6 +437,14 @@ impl Driver {
                         t.order = layer_order(&t.layers);
                     }
                 }
+            }
+            MeshMsg::Mute {
+                room,
+                track_id,
+                muted,
+                by,
+            } => {
+                self.mute_track(&room, &track_id, muted, by, now);
             }
             MeshMsg::TrackSource { track, source } => {
                 for r in self.rooms.remote.values_mut() {

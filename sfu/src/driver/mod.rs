@@ -52,8 +52,8 @@ use tokio::sync::mpsc;
 use tracing::warn;
 
 use crate::api::{
-    Command, DriverStats, Event, JoinInfo, JoinRequest, Observation, ParticipantKey, SfuConfig,
-    SfuError,
+    Command, DriverStats, Event, JoinInfo, JoinRequest, MutedBy, Observation, ParticipantKey,
+    SfuConfig, SfuError,
 };
 use connections::Connections;
 use mesh::{global_key, Load, Mesh, MeshPacket};
@@ -381,7 +381,7 @@ impl Driver {
                 muted,
                 reply,
             } => {
-                let _ = reply.send(self.mute_track(&room, &track_id, muted, now));
+                let _ = reply.send(self.mute_track(&room, &track_id, muted, MutedBy::Admin, now));
             }
             Command::Offer { key, sdp } => self.on_remote_offer(key, sdp, now),
             Command::Answer { key, sdp } => self.on_remote_answer(key, sdp, now),
@@ -392,6 +392,7 @@ impl Driver {
                 self.on_track_source(key, mid, source, now)
             }
             Command::EnableData { key } => self.enable_data(key, now),
+            Command::Mute { key, mid, muted } => self.self_mute(key, &mid, muted, now),
             Command::Debug { reply } => {
                 let _ = reply.send(self.snapshot(now));
             }

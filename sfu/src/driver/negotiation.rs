@@ -32,6 +32,28 @@ pub(super) struct Subscription {
     pub(super) codec_pinned: bool,
 }
 
+/// The mids of the media sections of an SDP that send nothing: rejected (port 0), `inactive`
+/// or `recvonly` (a client that removed a track, e.g. a stopped screen share).
+pub(super) fn silent_mids(sdp: &str) -> Vec<String> {
+    let mut silent = Vec::new();
+    for section in sdp.split("\nm=").skip(1) {
+        let rejected = section.split_whitespace().nth(1) == Some("0");
+        let mut mid = None;
+        let mut quiet = rejected;
+        for line in section.lines() {
+            let line = line.trim_end();
+            if let Some(m) = line.strip_prefix("a=mid:") {
+                mid = Some(m.to_owned());
+            }
+            quiet |= line == "a=inactive" || line == "a=recvonly";
+        }
+        if let (true, Some(mid)) = (quiet, mid) {
+            silent.push(mid);
+        }
+    }
+    silent
+}
+
 pub(super) fn first_mid(sdp: &str) -> Option<String> {
     sdp.lines()
         .find_map(|l| l.strip_prefix("a=mid:"))
@@ -281,6 +303,7 @@ impl Driver {
         let Some(peer) = self.conns.peers.get_mut(&key) else {
             return;
         };
+        let silent = silent_mids(&sdp);
         let applied = guarded(|| {
             let offer =
                 RTCSessionDescription::offer(sdp).map_err(|e| (ErrorKind::InvalidSdp, e))?;
@@ -300,6 +323,10 @@ impl Driver {
                 return;
             }
         }
+        self.unpublish_silent(key, &silent, now);
+        let Some(peer) = self.conns.peers.get_mut(&key) else {
+            return;
+        };
         let answer_only = peer.answer_only;
         if answer_only {
             // The client's offer negotiates the subscriptions (rtc pairs its m-lines with the
@@ -498,5 +525,21 @@ impl Driver {
         for (data, flow) in early {
             self.on_datagram_from(&data, flow, now, false);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::silent_mids;
+
+    #[test]
+    fn silent_mids_are_rejected_inactive_or_receive_only_sections() {
+        let sdp = "v=0\r\n\
+            m=audio 9 UDP/TLS/RTP/SAVPF 111\r\na=mid:0\r\na=sendonly\r\n\
+            m=video 9 UDP/TLS/RTP/SAVPF 96\r\na=mid:1\r\na=inactive\r\n\
+            m=video 9 UDP/TLS/RTP/SAVPF 96\r\na=mid:2\r\na=recvonly\r\n\
+            m=video 0 UDP/TLS/RTP/SAVPF 96\r\na=mid:3\r\na=sendonly\r\n\
+            m=video 9 UDP/TLS/RTP/SAVPF 96\r\na=mid:4\r\na=sendrecv\r\n";
+        assert_eq!(silent_mids(sdp), ["1", "2", "3"]);
     }
 }

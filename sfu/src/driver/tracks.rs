@@ -16,7 +16,8 @@ use super::mesh::{global_key, MeshMsg, RemoteTrack};
 use super::select::layer_order;
 use super::{guarded, random_id, Driver, TrackKey, LAYER_IDLE};
 use crate::api::{
-    ErrorKind, Event, MediaKind, Observation, ParticipantKey, SfuConfig, TrackInfo, TrackSource,
+    ErrorKind, Event, MediaKind, MutedBy, Observation, ParticipantKey, SfuConfig, TrackInfo,
+    TrackSource,
 };
 use crate::engine::codec::Codec;
 use crate::engine::keyframe::KeyframeThrottle;
@@ -73,8 +74,11 @@ pub(super) struct Track {
     /// Audio: the negotiated id of the audio-level header extension, and the smoothed level.
     pub(super) audio_level_ext: Option<u8>,
     pub(super) level: LevelMeter,
-    /// Muted by an administrator: its packets are dropped at the origin, its forwarders paused.
+    /// Muted (by its publisher or an administrator): its packets are dropped, its forwarders
+    /// paused.
     pub(super) muted: bool,
+    /// Muted by an administrator: its publisher cannot unmute it.
+    pub(super) admin_muted: bool,
     pub(super) forwarders: Vec<Forwarder>,
 }
 
@@ -321,6 +325,7 @@ impl Driver {
                 audio_level_ext: audio_level_ext.filter(|_| kind == MediaKind::Audio),
                 level: LevelMeter::default(),
                 muted: false,
+                admin_muted: false,
                 forwarders: Vec::new(),
             },
         );
@@ -396,11 +401,90 @@ impl Driver {
 
     /// Mutes or unmutes a track of `room` on this driver, as its origin or a proxy, and tells
     /// the local members. Returns whether this driver is the track's origin.
+    /// The client's offer stopped sending on `mids` (it removed those tracks: rtc reports no
+    /// closed track for a transceiver turned inactive): what it published there is unpublished.
+    pub(super) fn unpublish_silent(&mut self, key: ParticipantKey, mids: &[String], now: Instant) {
+        if mids.is_empty() {
+            return;
+        }
+        let Some(peer) = self.conns.peers.get_mut(&key) else {
+            return;
+        };
+        let tracks = &self.tracks.all;
+        let on_silent_mid = |tkey: &TrackKey| {
+            tracks
+                .get(tkey)
+                .and_then(|t| t.mid.as_ref())
+                .is_some_and(|m| mids.contains(m))
+        };
+        let gone: Vec<TrackKey> = peer
+            .published
+            .values()
+            .copied()
+            .filter(on_silent_mid)
+            .collect();
+        peer.published.retain(|_, tkey| !gone.contains(tkey));
+        for tkey in gone {
+            self.unpublish_track(tkey, now);
+        }
+    }
+
+    /// A participant mutes or unmutes what it publishes on `mid` (every track on it: one).
+    pub(super) fn self_mute(&mut self, key: ParticipantKey, mid: &str, muted: bool, now: Instant) {
+        let Some(peer) = self.conns.peers.get(&key) else {
+            return;
+        };
+        let room = peer.room.clone();
+        let found: Vec<(String, bool)> = peer
+            .published
+            .values()
+            .filter_map(|tkey| self.tracks.all.get(tkey))
+            .filter(|t| t.mid.as_deref() == Some(mid))
+            .map(|t| (t.id.clone(), t.admin_muted))
+            .collect();
+        if found.is_empty() {
+            let message = format!("no published track on mid {mid:?}");
+            self.events.tell(
+                key,
+                Event::Error {
+                    kind: ErrorKind::UnknownTrack,
+                    message,
+                },
+            );
+            return;
+        }
+        for (track_id, admin_muted) in found {
+            if admin_muted && !muted {
+                let message = format!("track {track_id} was muted by an administrator");
+                self.events.tell(
+                    key,
+                    Event::Error {
+                        kind: ErrorKind::MutedByAdmin,
+                        message,
+                    },
+                );
+                continue;
+            }
+            let by = MutedBy::Publisher;
+            self.mute_track(&room, &track_id, muted, by, now);
+            self.mesh.broadcast(|| MeshMsg::Mute {
+                room: room.clone(),
+                track_id: track_id.clone(),
+                muted,
+                by,
+            });
+        }
+    }
+
+    /// Mutes or unmutes a track of `room` (its copy on this driver, if any), tells the room's
+    /// members on this driver, and on unmute resumes its forwarders (video: with a keyframe
+    /// request). Returns whether this driver publishes it.
     pub(super) fn mute_track(
         &mut self,
         room: &str,
         track_id: &str,
         muted: bool,
+        by: MutedBy,
         now: Instant,
     ) -> bool {
         for r in self.rooms.remote.values_mut() {
@@ -420,6 +504,9 @@ impl Driver {
             return false;
         }
         let local = matches!(track.origin, Origin::Local(_));
+        if by == MutedBy::Admin {
+            track.admin_muted = muted;
+        }
         if track.muted == muted {
             return local;
         }
@@ -459,6 +546,7 @@ impl Driver {
                     participant_id: publisher_id.clone(),
                     track_id: track_id.clone(),
                     muted,
+                    by,
                 },
             );
         }

@@ -596,6 +596,10 @@ async fn handle_media<S: Sink<Message> + Unpin>(
             j.enable_data();
             Flow::Continue
         }
+        ClientMessage::Mute { mid, muted } => {
+            j.mute(mid, muted);
+            Flow::Continue
+        }
         // Handled before (a second join is refused).
         ClientMessage::Join { .. } => Flow::Continue,
     }
@@ -677,10 +681,12 @@ async fn forward_event<S: Sink<Message> + Unpin>(
             participant_id,
             track_id,
             muted,
+            by,
         } => ServerMessage::TrackMuted {
             participant_id,
             track_id,
             muted,
+            by: by.as_str(),
         },
         Event::TrackLayer(r) => ServerMessage::TrackLayer {
             track_id: r.track_id,
@@ -711,6 +717,7 @@ async fn forward_event<S: Sink<Message> + Unpin>(
                 sfu::ErrorKind::TrackLimit => ErrorCode::TooManyTracks,
                 sfu::ErrorKind::DataRejected => ErrorCode::DataRejected,
                 sfu::ErrorKind::DataRateLimited => ErrorCode::DataRateLimited,
+                sfu::ErrorKind::MutedByAdmin => ErrorCode::MutedByAdmin,
                 sfu::ErrorKind::Internal => ErrorCode::InternalError,
             };
             return send_error(ctx, sink, code, message).await;

@@ -140,7 +140,8 @@ pub(super) async fn handle_p2p<S: Sink<Message> + Unpin>(
         ClientMessage::Leave {} => Flow::Close(1000, "left"),
         ClientMessage::TrackSettings { .. }
         | ClientMessage::TrackSource { .. }
-        | ClientMessage::EnableData {} => Flow::Continue,
+        | ClientMessage::EnableData {}
+        | ClientMessage::Mute { .. } => Flow::Continue,
         ClientMessage::Join { .. } => Flow::Continue,
     }
 }
