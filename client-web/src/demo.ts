@@ -10,6 +10,7 @@
 // has helpers, for tests and the console.
 
 import { controlBar } from './demo/controls';
+import { keepLaidOut } from './demo/layout';
 import { runDiag } from './diag';
 import { FanoutClient, FanoutError, type RemoteParticipant, type TrackLayerMessage } from './fanout';
 
@@ -100,6 +101,23 @@ function createTile(name: string, local: boolean): HTMLElement {
   label.textContent = local ? `${name} (you)` : name;
   tile.append(video, label);
   if (!local) {
+    // Pinned: this tile takes the stage, the others a strip.
+    const pin = document.createElement('button');
+    pin.type = 'button';
+    pin.className = 'pin';
+    pin.setAttribute('aria-label', `Pin ${name}`);
+    pin.setAttribute('aria-pressed', 'false');
+    pin.textContent = '📌';
+    pin.addEventListener('click', () => {
+      const on = !tile.hasAttribute('data-pinned');
+      for (const other of grid.querySelectorAll<HTMLElement>('.tile[data-pinned]')) {
+        other.removeAttribute('data-pinned');
+        other.querySelector('.pin')?.setAttribute('aria-pressed', 'false');
+      }
+      tile.toggleAttribute('data-pinned', on);
+      pin.setAttribute('aria-pressed', String(on));
+    });
+    tile.append(pin);
     const overlay = document.createElement('div');
     overlay.className = 'layer';
     overlay.dataset.layer = 'none';
@@ -206,13 +224,14 @@ async function main(): Promise<void> {
       document.body.classList.toggle('show-layers');
     }
   });
+  const relayout = keepLaidOut(grid);
   const tileParam = /^(\d+)x(\d+)$/.exec(params.get('tile') ?? '');
   const fixedTile = tileParam ? { width: Number(tileParam[1]), height: Number(tileParam[2]) } : null;
   const sizeTile = (tile: HTMLElement, width: number, height: number) => {
+    tile.toggleAttribute('data-fixed-size', true);
     tile.style.width = `${width}px`;
     tile.style.height = `${height}px`;
-    tile.style.aspectRatio = 'auto';
-    tile.style.justifySelf = 'start';
+    relayout();
   };
   const tileByName = (n: string) =>
     [...remoteTiles.values()].find((t) => t.dataset.name === n) ??
@@ -225,6 +244,7 @@ async function main(): Promise<void> {
     },
     setTileHidden(n, hidden) {
       tileByName(n).style.display = hidden ? 'none' : '';
+      relayout();
     },
     setOverlay(on) {
       document.body.classList.toggle('show-layers', on);
@@ -286,16 +306,38 @@ async function main(): Promise<void> {
     tileFor(p);
     inCall();
   });
+  /** Screen shares, by track id: a tile of their own (on the stage), and its report's detacher. */
+  const screenTiles = new Map<string, { tile: HTMLElement; participantId: string; detach: () => void }>();
+  const dropScreen = (trackId: string) => {
+    const s = screenTiles.get(trackId);
+    s?.detach();
+    s?.tile.remove();
+    screenTiles.delete(trackId);
+  };
+  const screenTile = (p: RemoteParticipant, track: MediaStreamTrack, trackId: string) => {
+    if (screenTiles.has(trackId)) return;
+    const tile = createTile(`${p.name} (screen)`, false);
+    tile.toggleAttribute('data-screen', true);
+    tile.dataset.participantId = p.id;
+    attach(tile, new MediaStream([track]));
+    screenTiles.set(trackId, { tile, participantId: p.id, detach: client.observeVideo(trackId, tile.querySelector('video')!) });
+    track.addEventListener('ended', () => dropScreen(trackId));
+  };
   client.on('participant_left', ({ participantId }) => {
     detachers.get(participantId)?.();
     detachers.delete(participantId);
     remoteTiles.get(participantId)?.remove();
     remoteTiles.delete(participantId);
+    for (const [trackId, s] of screenTiles) if (s.participantId === participantId) dropScreen(trackId);
     inCall();
   });
   client.on('track', ({ participantId, stream, track, trackId }) => {
     const p = client.participants.get(participantId);
     if (!p) return;
+    if (trackId && p.tracks.find((t) => t.id === trackId)?.source === 'screen') {
+      screenTile(p, track, trackId);
+      return;
+    }
     const tile = tileFor(p);
     attach(tile, stream);
     if (track.kind === 'video' && trackId) {
@@ -305,6 +347,7 @@ async function main(): Promise<void> {
   });
   client.on('track_unpublished', ({ participantId, trackId }) => {
     videoTiles.delete(trackId);
+    dropScreen(trackId);
     refreshMuted(participantId);
   });
   client.on('error', ({ code, message }) => setStatus(`Error ${code}: ${message}`, 'error'));

@@ -83,6 +83,12 @@ test('the control bar mutes, turns the camera off, shares the screen, leaves and
   await alice.getByRole('button', { name: 'Share screen', exact: true }).click({ timeout: 10_000 });
   await pollUntil(async () => (await pressed(alice, 'Share screen')) === 'true', { timeoutMs: 10_000, what: 'the share started' });
   await waitGrowing(bob, 'video', 2, "bob decoding alice's camera and screen");
+  // The share has a tile of its own, on the stage: larger than alice's camera tile.
+  const widths = await bob.evaluate(() =>
+    [...document.querySelectorAll('[data-remote]')].map((t) => [t.hasAttribute('data-screen'), t.getBoundingClientRect().width]),
+  );
+  const [screen, camera] = [widths.find(([s]) => s)?.[1], widths.find(([s]) => !s)?.[1]];
+  assert.ok(screen > 2 * camera, `screen tile ${screen} px, camera tile ${camera} px`);
   const unpublished = bob.evaluate(
     () => new Promise((resolve) => window.fanout.on('track_unpublished', ({ trackId }) => resolve(trackId))),
   );
