@@ -11,6 +11,7 @@
 
 import { controlBar } from './demo/controls';
 import { keepLaidOut } from './demo/layout';
+import { sidePanels } from './demo/panels';
 import { runDiag } from './diag';
 import { FanoutClient, FanoutError, type RemoteParticipant, type TrackLayerMessage } from './fanout';
 
@@ -126,6 +127,31 @@ function createTile(name: string, local: boolean): HTMLElement {
   }
   grid.append(tile);
   return tile;
+}
+
+/**
+ * A remote tile's connection quality marker, from its layer report: poor when the server pauses
+ * or lowers the video for want of bandwidth (or nothing comes from the publisher), fair when the
+ * layer is below what the tile needs, good otherwise.
+ */
+function renderQuality(tile: HTMLElement, msg: TrackLayerMessage): void {
+  if (msg.reason === 'hidden') return;
+  const level =
+    (msg.reason === 'bandwidth' && msg.current === null) || msg.reason === 'publisher_not_sending'
+      ? 'poor'
+      : msg.reason === 'bandwidth' || msg.current !== msg.target
+        ? 'fair'
+        : 'good';
+  let marker = tile.querySelector<HTMLElement>('.quality');
+  if (!marker) {
+    marker = document.createElement('span');
+    marker.className = 'quality';
+    marker.setAttribute('role', 'img');
+    tile.append(marker);
+  }
+  marker.dataset.level = level;
+  marker.setAttribute('aria-label', `connection ${level}`);
+  marker.textContent = level === 'good' ? '▂▄▆' : level === 'fair' ? '▂▄' : '▂';
 }
 
 /**
@@ -254,7 +280,10 @@ async function main(): Promise<void> {
   const videoTiles = new Map<string, { tile: HTMLElement; track: MediaStreamTrack }>();
   client.on('track_layer', (msg) => {
     const v = videoTiles.get(msg.track_id);
-    if (v) renderLayer(v.tile, msg, null);
+    if (v) {
+      renderLayer(v.tile, msg, null);
+      renderQuality(v.tile, msg);
+    }
   });
   // The decoded width, from the receiver's stats, once a second.
   setInterval(async () => {
@@ -382,6 +411,7 @@ async function main(): Promise<void> {
     },
     problem: (text) => setStatus(text, 'error'),
   });
+  sidePanels(document.getElementById('panels')!, client, controls.add, name);
   client.on('disconnected', ({ code, reason }) => {
     if (inRoom) setStatus(`Disconnected (${code}${reason ? `: ${reason}` : ''})`, 'error');
   });

@@ -210,10 +210,36 @@ export class FanoutClient extends Negotiation {
       if (fresh) {
         this.ownedTracks.push(fresh);
         for (const t of transceivers) await t.sender.replaceTrack(fresh);
-        this.replaceCamera(fresh);
+        this.replaceInStreams(fresh);
       }
     }
     this.setMuted('camera', false);
+    return fresh;
+  }
+
+  /**
+   * Switches the published microphone or camera to another input device (`deviceId` from
+   * `enumerateDevices`) on the same transceiver, without renegotiating; a muted microphone
+   * stays muted, and a camera that is off uses the device when turned on. Resolves with the new
+   * track (`null` for a camera that is off).
+   */
+  async switchDevice(source: 'microphone' | 'camera', deviceId: string): Promise<MediaStreamTrack | null> {
+    const exact = { deviceId: { exact: deviceId } };
+    if (source === 'camera') {
+      this.cameraConstraints = { ...(typeof this.cameraConstraints === 'object' ? this.cameraConstraints : {}), ...exact };
+      if (this.mutedSources.has('camera')) return null;
+    }
+    const stream = await navigator.mediaDevices.getUserMedia(source === 'camera' ? { video: this.cameraConstraints } : { audio: exact });
+    const fresh = (source === 'camera' ? stream.getVideoTracks() : stream.getAudioTracks())[0];
+    if (!fresh) throw new Error(`no ${source} track from device ${deviceId}`);
+    if (source === 'microphone') fresh.enabled = !this.mutedSources.has('microphone');
+    this.ownedTracks.push(fresh);
+    for (const t of this.transceiversOf(source)) {
+      const old = t.sender.track;
+      await t.sender.replaceTrack(fresh);
+      old?.stop();
+    }
+    this.replaceInStreams(fresh);
     return fresh;
   }
 
@@ -222,11 +248,15 @@ export class FanoutClient extends Negotiation {
     return [...this.sources].filter(([t, s]) => s === source && t.currentDirection !== 'stopped').map(([t]) => t);
   }
 
-  /** Puts a new camera track in the published camera stream, in place of the stopped one. */
-  private replaceCamera(fresh: MediaStreamTrack): void {
+  /**
+   * Puts a new camera or microphone track in the published stream that holds that kind (not a
+   * screen share), in place of the old one.
+   */
+  private replaceInStreams(fresh: MediaStreamTrack): void {
     for (const { stream, options } of this.published) {
-      if ((options.source ?? 'camera') !== 'camera' || stream.getVideoTracks().length === 0) continue;
-      for (const old of stream.getVideoTracks()) {
+      const olds = stream.getTracks().filter((t) => t.kind === fresh.kind);
+      if (options.source === 'screen' || olds.length === 0) continue;
+      for (const old of olds) {
         stream.removeTrack(old);
         this.ownedTracks = this.ownedTracks.filter((t) => t !== old);
       }

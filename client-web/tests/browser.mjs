@@ -272,6 +272,14 @@ export function rtpStats(page, type) {
   }, type);
 }
 
+/** Inbound streams of `kind` whose `field` was > 0 in `before` and grew by `after`. */
+export function growing(before, after, kind, field) {
+  return after.filter((r) => {
+    const b = before.find((x) => x.id === r.id);
+    return r.kind === kind && b && b[field] > 0 && r[field] > b[field];
+  });
+}
+
 /** The one inbound video stream of a subscriber page (or undefined). */
 export async function inboundVideo(page) {
   return (await rtpStats(page, 'inbound-rtp')).find((r) => r.kind === 'video');

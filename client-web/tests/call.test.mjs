@@ -6,18 +6,10 @@ import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
 import { setTimeout as sleep } from 'node:timers/promises';
 import test from 'node:test';
-import { launchBrowser, pollUntil, roomUrl, rtpStats, selectedPair } from './browser.mjs';
+import { growing, launchBrowser, pollUntil, roomUrl, rtpStats, selectedPair } from './browser.mjs';
 import { startServer } from './server.mjs';
 
 const NAMES = ['p1', 'p2', 'p3'];
-
-/** Inbound streams of `kind` whose `field` was > 0 in `before` and grew by `after`. */
-function growing(before, after, kind, field) {
-  return after.filter((r) => {
-    const b = before.find((x) => x.id === r.id);
-    return r.kind === kind && b && b[field] > 0 && r[field] > b[field];
-  });
-}
 
 /**
  * Waits (30 s at most) until `page` has exactly two inbound video streams whose framesDecoded

@@ -19,6 +19,7 @@ import test from 'node:test';
 import {
   decodesVideo,
   decodesWidth,
+  growing,
   inboundVideo,
   launchBrowser,
   launchFirefox,
@@ -37,14 +38,6 @@ const HIGH = [1200, 1280];
 
 const newRoom = (what) => `${what}-${randomBytes(4).toString('hex')}`;
 const serverView = async (server) => (await fetch(`${server.url}/debug/rooms`)).text();
-
-/** Inbound streams of `kind` whose `field` was > 0 in `before` and grew by `after`. */
-function growing(before, after, kind, field) {
-  return after.filter((r) => {
-    const b = before.find((x) => x.id === r.id);
-    return r.kind === kind && b && b[field] > 0 && r[field] > b[field];
-  });
-}
 
 /** Waits until `page` decodes `videos` growing video streams and receives `audios` audio streams. */
 async function receivesFrom(page, name, { videos, audios }, server) {

@@ -9,25 +9,21 @@ import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
 import { setTimeout as sleep } from 'node:timers/promises';
 import test from 'node:test';
-import { launchBrowser, pollUntil, roomUrl, rtpStats } from './browser.mjs';
+import { growing, launchBrowser, pollUntil, roomUrl, rtpStats } from './browser.mjs';
 import { startServer } from './server.mjs';
 
 /** How many inbound streams of `kind` grew `field` over 2 s. */
-async function growing(page, kind, field) {
+async function growingOver2s(page, kind, field) {
   const before = await rtpStats(page, 'inbound-rtp');
   await sleep(2000);
-  const after = await rtpStats(page, 'inbound-rtp');
-  return after.filter((r) => {
-    const b = before.find((x) => x.id === r.id);
-    return r.kind === kind && b && r[field] > b[field];
-  }).length;
+  return growing(before, await rtpStats(page, 'inbound-rtp'), kind, field).length;
 }
 
 /** Waits until `page` has `want` growing inbound streams of `kind`. */
 async function waitGrowing(page, kind, want, what) {
   const field = kind === 'video' ? 'framesDecoded' : 'packetsReceived';
   let last = null;
-  await pollUntil(async () => (last = await growing(page, kind, field)) === want, {
+  await pollUntil(async () => (last = await growingOver2s(page, kind, field)) === want, {
     timeoutMs: 30_000,
     intervalMs: 0,
     what,
@@ -59,7 +55,7 @@ test('the control bar mutes, turns the camera off, shares the screen, leaves and
   await mic.click({ timeout: 10_000 });
   assert.equal(await pressed(alice, 'Microphone'), 'false');
   await waitGrowing(bob, 'audio', 0, "alice's audio stopping at bob");
-  assert.equal(await growing(bob, 'video', 'framesDecoded'), 1, 'her video goes on');
+  assert.equal(await growingOver2s(bob, 'video', 'framesDecoded'), 1, 'her video goes on');
   await pollUntil(() => aliceTile.evaluate((t) => t.hasAttribute('data-audio-muted')), { timeoutMs: 5000, what: 'the muted marker' });
   assert.equal(await aliceTile.getByRole('img', { name: 'microphone muted' }).count(), 1);
   await alice.keyboard.press('m');
@@ -77,6 +73,22 @@ test('the control bar mutes, turns the camera off, shares the screen, leaves and
   await pollUntil(async () => (await pressed(alice, 'Camera')) === 'true', { timeoutMs: 10_000, what: 'the camera on' });
   await waitGrowing(bob, 'video', 1, "alice's video again at bob");
   assert.equal(await alice.evaluate(() => window.fanout.isMuted('camera')), false);
+
+  step('Devices');
+  // Devices: the camera list comes from enumerateDevices; choosing one switches the capture on
+  // the same transceiver (no renegotiation) and bob goes on decoding.
+  await alice.getByRole('button', { name: 'Devices', exact: true }).click({ timeout: 10_000 });
+  const cameraSelect = alice.getByRole('combobox', { name: 'Camera', exact: true });
+  await pollUntil(async () => (await cameraSelect.locator('option').count()) >= 1, { timeoutMs: 5000, what: 'the camera list' });
+  const device = await cameraSelect.locator('option').last().getAttribute('value');
+  await cameraSelect.selectOption(device);
+  await pollUntil(() => alice.evaluate(() => document.getElementById('devices').dataset.switched === 'camera'), {
+    timeoutMs: 10_000,
+    what: 'the camera switched',
+    describe: () => alice.evaluate(() => document.getElementById('devices').dataset.problem ?? ''),
+  });
+  await waitGrowing(bob, 'video', 1, "alice's video after the device switch");
+  await alice.getByRole('button', { name: 'Devices', exact: true }).click({ timeout: 10_000 });
 
   step('Share screen');
   // Share screen: a second video at bob; stopping it unpublishes it.
@@ -108,4 +120,64 @@ test('the control bar mutes, turns the camera off, shares the screen, leaves and
   await rejoin.click({ timeout: 10_000 });
   await pollUntil(async () => (await aliceTile.count()) === 1, { timeoutMs: 20_000, what: 'alice back at bob' });
   await waitGrowing(bob, 'video', 1, "alice's video after she rejoined");
+});
+
+test('three browsers chat in the panel; the participants list shows everyone and who is muted', { timeout: 120_000 }, async (t) => {
+  const server = await startServer(t);
+  const { open } = await launchBrowser(t);
+  const room = `chat-${randomBytes(4).toString('hex')}`;
+  // Receive-only, but for alice (the mute marker in the list).
+  const pages = {
+    alice: await open(roomUrl(server.url, room, 'alice'), 'alice'),
+    bob: await open(roomUrl(server.url, room, 'bob', { publish: '0' }), 'bob'),
+    carol: await open(roomUrl(server.url, room, 'carol', { publish: '0' }), 'carol'),
+  };
+  const { alice, bob, carol } = pages;
+  for (const page of Object.values(pages)) {
+    await pollUntil(() => page.evaluate(() => window.fanout.pc?.sctp?.state === 'connected'), { timeoutMs: 20_000, what: 'the data channels' });
+  }
+  const messages = (page) =>
+    page.locator('#chat .messages li').evaluateAll((items) =>
+      items.map((li) => [li.querySelector('.sender').textContent, li.querySelector('p').textContent, li.querySelector('time').dateTime !== '']),
+    );
+
+  // Alice writes (Enter sends); bob and carol see an unread count, then the message.
+  await alice.getByRole('button', { name: 'Chat', exact: true }).click({ timeout: 10_000 });
+  const box = alice.getByRole('textbox', { name: 'Message' });
+  await box.fill('hello from alice');
+  await box.press('Enter');
+  assert.equal(await box.inputValue(), '');
+  for (const page of [bob, carol]) {
+    await pollUntil(async () => (await page.locator('.control .unread').textContent()) === '1', { timeoutMs: 10_000, what: 'the unread count' });
+    await page.keyboard.press('c');
+    assert.equal(await page.getByRole('button', { name: 'Chat', exact: true }).getAttribute('aria-pressed'), 'true');
+    assert.deepEqual(await messages(page), [['alice', 'hello from alice', true]]);
+    assert.equal(await page.locator('.control .unread').isHidden(), true, 'read once the panel is open');
+  }
+  // Bob answers with the Send button; alice and carol see it after hers.
+  await bob.getByRole('textbox', { name: 'Message' }).fill('hi, bob here');
+  await bob.getByRole('button', { name: 'Send', exact: true }).click({ timeout: 10_000 });
+  for (const page of [alice, carol]) {
+    await pollUntil(async () => (await messages(page)).length === 2, { timeoutMs: 10_000, what: "bob's answer" });
+  }
+  assert.deepEqual((await messages(carol)).map(([from, text]) => [from, text]), [
+    ['alice', 'hello from alice'],
+    ['bob', 'hi, bob here'],
+  ]);
+  assert.deepEqual((await messages(alice)).map(([from]) => from), ['alice (you)', 'bob']);
+
+  // The participants list: everyone; alice's muted microphone marked at carol.
+  await alice.getByRole('button', { name: 'Microphone', exact: true }).click({ timeout: 10_000 });
+  await carol.getByRole('button', { name: 'Participants', exact: true }).click({ timeout: 10_000 });
+  const people = carol.getByRole('complementary', { name: 'Participants' });
+  await pollUntil(async () => (await people.getByRole('listitem').count()) === 3, { timeoutMs: 10_000, what: 'three people listed' });
+  await pollUntil(async () => (await people.getByRole('img', { name: 'microphone muted' }).count()) === 1, {
+    timeoutMs: 10_000,
+    what: "alice's muted microphone in the list",
+  });
+  assert.deepEqual((await people.getByRole('listitem').allTextContents()).map((x) => x.replace(/[^\w ()]/gu, '').trim()).sort(), [
+    'alice',
+    'bob',
+    'carol (you)',
+  ]);
 });

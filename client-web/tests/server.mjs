@@ -69,9 +69,12 @@ function healthStatus(url) {
  * Returns `{ url, port, udpPort, logPath, stop, kill }`; `stop` also runs when test `t` ends, and the
  * log's path and tail are printed if the test failed (and the log is deleted if it passed).
  */
-export async function startServer(t, extraArgs = [], { host = '127.0.0.1', dev = true, env = {}, netns = null } = {}) {
+export async function startServer(
+  t,
+  extraArgs = [],
+  { host = '127.0.0.1', dev = true, env = {}, netns = null, staticDir = path.join(repoRoot, 'client-web/dist') } = {},
+) {
   const bin = process.env.FANOUT_BIN || path.join(repoRoot, 'target/debug/fanout');
-  const staticDir = path.join(repoRoot, 'client-web/dist');
   if (!fs.existsSync(bin)) {
     throw new Error(`no server binary at ${bin}: run \`cargo build -p fanout-signaling --bin fanout\` or set FANOUT_BIN`);
   }

@@ -53,10 +53,12 @@ export function controlBar(
   hooks: ControlHooks,
 ): { ready(published: boolean): void; add(label: string, key: string, icon: string, run: () => void, toggle?: boolean): HTMLButtonElement } {
   const controls = new Map<string, Control>();
+  /** Leave stays the last control: later ones go before it. */
+  let last: HTMLButtonElement | null = null;
   const add = (label: string, key: string, icon: string, run: () => void, toggle = false): HTMLButtonElement => {
     const button = controlButton(label, key, icon, toggle);
     button.addEventListener('click', run);
-    bar.append(button);
+    bar.insertBefore(button, last);
     controls.set(key.toLowerCase(), { button, run });
     return button;
   };
@@ -116,6 +118,7 @@ export function controlBar(
   // Joining again is a fresh page load: the same room and name, a new session.
   const rejoin = add('Rejoin', 'R', '↩', () => location.reload());
   rejoin.hidden = true;
+  last = leave;
 
   for (const b of [mic, camera, share]) b.disabled = true;
 
