@@ -251,6 +251,19 @@ async function main(): Promise<void> {
     }
   });
   const relayout = keepLaidOut(grid);
+  // The pin buttons' shortcuts: 1 to 9 pin the remote tiles in their order.
+  const pins = () => [...grid.querySelectorAll<HTMLButtonElement>('[data-remote] .pin')];
+  new MutationObserver(() =>
+    pins().forEach((pin, i) => {
+      if (i < 9) pin.setAttribute('aria-keyshortcuts', String(i + 1));
+      else pin.removeAttribute('aria-keyshortcuts');
+    }),
+  ).observe(grid, { childList: true });
+  addEventListener('keydown', (e) => {
+    const typing = e.target instanceof HTMLElement && ['INPUT', 'TEXTAREA', 'SELECT'].includes(e.target.tagName);
+    if (typing || e.ctrlKey || e.metaKey || e.altKey || !/^[1-9]$/.test(e.key)) return;
+    pins()[Number(e.key) - 1]?.click();
+  });
   const tileParam = /^(\d+)x(\d+)$/.exec(params.get('tile') ?? '');
   const fixedTile = tileParam ? { width: Number(tileParam[1]), height: Number(tileParam[2]) } : null;
   const sizeTile = (tile: HTMLElement, width: number, height: number) => {

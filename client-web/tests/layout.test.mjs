@@ -3,7 +3,8 @@
 //     and that page decodes the high simulcast layer;
 //   - in a 480x360 window every participant's tile is inside the window (no scrolling) and
 //     every remote video decodes;
-//   - a pinned tile takes the stage: larger than the others, which share a strip.
+//   - a pinned tile (its Pin button's shortcut) takes the stage: larger than the others, which
+//     share a strip.
 
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
@@ -59,7 +60,11 @@ test('tiles fill a large window (and get the high layer), fit a small one, and a
   await alice.close();
   await open(roomUrl(server.url, room, 'dave', { publish: '0' }), 'dave', large);
   await pollUntil(async () => (await boxes(bob)).tiles.length === 3, { timeoutMs: 20_000, what: "bob's tiles for carol and dave" });
-  await bob.getByRole('button', { name: 'Pin carol', exact: true }).click({ timeout: 10_000 });
+  // By its shortcut: carol's is the first remote tile, so 1 pins it.
+  const pin = bob.getByRole('button', { name: 'Pin carol', exact: true });
+  assert.equal(await pin.getAttribute('aria-keyshortcuts'), '1');
+  await bob.keyboard.press('1');
+  assert.equal(await pin.getAttribute('aria-pressed'), 'true');
   const staged = await boxes(bob);
   const pinned = staged.tiles.find((x) => x.name === 'carol');
   for (const other of staged.tiles.filter((x) => x.name !== 'carol')) {

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use harness::{DataReceived, Net};
 use sfu::api::Command;
-use sfu::{DataMessage, ErrorKind, Event, Permissions, SfuConfig};
+use sfu::{DataMessage, ErrorKind, Event, JoinRequest, Permissions, SfuConfig};
 
 /// `names` join `room` on driver 0 (or on drivers alternately with `drivers` > 1), open their
 /// data channels, and connect.
@@ -58,6 +58,46 @@ fn the_server_offers_the_data_channels_a_client_asks_for() {
     net.run_for(Duration::from_millis(500));
     assert!(net.clients[a].data.as_ref().is_some_and(|d| d.is_open()));
     no_client_errors(&net);
+}
+
+#[test]
+fn a_whip_or_whep_session_has_no_data_channel() {
+    let mut net = Net::new(1);
+    let c = data_room(&mut net, &["alice", "bob"]);
+    // An answer-only (WHIP) client that offers data channels anyway, and asks for them.
+    let whip = net.join_with(
+        0,
+        JoinRequest {
+            room: "room".into(),
+            identity: "obs".into(),
+            name: "obs".into(),
+            permissions: Permissions::default(),
+            subscribe_to: None,
+            answer_only: true,
+        },
+    );
+    net.open_data(whip);
+    let (driver, key) = (net.clients[whip].driver, net.clients[whip].key);
+    net.command(driver, Command::EnableData { key });
+    net.run_for(Duration::from_secs(2));
+    assert!(
+        !net.clients[whip]
+            .events
+            .iter()
+            .any(|e| matches!(e, Event::Offer(_))),
+        "the server never offers an answer-only client"
+    );
+    // Whatever it manages to send reaches nobody, and the room's messages do not reach it.
+    if net.clients[whip].data.as_ref().is_some_and(|d| d.is_open()) {
+        net.send_message(whip, true, "chat", &[], b"from whip");
+    }
+    net.send_message(c[0], true, "chat", &[], b"from alice");
+    net.run_for(Duration::from_millis(500));
+    assert_eq!(
+        payloads(net.clients[c[1]].messages()),
+        vec![b"from alice".to_vec()]
+    );
+    assert!(net.clients[whip].messages().is_empty());
 }
 
 fn payloads(got: &[DataReceived]) -> Vec<Vec<u8>> {

@@ -173,22 +173,30 @@ impl Net {
         room: &str,
         permissions: Permissions,
     ) -> usize {
+        self.join_with(
+            driver,
+            JoinRequest {
+                room: room.to_owned(),
+                identity: name.to_owned(),
+                name: name.to_owned(),
+                permissions,
+                subscribe_to: None,
+                answer_only: false,
+            },
+        )
+    }
+
+    /// A client joins with `request` as it is (a WHIP or WHEP client: `answer_only`).
+    pub fn join_with(&mut self, driver: usize, request: JoinRequest) -> usize {
+        let name = request.name.clone();
         let i = self.clients.len();
         let addr = SocketAddr::from(([10, 0, 0, i as u8 + 1], 5000));
-        let request = JoinRequest {
-            room: room.to_owned(),
-            identity: name.to_owned(),
-            name: name.to_owned(),
-            permissions,
-            subscribe_to: None,
-            answer_only: false,
-        };
         let now = self.now;
         let node = &mut self.nodes[driver];
         let (key, join_info) = node.driver.join(now, request).expect("join accepted");
         node.driver.settle(now);
         self.clients.push(Client {
-            name: name.to_owned(),
+            name,
             addr,
             driver,
             key,

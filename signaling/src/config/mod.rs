@@ -178,6 +178,7 @@ pub enum Placement {
 
 impl Default for Settings {
     fn default() -> Self {
+        let data = sfu::DataLimits::default();
         Self {
             bind: SocketAddr::from(([127, 0, 0, 1], 7880)),
             udp_port: 7882,
@@ -215,12 +216,13 @@ impl Default for Settings {
             max_tracks_per_participant: 16,
             max_message_bytes: 64 * 1024,
             max_messages_per_second: 50,
-            data_max_reliable: 64 * 1024,
-            data_max_lossy: 1200,
-            data_messages_per_second: 1000,
-            data_bytes_per_second: 4 * 1024 * 1024,
-            data_lossy_backlog: 64 * 1024,
-            data_reliable_backlog: 4 * 1024 * 1024,
+            // The engine's defaults (docs/configuration.md repeats them).
+            data_max_reliable: data.max_reliable,
+            data_max_lossy: data.max_lossy,
+            data_messages_per_second: data.messages_per_sec,
+            data_bytes_per_second: data.bytes_per_sec,
+            data_lossy_backlog: data.lossy_backlog,
+            data_reliable_backlog: data.reliable_backlog,
             auto_create_rooms: true,
             consent_timeout: Duration::from_secs(30),
             room_empty_timeout: Duration::from_secs(300),
