@@ -107,6 +107,17 @@ impl TrackSource {
         }
     }
 
+    /// Whether a track of `kind` can be this source: a microphone is audio, a camera or a
+    /// screen is video. A label that does not fit is refused, so that a token limited to
+    /// `microphone` cannot publish its camera by calling it one.
+    pub fn fits(self, kind: MediaKind) -> bool {
+        matches!(
+            (self, kind),
+            (TrackSource::Microphone, MediaKind::Audio)
+                | (TrackSource::Camera | TrackSource::Screen, MediaKind::Video)
+        )
+    }
+
     pub fn parse(s: &str) -> Option<TrackSource> {
         match s {
             "camera" => Some(TrackSource::Camera),
@@ -257,6 +268,8 @@ pub enum ErrorKind {
     DataRateLimited,
     /// A participant tried to unmute its track that an administrator muted.
     MutedByAdmin,
+    /// A `track_source` that does not fit the track's kind (a video labelled `microphone`).
+    InvalidSource,
     Internal,
 }
 

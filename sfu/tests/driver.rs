@@ -10,7 +10,9 @@ use std::time::Duration;
 
 use harness::{assert_contiguous, assert_forwarded, offered_ssrcs, Net, Received, Sent};
 use sfu::api::Command;
-use sfu::{ErrorKind, Event, LayerReport, MutedBy, Quality, TrackSettings};
+use sfu::{
+    ErrorKind, Event, LayerReport, MutedBy, Permissions, Quality, TrackSettings, TrackSource,
+};
 
 const PUB_SSRC: u32 = 0x1111;
 /// The payload type of VP8 in the server's media engine (`sfu::peer::media_engine`).
@@ -641,4 +643,68 @@ fn joiners_on_two_drivers_at_one_instant_learn_of_each_other() {
     };
     assert!(knows(&net, a, b), "alice knows of bob");
     assert!(knows(&net, b, a), "bob knows of alice");
+}
+
+#[test]
+fn a_camera_labelled_microphone_is_still_a_camera() {
+    // A token limited to the microphone: its video, labelled "microphone", is refused as the
+    // camera it is (issue 21: the sources grant was bypassed by relabelling).
+    let mut net = Net::new(1);
+    let mic_only = Permissions {
+        sources: Some(vec![TrackSource::Microphone]),
+        ..Permissions::default()
+    };
+    let p = net.join_as(0, "pub", "room", mic_only);
+    let s = net.join(0, "sub", "room");
+    net.publish_video(p, &[("", PUB_SSRC)]);
+    let mid = published_mid(&net, p);
+    let key = net.clients[p].key;
+    let source = TrackSource::Microphone;
+    net.command(0, Command::TrackSource { key, mid, source });
+    net.run_for(Duration::from_secs(2));
+    assert!(net.clients[s].received.is_empty(), "nothing forwarded");
+    assert!(net.stats(0).published_tracks == 0);
+    let errors: Vec<ErrorKind> = net.clients[p]
+        .events
+        .iter()
+        .filter_map(|e| match e {
+            Event::Error { kind, .. } => Some(*kind),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(errors, [ErrorKind::InvalidSource, ErrorKind::PublishDenied]);
+
+    // Relabelling a published camera as a microphone is refused and changes nothing.
+    let mut net = Net::new(1);
+    let p = net.join(0, "pub", "room");
+    let s = net.join(0, "sub", "room");
+    net.publish_video(p, &[("", PUB_SSRC)]);
+    net.run_until(Duration::from_secs(3), "media flows", |n| {
+        n.clients[s].received.len() >= 10
+    });
+    let key = net.clients[p].key;
+    let mid = published_mid(&net, p);
+    net.command(
+        0,
+        Command::TrackSource {
+            key,
+            mid,
+            source: TrackSource::Microphone,
+        },
+    );
+    net.run_for(Duration::from_millis(100));
+    assert!(net.clients[p].saw(|e| matches!(
+        e,
+        Event::Error {
+            kind: ErrorKind::InvalidSource,
+            ..
+        }
+    )));
+    assert!(!net.clients[s].saw(|e| matches!(e, Event::ParticipantLeft { .. })));
+    let got = net.clients[s].received.len();
+    net.run_for(Duration::from_millis(500));
+    assert!(
+        net.clients[s].received.len() > got,
+        "still forwarded, as a camera"
+    );
 }

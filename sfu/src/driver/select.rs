@@ -438,13 +438,34 @@ impl Driver {
             return;
         }
         let mut changed = Vec::new();
+        let mut misfit = None;
         for &tkey in peer.published.values() {
             if let Some(track) = self.tracks.all.get_mut(&tkey) {
-                if track.mid.as_deref() == Some(mid.as_str()) && track.source != source {
+                if track.mid.as_deref() != Some(mid.as_str()) {
+                    continue;
+                }
+                if !source.fits(track.kind) {
+                    misfit = Some(track.kind);
+                } else if track.source != source {
                     track.source = source;
                     changed.push(tkey);
                 }
             }
+        }
+        // (A label given before its track arrives is checked when it arrives: `publish_track`.)
+        if let Some(kind) = misfit {
+            self.events.tell(
+                key,
+                Event::Error {
+                    kind: ErrorKind::InvalidSource,
+                    message: format!(
+                        "mid {mid} carries {}: it cannot be labelled {}",
+                        kind.as_str(),
+                        source.as_str()
+                    ),
+                },
+            );
+            return;
         }
         peer.sources.insert(mid, source);
         if !changed.is_empty() && !peer.permissions.may_publish(source) {

@@ -240,13 +240,27 @@ impl Driver {
                 .find(|e| e.uri == "urn:ietf:params:rtp-hdrext:ssrc-audio-level")
                 .map(|e| e.id as u8)
         });
-        let source = mid
-            .as_ref()
-            .and_then(|m| peer.sources.get(m).copied())
-            .unwrap_or(match kind {
-                MediaKind::Audio => TrackSource::Microphone,
-                MediaKind::Video => TrackSource::Camera,
-            });
+        let default = match kind {
+            MediaKind::Audio => TrackSource::Microphone,
+            MediaKind::Video => TrackSource::Camera,
+        };
+        let labelled = mid.as_ref().and_then(|m| peer.sources.get(m).copied());
+        // A label that does not fit the kind counts for nothing (and the client is told).
+        if let Some(s) = labelled.filter(|s| !s.fits(kind)) {
+            let message = format!(
+                "a {} track cannot be labelled {}",
+                kind.as_str(),
+                s.as_str()
+            );
+            self.events.tell(
+                key,
+                Event::Error {
+                    kind: ErrorKind::InvalidSource,
+                    message,
+                },
+            );
+        }
+        let source = labelled.filter(|s| s.fits(kind)).unwrap_or(default);
         let refusal = if !peer.permissions.may_publish(source) {
             Some((
                 ErrorKind::PublishDenied,

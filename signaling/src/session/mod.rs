@@ -718,6 +718,7 @@ async fn forward_event<S: Sink<Message> + Unpin>(
                 sfu::ErrorKind::DataRejected => ErrorCode::DataRejected,
                 sfu::ErrorKind::DataRateLimited => ErrorCode::DataRateLimited,
                 sfu::ErrorKind::MutedByAdmin => ErrorCode::MutedByAdmin,
+                sfu::ErrorKind::InvalidSource => ErrorCode::InvalidMessage,
                 sfu::ErrorKind::Internal => ErrorCode::InternalError,
             };
             return send_error(ctx, sink, code, message).await;
