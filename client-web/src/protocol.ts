@@ -239,6 +239,7 @@ export type ErrorCode =
   | 'data_rejected'
   | 'data_rate_limited'
   | 'muted_by_admin'
+  | 'join_timeout'
   | 'server_draining'
   | 'server_shutdown'
   | 'removed'

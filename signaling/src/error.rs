@@ -58,6 +58,8 @@ pub enum ErrorCode {
     DataRateLimited,
     /// A participant tried to unmute a track an administrator muted.
     MutedByAdmin,
+    /// The socket did not send `join` in time (`join_timeout`).
+    JoinTimeout,
     /// The server is draining: join another server (retry through the load balancer).
     ServerDraining,
     /// The server is shutting down; rejoin (another server will take the room).
@@ -124,6 +126,7 @@ impl ErrorCode {
         ErrorCode::DataRejected,
         ErrorCode::DataRateLimited,
         ErrorCode::MutedByAdmin,
+        ErrorCode::JoinTimeout,
         ErrorCode::ServerDraining,
         ErrorCode::ServerShutdown,
         ErrorCode::Removed,
@@ -175,6 +178,7 @@ impl ErrorCode {
             DataRejected => "data_rejected",
             DataRateLimited => "data_rate_limited",
             MutedByAdmin => "muted_by_admin",
+            JoinTimeout => "join_timeout",
             ServerDraining => "server_draining",
             ServerShutdown => "server_shutdown",
             Removed => "removed",
@@ -240,7 +244,8 @@ impl ErrorCode {
             | RoomNotFound
             | RoomFull
             | TooManyRooms
-            | RoomModeMismatch => Some(1008),
+            | RoomModeMismatch
+            | JoinTimeout => Some(1008),
             // "Try again later": another server, or this one after a moment.
             ServerDraining | ClusterUnavailable => Some(1013),
             ServerShutdown | NodeLost => Some(1012),

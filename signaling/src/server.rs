@@ -126,6 +126,7 @@ pub fn build_with(settings: &Settings, engine: SfuConfig) -> Result<AppState, St
             limits: SessionLimits {
                 max_message_bytes: settings.max_message_bytes,
                 max_messages_per_second: settings.max_messages_per_second,
+                join_timeout: settings.join_timeout,
             },
             drain,
             metrics,

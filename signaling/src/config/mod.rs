@@ -118,6 +118,9 @@ pub struct Settings {
     pub max_message_bytes: usize,
     /// Signaling messages a client may send per second (bursts of twice as many pass).
     pub max_messages_per_second: u32,
+    /// How long a new signaling socket may go without sending `join` before it is closed.
+    #[serde(with = "duration")]
+    pub join_timeout: Duration,
     /// Data messages (docs/protocol.md): the largest envelope on the reliable and the lossy
     /// channel, a sender's messages and bytes per second (0: no limit), and the backlogs past
     /// which a receiver misses lossy messages or, for reliable ones, is disconnected.
@@ -216,6 +219,7 @@ impl Default for Settings {
             max_tracks_per_participant: 16,
             max_message_bytes: 64 * 1024,
             max_messages_per_second: 50,
+            join_timeout: Duration::from_secs(10),
             // The engine's defaults (docs/configuration.md repeats them).
             data_max_reliable: data.max_reliable,
             data_max_lossy: data.max_lossy,

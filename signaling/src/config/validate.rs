@@ -166,6 +166,9 @@ impl Settings {
         if self.max_messages_per_second == 0 {
             return Err(invalid("max_messages_per_second", "must be at least 1"));
         }
+        if !(Duration::from_secs(1)..=Duration::from_secs(300)).contains(&self.join_timeout) {
+            return Err(invalid("join_timeout", "must be 1s to 300s"));
+        }
         self.validate_data()?;
         if !(Duration::from_secs(5)..=Duration::from_secs(300)).contains(&self.consent_timeout) {
             return Err(invalid(

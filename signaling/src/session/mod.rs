@@ -44,6 +44,8 @@ const SILENCE_TIMEOUT: Duration = Duration::from_secs(4);
 pub struct SessionLimits {
     pub max_message_bytes: usize,
     pub max_messages_per_second: u32,
+    /// A socket that has not joined by then is closed (`join_timeout`).
+    pub join_timeout: Duration,
 }
 
 impl Default for SessionLimits {
@@ -51,6 +53,7 @@ impl Default for SessionLimits {
         Self {
             max_message_bytes: crate::protocol::MAX_MESSAGE_BYTES,
             max_messages_per_second: 50,
+            join_timeout: Duration::from_secs(10),
         }
     }
 }
@@ -155,7 +158,8 @@ where
     E: std::fmt::Display,
 {
     let mut joined: Option<Joined> = None;
-    let mut last_heard = Instant::now();
+    let opened = Instant::now();
+    let mut last_heard = opened;
     let mut ping = tokio::time::interval(PING_INTERVAL);
     ping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut rate = RateLimit::new(ctx.limits.max_messages_per_second);
@@ -208,7 +212,12 @@ where
                     send_error(&ctx, &mut sink, ErrorCode::ServerShutdown, "the server is shutting down".into()).await
                 }
                 _ = ping.tick() => {
-                    if last_heard.elapsed() > SILENCE_TIMEOUT {
+                    if joined.is_none() && opened.elapsed() > ctx.limits.join_timeout {
+                        // Pongs keep a socket alive, not joined: without this, sockets that
+                        // never join would stay open for ever.
+                        let message = format!("no join within {:?}", ctx.limits.join_timeout);
+                        send_error(&ctx, &mut sink, ErrorCode::JoinTimeout, message).await
+                    } else if last_heard.elapsed() > SILENCE_TIMEOUT {
                         info!("no sign of life from the client; closing");
                         Flow::Close(1001, "timeout")
                     } else {

@@ -346,3 +346,34 @@ async fn limits_refuse_with_their_codes() {
     s.abort();
     a.close().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_socket_that_never_joins_is_closed_at_the_join_deadline() {
+    common::init_logging();
+    let settings = Settings {
+        join_timeout: Duration::from_secs(1),
+        ..common::dev_settings()
+    };
+    let server = start(&settings).await;
+    let url = server.ws_url().to_owned();
+    // It reads (so it answers pings, which count as signs of life) but never joins.
+    let mut idle = SignalingClient::connect(&url).await;
+    let opened = std::time::Instant::now();
+    let err = idle.recv_type("error", T).await;
+    assert_eq!(err["code"], "join_timeout", "{err}");
+    assert!(opened.elapsed() < Duration::from_secs(3));
+    assert!(
+        timeout(T, idle.next()).await.unwrap().is_none(),
+        "closed after"
+    );
+    // One that joins in time stays.
+    let mut member = SignalingClient::connect(&url).await;
+    member.join("r", "M").await;
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    member.send(json!({"type": "leave"})).await;
+    let mut rest = Vec::new();
+    while let Ok(Some(m)) = timeout(Duration::from_millis(500), member.next()).await {
+        rest.push(m);
+    }
+    assert!(rest.iter().all(|m| m["code"] != "join_timeout"), "{rest:?}");
+}
