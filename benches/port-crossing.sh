@@ -24,6 +24,8 @@ cargo build --release -p fanout-signaling --bin fanout -p fanout-benches --bin f
 export FANOUT_API_KEY=bench
 FANOUT_API_SECRET=$(od -An -N24 -tx1 /dev/urandom | tr -d ' \n')
 export FANOUT_API_SECRET
+# Every simulated client connects from the same address: no per-address socket cap here.
+export FANOUT_MAX_CONNECTIONS_PER_IP=0
 work=$(mktemp -d)
 server_pid=
 stop() {

@@ -240,6 +240,7 @@ export type ErrorCode =
   | 'data_rate_limited'
   | 'muted_by_admin'
   | 'join_timeout'
+  | 'too_many_connections'
   | 'server_draining'
   | 'server_shutdown'
   | 'removed'

@@ -60,6 +60,8 @@ pub enum ErrorCode {
     MutedByAdmin,
     /// The socket did not send `join` in time (`join_timeout`).
     JoinTimeout,
+    /// The server, or this client address, has as many signaling sockets open as it may.
+    TooManyConnections,
     /// The server is draining: join another server (retry through the load balancer).
     ServerDraining,
     /// The server is shutting down; rejoin (another server will take the room).
@@ -127,6 +129,7 @@ impl ErrorCode {
         ErrorCode::DataRateLimited,
         ErrorCode::MutedByAdmin,
         ErrorCode::JoinTimeout,
+        ErrorCode::TooManyConnections,
         ErrorCode::ServerDraining,
         ErrorCode::ServerShutdown,
         ErrorCode::Removed,
@@ -179,6 +182,7 @@ impl ErrorCode {
             DataRateLimited => "data_rate_limited",
             MutedByAdmin => "muted_by_admin",
             JoinTimeout => "join_timeout",
+            TooManyConnections => "too_many_connections",
             ServerDraining => "server_draining",
             ServerShutdown => "server_shutdown",
             Removed => "removed",
@@ -215,8 +219,10 @@ impl ErrorCode {
             RoomModeMismatch | RoomExists => StatusCode::CONFLICT,
             RoomNotFound | UnknownSession | UnknownParticipant | NotFound | ParticipantNotFound
             | TrackNotFound => StatusCode::NOT_FOUND,
-            TooManyRooms | ServerDraining | ServerShutdown | ClusterUnavailable
-            | EngineUnavailable | NodeUnreachable => StatusCode::SERVICE_UNAVAILABLE,
+            TooManyRooms | TooManyConnections | ServerDraining | ServerShutdown
+            | ClusterUnavailable | EngineUnavailable | NodeUnreachable => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
             InvalidSdp | TooManyTracks => StatusCode::UNPROCESSABLE_ENTITY,
             InternalError => StatusCode::INTERNAL_SERVER_ERROR,
             _ => StatusCode::BAD_REQUEST,

@@ -44,6 +44,7 @@ pub mod proxy;
 pub mod rooms;
 pub mod server;
 pub mod session;
+pub mod sockets;
 pub mod state;
 pub mod stun;
 pub mod turn;

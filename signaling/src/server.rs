@@ -22,6 +22,7 @@ use tracing::{info, warn};
 use crate::auth::{Grants, TokenAuthority};
 use crate::config::Settings;
 use crate::drain::Drain;
+use crate::error::ErrorCode;
 use crate::metrics::Metrics;
 use crate::rooms::{RoomPolicy, Rooms};
 use crate::session::{self, SessionContext, SessionLimits};
@@ -134,6 +135,10 @@ pub fn build_with(settings: &Settings, engine: SfuConfig) -> Result<AppState, St
         },
         dev: settings.dev,
         whip: Default::default(),
+        sockets: crate::sockets::Sockets::new(
+            settings.max_connections,
+            settings.max_connections_per_ip,
+        ),
     })
 }
 
@@ -270,6 +275,7 @@ impl Drop for Connection {
 async fn ws_handler(
     State(state): State<AppState>,
     headers: axum::http::HeaderMap,
+    peer: Option<axum::Extension<axum::extract::ConnectInfo<std::net::SocketAddr>>>,
     upgrade: WebSocketUpgrade,
 ) -> Response {
     // Only a cluster's nodes relay joins to each other; elsewhere the header means nothing.
@@ -280,6 +286,27 @@ async fn ws_handler(
     } else {
         session::Origin::Client
     };
+    // Another node's relayed joins are its clients': not counted against its own address.
+    let ip = peer
+        .map(|axum::Extension(axum::extract::ConnectInfo(addr))| addr.ip())
+        .filter(|_| origin == session::Origin::Client);
+    let slot = match state.sockets.open(ip) {
+        Ok(slot) => slot,
+        Err(full) => {
+            let message = match full {
+                crate::sockets::Full::Server => {
+                    "this server has as many signaling connections as it takes"
+                }
+                crate::sockets::Full::Address => "too many signaling connections from this address",
+            };
+            state
+                .session
+                .metrics
+                .signaling_error(ErrorCode::TooManyConnections);
+            return crate::error::ApiError::new(ErrorCode::TooManyConnections, message)
+                .into_response();
+        }
+    };
     // The transport accepts frames well above the protocol's limit so that an oversized message
     // gets the protocol's `message_too_large` error instead of a bare transport close.
     let limit = 16 * state.session.limits.max_message_bytes;
@@ -287,6 +314,7 @@ async fn ws_handler(
         .max_message_size(limit)
         .max_frame_size(limit)
         .on_upgrade(move |socket| async move {
+            let _slot = slot;
             let _open = Connection::open(state.metrics());
             let (sink, stream) = socket.split();
             session::run(state.session, origin, sink, stream).await;
@@ -358,7 +386,8 @@ pub async fn serve(
     tls: Option<axum_server::tls_rustls::RustlsConfig>,
     handle: Handle,
 ) -> std::io::Result<()> {
-    let service = app.into_make_service();
+    // The client's address reaches the handlers (the per-address socket cap).
+    let service = app.into_make_service_with_connect_info::<std::net::SocketAddr>();
     match tls {
         Some(tls) => {
             axum_server::from_tcp_rustls(listener, tls)?

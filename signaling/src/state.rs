@@ -20,6 +20,8 @@ pub struct AppState {
     pub dev: bool,
     /// Live WHIP sessions (publishers over HTTP).
     pub whip: WhipSessions,
+    /// The open signaling sockets, capped in all and per client address.
+    pub sockets: crate::sockets::Sockets,
 }
 
 impl AppState {

@@ -118,6 +118,9 @@ pub struct Settings {
     pub max_message_bytes: usize,
     /// Signaling messages a client may send per second (bursts of twice as many pass).
     pub max_messages_per_second: u32,
+    /// Signaling sockets open at once, in all and from one client address (0: no limit).
+    pub max_connections: usize,
+    pub max_connections_per_ip: usize,
     /// How long a new signaling socket may go without sending `join` before it is closed.
     #[serde(with = "duration")]
     pub join_timeout: Duration,
@@ -220,6 +223,8 @@ impl Default for Settings {
             max_message_bytes: 64 * 1024,
             max_messages_per_second: 50,
             join_timeout: Duration::from_secs(10),
+            max_connections: 10_000,
+            max_connections_per_ip: 64,
             // The engine's defaults (docs/configuration.md repeats them).
             data_max_reliable: data.max_reliable,
             data_max_lossy: data.max_lossy,

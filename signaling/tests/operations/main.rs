@@ -377,3 +377,64 @@ async fn a_socket_that_never_joins_is_closed_at_the_join_deadline() {
     }
     assert!(rest.iter().all(|m| m["code"] != "join_timeout"), "{rest:?}");
 }
+
+/// A WebSocket upgrade's refusal: its HTTP status and error code (`None`: it was accepted).
+async fn refused_upgrade(url: &str) -> Option<(u16, String)> {
+    match tokio_tungstenite::connect_async(url).await {
+        Ok(_) => None,
+        Err(tokio_tungstenite::tungstenite::Error::Http(response)) => {
+            let body: Value =
+                serde_json::from_slice(response.body().as_deref().unwrap_or_default())
+                    .unwrap_or(Value::Null);
+            let code = body["error"]["code"]
+                .as_str()
+                .unwrap_or_default()
+                .to_owned();
+            Some((response.status().as_u16(), code))
+        }
+        Err(e) => panic!("connect: {e}"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn signaling_sockets_are_capped_in_all_and_per_address() {
+    common::init_logging();
+    // Per address: the third socket from 127.0.0.1 is refused until one closes.
+    let server = start(&Settings {
+        max_connections_per_ip: 2,
+        ..common::dev_settings()
+    })
+    .await;
+    let url = server.ws_url().to_owned();
+    let first = SignalingClient::connect(&url).await;
+    let _second = SignalingClient::connect(&url).await;
+    assert_eq!(
+        refused_upgrade(&url).await,
+        Some((503, "too_many_connections".to_owned()))
+    );
+    drop(first);
+    let back = timeout(T, async {
+        loop {
+            if refused_upgrade(&url).await.is_none() {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    })
+    .await;
+    assert!(back.is_ok(), "a closed socket gives its place back");
+
+    // In all.
+    let server = start(&Settings {
+        max_connections: 1,
+        max_connections_per_ip: 0,
+        ..common::dev_settings()
+    })
+    .await;
+    let url = server.ws_url().to_owned();
+    let _only = SignalingClient::connect(&url).await;
+    assert_eq!(
+        refused_upgrade(&url).await,
+        Some((503, "too_many_connections".to_owned()))
+    );
+}
