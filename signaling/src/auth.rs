@@ -12,6 +12,11 @@ use jsonwebtoken::errors::ErrorKind as JwtErrorKind;
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
 use serde::{Deserialize, Serialize};
 
+/// How far a token's `exp` and `nbf` may be off: clocks of the server and of the backend that
+/// signs tokens differ by a few seconds in practice, and a token minted a moment "in the future"
+/// should not be refused.
+pub const TOKEN_LEEWAY: std::time::Duration = std::time::Duration::from_secs(10);
+
 /// What a token allows.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default)]
@@ -169,8 +174,9 @@ impl TokenAuthority {
             .map_err(|e| e.to_string())
     }
 
-    /// Checks the signature, issuer and validity period (no leeway: a token is expired at its
-    /// `exp`). Room and grants are checked by the caller, who knows what is asked.
+    /// Checks the signature, issuer and validity period, with [`TOKEN_LEEWAY`] either side for
+    /// clocks that disagree a little (the backend that signs the tokens and this server). Room
+    /// and grants are checked by the caller, who knows what is asked.
     pub fn verify(&self, token: &str) -> Result<Claims, TokenError> {
         let token = token.trim();
         if token.is_empty() {
@@ -182,7 +188,7 @@ impl TokenAuthority {
             return Err(TokenError::BadSignature);
         }
         let mut validation = Validation::new(Algorithm::HS256);
-        validation.leeway = 0;
+        validation.leeway = TOKEN_LEEWAY.as_secs();
         validation.validate_nbf = true;
         validation.set_required_spec_claims(&["exp", "sub", "iss"]);
         validation.set_issuer(&[self.api_key.as_str()]);
@@ -307,11 +313,16 @@ mod tests {
             Err(TokenError::Malformed)
         );
         let mut c = claims();
-        c.exp = unix_now() - 5;
+        c.exp = unix_now() - 60;
         assert_eq!(
             a.verify_join(Some(&token(&c, SECRET)), "r1"),
             Err(TokenError::Expired)
         );
+        // Within the leeway either side: a clock a few seconds off is forgiven.
+        let mut c = claims();
+        c.exp = unix_now() - 3;
+        c.nbf = unix_now() + 3;
+        assert!(a.verify_join(Some(&token(&c, SECRET)), "r1").is_ok());
         let mut c = claims();
         c.nbf = unix_now() + 600;
         assert_eq!(

@@ -218,6 +218,12 @@ async fn run(mut settings: Settings) -> Result<(), String> {
         info!(
             "development mode (--dev): joins need no token; /dev/token and /debug/rooms are open"
         );
+        if settings.api_key.is_some() {
+            warn!(
+                "--dev with real keys: /dev/token signs tokens that any server with these keys \
+                 accepts; it answers only this host's loopback clients. Do not run --dev in production"
+            );
+        }
     }
     let tls = server::tls_config(&settings).await?;
     let turn_tls = server::turn_tls_config(&settings, tls.as_ref()).await?;

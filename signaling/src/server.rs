@@ -135,6 +135,7 @@ pub fn build_with(settings: &Settings, engine: SfuConfig) -> Result<AppState, St
         },
         dev: settings.dev,
         whip: Default::default(),
+        dev_real_keys: settings.dev && settings.api_key.is_some(),
         sockets: crate::sockets::Sockets::new(
             settings.max_connections,
             settings.max_connections_per_ip,
@@ -238,7 +239,26 @@ struct DevTokenQuery {
 }
 
 /// `--dev` only: a participant token for the demo page (every grant but admin, 6 hours).
-async fn dev_token(State(state): State<AppState>, Query(q): Query<DevTokenQuery>) -> Response {
+/// Whether `/dev/token` serves a request from `peer`: always with the throwaway dev secret; with
+/// real keys (`--dev` beside `api_key`/`api_secret`, e.g. a cluster in development) only this
+/// host's loopback clients, since those tokens would work on any server holding the keys.
+fn dev_token_allowed(real_keys: bool, peer: Option<std::net::IpAddr>) -> bool {
+    !real_keys || peer.is_some_and(|ip| ip.is_loopback())
+}
+
+async fn dev_token(
+    State(state): State<AppState>,
+    peer: Option<axum::Extension<axum::extract::ConnectInfo<std::net::SocketAddr>>>,
+    Query(q): Query<DevTokenQuery>,
+) -> Response {
+    let peer = peer.map(|axum::Extension(axum::extract::ConnectInfo(a))| a.ip());
+    if !dev_token_allowed(state.dev_real_keys, peer) {
+        return crate::error::ApiError::new(
+            ErrorCode::NotFound,
+            "with real keys, /dev/token answers only this host's loopback clients",
+        )
+        .into_response();
+    }
     let identity = q
         .identity
         .unwrap_or_else(|| format!("dev-{}", Alphanumeric.sample_string(&mut rand::rng(), 8)));
@@ -465,4 +485,21 @@ pub async fn drain(
     }
     handle.graceful_shutdown(Some(Duration::from_secs(1)));
     end
+}
+
+#[cfg(test)]
+mod tests {
+    use super::dev_token_allowed;
+
+    #[test]
+    fn dev_tokens_signed_with_real_keys_go_to_loopback_clients_only() {
+        let outside = Some("192.0.2.7".parse().unwrap());
+        for local in ["127.0.0.1", "::1"] {
+            assert!(dev_token_allowed(true, Some(local.parse().unwrap())));
+        }
+        assert!(!dev_token_allowed(true, outside));
+        assert!(!dev_token_allowed(true, None));
+        // The throwaway dev secret signs tokens no other server accepts: anyone may have one.
+        assert!(dev_token_allowed(false, outside));
+    }
 }

@@ -20,6 +20,8 @@ pub struct AppState {
     pub dev: bool,
     /// Live WHIP sessions (publishers over HTTP).
     pub whip: WhipSessions,
+    /// `--dev` with real keys: `/dev/token` serves loopback clients only.
+    pub dev_real_keys: bool,
     /// The open signaling sockets, capped in all and per client address.
     pub sockets: crate::sockets::Sockets,
 }

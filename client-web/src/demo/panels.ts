@@ -69,7 +69,8 @@ export function sidePanels(container: HTMLElement, client: FanoutClient, addCont
   const cameras = choose('camera-device', 'Camera');
   const microphones = choose('microphone-device', 'Microphone');
   const fillDevices = async () => {
-    const all = await navigator.mediaDevices.enumerateDevices();
+    // Not on a page served over plain HTTP from another host (no secure context): no devices.
+    const all = (await navigator.mediaDevices?.enumerateDevices()) ?? [];
     for (const [select, kind] of [
       [cameras, 'videoinput'],
       [microphones, 'audioinput'],
@@ -94,7 +95,8 @@ export function sidePanels(container: HTMLElement, client: FanoutClient, addCont
       );
     });
   }
-  navigator.mediaDevices.addEventListener?.('devicechange', () => void fillDevices());
+  // `mediaDevices` is undefined outside a secure context (plain HTTP from another host).
+  navigator.mediaDevices?.addEventListener('devicechange', () => void fillDevices());
   container.append(chat, people, devices);
 
   let unread = 0;
