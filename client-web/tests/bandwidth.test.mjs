@@ -60,9 +60,12 @@ test('a subscriber with a 400 kbit/s downlink settles below the top layer and ke
 
   const room = `bw-${id}`;
   const pub = await open(roomUrl(server.url, room, 'pub'), 'pub', VIEWPORT);
-  const free = await open(roomUrl(server.url, room, 'free', { publish: '0', overlay: '1', tile: '1280x720' }), 'free', VIEWPORT);
+  // Without data channels (data=0): this test is about the media downlink. With them, the
+  // receive-only `free` page twice never finished DTLS in CI (its first negotiation was the
+  // server's offer of the data section alone); an open bug of issue 18, see its note.
+  const free = await open(roomUrl(server.url, room, 'free', { publish: '0', overlay: '1', tile: '1280x720', data: '0' }), 'free', VIEWPORT);
   const limited = await openLimited(
-    roomUrl(`http://${serverIp}:${server.port}`, room, 'limited', { publish: '0', overlay: '1', tile: '1280x720' }),
+    roomUrl(`http://${serverIp}:${server.port}`, room, 'limited', { publish: '0', overlay: '1', tile: '1280x720', data: '0' }),
     'limited',
     VIEWPORT,
   );
