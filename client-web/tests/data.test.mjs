@@ -89,12 +89,12 @@ test('data channels open when the client offer collides with the server offer', 
   const server = await startServer(t);
   const { open } = await launchBrowser(t);
   const room = `dc-${randomBytes(4).toString('hex')}`;
-  const pub = await open(roomUrl(server.url, room, 'pub'), 'pub');
+  const pub = await open(roomUrl(server.url, room, 'pub', { data: '1' }), 'pub');
   await pollUntil(() => pub.evaluate(() => window.fanout.pc?.getSenders().filter((s) => s.track).length === 2), {
     timeoutMs: 20_000,
     what: 'the publisher publishing',
   });
-  const sub = await open(roomUrl(server.url, room, 'sub'), 'sub', {}, { initScripts: [forceOfferCollision] });
+  const sub = await open(roomUrl(server.url, room, 'sub', { data: '1' }), 'sub', {}, { initScripts: [forceOfferCollision] });
   const describe = async () =>
     `sub signaling:\n${await signalingLog(sub)}\n` +
     `offers sent by sub: ${await sub.evaluate(() => window.__offersOut)}\n` +
@@ -126,8 +126,8 @@ test('reliable, lossy and addressed messages between three browsers; enabling da
   const { open } = await launchBrowser(t);
   const room = `data-${randomBytes(4).toString('hex')}`;
   // Receive-only pages: this test is about data, not media. Carol starts without data channels.
-  const a = await open(roomUrl(server.url, room, 'alice', { publish: '0' }), 'alice');
-  const b = await open(roomUrl(server.url, room, 'bob', { publish: '0' }), 'bob');
+  const a = await open(roomUrl(server.url, room, 'alice', { publish: '0', data: '1' }), 'alice');
+  const b = await open(roomUrl(server.url, room, 'bob', { publish: '0', data: '1' }), 'bob');
   const c = await open(roomUrl(server.url, room, 'carol', { publish: '0', data: '0' }), 'carol');
   const [aliceId, bobId, carolId] = [await joined(a), await joined(b), await joined(c)];
   for (const page of [a, b]) await pollUntil(() => dataOpen(page), { timeoutMs: 20_000, what: 'the data channels' });
@@ -255,8 +255,8 @@ test('Firefox and Chromium exchange data messages through the server', { timeout
   const { open } = await launchBrowser(t);
   const { open: openFirefox } = await launchFirefox(t);
   const room = `dataff-${randomBytes(4).toString('hex')}`;
-  const fx = await openFirefox(roomUrl(server.url, room, 'fx', { publish: '0' }), 'firefox');
-  const ch = await open(roomUrl(server.url, room, 'ch', { publish: '0' }), 'chromium');
+  const fx = await openFirefox(roomUrl(server.url, room, 'fx', { publish: '0', data: '1' }), 'firefox');
+  const ch = await open(roomUrl(server.url, room, 'ch', { publish: '0', data: '1' }), 'chromium');
   const [fxId, chId] = [await joined(fx), await joined(ch)];
   for (const page of [fx, ch]) {
     await pollUntil(() => dataOpen(page), { timeoutMs: 30_000, what: 'the data channels' });

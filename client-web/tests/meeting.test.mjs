@@ -128,9 +128,9 @@ test('three browsers chat in the panel; the participants list shows everyone and
   const room = `chat-${randomBytes(4).toString('hex')}`;
   // Receive-only, but for alice (the mute marker in the list).
   const pages = {
-    alice: await open(roomUrl(server.url, room, 'alice'), 'alice'),
-    bob: await open(roomUrl(server.url, room, 'bob', { publish: '0' }), 'bob'),
-    carol: await open(roomUrl(server.url, room, 'carol', { publish: '0' }), 'carol'),
+    alice: await open(roomUrl(server.url, room, 'alice', { data: '1' }), 'alice'),
+    bob: await open(roomUrl(server.url, room, 'bob', { publish: '0', data: '1' }), 'bob'),
+    carol: await open(roomUrl(server.url, room, 'carol', { publish: '0', data: '1' }), 'carol'),
   };
   const { alice, bob, carol } = pages;
   for (const page of Object.values(pages)) {

@@ -120,6 +120,7 @@ export function sidePanels(container: HTMLElement, client: FanoutClient, addCont
     }
     container.hidden = !open;
     if (open && which === chat) {
+      if (client.roomMode === 'sfu') client.enableData();
       unread = 0;
       badge.hidden = true;
       input.focus();
