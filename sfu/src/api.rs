@@ -361,6 +361,10 @@ pub enum SfuError {
     Stopped,
     #[error("could not create the peer connection: {0}")]
     PeerConnection(String),
+    #[error("no track {0:?} is published in that room")]
+    TrackNotFound(String),
+    #[error("{0}")]
+    Recording(String),
     #[error("a data message of {len} bytes with its envelope exceeds the {channel} channel's limit of {max} bytes")]
     DataTooLarge {
         len: usize,
@@ -441,13 +445,26 @@ pub enum Command {
         message: DataMessage,
         reply: oneshot::Sender<usize>,
     },
+    /// Copies a track's packets to a recording (see `driver/tap.rs`); the reply says the
+    /// track's codec, or why this driver did not attach it.
+    Tap {
+        room: String,
+        track_id: String,
+        tap: crate::driver::tap::TapRequest,
+        reply: oneshot::Sender<Result<crate::engine::codec::Codec, crate::driver::tap::TapRefusal>>,
+    },
+    /// Removes a tap; the reply says whether this driver had it.
+    Untap {
+        id: u64,
+        reply: oneshot::Sender<bool>,
+    },
     /// From another media driver.
     Mesh(crate::driver::mesh::MeshMsg),
 }
 
 /// One media driver as the engine handle sees it.
-struct DriverHandle {
-    commands: mpsc::UnboundedSender<Command>,
+pub(crate) struct DriverHandle {
+    pub(crate) commands: mpsc::UnboundedSender<Command>,
     media_addr: SocketAddr,
     load: crate::driver::mesh::Load,
 }
@@ -456,7 +473,7 @@ struct DriverHandle {
 /// participant handle is dropped.
 #[derive(Clone)]
 pub struct Sfu {
-    drivers: std::sync::Arc<Vec<DriverHandle>>,
+    pub(crate) drivers: std::sync::Arc<Vec<DriverHandle>>,
     /// What a data message may be (the admin API's are checked here).
     data: std::sync::Arc<DataLimits>,
 }

@@ -44,11 +44,14 @@ pub mod debug;
 pub mod driver;
 pub mod engine;
 mod ice_lite;
+pub mod mcu;
 /// Public only so the hot-path benchmark (`sfu/benches/hotpath/`) builds connections exactly as
 /// the server does; not an API.
 #[doc(hidden)]
 pub mod peer;
 mod stats;
+
+pub use mcu::{RecordingSummary, TrackRecording};
 
 pub use api::{
     Candidate, DataDrops, DataLimits, DataMessage, DriverStats, DroppedBytes, ErrorKind, Event,

@@ -29,6 +29,9 @@ pub const ENDPOINTS: &[(&str, &str)] = &[
     ("delete", "/rooms/{room}/participants/{identity}"),
     ("post", "/rooms/{room}/tracks/{track}/mute"),
     ("post", "/rooms/{room}/data"),
+    ("get", "/rooms/{room}/recordings"),
+    ("post", "/rooms/{room}/recordings"),
+    ("delete", "/rooms/{room}/recordings/{recording}"),
 ];
 
 pub fn router() -> Router<AppState> {
@@ -41,6 +44,14 @@ pub fn router() -> Router<AppState> {
         )
         .route("/rooms/{room}/tracks/{track}/mute", post(mute_track))
         .route("/rooms/{room}/data", post(send_data))
+        .route(
+            "/rooms/{room}/recordings",
+            get(list_recordings).post(start_recording),
+        )
+        .route(
+            "/rooms/{room}/recordings/{recording}",
+            delete(stop_recording),
+        )
         .fallback(|| async { ApiError::new(ErrorCode::NotFound, "no such admin endpoint") })
 }
 
@@ -353,6 +364,63 @@ async fn send_data(
             Err(e) => return Err(ApiError::engine_unavailable(e)),
         };
         Ok(Json(json!({ "delivered": delivered })).into_response())
+    }
+    .await;
+    counted(&state, result)
+}
+
+/// `{}` records the room; `{"track_id": "TR_…"}` one of its tracks.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct StartRecording {
+    #[serde(default)]
+    track_id: Option<String>,
+}
+
+async fn start_recording(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Path(room): Path<String>,
+    parsed: Result<Json<StartRecording>, JsonRejection>,
+) -> Response {
+    let result = async {
+        authorize(&state, &headers, Some(&room))?;
+        let req = body(parsed)?;
+        if !state.rooms().exists(&room) {
+            return Err(ApiError::room_not_found(&room));
+        }
+        let recording = state.recordings.start(&room, req.track_id).await?;
+        Ok((StatusCode::CREATED, Json(recording)).into_response())
+    }
+    .await;
+    counted(&state, result)
+}
+
+async fn list_recordings(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Path(room): Path<String>,
+) -> Response {
+    let result = (|| {
+        authorize(&state, &headers, Some(&room))?;
+        let recordings = state.recordings.list(&room);
+        if recordings.is_empty() && !state.rooms().exists(&room) {
+            return Err(ApiError::room_not_found(&room));
+        }
+        Ok(Json(json!({ "recordings": recordings })).into_response())
+    })();
+    counted(&state, result)
+}
+
+async fn stop_recording(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Path((room, id)): Path<(String, String)>,
+) -> Response {
+    let result = async {
+        authorize(&state, &headers, Some(&room))?;
+        let recording = state.recordings.stop(&room, &id).await?;
+        Ok(Json(recording).into_response())
     }
     .await;
     counted(&state, result)

@@ -88,6 +88,12 @@ pub enum ErrorCode {
     ParticipantNotFound,
     /// Admin API: no such track published in the room.
     TrackNotFound,
+    /// Admin API: no such recording in the room.
+    RecordingNotFound,
+    /// Admin API: the recording could not start (the file, the track's codec).
+    RecordingFailed,
+    /// Admin API: what was asked is not built yet.
+    NotImplemented,
     /// Admin API: the media engine does not answer.
     EngineUnavailable,
     /// Multi-node: the node holding the room does not answer a forwarded HTTP request.
@@ -142,6 +148,9 @@ impl ErrorCode {
         ErrorCode::RoomExists,
         ErrorCode::ParticipantNotFound,
         ErrorCode::TrackNotFound,
+        ErrorCode::RecordingNotFound,
+        ErrorCode::RecordingFailed,
+        ErrorCode::NotImplemented,
         ErrorCode::EngineUnavailable,
         ErrorCode::NodeUnreachable,
         ErrorCode::InternalError,
@@ -195,6 +204,9 @@ impl ErrorCode {
             RoomExists => "room_exists",
             ParticipantNotFound => "participant_not_found",
             TrackNotFound => "track_not_found",
+            RecordingNotFound => "recording_not_found",
+            RecordingFailed => "recording_failed",
+            NotImplemented => "not_implemented",
             EngineUnavailable => "engine_unavailable",
             NodeUnreachable => "node_unreachable",
             InternalError => "internal_error",
@@ -218,13 +230,14 @@ impl ErrorCode {
             // A p2p room has no server-side media to publish into or play from.
             RoomModeMismatch | RoomExists => StatusCode::CONFLICT,
             RoomNotFound | UnknownSession | UnknownParticipant | NotFound | ParticipantNotFound
-            | TrackNotFound => StatusCode::NOT_FOUND,
+            | TrackNotFound | RecordingNotFound => StatusCode::NOT_FOUND,
+            NotImplemented => StatusCode::NOT_IMPLEMENTED,
             TooManyRooms | TooManyConnections | ServerDraining | ServerShutdown
             | ClusterUnavailable | EngineUnavailable | NodeUnreachable => {
                 StatusCode::SERVICE_UNAVAILABLE
             }
             InvalidSdp | TooManyTracks => StatusCode::UNPROCESSABLE_ENTITY,
-            InternalError => StatusCode::INTERNAL_SERVER_ERROR,
+            InternalError | RecordingFailed => StatusCode::INTERNAL_SERVER_ERROR,
             _ => StatusCode::BAD_REQUEST,
         }
     }

@@ -41,6 +41,7 @@ pub mod ice;
 pub mod metrics;
 pub mod protocol;
 pub mod proxy;
+pub mod recordings;
 pub mod rooms;
 pub mod server;
 pub mod session;

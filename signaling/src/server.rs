@@ -117,6 +117,11 @@ pub fn build_with(settings: &Settings, engine: SfuConfig) -> Result<AppState, St
         )?),
         None => None,
     };
+    let recordings = crate::recordings::Recordings::new(
+        settings.recordings_dir.clone(),
+        sfu.clone(),
+        rooms.clone(),
+    );
     Ok(AppState {
         session: SessionContext {
             sfu,
@@ -140,6 +145,7 @@ pub fn build_with(settings: &Settings, engine: SfuConfig) -> Result<AppState, St
             settings.max_connections,
             settings.max_connections_per_ip,
         ),
+        recordings,
     })
 }
 

@@ -24,6 +24,8 @@ pub struct AppState {
     pub dev_real_keys: bool,
     /// The open signaling sockets, capped in all and per client address.
     pub sockets: crate::sockets::Sockets,
+    /// Recordings, running and ended (the admin API's `…/recordings`).
+    pub recordings: crate::recordings::Recordings,
 }
 
 impl AppState {

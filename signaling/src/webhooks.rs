@@ -38,6 +38,8 @@ pub enum EventKind {
     TrackUnpublished,
     TrackMuted,
     TrackUnmuted,
+    RecordingStarted,
+    RecordingFinished,
 }
 
 impl EventKind {
@@ -51,6 +53,8 @@ impl EventKind {
             EventKind::TrackUnpublished => "track_unpublished",
             EventKind::TrackMuted => "track_muted",
             EventKind::TrackUnmuted => "track_unmuted",
+            EventKind::RecordingStarted => "recording_started",
+            EventKind::RecordingFinished => "recording_finished",
         }
     }
 }
@@ -78,6 +82,22 @@ pub struct HookTrack {
     pub muted: bool,
 }
 
+/// A recording (`recording_started`, `recording_finished`): its file on the server and, once
+/// finished, its size, duration and the error that ended it early, if any.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HookRecording {
+    pub id: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub track_id: Option<String>,
+    pub file: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub duration_ms: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bytes: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
 /// One webhook event, as POSTed (JSON).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Event {
@@ -91,6 +111,8 @@ pub struct Event {
     pub participant: Option<HookParticipant>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub track: Option<HookTrack>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub recording: Option<HookRecording>,
 }
 
 impl Event {
@@ -107,6 +129,7 @@ impl Event {
             room,
             participant,
             track,
+            recording: None,
         }
     }
 }

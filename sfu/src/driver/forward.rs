@@ -253,6 +253,9 @@ impl Driver {
                 self.conns.queue.push(fwd.subscriber);
             }
         }
+        if !track.taps.is_empty() {
+            wanted_keyframes |= self.tap_packet(tkey, &ingested, &p);
+        }
         for l in 0..32u8 {
             if wanted_keyframes & (1 << l) != 0 {
                 self.request_keyframe(tkey, l, now);

@@ -314,6 +314,7 @@ impl Driver {
                 muted: remote.info.muted,
                 admin_muted: false,
                 forwarders: Vec::new(),
+                taps: Vec::new(),
             },
         );
         debug!(track = %tkey, origin, "proxy of a remote track");

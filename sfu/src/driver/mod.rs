@@ -33,6 +33,7 @@ pub mod port;
 mod rooms;
 mod runtime;
 mod select;
+pub mod tap;
 mod tcp;
 mod timers;
 mod tracks;
@@ -397,6 +398,17 @@ impl Driver {
                 let _ = reply.send(self.snapshot(now));
             }
             Command::Mesh(msg) => self.on_mesh(msg, now),
+            Command::Tap {
+                room,
+                track_id,
+                tap,
+                reply,
+            } => {
+                let _ = reply.send(self.attach_tap(&room, &track_id, tap, now));
+            }
+            Command::Untap { id, reply } => {
+                let _ = reply.send(self.detach_tap(id));
+            }
             Command::SendData {
                 room,
                 message,

@@ -99,6 +99,7 @@ impl Driver {
         for key in subscribers {
             self.allocate_subscriber(key, now);
         }
+        self.retarget_taps(now);
         self.dynacast(now);
         self.active_speakers(now);
         for (key, peer) in &self.conns.peers {
@@ -334,6 +335,7 @@ impl Driver {
             for &(_, sink_need) in &track.sinks {
                 need |= sink_need;
             }
+            need |= track.tap_need();
             let Some(mid) = track.mid.clone() else {
                 continue;
             };

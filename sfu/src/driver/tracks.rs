@@ -80,6 +80,8 @@ pub(super) struct Track {
     /// Muted by an administrator: its publisher cannot unmute it.
     pub(super) admin_muted: bool,
     pub(super) forwarders: Vec<Forwarder>,
+    /// Copies of its packets for threads off the driver (recordings; see `tap`).
+    pub(super) taps: Vec<super::tap::Tap>,
 }
 
 /// Where a track's packets come from.
@@ -341,6 +343,7 @@ impl Driver {
                 muted: false,
                 admin_muted: false,
                 forwarders: Vec::new(),
+                taps: Vec::new(),
             },
         );
         let others: Vec<ParticipantKey> = self

@@ -24,6 +24,15 @@ impl Codec {
         }
     }
 
+    /// The MIME type, as SDP and the protocol spell it.
+    pub fn mime(self) -> &'static str {
+        match self {
+            Codec::Opus => "audio/opus",
+            Codec::Vp8 => "video/VP8",
+            Codec::H264 => "video/H264",
+        }
+    }
+
     pub fn is_video(self) -> bool {
         !matches!(self, Codec::Opus)
     }

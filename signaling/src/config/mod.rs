@@ -66,6 +66,9 @@ pub struct Settings {
     pub dev: bool,
     /// The built demo page, served at `/`.
     pub static_dir: PathBuf,
+    /// Where recordings are written (created when the first one starts; relative paths are
+    /// from the working directory).
+    pub recordings_dir: PathBuf,
     /// STUN/TURN URLs handed to clients in `joined`.
     pub ice_servers: Vec<String>,
     /// TURN URLs handed to clients with time-limited credentials derived from `turn_secret`
@@ -197,6 +200,7 @@ impl Default for Settings {
             announce_stun: None,
             dev: false,
             static_dir: PathBuf::from("client-web/dist"),
+            recordings_dir: PathBuf::from("recordings"),
             ice_servers: Vec::new(),
             turn_urls: Vec::new(),
             turn_secret: None,

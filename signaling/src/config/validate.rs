@@ -204,6 +204,12 @@ impl Settings {
     /// The multi-node settings.
     fn validate_data(&self) -> Result<(), ConfigError> {
         // rtc sends SCTP messages of 256 KiB at most, and a delivery carries a stamp of 512 bytes.
+        if self.recordings_dir.as_os_str().is_empty() {
+            return Err(invalid("recordings_dir", "must not be empty"));
+        }
+        if self.recordings_dir.exists() && !self.recordings_dir.is_dir() {
+            return Err(invalid("recordings_dir", "exists and is not a directory"));
+        }
         if !(1024..=255 * 1024).contains(&self.data_max_reliable) {
             return Err(invalid("data_max_reliable", "must be 1024 to 261120 bytes"));
         }

@@ -23,7 +23,9 @@ use tracing::info;
 
 use crate::auth::unix_now;
 use crate::protocol::{IceCandidate, RoomMode};
-use crate::webhooks::{Event as HookEvent, EventKind, HookParticipant, HookRoom, HookTrack};
+use crate::webhooks::{
+    Event as HookEvent, EventKind, HookParticipant, HookRecording, HookRoom, HookTrack,
+};
 
 /// Why the server ends a participant's session.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -245,6 +247,26 @@ impl Rooms {
         if let Some(hooks) = &self.inner.hooks {
             let _ = hooks.send(HookEvent::new(kind, room, participant, track));
         }
+    }
+
+    /// A recording's webhook (`recordings` owns recordings; the room, if still there, is
+    /// described as it is now).
+    pub fn emit_recording(&self, kind: EventKind, room: &str, recording: HookRecording) {
+        let Some(hooks) = &self.inner.hooks else {
+            return;
+        };
+        let hook = match self.lock().get(room) {
+            Some(r) => hook_room(room, r),
+            None => HookRoom {
+                name: room.to_owned(),
+                sid: String::new(),
+                created_at: 0,
+                num_participants: 0,
+            },
+        };
+        let mut event = HookEvent::new(kind, hook, None, None);
+        event.recording = Some(recording);
+        let _ = hooks.send(event);
     }
 
     fn new_room(&self, explicit: bool, options: &RoomOptions) -> Room {

@@ -52,7 +52,8 @@ async fn admin_scenario() {
         let path = path
             .replace("{room}", "r")
             .replace("{identity}", "i")
-            .replace("{track}", "t");
+            .replace("{track}", "t")
+            .replace("{recording}", "RC_x");
         let method = reqwest::Method::from_bytes(method.to_uppercase().as_bytes()).unwrap();
         let (st, body) = api(method.clone(), format!("{base}{path}"), None, None).await;
         assert!(![404, 405].contains(&st), "{method} {path}: {st} {body}");

@@ -8,6 +8,7 @@ mod common;
 
 mod admin;
 mod hooks;
+mod recordings;
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};

@@ -1,0 +1,23 @@
+//! The MCU beside the SFU: recording, and (being built) mixed audio and a composite picture.
+//!
+//! Nothing here runs on a media driver's thread: a driver hands copies of a track's packets to a
+//! bounded queue (a *tap*, `driver/tap.rs`), and the threads here depacketize, decode, mix,
+//! composite, encode and write files.
+//!
+//! - `mix`: the audio mixer (sums with clipping, mix-minus per listener, inputs that drop out).
+//! - `layout`: where each picture goes in a composite (a grid, the speaker larger, a screen share
+//!   as the main picture).
+//! - `canvas`: I420 pictures and scaling one into a rectangle of another.
+//! - `depacketize`: RTP packets back into whole frames (reordering, VP8 frame assembly).
+//! - `record`: one track into a WebM file without transcoding; `recording`: the engine's API
+//!   for it ([`crate::Sfu::record_track`]).
+
+pub mod canvas;
+pub mod depacketize;
+pub mod layout;
+pub mod mix;
+pub mod record;
+mod recording;
+
+pub use record::RecordingSummary;
+pub use recording::TrackRecording;
