@@ -187,7 +187,7 @@ function attach(tile: HTMLElement, stream: MediaStream): void {
 }
 
 /** The autoplay policy refused sound: play muted and unmute on the first click. */
-function soundBlocked(video: HTMLVideoElement): void {
+function soundBlocked(video: HTMLMediaElement): void {
   video.muted = true;
   void video.play().catch(() => {});
   showNotice('Sound is blocked by the browser: click anywhere to turn it on.');
@@ -241,6 +241,21 @@ async function main(): Promise<void> {
   // `?mode=p2p`: join (or create) the room as a direct 1:1 call; media goes browser to browser.
   const mode = params.get('mode');
   if (mode === 'p2p' || mode === 'sfu') client.mode = mode;
+  // `?mixed=audio`: the others' voices mixed by the server into one track, played by one element.
+  if (params.get('mixed') === 'audio') client.mixed = 'audio';
+  client.on('mixed_audio', ({ stream }) => {
+    let el = document.querySelector<HTMLAudioElement>('#mixed-audio');
+    if (!el) {
+      el = document.createElement('audio');
+      el.id = 'mixed-audio';
+      el.autoplay = true;
+      document.body.append(el);
+    }
+    el.srcObject = stream;
+    el.play().catch((err: unknown) => {
+      if (err instanceof DOMException && err.name === 'NotAllowedError') soundBlocked(el);
+    });
+  });
   // The data channels (chat): at join with `?data=1`, else once the chat panel is opened. Not at
   // every join yet: see issue 18's note (a page that joined with them sometimes never connected
   // in CI).

@@ -39,9 +39,14 @@ export { defaultSignalingUrl } from './client/signaling';
 export { msidTrackId } from './client/negotiation';
 export { DEFAULT_SIMULCAST, MIN_SIMULCAST_WIDTH } from './client/simulcast';
 
+/** The stream id of the server's mixed audio track (docs/protocol.md, `mixed`). */
+export const MIXED_STREAM = 'mixed';
+
 export class FanoutClient extends Negotiation {
   /** Everyone else in the room, by participant id. */
   readonly participants = new Map<string, RemoteParticipant>();
+  /** With `mixed = 'audio'`: the stream of the room's mixed voices, once it arrived. */
+  mixedAudio: MediaStream | null = null;
   /** Our own participant id; `null` until `joined`. */
   participantId: string | null = null;
 
@@ -513,9 +518,14 @@ export class FanoutClient extends Negotiation {
       console.warn('fanout: remote track without a stream id; cannot attribute it', event.track);
       return;
     }
+    const { track } = event;
+    if (remoteStream.id === MIXED_STREAM && this.roomMode !== 'p2p') {
+      this.mixedAudio = remoteStream;
+      this.emit('mixed_audio', { track, stream: remoteStream });
+      return;
+    }
     const participantId = this.roomMode === 'p2p' ? this.peerId : remoteStream.id;
     if (participantId === null) return;
-    const { track } = event;
     // A transceiver can be reused for another publisher's track after renegotiation; the
     // receiver's MediaStreamTrack object stays the same, so detach it from anyone else first.
     for (const other of this.participants.values()) {

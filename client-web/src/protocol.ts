@@ -44,6 +44,11 @@ export interface JoinMessage {
   token?: string;
   /** `p2p` creates (or insists on) a direct 1:1 room; absent: the room as it is (new: `sfu`). */
   mode?: RoomMode;
+  /**
+   * `audio`: the room's other voices arrive mixed by the server into one track (stream id
+   * `mixed`) instead of one per microphone. (`all`, with a composite picture, is not built yet.)
+   */
+  mixed?: 'audio';
 }
 
 /** `sfu`: media goes through the server. `p2p`: straight between the room's two participants. */

@@ -181,6 +181,9 @@ pub struct JoinRequest {
     /// offer, answered with the tracks subscribed at that moment (WHIP and WHEP clients, which
     /// cannot take a server offer). Tracks published later are not added.
     pub answer_only: bool,
+    /// The room's audio arrives mixed, as one track without this participant's own voice
+    /// (stream id `mixed`), instead of one track per microphone.
+    pub mixed_audio: bool,
 }
 
 /// What the engine reports to its observer (see [`SfuConfig::observer`]).

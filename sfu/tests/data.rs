@@ -74,6 +74,7 @@ fn a_whip_or_whep_session_has_no_data_channel() {
             permissions: Permissions::default(),
             subscribe_to: None,
             answer_only: true,
+            mixed_audio: false,
         },
     );
     net.open_data(whip);

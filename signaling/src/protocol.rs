@@ -41,6 +41,9 @@ pub enum ClientMessage {
         /// `p2p` creates (or expects) a direct 1:1 room; absent: whatever the room is.
         #[serde(default)]
         mode: Option<RoomMode>,
+        /// `audio`: the room's voices arrive mixed into one track (the MCU); absent: forwarded.
+        #[serde(default)]
+        mixed: Option<Mixed>,
     },
     Offer {
         sdp: String,
@@ -109,6 +112,16 @@ impl RoomMode {
             RoomMode::P2p => "p2p",
         }
     }
+}
+
+/// What a participant receives mixed by the server instead of forwarded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Mixed {
+    /// One audio track: every other voice of the room; video forwarded as usual.
+    Audio,
+    /// Mixed audio and one composite picture (not built yet: refused).
+    All,
 }
 
 /// A simulcast layer's quality on the wire.

@@ -26,6 +26,8 @@ export function defaultSignalingUrl(): string {
 export abstract class Signaling extends EventTarget {
   /** The room mode to ask for (set before `join`); `undefined` takes the room as it is. */
   mode: RoomMode | undefined = undefined;
+  /** `audio`: receive the room's voices mixed into one track (set before `join`). */
+  mixed: 'audio' | undefined = undefined;
   /** What `join` was given, for joining again. */
   private session: { url: string | undefined; room: string; name: string; token?: string } | null = null;
   /** The last `error` code the server sent on the current socket. */
@@ -73,6 +75,7 @@ export abstract class Signaling extends EventTarget {
           name,
           ...(token ? { token } : {}),
           ...(this.mode ? { mode: this.mode } : {}),
+          ...(this.mixed ? { mixed: this.mixed } : {}),
         });
       };
       ws.onmessage = (event) => {

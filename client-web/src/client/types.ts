@@ -42,6 +42,11 @@ export interface FanoutEvents {
    * its `TR_` id (from the server's `a=msid`), `null` if the SDP did not say.
    */
   track: { participantId: string; track: MediaStreamTrack; stream: MediaStream; trackId: string | null };
+  /**
+   * With `mixed = 'audio'`: the one track that carries the room's other voices, mixed by the
+   * server (no participant's: play `stream` in an audio element).
+   */
+  mixed_audio: { track: MediaStreamTrack; stream: MediaStream };
   /** The layer received for a remote video track, or why, changed. */
   track_layer: TrackLayerMessage;
   /**

@@ -114,6 +114,9 @@ impl Connections {
 
 /// One participant's connection and what the driver knows about it.
 pub(super) struct Peer {
+    /// Receives the room's audio mixed (one track) instead of each microphone; its mix.
+    pub(super) mixed_audio: bool,
+    pub(super) mix_track: Option<TrackKey>,
     pub(super) id: String,
     pub(super) identity: String,
     pub(super) name: String,

@@ -170,7 +170,8 @@ impl Driver {
     pub(super) fn on_mesh_packet(&mut self, p: MeshPacket) {
         self.stats.mesh_packets_in += 1;
         let known = self.tracks.all.get(&p.track).is_some_and(|t| {
-            matches!(t.origin, Origin::Remote(_)) && usize::from(p.layer) < t.layers.len()
+            matches!(t.origin, Origin::Remote(_) | Origin::Mcu)
+                && usize::from(p.layer) < t.layers.len()
         });
         if known {
             self.route(p);

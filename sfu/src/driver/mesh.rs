@@ -315,9 +315,11 @@ impl Driver {
                 admin_muted: false,
                 forwarders: Vec::new(),
                 taps: Vec::new(),
+                mix_for: None,
             },
         );
         debug!(track = %tkey, origin, "proxy of a remote track");
+        self.mix_track(tkey, Instant::now());
         self.mesh.send(
             origin,
             MeshMsg::Subscribe {
@@ -336,7 +338,7 @@ impl Driver {
             .filter(|(_, t)| t.room == room)
             .filter_map(|(k, t)| match t.origin {
                 Origin::Remote(d) => Some((*k, d)),
-                Origin::Local(_) => None,
+                Origin::Local(_) | Origin::Mcu => None,
             })
             .collect();
         for (tkey, origin) in proxies {

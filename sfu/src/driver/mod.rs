@@ -28,6 +28,7 @@ mod connections;
 mod data;
 pub mod forward;
 pub mod mesh;
+mod mixing;
 mod negotiation;
 pub mod port;
 mod rooms;

@@ -70,7 +70,13 @@ impl Driver {
         let Some(sub) = self.conns.peers.get_mut(&sub_key) else {
             return;
         };
-        if !sub.permissions.subscribe
+        // A mix is its listener's alone; a mixed listener hears the room only through its mix.
+        let mixed_out = match track.mix_for {
+            Some(listener) => listener != sub_key,
+            None => sub.mixed_audio && track.kind == MediaKind::Audio,
+        };
+        if mixed_out
+            || !sub.permissions.subscribe
             || sub
                 .subscribe_to
                 .as_ref()

@@ -30,6 +30,8 @@ pub(super) struct Rooms {
     pub(super) speakers: HashMap<String, ParticipantKey>,
     /// Rooms' participants and tracks on other drivers.
     pub(super) remote: HashMap<String, RemoteRoom>,
+    /// Rooms with mixed listeners here: their mixer (see `mixing`).
+    pub(super) mixers: HashMap<String, super::mixing::RoomMixer>,
 }
 
 /// What a driver knows of a room's participants and tracks on other drivers.
@@ -53,6 +55,7 @@ impl Driver {
             permissions,
             subscribe_to,
             answer_only,
+            mixed_audio,
         } = request;
         let key = self.new_key();
         let id = random_id(&mut self.rng, "PA_");
@@ -139,6 +142,8 @@ impl Driver {
             hold: CongestionHold::default(),
             budget: None,
             data: None,
+            mixed_audio,
+            mix_track: None,
         };
         let joined = ParticipantInfo {
             id: id.clone(),
@@ -176,6 +181,9 @@ impl Driver {
             .collect();
         for tkey in existing_tracks {
             self.subscribe(key, tkey, now);
+        }
+        if mixed_audio {
+            self.start_mixed_listener(key, &room, now);
         }
         info!(participant = %id, %room, "joined");
         self.enqueue(key);
@@ -225,8 +233,12 @@ impl Driver {
         };
         let published: Vec<TrackKey> = peer.published.values().copied().collect();
         let subscribed: Vec<TrackKey> = peer.subscribed.keys().copied().collect();
+        let mixed = peer.mix_track.map(|t| (t, peer.room.clone()));
         for tkey in published {
             self.unpublish_track(tkey, now);
+        }
+        if let Some((mix, room)) = mixed {
+            self.stop_mixed_listener(key, &room, mix);
         }
         for tkey in subscribed {
             if let Some(track) = self.tracks.all.get_mut(&tkey) {

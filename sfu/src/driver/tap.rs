@@ -48,7 +48,7 @@ pub enum TapRefusal {
     Unsupported(Codec),
 }
 
-pub(super) struct Tap {
+pub(crate) struct Tap {
     id: u64,
     layer: TapLayer,
     rewriter: RtpRewriter,
@@ -71,6 +71,40 @@ enum TapStep {
 }
 
 impl Tap {
+    /// A tap with no layer chosen yet (see [`Tap::retarget`]).
+    pub(super) fn new(
+        id: u64,
+        layer: TapLayer,
+        clock_rate: u32,
+        packets: SyncSender<TapPacket>,
+        state: Arc<TapState>,
+        now: Instant,
+    ) -> Tap {
+        Tap {
+            id,
+            layer,
+            rewriter: RtpRewriter::new(0, clock_rate),
+            packets,
+            state,
+            dropped: 0,
+            closed: false,
+            attached_at: now,
+        }
+    }
+
+    pub(super) fn id(&self) -> u64 {
+        self.id
+    }
+
+    /// Takes the layer [`Tap::choose`] says; returns it.
+    pub(super) fn retarget(&mut self, track: &Track, now: Instant) -> Option<u8> {
+        let layer = self.choose(track, now);
+        if self.rewriter.target() != layer {
+            self.rewriter.set_target(layer);
+        }
+        layer
+    }
+
     fn step(&mut self, ingested: &Ingested, p: &MeshPacket) -> TapStep {
         let rw = match self.rewriter.process(&ingested.input) {
             Verdict::Forward(rw) => rw,
@@ -82,6 +116,7 @@ impl Tap {
             }
         };
         let packet = TapPacket {
+            tap: self.id,
             seq: rw.seq,
             timestamp: rw.timestamp,
             marker: p.marker,
@@ -141,18 +176,15 @@ impl Driver {
         if track.codec == Codec::H264 {
             return Err(TapRefusal::Unsupported(track.codec));
         }
-        let mut attached = Tap {
-            id: tap.id,
-            layer: tap.layer,
-            rewriter: RtpRewriter::new(0, track.rtc_codec.clock_rate),
-            packets: tap.packets,
-            state: tap.state,
-            dropped: 0,
-            closed: false,
-            attached_at: now,
-        };
-        let layer = attached.choose(track, now);
-        attached.rewriter.set_target(layer);
+        let mut attached = Tap::new(
+            tap.id,
+            tap.layer,
+            track.rtc_codec.clock_rate,
+            tap.packets,
+            tap.state,
+            now,
+        );
+        let layer = attached.retarget(track, now);
         track.taps.push(attached);
         let codec = track.codec;
         if let Some(l) = layer {

@@ -80,8 +80,10 @@ pub(super) struct Track {
     /// Muted by an administrator: its publisher cannot unmute it.
     pub(super) admin_muted: bool,
     pub(super) forwarders: Vec<Forwarder>,
-    /// Copies of its packets for threads off the driver (recordings; see `tap`).
+    /// Copies of its packets for threads off the driver (recordings, the mixer; see `tap`).
     pub(super) taps: Vec<super::tap::Tap>,
+    /// A listener's mixed audio (see `mixing`): only that listener subscribes to it.
+    pub(super) mix_for: Option<ParticipantKey>,
 }
 
 /// Where a track's packets come from.
@@ -91,6 +93,8 @@ pub(super) enum Origin {
     Local(RTCRtpReceiverId),
     /// Another driver (the index): this track is a proxy.
     Remote(usize),
+    /// The room's mixer on this driver (a listener's mixed audio, see `mixing`).
+    Mcu,
 }
 
 /// One simulcast layer (or the only stream) of a published track.
@@ -158,6 +162,7 @@ impl Driver {
                     .send(driver, MeshMsg::Keyframe { track: tkey, layer });
                 return;
             }
+            Origin::Mcu => return,
         };
         let Some(peer) = self.conns.peers.get_mut(&publisher) else {
             return;
@@ -344,6 +349,7 @@ impl Driver {
                 admin_muted: false,
                 forwarders: Vec::new(),
                 taps: Vec::new(),
+                mix_for: None,
             },
         );
         let others: Vec<ParticipantKey> = self
@@ -373,6 +379,7 @@ impl Driver {
             );
             self.subscribe(other, tkey, now);
         }
+        self.mix_track(tkey, now);
     }
 
     /// Removes a published track from every subscriber and tells the room.
@@ -381,6 +388,9 @@ impl Driver {
             return;
         };
         self.tracks.by_id.remove(&track.id);
+        if track.kind == MediaKind::Audio {
+            self.unmix_track(tkey, &track.room);
+        }
         if matches!(track.origin, Origin::Local(_)) {
             self.mesh
                 .broadcast(|| MeshMsg::TrackUnpublished { track: tkey });

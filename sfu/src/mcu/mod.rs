@@ -4,6 +4,7 @@
 //! bounded queue (a *tap*, `driver/tap.rs`), and the threads here depacketize, decode, mix,
 //! composite, encode and write files.
 //!
+//! - `audio`: a room's mixed audio: decode, jitter buffers, mix-minus per listener, encode.
 //! - `mix`: the audio mixer (sums with clipping, mix-minus per listener, inputs that drop out).
 //! - `layout`: where each picture goes in a composite (a grid, the speaker larger, a screen share
 //!   as the main picture).
@@ -12,10 +13,12 @@
 //! - `record`: one track into a WebM file without transcoding; `recording`: the engine's API
 //!   for it ([`crate::Sfu::record_track`]).
 
+pub mod audio;
 pub mod canvas;
 pub mod depacketize;
 pub mod layout;
 pub mod mix;
+pub mod mixer;
 pub mod record;
 mod recording;
 

@@ -29,6 +29,8 @@ use crate::engine::codec::Codec;
 /// timestamps continuous across the publisher's layer switches).
 #[derive(Debug, Clone)]
 pub struct TapPacket {
+    /// The tap it came through (a mixer has one per input).
+    pub tap: u64,
     pub seq: u16,
     pub timestamp: u32,
     pub marker: bool,
@@ -255,6 +257,7 @@ mod tests {
     fn opus(n: u16) -> Vec<TapPacket> {
         (0..n)
             .map(|i| TapPacket {
+                tap: 0,
                 seq: i,
                 timestamp: u32::from(i) * 960,
                 marker: false,

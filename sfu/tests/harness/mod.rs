@@ -182,6 +182,7 @@ impl Net {
                 permissions,
                 subscribe_to: None,
                 answer_only: false,
+                mixed_audio: false,
             },
         )
     }

@@ -22,8 +22,8 @@ use crate::auth::TokenAuthority;
 use crate::drain::Drain;
 use crate::metrics::Metrics;
 use crate::protocol::{
-    parse_client_message_limited, ClientMessage, ErrorCode, IceCandidate, QualityName, RoomMode,
-    ServerMessage, SourceName, PROTOCOL_VERSION,
+    parse_client_message_limited, ClientMessage, ErrorCode, IceCandidate, Mixed, QualityName,
+    RoomMode, ServerMessage, SourceName, PROTOCOL_VERSION,
 };
 use crate::rooms::{Kick, PeerSignal, Rooms};
 
@@ -358,7 +358,7 @@ async fn join<S: Sink<Message> + Unpin>(
     room: String,
     name: String,
     token: Option<String>,
-    mode: Option<RoomMode>,
+    (mode, mixed_audio): (Option<RoomMode>, bool),
 ) -> Flow {
     let started = Instant::now();
     let Admitted {
@@ -390,6 +390,7 @@ async fn join<S: Sink<Message> + Unpin>(
         permissions,
         subscribe_to: None,
         answer_only: false,
+        mixed_audio,
     };
     let (participant, info, events) = match ctx.sfu.join(request).await {
         Ok(j) => j,
@@ -497,6 +498,7 @@ async fn handle_frame<S: Sink<Message> + Unpin>(
                 name,
                 token,
                 mode,
+                mixed,
             },
             None,
         ) => {
@@ -516,7 +518,17 @@ async fn handle_frame<S: Sink<Message> + Unpin>(
                     Err((code, message)) => return send_error(ctx, sink, code, message).await,
                 }
             }
-            join(ctx, joined, sink, room, name, token, mode).await
+            if mixed == Some(Mixed::All) {
+                return send_error(
+                    ctx,
+                    sink,
+                    ErrorCode::InvalidMessage,
+                    "mixed \"all\" (a composite picture) is not built yet; \"audio\" is".into(),
+                )
+                .await;
+            }
+            let mixed_audio = mixed == Some(Mixed::Audio);
+            join(ctx, joined, sink, room, name, token, (mode, mixed_audio)).await
         }
         (ClientMessage::Join { .. }, Some(_)) => {
             send_error(

@@ -286,6 +286,7 @@ async fn create(
             permissions,
             subscribe_to,
             answer_only: true,
+            mixed_audio: false,
         })
         .await
     {

@@ -128,6 +128,73 @@ impl SyntheticTrack {
     }
 }
 
+/// Adds an audio track to `publisher` that sends a sine tone of `hz`, really Opus-encoded
+/// (libopus), 20 ms a packet, until the returned task is aborted.
+pub async fn publish_tone(
+    publisher: &RtcClient,
+    hz: f64,
+    timeout: Duration,
+) -> tokio::task::JoinHandle<()> {
+    use webrtc::media_stream::track_local::TrackLocal;
+
+    let synthetic = SyntheticTrack::add(&publisher.pc, &publisher.name, RtpCodecKind::Audio).await;
+    publisher.publish(timeout).await;
+    let pt = negotiated_pt(&synthetic.sender).await;
+    let SyntheticTrack { track, ssrc, .. } = synthetic;
+    tokio::spawn(async move {
+        let mut encoder =
+            codecs::OpusEncoder::new(codecs::Channels::Mono, codecs::Application::Audio)
+                .expect("an Opus encoder");
+        let mut ticker = tokio::time::interval(Duration::from_millis(20));
+        let (mut seq, mut ts) = (rand::random::<u16>(), rand::random::<u32>());
+        let mut n = 0usize;
+        loop {
+            ticker.tick().await;
+            let pcm: Vec<i16> = (0..960)
+                .map(|i| {
+                    let t = (n + i) as f64 / 48_000.0;
+                    (8000.0 * (2.0 * std::f64::consts::PI * hz * t).sin()) as i16
+                })
+                .collect();
+            n += 960;
+            let payload = encoder.encode(&pcm).expect("encoded");
+            let written = track
+                .write_rtp(rtc::rtp::Packet {
+                    header: rtc::rtp::header::Header {
+                        version: 2,
+                        payload_type: pt,
+                        sequence_number: seq,
+                        timestamp: ts,
+                        ssrc,
+                        ..Default::default()
+                    },
+                    payload: payload.into(),
+                })
+                .await;
+            if written.is_err() {
+                return;
+            }
+            seq = seq.wrapping_add(1);
+            ts = ts.wrapping_add(960);
+        }
+    })
+}
+
+/// The energy of `pcm` (48 kHz) at `hz` (one DFT bin), as a share of its total energy.
+pub fn share_at(pcm: &[i16], hz: f64) -> f64 {
+    let (mut re, mut im) = (0.0, 0.0);
+    for (i, &x) in pcm.iter().enumerate() {
+        let w = 2.0 * std::f64::consts::PI * hz * i as f64 / 48_000.0;
+        re += f64::from(x) * w.cos();
+        im += f64::from(x) * w.sin();
+    }
+    let total: f64 = pcm.iter().map(|&x| f64::from(x).powi(2)).sum();
+    if total == 0.0 {
+        return 0.0;
+    }
+    2.0 * (re * re + im * im) / pcm.len() as f64 / total
+}
+
 /// Counts the RTP packets `client` receives, over all its tracks.
 pub fn count_received(client: &mut RtcClient) -> Arc<std::sync::atomic::AtomicU64> {
     use std::sync::atomic::{AtomicU64, Ordering};

@@ -233,9 +233,15 @@ impl SignalingClient {
 
     /// Sends `join` with an access token and returns the `joined` answer.
     pub async fn join_token(&mut self, room: &str, name: &str, token: Option<&str>) -> Value {
+        let fields = token.map_or(json!({}), |t| json!({ "token": t }));
+        self.join_with(room, name, fields).await
+    }
+
+    /// Sends `join` with more `fields` (a JSON object) and returns the `joined` answer.
+    pub async fn join_with(&mut self, room: &str, name: &str, fields: Value) -> Value {
         let mut msg = json!({"type": "join", "v": 1, "room": room, "name": name});
-        if let Some(t) = token {
-            msg["token"] = json!(t);
+        if let (Some(msg), Some(fields)) = (msg.as_object_mut(), fields.as_object()) {
+            msg.extend(fields.clone());
         }
         self.send(msg).await;
         self.recv_type("joined", Duration::from_secs(5)).await

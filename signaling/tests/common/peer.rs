@@ -152,19 +152,32 @@ impl RtcClient {
 
     /// [`RtcClient::join`] with an access token.
     pub async fn join_token(url: &str, room: &str, name: &str, token: Option<&str>) -> RtcClient {
-        Self::join_peer(url, room, name, token, ClientPeer::new().await).await
+        let fields = token.map_or(json!({}), |t| json!({ "token": t }));
+        Self::join_peer(url, room, name, fields, ClientPeer::new().await).await
+    }
+
+    /// [`RtcClient::join`] with more fields in `join` (a JSON object: `{"mixed": "audio"}`).
+    pub async fn join_with(url: &str, room: &str, name: &str, fields: Value) -> RtcClient {
+        Self::join_peer(url, room, name, fields, ClientPeer::new().await).await
     }
 
     /// [`RtcClient::join`] with the client's media socket bound to `udp_addr`.
     pub async fn join_from(url: &str, room: &str, name: &str, udp_addr: &str) -> RtcClient {
-        Self::join_peer(url, room, name, None, ClientPeer::bound(udp_addr).await).await
+        Self::join_peer(
+            url,
+            room,
+            name,
+            json!({}),
+            ClientPeer::bound(udp_addr).await,
+        )
+        .await
     }
 
     async fn join_peer(
         url: &str,
         room: &str,
         name: &str,
-        token: Option<&str>,
+        fields: Value,
         peer: ClientPeer,
     ) -> RtcClient {
         let ClientPeer {
@@ -175,7 +188,7 @@ impl RtcClient {
         } = peer;
 
         let mut sig = SignalingClient::connect(url).await;
-        let joined = sig.join_token(room, name, token).await;
+        let joined = sig.join_with(room, name, fields).await;
         let participant_id = joined["participant_id"]
             .as_str()
             .expect("joined has participant_id")
