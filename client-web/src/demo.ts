@@ -241,9 +241,24 @@ async function main(): Promise<void> {
   // `?mode=p2p`: join (or create) the room as a direct 1:1 call; media goes browser to browser.
   const mode = params.get('mode');
   if (mode === 'p2p' || mode === 'sfu') client.mode = mode;
-  // `?mixed=audio`: the others' voices mixed by the server into one track, played by one element.
-  if (params.get('mixed') === 'audio') client.mixed = 'audio';
-  client.on('mixed_audio', ({ stream }) => {
+  // `?mixed=audio`: the others' voices mixed by the server into one track, played by one element;
+  // `?mixed=1`: and one composite picture of the room, in a tile of its own (the others' tiles,
+  // which would stay empty, are hidden).
+  const mixed = params.get('mixed');
+  if (mixed === 'audio') client.mixed = 'audio';
+  const composite = mixed === '1' || mixed === 'all';
+  if (composite) client.mixed = 'all';
+  client.on('mixed', ({ track, stream }) => {
+    if (composite) {
+      let tile = grid.querySelector<HTMLElement>('.tile.composite');
+      if (!tile) {
+        tile = createTile('Room', false);
+        tile.classList.add('composite');
+        grid.append(tile);
+      }
+      if (track.kind === 'video' || !tile.querySelector('video')!.srcObject) attach(tile, stream);
+      return;
+    }
     let el = document.querySelector<HTMLAudioElement>('#mixed-audio');
     if (!el) {
       el = document.createElement('audio');
@@ -343,6 +358,7 @@ async function main(): Promise<void> {
       tile = createTile(p.name, false);
       tile.dataset.participantId = p.id;
       remoteTiles.set(p.id, tile);
+      if (composite) tile.style.display = 'none'; // seen in the composite
       if (fixedTile) sizeTile(tile, fixedTile.width, fixedTile.height);
       // The tile's size and visibility pick the simulcast layer the server forwards.
       detachers.set(p.id, client.attachVideo(p.id, tile.querySelector('video')!));

@@ -45,8 +45,8 @@ export const MIXED_STREAM = 'mixed';
 export class FanoutClient extends Negotiation {
   /** Everyone else in the room, by participant id. */
   readonly participants = new Map<string, RemoteParticipant>();
-  /** With `mixed = 'audio'`: the stream of the room's mixed voices, once it arrived. */
-  mixedAudio: MediaStream | null = null;
+  /** With `mixed` set: the stream of what the server mixed (voices, composite), once it arrived. */
+  mixedStream: MediaStream | null = null;
   /** Our own participant id; `null` until `joined`. */
   participantId: string | null = null;
 
@@ -520,8 +520,8 @@ export class FanoutClient extends Negotiation {
     }
     const { track } = event;
     if (remoteStream.id === MIXED_STREAM && this.roomMode !== 'p2p') {
-      this.mixedAudio = remoteStream;
-      this.emit('mixed_audio', { track, stream: remoteStream });
+      this.mixedStream = remoteStream;
+      this.emit('mixed', { track, stream: remoteStream });
       return;
     }
     const participantId = this.roomMode === 'p2p' ? this.peerId : remoteStream.id;

@@ -46,9 +46,10 @@ export interface JoinMessage {
   mode?: RoomMode;
   /**
    * `audio`: the room's other voices arrive mixed by the server into one track (stream id
-   * `mixed`) instead of one per microphone. (`all`, with a composite picture, is not built yet.)
+   * `mixed`) instead of one per microphone; `all`: and one composite picture of the cameras and
+   * screen shares (same stream) instead of one track each.
    */
-  mixed?: 'audio';
+  mixed?: 'audio' | 'all';
 }
 
 /** `sfu`: media goes through the server. `p2p`: straight between the room's two participants. */

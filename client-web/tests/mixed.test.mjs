@@ -103,3 +103,37 @@ test('&mixed=audio: one stream with the others’ voices and not one’s own', {
   // Bob, forwarding as usual, hears lena's own microphone (so the mix really left it out).
   await pollUntil(async () => (await audioIn(bob)).length === 2, { timeoutMs: 20_000, what: "bob to receive alice's and lena's microphones" });
 });
+
+test('&mixed=1: one composite picture of the room and the mixed voices', { timeout: 120_000 }, async (t) => {
+  const server = await startServer(t);
+  const { open } = await launchBrowser(t);
+  const room = `comp-${randomBytes(4).toString('hex')}`;
+  const alice = await open(roomUrl(server.url, room, 'alice'), 'alice');
+  const bob = await open(roomUrl(server.url, room, 'bob'), 'bob');
+  const carol = await open(roomUrl(server.url, room, 'carol'), 'carol');
+  const viewer = await open(roomUrl(server.url, room, 'vera', { mixed: '1' }), 'vera');
+  // One video (the composite, 640x360) and one audio (the mix) arrive, whatever the room's size.
+  const inbound = async () => (await rtpStats(viewer, 'inbound-rtp')).filter((r) => r.packetsReceived > 30);
+  await pollUntil(
+    async () => {
+      const rs = await inbound();
+      const video = rs.filter((r) => r.kind === 'video');
+      return video.length === 1 && video[0].framesDecoded > 15 && video[0].frameWidth === 640 && rs.filter((r) => r.kind === 'audio').length === 1;
+    },
+    { timeoutMs: 40_000, what: 'one composite video and one mixed audio stream', describe: async () => JSON.stringify(await rtpStats(viewer, 'inbound-rtp')) },
+  );
+  // The page shows it in a tile of its own (playing), and hides the others' empty tiles.
+  const shown = await viewer.evaluate(() => {
+    const v = document.querySelector('.tile.composite video');
+    const hidden = [...document.querySelectorAll('.tile[data-remote]:not(.composite)')].every((t) => t.style.display === 'none');
+    return { width: v?.videoWidth, paused: v?.paused, hidden, remotes: document.querySelectorAll('.tile[data-remote]:not(.composite)').length };
+  });
+  assert.deepEqual(shown, { width: 640, paused: false, hidden: true, remotes: 3 });
+  // The others still receive each camera.
+  await pollUntil(async () => (await rtpStats(alice, 'inbound-rtp')).filter((r) => r.kind === 'video' && r.framesDecoded > 5).length === 3, {
+    timeoutMs: 30_000,
+    what: "alice to decode bob's, carol's and vera's cameras",
+  });
+  void bob;
+  void carol;
+});

@@ -184,6 +184,9 @@ pub struct JoinRequest {
     /// The room's audio arrives mixed, as one track without this participant's own voice
     /// (stream id `mixed`), instead of one track per microphone.
     pub mixed_audio: bool,
+    /// The room's cameras and screen shares arrive as one composite picture (stream id
+    /// `mixed`) instead of one track each.
+    pub mixed_video: bool,
 }
 
 /// What the engine reports to its observer (see [`SfuConfig::observer`]).

@@ -75,6 +75,7 @@ fn a_whip_or_whep_session_has_no_data_channel() {
             subscribe_to: None,
             answer_only: true,
             mixed_audio: false,
+            mixed_video: false,
         },
     );
     net.open_data(whip);

@@ -41,7 +41,8 @@ pub enum ClientMessage {
         /// `p2p` creates (or expects) a direct 1:1 room; absent: whatever the room is.
         #[serde(default)]
         mode: Option<RoomMode>,
-        /// `audio`: the room's voices arrive mixed into one track (the MCU); absent: forwarded.
+        /// `audio`: the room's voices arrive mixed into one track (the MCU); `all`: and one
+        /// composite picture; absent: forwarded.
         #[serde(default)]
         mixed: Option<Mixed>,
     },
@@ -120,7 +121,7 @@ impl RoomMode {
 pub enum Mixed {
     /// One audio track: every other voice of the room; video forwarded as usual.
     Audio,
-    /// Mixed audio and one composite picture (not built yet: refused).
+    /// Mixed audio and one composite picture of the room's cameras and screen shares.
     All,
 }
 

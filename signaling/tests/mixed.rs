@@ -14,8 +14,11 @@ use webrtc::media_stream::track_remote::TrackRemoteEvent;
 
 const T: Duration = Duration::from_secs(15);
 
-/// Each track `client` receives: (stream id, kind, the payloads of its RTP packets so far).
-type Received = Arc<Mutex<Vec<(String, String, Vec<Vec<u8>>)>>>;
+/// One received RTP packet: (sequence number, marker, payload).
+type Rtp = (u16, bool, Vec<u8>);
+
+/// Each track `client` receives: (stream id, kind, its RTP packets so far).
+type Received = Arc<Mutex<Vec<(String, String, Vec<Rtp>)>>>;
 
 fn collect(client: &mut RtcClient) -> Received {
     let received = Received::default();
@@ -34,7 +37,11 @@ fn collect(client: &mut RtcClient) -> Received {
             tokio::spawn(async move {
                 while let Some(event) = track.poll().await {
                     if let TrackRemoteEvent::OnRtpPacket(p) = event {
-                        out.lock().unwrap()[index].2.push(p.payload.to_vec());
+                        out.lock().unwrap()[index].2.push((
+                            p.header.sequence_number,
+                            p.header.marker,
+                            p.payload.to_vec(),
+                        ));
                     }
                 }
             });
@@ -44,10 +51,10 @@ fn collect(client: &mut RtcClient) -> Received {
 }
 
 /// The decoded audio of `payloads` (Opus), after the first second.
-fn decode(payloads: &[Vec<u8>]) -> Vec<i16> {
+fn decode(packets: &[Rtp]) -> Vec<i16> {
     let mut decoder = codecs::OpusDecoder::new(codecs::Channels::Mono).unwrap();
     let mut pcm = Vec::new();
-    for p in payloads.iter().skip(50) {
+    for (_, _, p) in packets.iter().skip(50) {
         let mut frame = [0i16; 960];
         if let Ok(n) = decoder.decode(p, &mut frame) {
             pcm.extend_from_slice(&frame[..n]);
@@ -141,4 +148,85 @@ async fn scenario() {
     }
     listener.close().await;
     plain.close().await;
+}
+
+/// The share of `picture`'s pixels whose chroma is within 20 of `(u, v)`.
+fn chroma_share(picture: &codecs::I420, (u, v): (u8, u8)) -> f64 {
+    let near = picture
+        .u
+        .iter()
+        .zip(&picture.v)
+        .filter(|(&pu, &pv)| pu.abs_diff(u) < 20 && pv.abs_diff(v) < 20)
+        .count();
+    near as f64 / picture.u.len() as f64
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_composite_viewer_gets_one_picture_holding_every_camera() {
+    common::init_logging();
+    timeout(Duration::from_secs(90), composite_scenario())
+        .await
+        .expect("within 90 s");
+}
+
+async fn composite_scenario() {
+    let server = TestServer::start().await;
+    let url = server.ws_url().to_owned();
+    // Two cameras, red and blue, really VP8-encoded; a viewer that asks for everything mixed.
+    let red = RtcClient::join(&url, "comp", "red").await;
+    let red_sending = common::publish_colour(&red, (81, 90, 240), T).await;
+    let blue = RtcClient::join(&url, "comp", "blue").await;
+    let blue_sending = common::publish_colour(&blue, (41, 240, 110), T).await;
+    let mut viewer = RtcClient::join_with(&url, "comp", "v", json!({ "mixed": "all" })).await;
+    let heard = collect(&mut viewer);
+
+    // The viewer's tracks: one video (the composite) and one audio (the mix), both `mixed`.
+    let deadline = tokio::time::Instant::now() + T;
+    let picture = loop {
+        let tracks = heard.lock().unwrap().clone();
+        let video: Vec<_> = tracks.iter().filter(|(_, k, _)| k == "video").collect();
+        if let [(stream, _, payloads)] = video.as_slice() {
+            assert_eq!(stream, "mixed");
+            // Depacketize and decode what arrived; the latest picture.
+            let mut depacketizer =
+                sfu::mcu::depacketize::Depacketizer::new(sfu::engine::codec::Codec::Vp8);
+            let mut decoder = codecs::Vp8Decoder::new().unwrap();
+            let mut frames = Vec::new();
+            for (seq, marker, payload) in payloads.iter() {
+                depacketizer.push(*seq, 0, *marker, payload.clone().into(), &mut frames);
+            }
+            let mut latest = None;
+            for f in frames {
+                if let Ok(Some(p)) = decoder.decode(&f.data) {
+                    latest = Some(p);
+                }
+            }
+            if let Some(p) = latest
+                .filter(|p| chroma_share(p, (90, 240)) > 0.05 && chroma_share(p, (240, 110)) > 0.05)
+            {
+                break p;
+            }
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "a composite with both cameras; tracks {:?}",
+            tracks
+                .iter()
+                .map(|(s, k, ps)| (s.clone(), k.clone(), ps.len()))
+                .collect::<Vec<_>>()
+        );
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    };
+    assert_eq!((picture.width, picture.height), (640, 360));
+    let tracks = heard.lock().unwrap().clone();
+    assert_eq!(
+        tracks.iter().filter(|(_, k, _)| k == "video").count(),
+        1,
+        "one video track, not each camera"
+    );
+    red_sending.abort();
+    blue_sending.abort();
+    red.close().await;
+    blue.close().await;
+    viewer.close().await;
 }

@@ -26,8 +26,9 @@ export function defaultSignalingUrl(): string {
 export abstract class Signaling extends EventTarget {
   /** The room mode to ask for (set before `join`); `undefined` takes the room as it is. */
   mode: RoomMode | undefined = undefined;
-  /** `audio`: receive the room's voices mixed into one track (set before `join`). */
-  mixed: 'audio' | undefined = undefined;
+  /** `audio`: receive the room's voices mixed into one track; `all`: and one composite picture
+   * (set before `join`). */
+  mixed: 'audio' | 'all' | undefined = undefined;
   /** What `join` was given, for joining again. */
   private session: { url: string | undefined; room: string; name: string; token?: string } | null = null;
   /** The last `error` code the server sent on the current socket. */

@@ -43,10 +43,10 @@ export interface FanoutEvents {
    */
   track: { participantId: string; track: MediaStreamTrack; stream: MediaStream; trackId: string | null };
   /**
-   * With `mixed = 'audio'`: the one track that carries the room's other voices, mixed by the
-   * server (no participant's: play `stream` in an audio element).
+   * With `mixed` set: a track mixed by the server arrived (the others' voices; with `all`, the
+   * composite picture too), in `stream` (no participant's: play it in a media element).
    */
-  mixed_audio: { track: MediaStreamTrack; stream: MediaStream };
+  mixed: { track: MediaStreamTrack; stream: MediaStream };
   /** The layer received for a remote video track, or why, changed. */
   track_layer: TrackLayerMessage;
   /**

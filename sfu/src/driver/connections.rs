@@ -117,6 +117,8 @@ pub(super) struct Peer {
     /// Receives the room's audio mixed (one track) instead of each microphone; its mix.
     pub(super) mixed_audio: bool,
     pub(super) mix_track: Option<TrackKey>,
+    /// Receives the room's composite picture instead of each camera and screen share.
+    pub(super) mixed_video: bool,
     pub(super) id: String,
     pub(super) identity: String,
     pub(super) name: String,

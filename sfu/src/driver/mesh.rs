@@ -316,6 +316,7 @@ impl Driver {
                 forwarders: Vec::new(),
                 taps: Vec::new(),
                 mix_for: None,
+                composite: false,
             },
         );
         debug!(track = %tkey, origin, "proxy of a remote track");

@@ -1,5 +1,8 @@
 //! Mixed reception: a participant who joined asking for mixed audio receives one audio track,
-//! the room's other voices mixed (its own left out), instead of each microphone.
+//! the room's other voices mixed (its own left out), instead of each microphone; one who asked
+//! for mixed video receives one composite picture of the room's cameras and screen shares
+//! instead of each (`mcu::composer`: one per room and driver, shared by its viewers there,
+//! fed the lowest layer of each camera).
 //!
 //! The first such listener in a room on this driver starts the room's mixer (`mcu::mixer`, a
 //! thread of its own) and gives it a tap (`tap`) on every audio track of the room this driver
@@ -9,6 +12,7 @@
 //! it is forwarded as any track is (rewriter, SRTP, sender reports). The mixer stops with the
 //! room's last listener here.
 
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -22,6 +26,8 @@ use super::{random_id, Driver, TrackKey};
 use crate::api::{MediaKind, ParticipantKey, TrackSource};
 use crate::engine::codec::Codec;
 use crate::engine::speaker::LevelMeter;
+use crate::mcu::composer::{spawn_composer, ComposerControl, ComposerHandle};
+use crate::mcu::layout::TileKind;
 use crate::mcu::mixer::{spawn_mixer, MixerControl, MixerHandle};
 use crate::mcu::record::TapState;
 
@@ -32,6 +38,33 @@ pub const MIXED_STREAM: &str = "mixed";
 pub(super) struct RoomMixer {
     handle: MixerHandle,
     listeners: Vec<ParticipantKey>,
+}
+
+/// A room's compositor on this driver, its composite track and who views it.
+pub(super) struct RoomComposite {
+    handle: ComposerHandle,
+    track: TrackKey,
+    viewers: Vec<ParticipantKey>,
+}
+
+/// The codec a mix or composite track is sent with.
+fn mcu_codec(codec: Codec) -> RTCRtpCodec {
+    match codec {
+        Codec::Opus => RTCRtpCodec {
+            mime_type: "audio/opus".into(),
+            clock_rate: 48_000,
+            channels: 2,
+            sdp_fmtp_line: "minptime=10;useinbandfec=1".into(),
+            rtcp_feedback: vec![],
+        },
+        _ => RTCRtpCodec {
+            mime_type: "video/VP8".into(),
+            clock_rate: 90_000,
+            channels: 0,
+            sdp_fmtp_line: String::new(),
+            rtcp_feedback: vec![],
+        },
+    }
 }
 
 impl Driver {
@@ -65,42 +98,10 @@ impl Driver {
                 self.mix_track(tkey, now);
             }
         }
-        let tkey = TrackKey(self.new_key().0);
-        let layer = Layer::new(String::new(), rand::random());
-        let layers = vec![layer];
-        let track = Track {
-            id: random_id(&mut self.rng, "TR_"),
-            kind: MediaKind::Audio,
-            source: TrackSource::Microphone,
-            publisher: key,
-            publisher_id: MIXED_STREAM.into(),
-            room: room.to_owned(),
-            origin: Origin::Mcu,
-            sinks: Vec::new(),
-            demand_sent: None,
-            mid: None,
-            codec: Codec::Opus,
-            rtc_codec: RTCRtpCodec {
-                mime_type: "audio/opus".into(),
-                clock_rate: 48_000,
-                channels: 2,
-                sdp_fmtp_line: "minptime=10;useinbandfec=1".into(),
-                rtcp_feedback: vec![],
-            },
-            order: layer_order(&layers),
-            layers,
-            published_at: now,
-            requested: None,
-            audio_level_ext: None,
-            level: LevelMeter::default(),
-            muted: false,
-            admin_muted: false,
-            forwarders: Vec::new(),
-            taps: Vec::new(),
-            mix_for: Some(key),
-        };
-        self.tracks.by_id.insert(track.id.clone(), tkey);
-        self.tracks.all.insert(tkey, track);
+        let tkey = self.mcu_track(Codec::Opus, key, room, now);
+        if let Some(t) = self.tracks.all.get_mut(&tkey) {
+            t.mix_for = Some(key);
+        }
         if let Some(peer) = self.conns.peers.get_mut(&key) {
             peer.mix_track = Some(tkey);
         }
@@ -112,6 +113,134 @@ impl Driver {
             });
         }
         self.subscribe(key, tkey, now);
+    }
+
+    /// A track whose packets come from the room's mixer or compositor here (`Origin::Mcu`),
+    /// stream id [`MIXED_STREAM`]; in no participant's list and announced to nobody.
+    fn mcu_track(
+        &mut self,
+        codec: Codec,
+        owner: ParticipantKey,
+        room: &str,
+        now: Instant,
+    ) -> TrackKey {
+        let tkey = TrackKey(self.new_key().0);
+        let layers = vec![Layer::new(String::new(), rand::random())];
+        let (kind, source) = if codec.is_video() {
+            (MediaKind::Video, TrackSource::Camera)
+        } else {
+            (MediaKind::Audio, TrackSource::Microphone)
+        };
+        let track = Track {
+            id: random_id(&mut self.rng, "TR_"),
+            kind,
+            source,
+            publisher: owner,
+            publisher_id: MIXED_STREAM.into(),
+            room: room.to_owned(),
+            origin: Origin::Mcu,
+            sinks: Vec::new(),
+            demand_sent: None,
+            mid: None,
+            codec,
+            rtc_codec: mcu_codec(codec),
+            order: layer_order(&layers),
+            layers,
+            published_at: now,
+            requested: None,
+            audio_level_ext: None,
+            level: LevelMeter::default(),
+            muted: false,
+            admin_muted: false,
+            forwarders: Vec::new(),
+            taps: Vec::new(),
+            mix_for: None,
+            composite: false,
+        };
+        self.tracks.by_id.insert(track.id.clone(), tkey);
+        self.tracks.all.insert(tkey, track);
+        tkey
+    }
+
+    /// `key` joined asking for the composite: the room's compositor here (started for the
+    /// first viewer, with a tap on every video track of the room) and its track, subscribed.
+    pub(super) fn start_viewer(&mut self, key: ParticipantKey, room: &str, now: Instant) {
+        if !self.rooms.composites.contains_key(room) {
+            let track = self.mcu_track(Codec::Vp8, key, room, now);
+            if let Some(t) = self.tracks.all.get_mut(&track) {
+                t.composite = true;
+            }
+            let out = self.mesh.media[self.mesh.index].clone();
+            match spawn_composer(room.to_owned(), track, out) {
+                Ok(handle) => {
+                    self.rooms.composites.insert(
+                        room.to_owned(),
+                        RoomComposite {
+                            handle,
+                            track,
+                            viewers: Vec::new(),
+                        },
+                    );
+                }
+                Err(err) => {
+                    warn!(%err, "no compositor thread; the participant gets no video");
+                    self.tracks.all.remove(&track);
+                    return;
+                }
+            }
+            let video: Vec<TrackKey> = self
+                .tracks
+                .all
+                .iter()
+                .filter(|(_, t)| t.room == room && t.kind == MediaKind::Video)
+                .map(|(k, _)| *k)
+                .collect();
+            for tkey in video {
+                self.mix_track(tkey, now);
+            }
+            if let Some(&speaker) = self.rooms.speakers.get(room) {
+                self.composite_speaker(room, speaker);
+            }
+        }
+        let Some(c) = self.rooms.composites.get_mut(room) else {
+            return;
+        };
+        c.viewers.push(key);
+        let track = c.track;
+        self.subscribe(key, track, now);
+        self.composite_keyframe(track);
+    }
+
+    /// `key` (a composite viewer) left; the compositor and its track go with the last one.
+    pub(super) fn stop_viewer(&mut self, key: ParticipantKey, room: &str) {
+        let Some(c) = self.rooms.composites.get_mut(room) else {
+            return;
+        };
+        c.viewers.retain(|v| *v != key);
+        if c.viewers.is_empty() {
+            let track = c.track;
+            self.rooms.composites.remove(room);
+            if let Some(t) = self.tracks.all.remove(&track) {
+                self.tracks.by_id.remove(&t.id);
+            }
+        }
+    }
+
+    /// A viewer lost the composite's picture (PLI, FIR on track `tkey`): a keyframe soon.
+    pub(super) fn composite_keyframe(&mut self, tkey: TrackKey) {
+        if let Some(c) = self.rooms.composites.values().find(|c| c.track == tkey) {
+            c.handle.keyframe.store(true, Ordering::Relaxed);
+        }
+    }
+
+    /// The room's active speaker changed: drawn larger in its composite.
+    pub(super) fn composite_speaker(&mut self, room: &str, speaker: ParticipantKey) {
+        if let Some(c) = self.rooms.composites.get(room) {
+            let _ = c
+                .handle
+                .control
+                .send(ComposerControl::Speaker(Some(speaker.0)));
+        }
     }
 
     /// `key` (a mixed listener) left: its mix track goes, and the mixer with the last listener.
@@ -138,10 +267,34 @@ impl Driver {
         let Some(track) = self.tracks.all.get_mut(&tkey) else {
             return;
         };
-        if track.kind != MediaKind::Audio
-            || track.origin == Origin::Mcu
-            || track.taps.iter().any(|t| t.id() == tkey.0)
-        {
+        if track.origin == Origin::Mcu || track.taps.iter().any(|t| t.id() == tkey.0) {
+            return;
+        }
+        if track.kind == MediaKind::Video {
+            let Some(c) = self.rooms.composites.get(&track.room) else {
+                return;
+            };
+            let state = Arc::new(TapState::default());
+            let kind = match track.source {
+                TrackSource::Screen => TileKind::Screen,
+                _ => TileKind::Camera,
+            };
+            let _ = c.handle.control.send(ComposerControl::AddInput {
+                tap: tkey.0,
+                publisher: track.publisher.0,
+                kind,
+                state: state.clone(),
+            });
+            let mut tap = Tap::new(
+                tkey.0,
+                TapLayer::Lowest,
+                track.rtc_codec.clock_rate,
+                c.handle.packets.clone(),
+                state,
+                now,
+            );
+            tap.retarget(track, now);
+            track.taps.push(tap);
             return;
         }
         let Some(m) = self.rooms.mixers.get(&track.room) else {
@@ -163,13 +316,19 @@ impl Driver {
         track.taps.push(tap);
     }
 
-    /// Audio track `tkey` of `room` ends: out of the room's mix.
+    /// Track `tkey` of `room` ends: out of the room's mix and composite.
     pub(super) fn unmix_track(&mut self, tkey: TrackKey, room: &str) {
         if let Some(m) = self.rooms.mixers.get(room) {
             let _ = m
                 .handle
                 .control
                 .send(MixerControl::RemoveInput { tap: tkey.0 });
+        }
+        if let Some(c) = self.rooms.composites.get(room) {
+            let _ = c
+                .handle
+                .control
+                .send(ComposerControl::RemoveInput { tap: tkey.0 });
         }
     }
 }

@@ -71,9 +71,16 @@ impl Driver {
             return;
         };
         // A mix is its listener's alone; a mixed listener hears the room only through its mix.
-        let mixed_out = match track.mix_for {
-            Some(listener) => listener != sub_key,
-            None => sub.mixed_audio && track.kind == MediaKind::Audio,
+        let mixed_out = if track.composite {
+            !sub.mixed_video
+        } else {
+            match track.mix_for {
+                Some(listener) => listener != sub_key,
+                None => match track.kind {
+                    MediaKind::Audio => sub.mixed_audio,
+                    MediaKind::Video => sub.mixed_video,
+                },
+            }
         };
         if mixed_out
             || !sub.permissions.subscribe

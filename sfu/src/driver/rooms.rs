@@ -32,6 +32,8 @@ pub(super) struct Rooms {
     pub(super) remote: HashMap<String, RemoteRoom>,
     /// Rooms with mixed listeners here: their mixer (see `mixing`).
     pub(super) mixers: HashMap<String, super::mixing::RoomMixer>,
+    /// Rooms with composite viewers here: their compositor (see `mixing`).
+    pub(super) composites: HashMap<String, super::mixing::RoomComposite>,
 }
 
 /// What a driver knows of a room's participants and tracks on other drivers.
@@ -56,6 +58,7 @@ impl Driver {
             subscribe_to,
             answer_only,
             mixed_audio,
+            mixed_video,
         } = request;
         let key = self.new_key();
         let id = random_id(&mut self.rng, "PA_");
@@ -144,6 +147,7 @@ impl Driver {
             data: None,
             mixed_audio,
             mix_track: None,
+            mixed_video,
         };
         let joined = ParticipantInfo {
             id: id.clone(),
@@ -184,6 +188,9 @@ impl Driver {
         }
         if mixed_audio {
             self.start_mixed_listener(key, &room, now);
+        }
+        if mixed_video {
+            self.start_viewer(key, &room, now);
         }
         info!(participant = %id, %room, "joined");
         self.enqueue(key);
@@ -234,11 +241,15 @@ impl Driver {
         let published: Vec<TrackKey> = peer.published.values().copied().collect();
         let subscribed: Vec<TrackKey> = peer.subscribed.keys().copied().collect();
         let mixed = peer.mix_track.map(|t| (t, peer.room.clone()));
+        let viewer = peer.mixed_video.then(|| peer.room.clone());
         for tkey in published {
             self.unpublish_track(tkey, now);
         }
         if let Some((mix, room)) = mixed {
             self.stop_mixed_listener(key, &room, mix);
+        }
+        if let Some(room) = viewer {
+            self.stop_viewer(key, &room);
         }
         for tkey in subscribed {
             if let Some(track) = self.tracks.all.get_mut(&tkey) {

@@ -145,6 +145,7 @@ impl Driver {
         }
         for (room, key, id) in changes {
             self.rooms.speakers.insert(room.clone(), key);
+            self.composite_speaker(&room, key);
             debug!(%room, speaker = %id, "active speaker");
             for &m in self.rooms.members.get(&room).into_iter().flatten() {
                 self.events.tell(

@@ -84,6 +84,8 @@ pub(super) struct Track {
     pub(super) taps: Vec<super::tap::Tap>,
     /// A listener's mixed audio (see `mixing`): only that listener subscribes to it.
     pub(super) mix_for: Option<ParticipantKey>,
+    /// The room's composite picture (see `mixing`): only its viewers subscribe to it.
+    pub(super) composite: bool,
 }
 
 /// Where a track's packets come from.
@@ -162,7 +164,10 @@ impl Driver {
                     .send(driver, MeshMsg::Keyframe { track: tkey, layer });
                 return;
             }
-            Origin::Mcu => return,
+            Origin::Mcu => {
+                self.composite_keyframe(tkey);
+                return;
+            }
         };
         let Some(peer) = self.conns.peers.get_mut(&publisher) else {
             return;
@@ -350,6 +355,7 @@ impl Driver {
                 forwarders: Vec::new(),
                 taps: Vec::new(),
                 mix_for: None,
+                composite: false,
             },
         );
         let others: Vec<ParticipantKey> = self
@@ -388,9 +394,7 @@ impl Driver {
             return;
         };
         self.tracks.by_id.remove(&track.id);
-        if track.kind == MediaKind::Audio {
-            self.unmix_track(tkey, &track.room);
-        }
+        self.unmix_track(tkey, &track.room);
         if matches!(track.origin, Origin::Local(_)) {
             self.mesh
                 .broadcast(|| MeshMsg::TrackUnpublished { track: tkey });

@@ -1,4 +1,4 @@
-//! The MCU beside the SFU: recording, and (being built) mixed audio and a composite picture.
+//! The MCU beside the SFU: recording, mixed audio and a composite picture.
 //!
 //! Nothing here runs on a media driver's thread: a driver hands copies of a track's packets to a
 //! bounded queue (a *tap*, `driver/tap.rs`), and the threads here depacketize, decode, mix,
@@ -9,16 +9,22 @@
 //! - `layout`: where each picture goes in a composite (a grid, the speaker larger, a screen share
 //!   as the main picture).
 //! - `canvas`: I420 pictures and scaling one into a rectangle of another.
+//! - `composite`: a room's composite picture: inputs decoded, laid out, drawn and encoded once;
+//!   `composer`: its thread. `mixer`: the thread of `audio`.
 //! - `depacketize`: RTP packets back into whole frames (reordering, VP8 frame assembly).
+//! - `packetize`: whole VP8 frames into RTP payloads (RFC 7741), for the composite.
 //! - `record`: one track into a WebM file without transcoding; `recording`: the engine's API
 //!   for it ([`crate::Sfu::record_track`]).
 
 pub mod audio;
 pub mod canvas;
+pub mod composer;
+pub mod composite;
 pub mod depacketize;
 pub mod layout;
 pub mod mix;
 pub mod mixer;
+pub mod packetize;
 pub mod record;
 mod recording;
 

@@ -183,6 +183,7 @@ impl Net {
                 subscribe_to: None,
                 answer_only: false,
                 mixed_audio: false,
+                mixed_video: false,
             },
         )
     }

@@ -358,7 +358,7 @@ async fn join<S: Sink<Message> + Unpin>(
     room: String,
     name: String,
     token: Option<String>,
-    (mode, mixed_audio): (Option<RoomMode>, bool),
+    (mode, mixed): (Option<RoomMode>, Option<Mixed>),
 ) -> Flow {
     let started = Instant::now();
     let Admitted {
@@ -390,7 +390,8 @@ async fn join<S: Sink<Message> + Unpin>(
         permissions,
         subscribe_to: None,
         answer_only: false,
-        mixed_audio,
+        mixed_audio: mixed.is_some(),
+        mixed_video: mixed == Some(Mixed::All),
     };
     let (participant, info, events) = match ctx.sfu.join(request).await {
         Ok(j) => j,
@@ -518,17 +519,7 @@ async fn handle_frame<S: Sink<Message> + Unpin>(
                     Err((code, message)) => return send_error(ctx, sink, code, message).await,
                 }
             }
-            if mixed == Some(Mixed::All) {
-                return send_error(
-                    ctx,
-                    sink,
-                    ErrorCode::InvalidMessage,
-                    "mixed \"all\" (a composite picture) is not built yet; \"audio\" is".into(),
-                )
-                .await;
-            }
-            let mixed_audio = mixed == Some(Mixed::Audio);
-            join(ctx, joined, sink, room, name, token, (mode, mixed_audio)).await
+            join(ctx, joined, sink, room, name, token, (mode, mixed)).await
         }
         (ClientMessage::Join { .. }, Some(_)) => {
             send_error(

@@ -287,6 +287,7 @@ async fn create(
             subscribe_to,
             answer_only: true,
             mixed_audio: false,
+            mixed_video: false,
         })
         .await
     {

@@ -180,6 +180,62 @@ pub async fn publish_tone(
     })
 }
 
+/// Adds a video track to `publisher` that sends a solid picture of colour `yuv` (320x180),
+/// really VP8-encoded (libvpx), 15 frames a second with a keyframe every second, until the
+/// returned task is aborted.
+pub async fn publish_colour(
+    publisher: &RtcClient,
+    yuv: (u8, u8, u8),
+    timeout: Duration,
+) -> tokio::task::JoinHandle<()> {
+    use webrtc::media_stream::track_local::TrackLocal;
+
+    let synthetic = SyntheticTrack::add(&publisher.pc, &publisher.name, RtpCodecKind::Video).await;
+    publisher.publish(timeout).await;
+    let pt = negotiated_pt(&synthetic.sender).await;
+    let SyntheticTrack { track, ssrc, .. } = synthetic;
+    tokio::spawn(async move {
+        let mut encoder = codecs::Vp8Encoder::new(320, 180, 300, 15).expect("a VP8 encoder");
+        let mut picture = codecs::I420::new(320, 180);
+        picture.fill(yuv.0, yuv.1, yuv.2);
+        let mut packetizer = sfu::mcu::packetize::Vp8Packetizer::new(1100);
+        let mut ticker = tokio::time::interval(Duration::from_millis(66));
+        let (mut seq, ts0) = (rand::random::<u16>(), rand::random::<u32>());
+        let mut payloads = Vec::new();
+        for n in 0i64.. {
+            ticker.tick().await;
+            let frames = encoder
+                .encode(&picture, n * 6000, n % 15 == 0)
+                .expect("encoded");
+            for frame in frames {
+                payloads.clear();
+                packetizer.packetize(&frame.data, &mut payloads);
+                let last = payloads.len().saturating_sub(1);
+                for (i, payload) in payloads.drain(..).enumerate() {
+                    let written = track
+                        .write_rtp(rtc::rtp::Packet {
+                            header: rtc::rtp::header::Header {
+                                version: 2,
+                                marker: i == last,
+                                payload_type: pt,
+                                sequence_number: seq,
+                                timestamp: ts0.wrapping_add((n * 6000) as u32),
+                                ssrc,
+                                ..Default::default()
+                            },
+                            payload,
+                        })
+                        .await;
+                    if written.is_err() {
+                        return;
+                    }
+                    seq = seq.wrapping_add(1);
+                }
+            }
+        }
+    })
+}
+
 /// The energy of `pcm` (48 kHz) at `hz` (one DFT bin), as a share of its total energy.
 pub fn share_at(pcm: &[i16], hz: f64) -> f64 {
     let (mut re, mut im) = (0.0, 0.0);
