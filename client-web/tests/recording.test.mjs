@@ -1,6 +1,7 @@
 // Recording through the admin API, from a real browser's camera and microphone (Chromium's fake
 // devices, real VP8 and Opus): the tracks' WebM files decode in ffprobe (every frame counted),
-// and the video file plays in Chromium with a finite duration and seeks.
+// and the video file plays in Chromium with a finite duration and seeks; the room's recording
+// (its composite picture and its mix in one file) too.
 
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
@@ -61,8 +62,8 @@ test('a browser’s camera and microphone recorded through the admin API: files 
   const video = tracks.find((tr) => tr.kind === 'video').id;
   const audio = tracks.find((tr) => tr.kind === 'audio').id;
   const started = [];
-  for (const track_id of [video, audio]) {
-    const [status, rec] = await api('POST', '/recordings', { track_id });
+  for (const body of [{ track_id: video }, { track_id: audio }, {}]) {
+    const [status, rec] = await api('POST', '/recordings', body);
     assert.equal(status, 201, JSON.stringify(rec));
     started.push(rec);
   }
@@ -75,7 +76,7 @@ test('a browser’s camera and microphone recorded through the admin API: files 
     ended.push(body);
   }
   const sent = await rtpStats(page, 'outbound-rtp');
-  const [v, a] = ended.map((r) => probe(r.file));
+  const [v, a] = ended.slice(0, 2).map((r) => probe(r.file));
   const describe = JSON.stringify({ ended, v, a, sent });
   const widths = [...new Set(v.widths)];
   t.diagnostic(`video ${v.frames} frames ${v.duration} s, widths ${widths}; audio ${a.frames} frames ${a.duration} s`);
@@ -113,4 +114,24 @@ test('a browser’s camera and microphone recorded through the admin API: files 
   assert.ok(Number.isFinite(played.duration) && played.duration > 4, JSON.stringify(played));
   assert.equal(played.width, top);
   assert.ok(Math.abs(played.at - (played.duration - 0.5)) < 0.5, JSON.stringify(played));
+
+  // The room: the composite (VP8, 640x360) and the mix (Opus), both decoding, and it plays.
+  const roomFile = ended[2].file;
+  const streams = JSON.parse(
+    execFileSync('ffprobe', ['-v', 'error', '-count_frames', '-show_entries', 'stream=codec_name,width,nb_read_frames', '-of', 'json', roomFile]).toString(),
+  ).streams;
+  t.diagnostic(`room recording: ${JSON.stringify(streams)} ${ended[2].duration_ms} ms`);
+  assert.deepEqual(streams.map((s) => s.codec_name), ['vp8', 'opus'], JSON.stringify(streams));
+  assert.equal(streams[0].width, 640);
+  assert.ok(Number(streams[0].nb_read_frames) >= 40 && Number(streams[1].nb_read_frames) >= 200, JSON.stringify(streams));
+  await player.goto(`file://${roomFile}`);
+  const room_played = await pollUntil(
+    () => player.evaluate(() => {
+      const el = document.querySelector('video');
+      return el && el.readyState >= 1 && Number.isFinite(el.duration) ? { duration: el.duration, width: el.videoWidth } : null;
+    }),
+    { timeoutMs: 15_000, what: 'the room recording to load in a <video>' },
+  );
+  assert.equal(room_played.width, 640);
+  assert.ok(room_played.duration > 4, JSON.stringify(room_played));
 });

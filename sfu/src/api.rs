@@ -459,6 +459,13 @@ pub enum Command {
         tap: crate::driver::tap::TapRequest,
         reply: oneshot::Sender<Result<crate::engine::codec::Codec, crate::driver::tap::TapRefusal>>,
     },
+    /// Records a room (its mix and composite, see `driver/recording.rs`) if it has members on
+    /// this driver; the reply says whether this driver took it.
+    RecordRoom {
+        room: String,
+        tap: crate::driver::tap::TapRequest,
+        reply: oneshot::Sender<Result<(), crate::driver::tap::TapRefusal>>,
+    },
     /// Removes a tap; the reply says whether this driver had it.
     Untap {
         id: u64,

@@ -92,8 +92,6 @@ pub enum ErrorCode {
     RecordingNotFound,
     /// Admin API: the recording could not start (the file, the track's codec).
     RecordingFailed,
-    /// Admin API: what was asked is not built yet.
-    NotImplemented,
     /// Admin API: the media engine does not answer.
     EngineUnavailable,
     /// Multi-node: the node holding the room does not answer a forwarded HTTP request.
@@ -150,7 +148,6 @@ impl ErrorCode {
         ErrorCode::TrackNotFound,
         ErrorCode::RecordingNotFound,
         ErrorCode::RecordingFailed,
-        ErrorCode::NotImplemented,
         ErrorCode::EngineUnavailable,
         ErrorCode::NodeUnreachable,
         ErrorCode::InternalError,
@@ -206,7 +203,6 @@ impl ErrorCode {
             TrackNotFound => "track_not_found",
             RecordingNotFound => "recording_not_found",
             RecordingFailed => "recording_failed",
-            NotImplemented => "not_implemented",
             EngineUnavailable => "engine_unavailable",
             NodeUnreachable => "node_unreachable",
             InternalError => "internal_error",
@@ -231,7 +227,6 @@ impl ErrorCode {
             RoomModeMismatch | RoomExists => StatusCode::CONFLICT,
             RoomNotFound | UnknownSession | UnknownParticipant | NotFound | ParticipantNotFound
             | TrackNotFound | RecordingNotFound => StatusCode::NOT_FOUND,
-            NotImplemented => StatusCode::NOT_IMPLEMENTED,
             TooManyRooms | TooManyConnections | ServerDraining | ServerShutdown
             | ClusterUnavailable | EngineUnavailable | NodeUnreachable => {
                 StatusCode::SERVICE_UNAVAILABLE

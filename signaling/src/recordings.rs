@@ -83,15 +83,9 @@ impl Recordings {
         self.all.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Starts recording `track_id` of `room` (`None`: the room's composite, not built yet).
+    /// Starts recording `track_id` of `room` (`None`: the room, as its composite picture and
+    /// its whole mix).
     pub async fn start(&self, room: &str, track_id: Option<String>) -> Result<Recording, ApiError> {
-        let Some(track_id) = track_id else {
-            return Err(ApiError::new(
-                ErrorCode::NotImplemented,
-                "recording a room (its mixed audio and composite picture) is not built yet; \
-                 record its tracks one by one with {\"track_id\": \"TR_…\"}",
-            ));
-        };
         let failed = |message: String| ApiError::new(ErrorCode::RecordingFailed, message);
         std::fs::create_dir_all(&self.dir).map_err(|e| {
             failed(format!(
@@ -102,27 +96,24 @@ impl Recordings {
         let dir = std::fs::canonicalize(&self.dir)
             .map_err(|e| failed(format!("recordings_dir {}: {e}", self.dir.display())))?;
         let id = format!("RC_{}", Alphanumeric.sample_string(&mut rand::rng(), 12));
-        let file = dir.join(format!(
-            "{}-{}-{id}.webm",
-            file_part(room),
-            file_part(&track_id)
-        ));
-        let started = self
-            .sfu
-            .record_track(room, &track_id, file.clone())
-            .await
-            .map_err(|e| match e {
-                SfuError::TrackNotFound(_) => ApiError::new(
-                    ErrorCode::TrackNotFound,
-                    format!("no track {track_id:?} published in room {room:?}"),
-                ),
-                SfuError::Recording(m) => failed(m),
-                other => ApiError::new(ErrorCode::EngineUnavailable, other.to_string()),
-            })?;
+        let what = track_id.as_deref().unwrap_or("room");
+        let file = dir.join(format!("{}-{}-{id}.webm", file_part(room), file_part(what)));
+        let started = match &track_id {
+            Some(track) => self.sfu.record_track(room, track, file.clone()).await,
+            None => self.sfu.record_room(room, file.clone()).await,
+        };
+        let started = started.map_err(|e| match e {
+            SfuError::TrackNotFound(_) => ApiError::new(
+                ErrorCode::TrackNotFound,
+                format!("no track {what:?} published in room {room:?}"),
+            ),
+            SfuError::Recording(m) => failed(m),
+            other => ApiError::new(ErrorCode::EngineUnavailable, other.to_string()),
+        })?;
         let recording = Recording {
             id: id.clone(),
             room: room.to_owned(),
-            track_id: Some(track_id),
+            track_id,
             file,
             mime: started.mime.to_owned(),
             state: "recording",

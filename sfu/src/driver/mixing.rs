@@ -68,8 +68,14 @@ fn mcu_codec(codec: Codec) -> RTCRtpCodec {
 }
 
 impl Driver {
-    /// `key` joined asking for mixed audio: its mix track, subscribed, and the room's mixer.
-    pub(super) fn start_mixed_listener(&mut self, key: ParticipantKey, room: &str, now: Instant) {
+    /// `key` joined asking for mixed audio: its mix track (returned), subscribed, and the
+    /// room's mixer.
+    pub(super) fn start_mixed_listener(
+        &mut self,
+        key: ParticipantKey,
+        room: &str,
+        now: Instant,
+    ) -> Option<TrackKey> {
         if !self.rooms.mixers.contains_key(room) {
             let out = self.mesh.media[self.mesh.index].clone();
             match spawn_mixer(room.to_owned(), out) {
@@ -84,7 +90,7 @@ impl Driver {
                 }
                 Err(err) => {
                     warn!(%err, "no mixer thread; the participant gets no audio");
-                    return;
+                    return None;
                 }
             }
             let audio: Vec<TrackKey> = self
@@ -113,6 +119,7 @@ impl Driver {
             });
         }
         self.subscribe(key, tkey, now);
+        Some(tkey)
     }
 
     /// A track whose packets come from the room's mixer or compositor here (`Origin::Mcu`),
@@ -163,8 +170,14 @@ impl Driver {
     }
 
     /// `key` joined asking for the composite: the room's compositor here (started for the
-    /// first viewer, with a tap on every video track of the room) and its track, subscribed.
-    pub(super) fn start_viewer(&mut self, key: ParticipantKey, room: &str, now: Instant) {
+    /// first viewer, with a tap on every video track of the room) and its track (returned),
+    /// subscribed.
+    pub(super) fn start_viewer(
+        &mut self,
+        key: ParticipantKey,
+        room: &str,
+        now: Instant,
+    ) -> Option<TrackKey> {
         if !self.rooms.composites.contains_key(room) {
             let track = self.mcu_track(Codec::Vp8, key, room, now);
             if let Some(t) = self.tracks.all.get_mut(&track) {
@@ -185,7 +198,7 @@ impl Driver {
                 Err(err) => {
                     warn!(%err, "no compositor thread; the participant gets no video");
                     self.tracks.all.remove(&track);
-                    return;
+                    return None;
                 }
             }
             let video: Vec<TrackKey> = self
@@ -202,13 +215,12 @@ impl Driver {
                 self.composite_speaker(room, speaker);
             }
         }
-        let Some(c) = self.rooms.composites.get_mut(room) else {
-            return;
-        };
+        let c = self.rooms.composites.get_mut(room)?;
         c.viewers.push(key);
         let track = c.track;
         self.subscribe(key, track, now);
         self.composite_keyframe(track);
+        Some(track)
     }
 
     /// `key` (a composite viewer) left; the compositor and its track go with the last one.

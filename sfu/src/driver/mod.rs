@@ -30,6 +30,8 @@ pub mod forward;
 pub mod mesh;
 mod mixing;
 mod negotiation;
+mod recording;
+pub(crate) use recording::room_tap_ids as recording_tap_ids;
 pub mod port;
 mod rooms;
 mod runtime;
@@ -408,7 +410,10 @@ impl Driver {
                 let _ = reply.send(self.attach_tap(&room, &track_id, tap, now));
             }
             Command::Untap { id, reply } => {
-                let _ = reply.send(self.detach_tap(id));
+                let _ = reply.send(self.detach_tap(id) | self.stop_room_recording(id));
+            }
+            Command::RecordRoom { room, tap, reply } => {
+                let _ = reply.send(self.record_room(&room, tap, now));
             }
             Command::SendData {
                 room,

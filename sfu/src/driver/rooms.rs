@@ -34,6 +34,8 @@ pub(super) struct Rooms {
     pub(super) mixers: HashMap<String, super::mixing::RoomMixer>,
     /// Rooms with composite viewers here: their compositor (see `mixing`).
     pub(super) composites: HashMap<String, super::mixing::RoomComposite>,
+    /// Rooms being recorded here, by recording id (see `recording`).
+    pub(super) recordings: HashMap<u64, super::recording::RoomRecording>,
 }
 
 /// What a driver knows of a room's participants and tracks on other drivers.
@@ -303,6 +305,7 @@ impl Driver {
             id: peer.id.clone(),
         });
         if room_empty {
+            self.stop_room_recordings(&peer.room);
             self.rooms.members.remove(&peer.room);
             self.rooms.speakers.remove(&peer.room);
             self.drop_proxies(&peer.room, now);

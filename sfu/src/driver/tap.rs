@@ -46,6 +46,7 @@ pub enum TapRefusal {
     /// The track is not published on this driver.
     NotHere,
     Unsupported(Codec),
+    Failed(String),
 }
 
 pub(crate) struct Tap {
@@ -117,6 +118,7 @@ impl Tap {
         };
         let packet = TapPacket {
             tap: self.id,
+            at: p.at,
             seq: rw.seq,
             timestamp: rw.timestamp,
             marker: p.marker,

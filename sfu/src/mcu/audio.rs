@@ -295,6 +295,7 @@ mod tests {
             let payload = Bytes::from(self.encoder.encode(&pcm).unwrap());
             let p = TapPacket {
                 tap: 0,
+                at: std::time::Instant::now(),
                 seq: self.seq,
                 timestamp: self.n as u32,
                 marker: false,

@@ -341,6 +341,7 @@ mod tests {
                 for (i, payload) in payloads.into_iter().enumerate() {
                     packets.push(TapPacket {
                         tap: self.tap,
+                        at: std::time::Instant::now(),
                         seq: self.seq,
                         timestamp,
                         marker: i == last,

@@ -13,8 +13,9 @@
 //!   `composer`: its thread. `mixer`: the thread of `audio`.
 //! - `depacketize`: RTP packets back into whole frames (reordering, VP8 frame assembly).
 //! - `packetize`: whole VP8 frames into RTP payloads (RFC 7741), for the composite.
-//! - `record`: one track into a WebM file without transcoding; `recording`: the engine's API
-//!   for it ([`crate::Sfu::record_track`]).
+//! - `record`: one track into a WebM file without transcoding; `record_room`: a room's
+//!   composite and mix into one; `recording`: the engine's API for both
+//!   ([`crate::Sfu::record_track`], [`crate::Sfu::record_room`]).
 
 pub mod audio;
 pub mod canvas;
@@ -26,6 +27,7 @@ pub mod mix;
 pub mod mixer;
 pub mod packetize;
 pub mod record;
+pub mod record_room;
 mod recording;
 
 pub use record::RecordingSummary;

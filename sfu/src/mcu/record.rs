@@ -31,6 +31,8 @@ use crate::engine::codec::Codec;
 pub struct TapPacket {
     /// The tap it came through (a mixer has one per input).
     pub tap: u64,
+    /// When the driver received it.
+    pub at: std::time::Instant,
     pub seq: u16,
     pub timestamp: u32,
     pub marker: bool,
@@ -143,16 +145,50 @@ fn record<W: Write + Seek>(
 
 /// The WebM muxer, its track added once the first frame says what it is (a video track needs
 /// the picture size of the first keyframe).
-enum Mux<W: Write> {
+pub(super) enum Mux<W: Write> {
     Waiting(Option<(Codec, Writer<W>)>),
     Video(Segment<W>, VideoTrack),
     Audio(Segment<W>, AudioTrack),
+    /// A room: the composite (VP8, its size known at the start) and the mix (Opus).
+    Room(Segment<W>, VideoTrack, AudioTrack),
     Done,
 }
 
 impl<W: Write + Seek> Mux<W> {
     fn new(codec: Codec, out: W) -> Mux<W> {
         Mux::Waiting(Some((codec, Writer::new(out))))
+    }
+
+    /// A room's file: a `width`x`height` VP8 track and an Opus one, from the start.
+    pub(super) fn room(out: W, width: u32, height: u32) -> Result<Mux<W>, String> {
+        let failed = |e: webm::mux::Error| format!("starting the WebM file failed: {e}");
+        let builder = SegmentBuilder::new(Writer::new(out))
+            .and_then(|b| b.set_mode(SegmentMode::File))
+            .and_then(|b| b.set_writing_app("Fanout"))
+            .map_err(failed)?;
+        let (builder, video) = builder
+            .add_video_track(width, height, VideoCodecId::VP8, None)
+            .map_err(failed)?;
+        let (builder, audio) = builder
+            .add_audio_track(48_000, 2, AudioCodecId::Opus, None)
+            .map_err(failed)?;
+        let builder = builder
+            .set_codec_private(audio, &opus_head(2))
+            .map_err(failed)?;
+        Ok(Mux::Room(builder.build(), video, audio))
+    }
+
+    /// Writes a frame of a room's video (`video`) or audio track.
+    pub(super) fn write_room(&mut self, video: bool, frame: &Frame, ns: u64) -> Result<(), String> {
+        let Mux::Room(segment, v, a) = self else {
+            return Ok(());
+        };
+        let written = if video {
+            segment.add_frame(*v, &frame.data, ns, frame.keyframe)
+        } else {
+            segment.add_frame(*a, &frame.data, ns, true)
+        };
+        written.map_err(|e| format!("writing a frame failed ({e}): is the disk full?"))
     }
 
     fn write(&mut self, frame: &Frame, ns: u64) -> Result<(), String> {
@@ -167,7 +203,7 @@ impl<W: Write + Seek> Mux<W> {
                 segment.add_frame(*track, &frame.data, ns, frame.keyframe)
             }
             Mux::Audio(segment, track) => segment.add_frame(*track, &frame.data, ns, true),
-            Mux::Waiting(_) | Mux::Done => return Ok(()),
+            Mux::Waiting(_) | Mux::Room(..) | Mux::Done => return Ok(()),
         };
         written.map_err(|e| format!("writing a frame failed ({e}): is the disk full?"))
     }
@@ -200,9 +236,9 @@ impl<W: Write + Seek> Mux<W> {
     }
 
     /// Writes the cues and the duration and flushes the file.
-    fn finish(&mut self) -> Result<(), String> {
+    pub(super) fn finish(&mut self) -> Result<(), String> {
         let segment = match std::mem::replace(self, Mux::Done) {
-            Mux::Video(segment, _) | Mux::Audio(segment, _) => segment,
+            Mux::Video(segment, _) | Mux::Audio(segment, _) | Mux::Room(segment, _, _) => segment,
             Mux::Waiting(_) | Mux::Done => return Ok(()), // nothing was written
         };
         let writer = segment
@@ -258,6 +294,7 @@ mod tests {
         (0..n)
             .map(|i| TapPacket {
                 tap: 0,
+                at: std::time::Instant::now(),
                 seq: i,
                 timestamp: u32::from(i) * 960,
                 marker: false,

@@ -9,6 +9,7 @@ use std::sync::Arc;
 use tokio::sync::oneshot;
 
 use super::record::{spawn_track_recorder, RecordingSummary, TapState};
+use super::record_room::spawn_room_recorder;
 use crate::api::{Command, MediaKind, Sfu, SfuError};
 use crate::driver::tap::{TapLayer, TapRefusal, TapRequest};
 
@@ -37,12 +38,8 @@ impl Sfu {
         track_id: &str,
         path: PathBuf,
     ) -> Result<TrackRecording, SfuError> {
-        let file = std::fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .open(&path)
-            .map_err(|e| SfuError::Recording(format!("cannot create {}: {e}", path.display())))?;
-        let id = rand::random::<u64>() >> 1;
+        let file = create(&path)?;
+        let id = rand::random::<u64>() >> 2;
         let (packets, queue) = sync_channel(TAP_QUEUE);
         let state = Arc::new(TapState::default());
         let mut replies = Vec::with_capacity(self.drivers.len());
@@ -82,6 +79,7 @@ impl Sfu {
                     TapRefusal::Unsupported(c) => {
                         SfuError::Recording(format!("{} tracks cannot be recorded yet", c.mime()))
                     }
+                    TapRefusal::Failed(m) => SfuError::Recording(m),
                 });
             }
         };
@@ -98,6 +96,66 @@ impl Sfu {
                 MediaKind::Audio
             },
             mime: codec.mime(),
+            done,
+        })
+    }
+
+    /// Records `room` as one picture and one sound: its composite (VP8) and its whole mix
+    /// (Opus), into a new WebM file at `path` (which must not exist), as the room's mixed
+    /// participants see and hear it. Ends with the room (its members on the recording's
+    /// driver).
+    pub async fn record_room(&self, room: &str, path: PathBuf) -> Result<TrackRecording, SfuError> {
+        let file = create(&path)?;
+        let id = rand::random::<u64>() >> 2;
+        let (packets, queue) = sync_channel(TAP_QUEUE);
+        let state = Arc::new(TapState::default());
+        let mut outcome = Err(TapRefusal::NotHere);
+        // One driver records it: the first that holds members of the room.
+        for d in self.drivers.iter() {
+            let (reply, rx) = oneshot::channel();
+            let tap = TapRequest {
+                id,
+                layer: TapLayer::Lowest,
+                packets: packets.clone(),
+                state: state.clone(),
+            };
+            d.commands
+                .send(Command::RecordRoom {
+                    room: room.to_owned(),
+                    tap,
+                    reply,
+                })
+                .map_err(|_| SfuError::Stopped)?;
+            outcome = rx.await.map_err(|_| SfuError::Stopped)?;
+            if !matches!(outcome, Err(TapRefusal::NotHere)) {
+                break;
+            }
+        }
+        drop(packets);
+        if let Err(refusal) = outcome {
+            drop(file);
+            let _ = std::fs::remove_file(&path);
+            return Err(match refusal {
+                TapRefusal::NotHere => {
+                    SfuError::Recording(format!("room {room:?} has nobody in it"))
+                }
+                TapRefusal::Unsupported(c) => {
+                    SfuError::Recording(format!("{} cannot be recorded", c.mime()))
+                }
+                TapRefusal::Failed(m) => SfuError::Recording(m),
+            });
+        }
+        let (done_tx, done) = oneshot::channel();
+        let (video_tap, _) = crate::driver::recording_tap_ids(id);
+        let size = (super::composer::WIDTH, super::composer::HEIGHT);
+        if let Err(e) = spawn_room_recorder(path, file, queue, video_tap, size, state, done_tx) {
+            self.stop_recording(id).await?;
+            return Err(SfuError::Recording(format!("no recording thread: {e}")));
+        }
+        Ok(TrackRecording {
+            id,
+            kind: MediaKind::Video,
+            mime: "video/webm",
             done,
         })
     }
@@ -119,4 +177,13 @@ impl Sfu {
         }
         Ok(found)
     }
+}
+
+/// A new file at `path` (it must not exist).
+fn create(path: &std::path::Path) -> Result<std::fs::File, SfuError> {
+    std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(path)
+        .map_err(|e| SfuError::Recording(format!("cannot create {}: {e}", path.display())))
 }

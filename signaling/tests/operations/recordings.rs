@@ -34,6 +34,34 @@ async fn api(
     (status, serde_json::from_str(&text).unwrap_or(Value::Null))
 }
 
+/// `ffprobe`'s view of a file: its streams' codecs, and its duration in seconds.
+fn probe_all(file: &str) -> (Vec<String>, f64) {
+    let out = std::process::Command::new("ffprobe")
+        .args([
+            "-v",
+            "error",
+            "-show_entries",
+            "stream=codec_name:format=duration",
+            "-of",
+            "json",
+            file,
+        ])
+        .output()
+        .expect("ffprobe runs (Debian's ffmpeg)");
+    let v: Value = serde_json::from_slice(&out.stdout).expect("ffprobe JSON");
+    let codecs = v["streams"]
+        .as_array()
+        .expect("streams")
+        .iter()
+        .map(|s| s["codec_name"].as_str().unwrap_or_default().to_owned())
+        .collect();
+    let duration = v["format"]["duration"]
+        .as_str()
+        .and_then(|d| d.parse().ok())
+        .unwrap_or(0.0);
+    (codecs, duration)
+}
+
 /// `ffprobe`'s view of a file: (codec of its one stream, width, height, duration in seconds).
 fn probe(file: &str) -> (String, Option<u64>, Option<u64>, f64) {
     let out = std::process::Command::new("ffprobe")
@@ -130,7 +158,6 @@ async fn recording_scenario() {
         );
     };
     let post = |body: Value| api(Method::POST, recordings.clone(), &admin, Some(body));
-    refused(post(json!({})).await, 501, "not_implemented");
     refused(
         post(json!({"track_id": "TR_nope"})).await,
         404,
@@ -171,7 +198,11 @@ async fn recording_scenario() {
         "recording_not_found",
     );
 
-    // Both tracks recorded.
+    // The room, and both tracks.
+    let (status, room) = post(json!({})).await;
+    assert_eq!(status, 201, "{room}");
+    assert_eq!(room["mime"], "video/webm");
+    assert!(room.get("track_id").is_none(), "{room}");
     let (status, v) = post(json!({"track_id": video_id})).await;
     assert_eq!(status, 201, "{v}");
     let (status, a) = post(json!({"track_id": audio_id})).await;
@@ -191,7 +222,7 @@ async fn recording_scenario() {
     assert_eq!(status, 200);
     assert_eq!(
         list["recordings"].as_array().map(Vec::len),
-        Some(2),
+        Some(3),
         "{list}"
     );
 
@@ -219,6 +250,20 @@ async fn recording_scenario() {
         "ffprobe {secs} s, server {ms} ms"
     );
 
+    // The room: the composite (VP8) and the mix (Opus) in one file.
+    let (status, stopped) = api(
+        Method::DELETE,
+        format!("{recordings}/{}", room["id"].as_str().unwrap()),
+        &admin,
+        None,
+    )
+    .await;
+    assert_eq!(status, 200, "{stopped}");
+    assert_eq!(stopped["state"], "finished", "{stopped}");
+    let (codecs, secs) = probe_all(room["file"].as_str().unwrap());
+    assert_eq!(codecs, vec!["vp8", "opus"], "{stopped}");
+    assert!(secs > 2.5, "{secs} s of the room");
+
     // The audio recording ends with its track: the publisher leaves.
     tokio::time::sleep(Duration::from_secs(1)).await;
     video.abort();
@@ -239,7 +284,7 @@ async fn recording_scenario() {
     assert_eq!(codec, "opus");
     assert!(secs > 3.0, "{secs} s of audio");
 
-    // The webhooks: started twice, finished twice, with the file and the duration.
+    // The webhooks: started three times, finished three times, with the file and duration.
     let deadline = tokio::time::Instant::now() + T;
     let events = loop {
         let events: Vec<webhooks::Event> = bodies
@@ -249,7 +294,7 @@ async fn recording_scenario() {
             .filter(|e| e.recording.is_some())
             .cloned()
             .collect();
-        if events.len() >= 4 || tokio::time::Instant::now() > deadline {
+        if events.len() >= 6 || tokio::time::Instant::now() > deadline {
             break events;
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
@@ -260,11 +305,13 @@ async fn recording_scenario() {
         vec![
             "recording_started",
             "recording_started",
+            "recording_started",
+            "recording_finished",
             "recording_finished",
             "recording_finished"
         ]
     );
-    let finished = events[2].recording.as_ref().unwrap();
+    let finished = events[3].recording.as_ref().unwrap();
     assert_eq!(finished.file, video_file);
     assert_eq!(finished.duration_ms, Some(ms));
     assert!(events.iter().all(|e| e.room.name == "rec"));
