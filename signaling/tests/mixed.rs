@@ -66,13 +66,22 @@ fn decode(packets: &[Rtp]) -> Vec<i16> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_mixed_listener_hears_every_other_voice_in_one_track_and_not_its_own() {
     common::init_logging();
-    timeout(Duration::from_secs(90), scenario())
+    timeout(Duration::from_secs(90), scenario(TestServer::start().await))
         .await
         .expect("within 90 s");
 }
 
-async fn scenario() {
-    let server = TestServer::start().await;
+/// The same with two media drivers: participants are spread over both, so the listener's
+/// driver mixes voices published on the other (through its proxies of them).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_mix_holds_voices_published_on_another_media_driver() {
+    common::init_logging();
+    timeout(Duration::from_secs(90), scenario(TestServer::start_drivers(2).await))
+        .await
+        .expect("within 90 s");
+}
+
+async fn scenario(server: TestServer) {
     let url = server.ws_url().to_owned();
     // Three voices, and a fourth participant who asks for the mix and speaks too.
     let mut senders = Vec::new();
