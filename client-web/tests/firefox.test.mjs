@@ -10,7 +10,8 @@
 //   - a Firefox subscriber receives the layer its tile needs from a Chromium publisher;
 //   - Firefox shares its screen beside its camera, and Firefox receives Chromium's screen share;
 //   - Firefox calls through the embedded TURN relay, and an ICE restart keeps the call;
-//   - Firefox publishes over WHIP and plays over WHEP.
+//   - Firefox publishes over WHIP and plays over WHEP;
+//   - a Firefox that asked for everything mixed (`&mixed=1`) decodes the server's composite.
 
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
@@ -244,4 +245,26 @@ test('Firefox publishes over WHIP and plays over WHEP', { timeout: 120_000 }, as
   await decodesVideo(player, 'the Firefox WHEP player decoding the WHIP publisher', { audio: true });
   assert.equal(await player.evaluate(async () => (await fetch(window.whepSession, { method: 'DELETE' })).status), 200);
   assert.equal(await publisher.evaluate(async () => (await fetch(window.whipSession, { method: 'DELETE' })).status), 200);
+});
+
+test('a Firefox that asks for everything mixed decodes the composite and gets one audio stream', { timeout: 120_000 }, async (t) => {
+  const server = await startServer(t);
+  const firefox = await launchFirefox(t);
+  const chromium = await launchBrowser(t);
+  const room = newRoom('ff-mix');
+  await chromium.open(roomUrl(server.url, room, 'pub'), 'pub', VIEWPORT);
+  const fox = await firefox.open(roomUrl(server.url, room, 'fox', { mixed: '1' }), 'fox');
+  const composite = await pollUntil(() => decodesWidth(fox, [640, 640]), {
+    timeoutMs: 40_000,
+    intervalMs: 0,
+    what: 'Firefox to decode the 640x360 composite',
+    describe: async () => JSON.stringify(await rtpStats(fox, 'inbound-rtp')),
+  });
+  const inbound = (await rtpStats(fox, 'inbound-rtp')).filter((r) => r.packetsReceived > 0);
+  assert.deepEqual(
+    inbound.map((r) => r.kind).sort(),
+    ['audio', 'video'],
+    JSON.stringify(inbound),
+  );
+  console.log(`Firefox decoded the composite at ${composite.frameWidth}x${composite.frameHeight}`);
 });
