@@ -76,9 +76,12 @@ async fn a_mixed_listener_hears_every_other_voice_in_one_track_and_not_its_own()
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_mix_holds_voices_published_on_another_media_driver() {
     common::init_logging();
-    timeout(Duration::from_secs(90), scenario(TestServer::start_drivers(2).await))
-        .await
-        .expect("within 90 s");
+    timeout(
+        Duration::from_secs(90),
+        scenario(TestServer::start_drivers(2).await),
+    )
+    .await
+    .expect("within 90 s");
 }
 
 async fn scenario(server: TestServer) {

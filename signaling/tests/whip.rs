@@ -400,7 +400,7 @@ async fn whip_needs_a_token_with_publish_outside_dev_mode() {
     let other_room = auth
         .create("p", None, Some("elsewhere"), Grants::default(), ttl)
         .unwrap();
-    let res = send(Some(other_room)).await.unwrap();
+    let res = send(Some(other_room.clone())).await.unwrap();
     assert_eq!(
         problem(res).await,
         (StatusCode::FORBIDDEN, "token_wrong_room".into())
@@ -417,6 +417,39 @@ async fn whip_needs_a_token_with_publish_outside_dev_mode() {
         )
         .unwrap();
     let whip = publish(&http, &url, Some(&token)).await;
+    // WHEP checks the token before it says whether a room or participant exists (no leak).
+    let whep_offer = "v=0\r\nm=video 9 UDP/TLS/RTP/SAVPF 96\r\na=recvonly\r\n";
+    for (path, token, want) in [
+        (
+            "tok-room/nobody",
+            None,
+            (StatusCode::UNAUTHORIZED, "token_missing"),
+        ),
+        (
+            "no-such-room/x",
+            None,
+            (StatusCode::UNAUTHORIZED, "token_missing"),
+        ),
+        (
+            "tok-room/nobody",
+            Some(&other_room),
+            (StatusCode::FORBIDDEN, "token_wrong_room"),
+        ),
+    ] {
+        let mut req = http.post(format!("{}/whep/{path}", server.http_url));
+        if let Some(t) = token {
+            req = req.bearer_auth(t);
+        }
+        let res = req
+            .header(CONTENT_TYPE, "application/sdp")
+            .body(whep_offer)
+            .send();
+        assert_eq!(
+            problem(res.await.unwrap()).await,
+            (want.0, want.1.into()),
+            "{path}"
+        );
+    }
     let res = http
         .delete(format!("{}{}", server.http_url, whip.location))
         .send()

@@ -12,7 +12,7 @@ use crate::rooms::Refusal;
 
 /// Who the participant is and what it may do: from its token, or (in `--dev`, without one)
 /// a fresh identity with every permission.
-fn admission(
+pub(crate) fn admission(
     ctx: &SessionContext,
     room: &str,
     name: &str,

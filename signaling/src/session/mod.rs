@@ -31,7 +31,7 @@ mod admission;
 mod p2p;
 
 use admission::route;
-pub(crate) use admission::{admit, Admitted};
+pub(crate) use admission::{admission, admit, Admitted};
 use p2p::{forward_signal, handle_p2p, join_p2p};
 
 /// How often the server pings, and how long a silent socket lives: a client that loses its

@@ -229,6 +229,14 @@ async fn create(
         Ok(o) => o.to_owned(),
         Err(p) => return p.into_response(),
     };
+    // WHEP: the token first, so that who is in which room is told only to those allowed in.
+    if target.is_some() {
+        if let Err((code, message)) =
+            session::admission(&state.session, &room, WHEP_NAME, token.as_deref())
+        {
+            return problem(code.status(), code, message);
+        }
+    }
     let subscribe_to = match &target {
         Some(t) => match resolve_target(&state, &room, t) {
             Ok(id) => Some(id),
