@@ -16,10 +16,13 @@
 mod media;
 mod peer;
 pub mod process;
+mod whip;
 
 #[allow(unused_imports)] // each test binary uses some of them
 pub use media::*;
 pub use peer::*;
+#[allow(unused_imports)]
+pub use whip::*;
 
 use std::collections::VecDeque;
 use std::time::Duration;
