@@ -118,6 +118,31 @@ async fn every_bad_message_gets_its_code_and_the_session_survives_where_it_shoul
     expect_error(&mut ws, "invalid_candidate").await;
     // End-of-candidates is fine and answered with nothing.
     send(&mut ws, r#"{"type":"candidate","candidate":null}"#).await;
+    // 40 candidates per ICE generation are taken; past them one error, then silence (after a
+    // second, so that the message rate limit is not what answers).
+    tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
+    for i in 0..45 {
+        let c = format!(
+            "candidate:{i} 1 udp 2122260223 127.0.0.1 {} typ host",
+            20000 + i
+        );
+        let msg = json!({"type":"candidate","candidate":{"candidate": c,"sdpMid":"0","sdpMLineIndex":0,"usernameFragment":"abcd"}});
+        send(&mut ws, msg.to_string()).await;
+    }
+    let msg = next_json(&mut ws).await.expect("an error message");
+    assert_eq!(
+        (msg["type"].as_str(), msg["code"].as_str()),
+        (Some("error"), Some("invalid_candidate")),
+        "{msg}"
+    );
+    assert!(
+        msg["message"]
+            .as_str()
+            .unwrap()
+            .contains("too many candidates"),
+        "{msg}"
+    );
+    tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
 
     // Layer settings for a track that does not exist, or with bad values.
     send(

@@ -119,6 +119,9 @@ pub(super) struct Peer {
     pub(super) mix_track: Option<TrackKey>,
     /// Receives the room's composite picture instead of each camera and screen share.
     pub(super) mixed_video: bool,
+    /// The remote ICE generation's ufrag and the candidates taken for it (see
+    /// `negotiation::MAX_REMOTE_CANDIDATES`).
+    pub(super) remote_candidates: (String, u32),
     pub(super) id: String,
     pub(super) identity: String,
     pub(super) name: String,

@@ -60,6 +60,10 @@ pub(super) fn first_mid(sdp: &str) -> Option<String> {
         .map(|m| m.trim().to_owned())
 }
 
+/// Remote ICE candidates taken per ICE generation of a participant (a browser gathers a few per
+/// network interface; each taken one costs a pair to check and memory for the connection's life).
+pub(super) const MAX_REMOTE_CANDIDATES: u32 = 40;
+
 impl Driver {
     /// Adds the track to the subscriber's connection and renegotiates.
     pub(super) fn subscribe(&mut self, sub_key: ParticipantKey, tkey: TrackKey, now: Instant) {
@@ -450,10 +454,28 @@ impl Driver {
         if init.candidate.is_empty() {
             return; // end of candidates
         }
-        if peer.pc.remote_description().is_none() {
-            if peer.early_candidates.len() < 64 {
-                peer.early_candidates.push(init);
+        // At most MAX_REMOTE_CANDIDATES per ICE generation (its ufrag): each one is checked
+        // against, and kept, for the connection's life.
+        let (ufrag, count) = &mut peer.remote_candidates;
+        if let Some(u) = init.username_fragment.as_ref().filter(|u| *u != ufrag) {
+            (*ufrag, *count) = (u.clone(), 0);
+        }
+        *count += 1;
+        if *count > MAX_REMOTE_CANDIDATES {
+            if *count == MAX_REMOTE_CANDIDATES + 1 {
+                self.send_error(
+                    key,
+                    ErrorKind::InvalidCandidate,
+                    format!(
+                        "too many candidates: {MAX_REMOTE_CANDIDATES} per ICE generation; the rest are dropped"
+                    ),
+                );
+                self.enqueue(key);
             }
+            return;
+        }
+        if peer.pc.remote_description().is_none() {
+            peer.early_candidates.push(init);
             return;
         }
         match guarded(|| peer.pc.add_remote_candidate(init)) {

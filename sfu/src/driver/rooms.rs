@@ -150,6 +150,7 @@ impl Driver {
             mixed_audio,
             mix_track: None,
             mixed_video,
+            remote_candidates: (String::new(), 0),
         };
         let joined = ParticipantInfo {
             id: id.clone(),
