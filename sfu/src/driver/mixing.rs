@@ -132,7 +132,16 @@ impl Driver {
         now: Instant,
     ) -> TrackKey {
         let tkey = TrackKey(self.new_key().0);
-        let layers = vec![Layer::new(String::new(), rand::random())];
+        // The composite comes in two sizes (layer 0 small, 1 large): the viewers' layer choice
+        // is the SFU's, by tile size and bandwidth, as for a camera's simulcast.
+        let layers = if codec.is_video() {
+            vec![
+                Layer::new("q".into(), rand::random()),
+                Layer::new("f".into(), rand::random()),
+            ]
+        } else {
+            vec![Layer::new(String::new(), rand::random())]
+        };
         let (kind, source) = if codec.is_video() {
             (MediaKind::Video, TrackSource::Camera)
         } else {

@@ -48,11 +48,15 @@ impl Driver {
             return Err(TapRefusal::Failed("no mixer or compositor thread".into()));
         };
         let (video_tap, audio_tap) = room_tap_ids(tap.id);
-        for (tkey, id) in [(video, video_tap), (audio, audio_tap)] {
+        // The composite's large layer (the file is of its size), and the mix.
+        for (tkey, id, layer) in [
+            (video, video_tap, TapLayer::Highest),
+            (audio, audio_tap, TapLayer::Lowest),
+        ] {
             if let Some(track) = self.tracks.all.get_mut(&tkey) {
                 let mut t = Tap::new(
                     id,
-                    TapLayer::Lowest,
+                    layer,
                     track.rtc_codec.clock_rate,
                     tap.packets.clone(),
                     tap.state.clone(),

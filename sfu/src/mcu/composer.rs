@@ -22,11 +22,13 @@ use super::record::{TapPacket, TapState};
 use crate::driver::mesh::MeshPacket;
 use crate::driver::TrackKey;
 
-/// The composite's size, frame rate and bitrate (one for every viewer, for now).
+/// The composite's size, frame rate and bitrate (its track's layer 1), and its small copy's
+/// (layer 0), for viewers with less bandwidth or a small tile.
 pub const WIDTH: u32 = 640;
 pub const HEIGHT: u32 = 360;
 pub const FPS: u32 = 15;
 pub const BITRATE_KBPS: u32 = 600;
+pub const SMALL: (u32, u32, u32) = (320, 180, 150);
 
 /// Packets queued from the taps: ~1 s of 8 low layers.
 pub const COMPOSE_QUEUE: usize = 1024;
@@ -71,7 +73,9 @@ pub fn spawn_composer(
     std::thread::Builder::new()
         .name("fanout-compose".into())
         .spawn(move || {
-            let compositor = match Compositor::new(WIDTH, HEIGHT, FPS, BITRATE_KBPS) {
+            let made = Compositor::new(WIDTH, HEIGHT, FPS, BITRATE_KBPS)
+                .and_then(|mut c| c.add_small(SMALL.0, SMALL.1, SMALL.2).map(|()| c));
+            let compositor = match made {
                 Ok(c) => c,
                 Err(err) => {
                     warn!(%room, %err, "no compositor: viewers get no picture");
@@ -107,9 +111,13 @@ fn run(
     let frame_time = Duration::from_secs(1) / FPS;
     let mut next_tick = Instant::now();
     let mut last_keyframe: Option<Instant> = None;
-    let mut packetizer = Vp8Packetizer::new(MAX_PAYLOAD);
+    // Per layer (0 small, 1 large): its packetizer and sequence numbers.
+    let mut packetizers = [
+        Vp8Packetizer::new(MAX_PAYLOAD),
+        Vp8Packetizer::new(MAX_PAYLOAD),
+    ];
+    let mut seqs: [u16; 2] = [rand::random(), rand::random()];
     let mut payloads = Vec::new();
-    let mut seq: u16 = rand::random();
     let ts_base: u32 = rand::random();
     let mut queue_full = 0u64;
     debug!(room, "compositor started");
@@ -143,19 +151,26 @@ fn run(
             if asked && !force {
                 keyframe.store(true, Ordering::Relaxed); // later, once the throttle allows
             }
-            for frame in compositor.tick(force) {
+            let large = compositor.tick(force);
+            let small = compositor.tick_small(force);
+            let frames = small
+                .into_iter()
+                .map(|f| (0, f))
+                .chain(large.into_iter().map(|f| (1, f)));
+            for (layer, frame) in frames {
                 if frame.keyframe {
                     last_keyframe = Some(now);
                 }
                 payloads.clear();
-                packetizer.packetize(&frame.data, &mut payloads);
+                packetizers[layer].packetize(&frame.data, &mut payloads);
                 let timestamp = ts_base.wrapping_add(frame.pts as u32);
                 let last = payloads.len().saturating_sub(1);
                 for (i, payload) in payloads.drain(..).enumerate() {
+                    let seq = &mut seqs[layer];
                     let packet = MeshPacket {
                         track,
-                        layer: 0,
-                        seq,
+                        layer: layer as u8,
+                        seq: *seq,
                         timestamp,
                         marker: i == last,
                         padding: false,
@@ -163,7 +178,7 @@ fn run(
                         audio_level: None,
                         at: now,
                     };
-                    seq = seq.wrapping_add(1);
+                    *seq = seq.wrapping_add(1);
                     if out.try_send(packet).is_err() {
                         queue_full += 1;
                     }

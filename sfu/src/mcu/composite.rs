@@ -84,7 +84,18 @@ pub struct Compositor {
     pts: i64,
     /// A keyframe was asked for (or none was sent yet) and has not come out of the encoder.
     keyframe_due: bool,
+    /// The pts of the last tick's frame (the small copy's too).
+    last_pts: i64,
+    /// A smaller copy of each picture, encoded apart (for viewers with less bandwidth).
+    small: Option<Small>,
     pub stats: CompositeStats,
+}
+
+/// The small copy: its canvas (the main canvas scaled down), encoder, keyframe state.
+struct Small {
+    canvas: Picture,
+    encoder: Vp8Encoder,
+    keyframe_due: bool,
 }
 
 impl Compositor {
@@ -113,8 +124,60 @@ impl Compositor {
             frame_ticks: i64::from(PTS_HZ / fps),
             pts: 0,
             keyframe_due: true,
+            last_pts: 0,
+            small: None,
             stats: CompositeStats::default(),
         })
+    }
+
+    /// Also makes a `width x height` copy of each picture at `bitrate_kbps` (see
+    /// [`Compositor::tick_small`]).
+    pub fn add_small(
+        &mut self,
+        width: u32,
+        height: u32,
+        bitrate_kbps: u32,
+    ) -> Result<(), codecs::Error> {
+        let (width, height) = (width + (width & 1), height + (height & 1));
+        let fps = (PTS_HZ as i64 / self.frame_ticks.max(1)) as u32;
+        self.small = Some(Small {
+            encoder: Vp8Encoder::new(width, height, bitrate_kbps, fps)?,
+            canvas: Picture::new(width, height),
+            keyframe_due: true,
+        });
+        Ok(())
+    }
+
+    /// The small copy of the picture [`Compositor::tick`] just drew, scaled down and encoded
+    /// (same pts); nothing without [`Compositor::add_small`]. `force_keyframe` as for `tick`.
+    pub fn tick_small(&mut self, force_keyframe: bool) -> Vec<EncodedFrame> {
+        let Some(small) = self.small.as_mut() else {
+            return Vec::new();
+        };
+        let (w, h) = (small.canvas.width, small.canvas.height);
+        small
+            .canvas
+            .blit_scaled(&self.canvas, super::canvas::Rect::new(0, 0, w, h));
+        small.keyframe_due |= force_keyframe;
+        let picture = I420 {
+            width: w,
+            height: h,
+            y: std::mem::take(&mut small.canvas.y),
+            u: std::mem::take(&mut small.canvas.u),
+            v: std::mem::take(&mut small.canvas.v),
+        };
+        let encoded = small
+            .encoder
+            .encode(&picture, self.last_pts, small.keyframe_due);
+        (small.canvas.y, small.canvas.u, small.canvas.v) = (picture.y, picture.u, picture.v);
+        let Ok(frames) = encoded else {
+            self.stats.encode_errors += 1;
+            return Vec::new();
+        };
+        if frames.iter().any(|f| f.keyframe) {
+            small.keyframe_due = false;
+        }
+        frames
     }
 
     /// The composite's size.
@@ -205,6 +268,7 @@ impl Compositor {
     pub fn tick(&mut self, force_keyframe: bool) -> Vec<EncodedFrame> {
         self.draw();
         let pts = self.pts;
+        self.last_pts = pts;
         self.pts += self.frame_ticks;
         self.keyframe_due |= force_keyframe;
         // The canvas lent to the encoder as an I420 (the same packed planes): three moves.
@@ -493,6 +557,43 @@ mod tests {
         assert_eq!(compositor.stats.decoded, 12);
         assert_eq!(compositor.stats.decode_errors, 0);
         assert_eq!(compositor.stats.encoded, 6);
+    }
+
+    #[test]
+    fn the_small_copy_is_the_same_picture_scaled_down() {
+        let (mut compositor, _) = compositor_with(&[(1, 10), (2, 20)]);
+        compositor.add_small(WIDTH / 2, HEIGHT / 2, 150).unwrap();
+        let mut cameras = [Camera::new(1, RED), Camera::new(2, BLUE)];
+        let (mut large, mut small) = (Viewer::new(), Viewer::new());
+        let mut keyframes = 0;
+        for i in 0..6 {
+            for camera in cameras.iter_mut() {
+                let packets = camera.next(i == 0);
+                feed(&mut compositor, &packets);
+            }
+            large.watch(compositor.tick(false));
+            let frames = compositor.tick_small(i == 4);
+            keyframes += frames.iter().filter(|f| f.keyframe).count();
+            small.watch(frames);
+        }
+        assert_eq!(keyframes, 2, "the first small frame, and the forced one");
+        let picture = small.picture();
+        assert_eq!((picture.width, picture.height), (WIDTH / 2, HEIGHT / 2));
+        let placed = layout(WIDTH, HEIGHT, &tiles(&[1, 2], None));
+        let half = |r: Rect| Rect::new(r.x / 2, r.y / 2, r.w / 2, r.h / 2);
+        assert_colour(
+            picture,
+            centre(half(placed[0].picture)),
+            RED,
+            "tap 1, small",
+        );
+        assert_colour(
+            picture,
+            centre(half(placed[1].picture)),
+            BLUE,
+            "tap 2, small",
+        );
+        assert_eq!(large.picture().width, WIDTH);
     }
 
     #[test]
