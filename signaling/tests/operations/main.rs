@@ -64,6 +64,26 @@ fn c_code(v: Value) -> String {
     v["code"].as_str().unwrap_or_default().to_owned()
 }
 
+/// Sends an admin request and returns (status, JSON body or Null).
+async fn api(
+    method: reqwest::Method,
+    url: String,
+    token: Option<&str>,
+    body: Option<Value>,
+) -> (u16, Value) {
+    let mut req = http().request(method, url);
+    if let Some(t) = token {
+        req = req.bearer_auth(t);
+    }
+    if let Some(b) = body {
+        req = req.json(&b);
+    }
+    let resp = req.send().await.expect("admin request");
+    let status = resp.status().as_u16();
+    let text = resp.text().await.unwrap_or_default();
+    (status, serde_json::from_str(&text).unwrap_or(Value::Null))
+}
+
 fn http() -> reqwest::Client {
     install_crypto_provider();
     reqwest::Client::new()

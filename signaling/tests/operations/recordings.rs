@@ -18,22 +18,6 @@ async fn hook(
     axum::http::StatusCode::OK
 }
 
-async fn api(
-    method: reqwest::Method,
-    url: String,
-    token: &str,
-    body: Option<Value>,
-) -> (u16, Value) {
-    let mut req = http().request(method, url).bearer_auth(token);
-    if let Some(b) = body {
-        req = req.json(&b);
-    }
-    let resp = req.send().await.expect("admin request");
-    let status = resp.status().as_u16();
-    let text = resp.text().await.unwrap_or_default();
-    (status, serde_json::from_str(&text).unwrap_or(Value::Null))
-}
-
 /// `ffprobe`'s view of a file: its streams' codecs, and its duration in seconds.
 fn probe_all(file: &str) -> (Vec<String>, f64) {
     let out = std::process::Command::new("ffprobe")
@@ -130,7 +114,7 @@ async fn recording_scenario() {
     let audio = publish_synthetic(&p, RtpCodecKind::Audio, T).await;
     // The two tracks' ids, from the admin API.
     let (video_id, audio_id) = loop {
-        let (_, room) = api(Method::GET, format!("{base}/rooms/rec"), &admin, None).await;
+        let (_, room) = api(Method::GET, format!("{base}/rooms/rec"), Some(&admin), None).await;
         let tracks = room["room"]["tracks"]
             .as_array()
             .cloned()
@@ -157,7 +141,7 @@ async fn recording_scenario() {
             "{body}"
         );
     };
-    let post = |body: Value| api(Method::POST, recordings.clone(), &admin, Some(body));
+    let post = |body: Value| api(Method::POST, recordings.clone(), Some(&admin), Some(body));
     refused(
         post(json!({"track_id": "TR_nope"})).await,
         404,
@@ -168,7 +152,7 @@ async fn recording_scenario() {
         api(
             Method::POST,
             format!("{base}/rooms/nope/recordings"),
-            &admin,
+            Some(&admin),
             Some(json!({"track_id": video_id})),
         )
         .await,
@@ -179,7 +163,7 @@ async fn recording_scenario() {
         api(
             Method::POST,
             recordings.clone(),
-            &admin_token(KEY, SECRET, Some("other")),
+            Some(&admin_token(KEY, SECRET, Some("other"))),
             Some(json!({"track_id": video_id})),
         )
         .await,
@@ -190,7 +174,7 @@ async fn recording_scenario() {
         api(
             Method::DELETE,
             format!("{recordings}/RC_nope"),
-            &admin,
+            Some(&admin),
             None,
         )
         .await,
@@ -218,7 +202,7 @@ async fn recording_scenario() {
         "{video_file}"
     );
     assert!(video_file.starts_with(std::fs::canonicalize(&dir).unwrap().to_str().unwrap()));
-    let (status, list) = api(Method::GET, recordings.clone(), &admin, None).await;
+    let (status, list) = api(Method::GET, recordings.clone(), Some(&admin), None).await;
     assert_eq!(status, 200);
     assert_eq!(
         list["recordings"].as_array().map(Vec::len),
@@ -231,7 +215,7 @@ async fn recording_scenario() {
     let (status, stopped) = api(
         Method::DELETE,
         format!("{recordings}/{}", v["id"].as_str().unwrap()),
-        &admin,
+        Some(&admin),
         None,
     )
     .await;
@@ -254,7 +238,7 @@ async fn recording_scenario() {
     let (status, stopped) = api(
         Method::DELETE,
         format!("{recordings}/{}", room["id"].as_str().unwrap()),
-        &admin,
+        Some(&admin),
         None,
     )
     .await;
@@ -270,7 +254,7 @@ async fn recording_scenario() {
     audio.abort();
     p.close().await;
     let ended = loop {
-        let (_, list) = api(Method::GET, recordings.clone(), &admin, None).await;
+        let (_, list) = api(Method::GET, recordings.clone(), Some(&admin), None).await;
         let r = list["recordings"]
             .as_array()
             .and_then(|rs| rs.iter().find(|r| r["id"] == a["id"]).cloned());
