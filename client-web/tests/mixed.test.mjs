@@ -95,7 +95,10 @@ test('&mixed=audio: one stream with the others’ voices and not one’s own', {
       last = await mixedLevels(lena, [440, 660, 1500]);
       if (!last) return false;
       const { levels, floor } = last;
-      return levels[440] > floor + 30 && levels[660] > floor + 30 && levels[1500] < floor + 15;
+      // The others' tones well above the floor; hers at least 40 dB below them (what is left
+      // there is the codec's noise: -121 dB against -51 dB for the others in one CI run).
+      const others = Math.min(levels[440], levels[660]);
+      return others > floor + 30 && levels[1500] < others - 40;
     },
     { timeoutMs: 20_000, intervalMs: 0, what: 'the two others’ tones in the mix, and not her own', describe: () => JSON.stringify(last) },
   );
