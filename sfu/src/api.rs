@@ -562,12 +562,7 @@ impl Sfu {
     /// (rooms that span drivers are merged).
     pub async fn debug(&self) -> Result<crate::debug::Snapshot, SfuError> {
         let mut merged = crate::debug::Snapshot::default();
-        for d in self.drivers.iter() {
-            let (reply, rx) = oneshot::channel();
-            d.commands
-                .send(Command::Debug { reply })
-                .map_err(|_| SfuError::Stopped)?;
-            let snap = rx.await.map_err(|_| SfuError::Stopped)?;
+        for snap in self.ask_all(|reply| Command::Debug { reply }).await? {
             for room in snap.rooms {
                 match merged.rooms.iter_mut().find(|r| r.name == room.name) {
                     Some(r) => r.participants.extend(room.participants),
@@ -587,24 +582,15 @@ impl Sfu {
         track_id: &str,
         muted: bool,
     ) -> Result<bool, SfuError> {
-        let mut replies = Vec::with_capacity(self.drivers.len());
-        for d in self.drivers.iter() {
-            let (reply, rx) = oneshot::channel();
-            d.commands
-                .send(Command::MuteTrack {
-                    room: room.to_owned(),
-                    track_id: track_id.to_owned(),
-                    muted,
-                    reply,
-                })
-                .map_err(|_| SfuError::Stopped)?;
-            replies.push(rx);
-        }
-        let mut found = false;
-        for rx in replies {
-            found |= rx.await.map_err(|_| SfuError::Stopped)?;
-        }
-        Ok(found)
+        let found = self
+            .ask_all(|reply| Command::MuteTrack {
+                room: room.to_owned(),
+                track_id: track_id.to_owned(),
+                muted,
+                reply,
+            })
+            .await?;
+        Ok(found.into_iter().any(|f| f))
     }
 
     /// Sends a data message from the server to a room's participants (all, or those whose
@@ -622,23 +608,14 @@ impl Sfu {
         if len > max {
             return Err(SfuError::DataTooLarge { len, max, channel });
         }
-        let mut replies = Vec::with_capacity(self.drivers.len());
-        for d in self.drivers.iter() {
-            let (reply, rx) = oneshot::channel();
-            d.commands
-                .send(Command::SendData {
-                    room: room.to_owned(),
-                    message: message.clone(),
-                    reply,
-                })
-                .map_err(|_| SfuError::Stopped)?;
-            replies.push(rx);
-        }
-        let mut reached = 0;
-        for rx in replies {
-            reached += rx.await.map_err(|_| SfuError::Stopped)?;
-        }
-        Ok(reached)
+        let reached = self
+            .ask_all(|reply| Command::SendData {
+                room: room.to_owned(),
+                message: message.clone(),
+                reply,
+            })
+            .await?;
+        Ok(reached.into_iter().sum())
     }
 
     /// The counters of every driver added up (a room spanning two drivers counts twice in
@@ -653,12 +630,23 @@ impl Sfu {
 
     /// Each driver's counters, by driver index.
     pub async fn driver_stats(&self) -> Result<Vec<DriverStats>, SfuError> {
-        let mut all = Vec::with_capacity(self.drivers.len());
+        self.ask_all(|reply| Command::Stats { reply }).await
+    }
+
+    /// Sends the command `ask` makes to every driver, then waits for every reply (by driver
+    /// index): the drivers work on it at the same time.
+    pub(crate) async fn ask_all<T>(
+        &self,
+        mut ask: impl FnMut(oneshot::Sender<T>) -> Command,
+    ) -> Result<Vec<T>, SfuError> {
+        let mut replies = Vec::with_capacity(self.drivers.len());
         for d in self.drivers.iter() {
             let (reply, rx) = oneshot::channel();
-            d.commands
-                .send(Command::Stats { reply })
-                .map_err(|_| SfuError::Stopped)?;
+            d.commands.send(ask(reply)).map_err(|_| SfuError::Stopped)?;
+            replies.push(rx);
+        }
+        let mut all = Vec::with_capacity(replies.len());
+        for rx in replies {
             all.push(rx.await.map_err(|_| SfuError::Stopped)?);
         }
         Ok(all)

@@ -12,7 +12,6 @@ use std::io::{BufWriter, Seek, Write};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::Receiver;
-use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -60,27 +59,24 @@ pub struct TapState {
     pub wants_keyframe: AtomicBool,
 }
 
-/// Starts recording `codec` frames into `file` (already created at `path`) from `packets`;
-/// the summary is sent to `done` when the recording ends.
-pub fn spawn_track_recorder(
-    codec: Codec,
-    path: PathBuf,
+/// Starts a recording thread: `record` writes into `file` (buffered) and its summary goes to
+/// `done` when the recording ends.
+pub(super) fn spawn_recorder(
     file: File,
-    packets: Receiver<TapPacket>,
-    state: Arc<TapState>,
     done: oneshot::Sender<RecordingSummary>,
+    record: impl FnOnce(BufWriter<File>) -> RecordingSummary + Send + 'static,
 ) -> std::io::Result<()> {
     std::thread::Builder::new()
         .name("fanout-record".into())
         .spawn(move || {
-            let out = BufWriter::with_capacity(1 << 16, file);
-            let summary = record(codec, path, out, &packets, &state);
+            let summary = record(BufWriter::with_capacity(1 << 16, file));
             let _ = done.send(summary);
         })?;
     Ok(())
 }
 
-fn record<W: Write + Seek>(
+/// Records `codec` frames into `out` (the file at `path`) from `packets` until they end.
+pub(super) fn record<W: Write + Seek>(
     codec: Codec,
     path: PathBuf,
     out: W,
@@ -269,6 +265,7 @@ mod tests {
     use std::sync::mpsc::sync_channel;
 
     use super::*;
+    use std::sync::Arc;
 
     fn queue(packets: Vec<TapPacket>) -> Receiver<TapPacket> {
         let (tx, rx) = sync_channel(packets.len() + 1);

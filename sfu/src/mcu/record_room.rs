@@ -8,15 +8,11 @@
 //! so frames wait [`INTERLEAVE`] in a buffer sorted by time before they are written.
 
 use std::collections::BTreeMap;
-use std::fs::File;
-use std::io::{BufWriter, Seek, Write};
+use std::io::{Seek, Write};
 use std::path::PathBuf;
 use std::sync::atomic::Ordering;
 use std::sync::mpsc::Receiver;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
-
-use tokio::sync::oneshot;
 
 use super::depacketize::{Depacketizer, Frame};
 use super::record::{Mux, RecordingSummary, TapPacket, TapState};
@@ -24,27 +20,6 @@ use crate::engine::codec::Codec;
 
 /// How long a frame waits for the other stream's earlier frames before it is written.
 pub const INTERLEAVE: Duration = Duration::from_millis(300);
-
-/// Starts recording a room into `file` (created at `path`): `video_tap`'s packets are the
-/// composite (VP8 of `size`), the others the mix (Opus). The summary goes to `done`.
-pub fn spawn_room_recorder(
-    path: PathBuf,
-    file: File,
-    packets: Receiver<TapPacket>,
-    video_tap: u64,
-    size: (u32, u32),
-    state: Arc<TapState>,
-    done: oneshot::Sender<RecordingSummary>,
-) -> std::io::Result<()> {
-    std::thread::Builder::new()
-        .name("fanout-record".into())
-        .spawn(move || {
-            let out = BufWriter::with_capacity(1 << 16, file);
-            let summary = record_room(path, out, &packets, video_tap, size, &state);
-            let _ = done.send(summary);
-        })?;
-    Ok(())
-}
 
 /// One stream of the room: its frames and where its clock sits on the recording's timeline.
 struct Stream {
@@ -72,7 +47,9 @@ impl Stream {
     }
 }
 
-fn record_room<W: Write + Seek>(
+/// Records a room into `out` (the file at `path`): `video_tap`'s packets are the composite
+/// (VP8 of `size`), the others the mix (Opus).
+pub(super) fn record_room<W: Write + Seek>(
     path: PathBuf,
     out: W,
     packets: &Receiver<TapPacket>,

@@ -2,14 +2,16 @@
 //! a file, [`Sfu::stop_recording`] ends it. What is recorded, and how, is `record`; the copy of
 //! the packets is the publisher's driver's tap (`driver/tap.rs`).
 
+use std::fs::File;
+use std::io::BufWriter;
 use std::path::PathBuf;
-use std::sync::mpsc::sync_channel;
+use std::sync::mpsc::{sync_channel, Receiver, SyncSender};
 use std::sync::Arc;
 
 use tokio::sync::oneshot;
 
-use super::record::{spawn_track_recorder, RecordingSummary, TapState};
-use super::record_room::spawn_room_recorder;
+use super::record::{record, spawn_recorder, RecordingSummary, TapPacket, TapState};
+use super::record_room::record_room;
 use crate::api::{Command, MediaKind, Sfu, SfuError};
 use crate::driver::tap::{TapLayer, TapRefusal, TapRequest};
 
@@ -38,66 +40,35 @@ impl Sfu {
         track_id: &str,
         path: PathBuf,
     ) -> Result<TrackRecording, SfuError> {
-        let file = create(&path)?;
-        let id = rand::random::<u64>() >> 2;
-        let (packets, queue) = sync_channel(TAP_QUEUE);
-        let state = Arc::new(TapState::default());
-        let mut replies = Vec::with_capacity(self.drivers.len());
-        for d in self.drivers.iter() {
-            let (reply, rx) = oneshot::channel();
-            let tap = TapRequest {
-                id,
-                layer: TapLayer::Highest,
-                packets: packets.clone(),
-                state: state.clone(),
-            };
-            d.commands
-                .send(Command::Tap {
-                    room: room.to_owned(),
-                    track_id: track_id.to_owned(),
-                    tap,
-                    reply,
-                })
-                .map_err(|_| SfuError::Stopped)?;
-            replies.push(rx);
-        }
-        drop(packets);
+        let setup = Setup::new(path)?;
+        let replies = self
+            .ask_all(|reply| Command::Tap {
+                room: room.to_owned(),
+                track_id: track_id.to_owned(),
+                tap: setup.taps.request(TapLayer::Highest),
+                reply,
+            })
+            .await?;
         let mut codec = Err(TapRefusal::NotHere);
-        for rx in replies {
-            match rx.await.map_err(|_| SfuError::Stopped)? {
+        for reply in replies {
+            match reply {
                 Err(TapRefusal::NotHere) => {}
                 other => codec = other,
             }
         }
-        let codec = match codec {
-            Ok(codec) => codec,
-            Err(refusal) => {
-                drop(file);
-                let _ = std::fs::remove_file(&path);
-                return Err(match refusal {
-                    TapRefusal::NotHere => SfuError::TrackNotFound(track_id.to_owned()),
-                    TapRefusal::Unsupported(c) => {
-                        SfuError::Recording(format!("{} tracks cannot be recorded yet", c.mime()))
-                    }
-                    TapRefusal::Failed(m) => SfuError::Recording(m),
-                });
-            }
+        let codec = codec.map_err(|refusal| {
+            setup.refused(refusal, || SfuError::TrackNotFound(track_id.to_owned()))
+        })?;
+        let kind = if codec.is_video() {
+            MediaKind::Video
+        } else {
+            MediaKind::Audio
         };
-        let (done_tx, done) = oneshot::channel();
-        if let Err(e) = spawn_track_recorder(codec, path, file, queue, state, done_tx) {
-            self.stop_recording(id).await?;
-            return Err(SfuError::Recording(format!("no recording thread: {e}")));
-        }
-        Ok(TrackRecording {
-            id,
-            kind: if codec.is_video() {
-                MediaKind::Video
-            } else {
-                MediaKind::Audio
-            },
-            mime: codec.mime(),
-            done,
-        })
+        setup
+            .start(self, kind, codec.mime(), move |path, out, queue, state| {
+                record(codec, path, out, queue, state)
+            })
+            .await
     }
 
     /// Records `room` as one picture and one sound: its composite (VP8) and its whole mix
@@ -105,24 +76,15 @@ impl Sfu {
     /// participants see and hear it. Ends with the room (its members on the recording's
     /// driver).
     pub async fn record_room(&self, room: &str, path: PathBuf) -> Result<TrackRecording, SfuError> {
-        let file = create(&path)?;
-        let id = rand::random::<u64>() >> 2;
-        let (packets, queue) = sync_channel(TAP_QUEUE);
-        let state = Arc::new(TapState::default());
+        let setup = Setup::new(path)?;
         let mut outcome = Err(TapRefusal::NotHere);
         // One driver records it: the first that holds members of the room.
         for d in self.drivers.iter() {
             let (reply, rx) = oneshot::channel();
-            let tap = TapRequest {
-                id,
-                layer: TapLayer::Lowest,
-                packets: packets.clone(),
-                state: state.clone(),
-            };
             d.commands
                 .send(Command::RecordRoom {
                     room: room.to_owned(),
-                    tap,
+                    tap: setup.taps.request(TapLayer::Lowest),
                     reply,
                 })
                 .map_err(|_| SfuError::Stopped)?;
@@ -131,59 +93,124 @@ impl Sfu {
                 break;
             }
         }
-        drop(packets);
-        if let Err(refusal) = outcome {
-            drop(file);
-            let _ = std::fs::remove_file(&path);
-            return Err(match refusal {
-                TapRefusal::NotHere => {
-                    SfuError::Recording(format!("room {room:?} has nobody in it"))
-                }
-                TapRefusal::Unsupported(c) => {
-                    SfuError::Recording(format!("{} cannot be recorded", c.mime()))
-                }
-                TapRefusal::Failed(m) => SfuError::Recording(m),
-            });
-        }
-        let (done_tx, done) = oneshot::channel();
-        let (video_tap, _) = crate::driver::recording_tap_ids(id);
+        outcome.map_err(|refusal| {
+            setup.refused(refusal, || {
+                SfuError::Recording(format!("room {room:?} has nobody in it"))
+            })
+        })?;
+        let (video_tap, _) = crate::driver::recording_tap_ids(setup.taps.id);
         let size = (super::composer::WIDTH, super::composer::HEIGHT);
-        if let Err(e) = spawn_room_recorder(path, file, queue, video_tap, size, state, done_tx) {
-            self.stop_recording(id).await?;
-            return Err(SfuError::Recording(format!("no recording thread: {e}")));
-        }
-        Ok(TrackRecording {
-            id,
-            kind: MediaKind::Video,
-            mime: "video/webm",
-            done,
-        })
+        setup
+            .start(
+                self,
+                MediaKind::Video,
+                "video/webm",
+                move |path, out, queue, state| {
+                    record_room(path, out, queue, video_tap, size, state)
+                },
+            )
+            .await
     }
 
     /// Stops recording `id`: the file is finalized and the recording's `done` resolves. Whether
     /// it was still running.
     pub async fn stop_recording(&self, id: u64) -> Result<bool, SfuError> {
-        let mut replies = Vec::with_capacity(self.drivers.len());
-        for d in self.drivers.iter() {
-            let (reply, rx) = oneshot::channel();
-            d.commands
-                .send(Command::Untap { id, reply })
-                .map_err(|_| SfuError::Stopped)?;
-            replies.push(rx);
-        }
-        let mut found = false;
-        for rx in replies {
-            found |= rx.await.map_err(|_| SfuError::Stopped)?;
-        }
-        Ok(found)
+        let found = self.ask_all(|reply| Command::Untap { id, reply }).await?;
+        Ok(found.into_iter().any(|f| f))
     }
 }
 
-/// A new file at `path` (it must not exist).
-fn create(path: &std::path::Path) -> Result<std::fs::File, SfuError> {
-    std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .open(path)
-        .map_err(|e| SfuError::Recording(format!("cannot create {}: {e}", path.display())))
+/// A recording being set up: its new file, what its taps need, and the queue they fill.
+struct Setup {
+    path: PathBuf,
+    file: File,
+    taps: Taps,
+    queue: Receiver<TapPacket>,
+}
+
+/// What every driver's tap of one recording shares (apart from the queue's receiving end, so
+/// that it can be lent across the drivers' replies).
+struct Taps {
+    id: u64,
+    packets: SyncSender<TapPacket>,
+    state: Arc<TapState>,
+}
+
+impl Taps {
+    /// What a driver needs to copy a track's packets into this recording.
+    fn request(&self, layer: TapLayer) -> TapRequest {
+        TapRequest {
+            id: self.id,
+            layer,
+            packets: self.packets.clone(),
+            state: self.state.clone(),
+        }
+    }
+}
+
+impl Setup {
+    /// Creates the file at `path` (it must not exist).
+    fn new(path: PathBuf) -> Result<Setup, SfuError> {
+        let file = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&path)
+            .map_err(|e| SfuError::Recording(format!("cannot create {}: {e}", path.display())))?;
+        let (packets, queue) = sync_channel(TAP_QUEUE);
+        let taps = Taps {
+            id: rand::random::<u64>() >> 2,
+            packets,
+            state: Arc::new(TapState::default()),
+        };
+        Ok(Setup {
+            path,
+            file,
+            taps,
+            queue,
+        })
+    }
+
+    /// The drivers said no: the file goes, and the error says why (`not_here`: nobody had it).
+    fn refused(&self, refusal: TapRefusal, not_here: impl FnOnce() -> SfuError) -> SfuError {
+        let _ = std::fs::remove_file(&self.path);
+        match refusal {
+            TapRefusal::NotHere => not_here(),
+            TapRefusal::Unsupported(c) => {
+                SfuError::Recording(format!("{} tracks cannot be recorded yet", c.mime()))
+            }
+            TapRefusal::Failed(m) => SfuError::Recording(m),
+        }
+    }
+
+    /// Starts the recording thread, which runs `record` until the taps end.
+    async fn start(
+        self,
+        sfu: &Sfu,
+        kind: MediaKind,
+        mime: &'static str,
+        record: impl FnOnce(PathBuf, BufWriter<File>, &Receiver<TapPacket>, &TapState) -> RecordingSummary
+            + Send
+            + 'static,
+    ) -> Result<TrackRecording, SfuError> {
+        let Setup {
+            path,
+            file,
+            taps: Taps { id, packets, state },
+            queue,
+        } = self;
+        // The taps hold the only senders now: the queue ends when they do.
+        drop(packets);
+        let (done_tx, done) = oneshot::channel();
+        let spawned = spawn_recorder(file, done_tx, move |out| record(path, out, &queue, &state));
+        if let Err(e) = spawned {
+            sfu.stop_recording(id).await?;
+            return Err(SfuError::Recording(format!("no recording thread: {e}")));
+        }
+        Ok(TrackRecording {
+            id,
+            kind,
+            mime,
+            done,
+        })
+    }
 }
