@@ -1,14 +1,16 @@
 //! I420 pictures for the composite, and scaling one picture into a rectangle of another.
 //!
-//! Owns the pixel work of compositing: [`Picture`] (tightly packed planes, the same layout as
-//! `fanout-codecs`' `I420`, so converting is moving three `Vec`s), [`Rect`], and
-//! [`Picture::blit_scaled`]. Where each rectangle goes is `layout.rs`'s business, not this
-//! file's. Pure: no IO, no clock, no allocation per call.
+//! Owns the pixel work of compositing on `fanout-codecs`' [`I420`] (the decoder's output and the
+//! encoder's input, so a picture never changes type on its way): [`Rect`], [`canvas`], and
+//! [`Draw::blit_scaled`]. Where each rectangle goes is `layout.rs`'s business, not this file's.
+//! Pure: no IO, no clock, no allocation per call.
 //!
 //! Black is video-range black (Y 16, U 128, V 128), what a browser shows as black for VP8.
 
+use codecs::I420;
+
 /// A rectangle in pixels. Rectangles from `layout.rs` have even coordinates and sizes (I420
-/// chroma is half size); [`Picture::blit_scaled`] accepts any and clips.
+/// chroma is half size); [`Draw::blit_scaled`] accepts any and clips.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
 pub struct Rect {
     /// Left edge.
@@ -46,54 +48,33 @@ impl Rect {
     }
 }
 
-/// An 8-bit 4:2:0 picture with tightly packed planes: Y is `width x height`, U and V are
-/// `(width + 1) / 2 x (height + 1) / 2`. Pictures made here have even sizes; a consistent picture
-/// of odd size (a decoded frame) is still a valid source.
-#[derive(Clone, PartialEq, Eq)]
-pub struct Picture {
-    /// Width in pixels.
-    pub width: u32,
-    /// Height in pixels.
-    pub height: u32,
-    /// Luma, row after row.
-    pub y: Vec<u8>,
-    /// Blue-difference chroma.
-    pub u: Vec<u8>,
-    /// Red-difference chroma.
-    pub v: Vec<u8>,
+/// A black picture to draw on (video-range black, [`I420::BLACK`]); odd sizes are rounded up
+/// to even, so chroma lines up with every even rectangle.
+pub fn canvas(width: u32, height: u32) -> I420 {
+    I420::new(
+        width.saturating_add(width & 1),
+        height.saturating_add(height & 1),
+    )
 }
 
-impl Picture {
-    /// Video-range black.
-    pub const BLACK: (u8, u8, u8) = (16, 128, 128);
-
-    /// A black picture; odd sizes are rounded up to even.
-    pub fn new(width: u32, height: u32) -> Self {
-        let (width, height) = (
-            width.saturating_add(width & 1),
-            height.saturating_add(height & 1),
-        );
-        let (y, u, v) = Self::BLACK;
-        let chroma = half(width) * half(height);
-        Self {
-            width,
-            height,
-            y: vec![y; width as usize * height as usize],
-            u: vec![u; chroma],
-            v: vec![v; chroma],
-        }
-    }
-
-    /// Sets every pixel to one colour.
-    pub fn fill(&mut self, y: u8, u: u8, v: u8) {
-        self.y.fill(y);
-        self.u.fill(u);
-        self.v.fill(v);
-    }
-
+/// Drawing on an [`I420`]: what the composite does to its canvas.
+pub trait Draw {
     /// Sets the pixels of `rect` (clipped to the picture, shrunk to even edges) to one colour.
-    pub fn fill_rect(&mut self, rect: Rect, (y, u, v): (u8, u8, u8)) {
-        let Some(area) = self.even_area(rect) else {
+    fn fill_rect(&mut self, rect: Rect, colour: (u8, u8, u8));
+
+    /// Scales `src` into `rect` keeping its aspect ratio: the picture is centred in the rect and
+    /// the bars beside or above it (letterbox) are filled black, so a previous, differently
+    /// shaped picture does not show through. Bilinear, in 16.16 fixed point.
+    ///
+    /// The rect is shrunk to even edges (so chroma lines up) and whatever falls outside `self`
+    /// is clipped; pixels outside the rect never change. An empty or inconsistent source
+    /// (planes of the wrong length) draws nothing; nothing here panics.
+    fn blit_scaled(&mut self, src: &I420, rect: Rect);
+}
+
+impl Draw for I420 {
+    fn fill_rect(&mut self, rect: Rect, (y, u, v): (u8, u8, u8)) {
+        let Some(area) = even_area(self, rect) else {
             return;
         };
         let (width, cw) = (self.width as usize, half(self.width));
@@ -103,23 +84,16 @@ impl Picture {
         fill_plane(&mut self.v, cw, chroma, v);
     }
 
-    /// Scales `src` into `rect` keeping its aspect ratio: the picture is centred in the rect and
-    /// the bars beside or above it (letterbox) are filled black, so a previous, differently shaped
-    /// picture does not show through. Bilinear, in 16.16 fixed point.
-    ///
-    /// The rect is shrunk to even edges (so chroma lines up) and whatever falls outside `self` is
-    /// clipped; pixels outside the rect never change. An empty or inconsistent source (planes of
-    /// the wrong length) draws nothing; nothing here panics.
-    pub fn blit_scaled(&mut self, src: &Picture, rect: Rect) {
-        if !self.is_consistent() || !src.is_consistent() || src.width == 0 || src.height == 0 {
+    fn blit_scaled(&mut self, src: &I420, rect: Rect) {
+        if self.check().is_err() || src.check().is_err() || src.width == 0 || src.height == 0 {
             return;
         }
-        let Some(clip) = self.even_area(rect) else {
+        let Some(clip) = even_area(self, rect) else {
             return;
         };
         let outer = even_rect(rect);
         let fit = fit_inside(outer, src.width, src.height);
-        self.fill_rect(rect, Self::BLACK);
+        self.fill_rect(rect, I420::BLACK);
         let (width, cw) = (self.width as usize, half(self.width));
         let luma = (&src.y[..], src.width as usize, src.height as usize);
         scale_plane(luma, &mut self.y, width, fit, clip);
@@ -128,27 +102,17 @@ impl Picture {
         scale_plane((&src.u, scw, sch), &mut self.u, cw, cfit, cclip);
         scale_plane((&src.v, scw, sch), &mut self.v, cw, cfit, cclip);
     }
-
-    fn is_consistent(&self) -> bool {
-        let chroma = half(self.width) * half(self.height);
-        self.y.len() == self.width as usize * self.height as usize
-            && self.u.len() == chroma
-            && self.v.len() == chroma
-    }
-
-    /// `rect` with even edges, intersected with the picture's even area; `None` when empty.
-    fn even_area(&self, rect: Rect) -> Option<Area> {
-        let r = even_rect(rect);
-        let (w, h) = (i64::from(self.width & !1), i64::from(self.height & !1));
-        let area = Area::new(r.x0.max(0), r.y0.max(0), r.x1.min(w), r.y1.min(h));
-        (area.x0 < area.x1 && area.y0 < area.y1).then_some(area)
-    }
 }
 
-impl std::fmt::Debug for Picture {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "Picture({}x{})", self.width, self.height)
-    }
+/// `rect` with even edges, intersected with `picture`'s even area; `None` when empty.
+fn even_area(picture: &I420, rect: Rect) -> Option<Area> {
+    let r = even_rect(rect);
+    let (w, h) = (
+        i64::from(picture.width & !1),
+        i64::from(picture.height & !1),
+    );
+    let area = Area::new(r.x0.max(0), r.y0.max(0), r.x1.min(w), r.y1.min(h));
+    (area.x0 < area.x1 && area.y0 < area.y1).then_some(area)
 }
 
 /// A half-open pixel range `[x0, x1) x [y0, y1)`, in i64 so no edge arithmetic can overflow.
@@ -264,30 +228,30 @@ mod tests {
     const BLUE: (u8, u8, u8) = (41, 240, 110);
     const GREY: (u8, u8, u8) = (50, 60, 70);
 
-    fn solid(width: u32, height: u32, (y, u, v): (u8, u8, u8)) -> Picture {
-        let mut p = Picture::new(width, height);
+    fn solid(width: u32, height: u32, (y, u, v): (u8, u8, u8)) -> I420 {
+        let mut p = I420::new(width, height);
         p.fill(y, u, v);
         p
     }
 
-    fn halves(width: u32, height: u32) -> Picture {
+    fn halves(width: u32, height: u32) -> I420 {
         let mut p = solid(width, height, RED);
         let blue = Rect::new(width / 2, 0, width / 2, height);
         p.fill_rect(blue, BLUE);
         p
     }
 
-    fn luma(p: &Picture, x: u32, y: u32) -> u8 {
+    fn luma(p: &I420, x: u32, y: u32) -> u8 {
         p.y[(y * p.width + x) as usize]
     }
 
-    fn chroma(p: &Picture, x: u32, y: u32) -> (u8, u8) {
+    fn chroma(p: &I420, x: u32, y: u32) -> (u8, u8) {
         let i = (y / 2) as usize * half(p.width) + (x / 2) as usize;
         (p.u[i], p.v[i])
     }
 
     /// Asserts every pixel outside `rect` still has `GREY`.
-    fn assert_outside_untouched(p: &Picture, rect: Rect) {
+    fn assert_outside_untouched(p: &I420, rect: Rect) {
         for y in 0..p.height {
             for x in 0..p.width {
                 if !rect.contains(&Rect::new(x, y, 1, 1)) {
@@ -318,12 +282,12 @@ mod tests {
         let rect = Rect::new(0, 0, 160, 90);
         // 4:3 into 16:9: a 120x90 picture centred, black bars of 20 on each side.
         canvas.blit_scaled(&solid(40, 30, RED), rect);
-        assert_eq!(luma(&canvas, 10, 45), Picture::BLACK.0);
-        assert_eq!(luma(&canvas, 150, 45), Picture::BLACK.0);
+        assert_eq!(luma(&canvas, 10, 45), I420::BLACK.0);
+        assert_eq!(luma(&canvas, 150, 45), I420::BLACK.0);
         assert_eq!(luma(&canvas, 20, 0), RED.0);
         assert_eq!(luma(&canvas, 139, 89), RED.0);
-        assert_eq!(luma(&canvas, 19, 45), Picture::BLACK.0);
-        assert_eq!(luma(&canvas, 140, 45), Picture::BLACK.0);
+        assert_eq!(luma(&canvas, 19, 45), I420::BLACK.0);
+        assert_eq!(luma(&canvas, 140, 45), I420::BLACK.0);
         assert_outside_untouched(&canvas, rect);
     }
 
@@ -331,7 +295,7 @@ mod tests {
     fn two_colours_keep_their_order_scaled_down_and_up() {
         let src = halves(64, 36);
         for rect in [Rect::new(0, 0, 32, 18), Rect::new(0, 0, 320, 180)] {
-            let mut canvas = Picture::new(320, 180);
+            let mut canvas = canvas(320, 180);
             canvas.blit_scaled(&src, rect);
             let middle = rect.h / 2;
             // Away from the columns where bilinear blends the two.
@@ -383,10 +347,10 @@ mod tests {
         let mut broken = solid(64, 36, RED);
         broken.u.pop();
         canvas.blit_scaled(&broken, Rect::new(0, 0, 320, 180));
-        canvas.blit_scaled(&Picture::new(0, 0), Rect::new(0, 0, 320, 180));
+        canvas.blit_scaled(&I420::new(0, 0), Rect::new(0, 0, 320, 180));
         assert_eq!(canvas, before);
         // An odd-sized but consistent source (a decoded frame) is fine.
-        let odd = Picture {
+        let odd = I420 {
             width: 3,
             height: 3,
             y: vec![RED.0; 9],
@@ -398,8 +362,8 @@ mod tests {
     }
 
     #[test]
-    fn new_rounds_up_to_even_and_is_black_and_rects_compare() {
-        let p = Picture::new(5, 3);
+    fn canvas_rounds_up_to_even_and_is_black_and_rects_compare() {
+        let p = canvas(5, 3);
         assert_eq!((p.width, p.height, p.y.len(), p.u.len()), (6, 4, 24, 6));
         assert!(p.y.iter().all(|&s| s == 16) && p.v.iter().all(|&s| s == 128));
         let a = Rect::new(0, 0, 10, 10);

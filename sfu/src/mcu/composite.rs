@@ -26,7 +26,7 @@ use std::sync::Arc;
 
 use codecs::{EncodedFrame, Vp8Decoder, Vp8Encoder, I420, PTS_HZ};
 
-use super::canvas::Picture;
+use super::canvas::{canvas, Draw};
 use super::depacketize::{Depacketizer, Frame};
 use super::layout::{layout, Placement, Tile, TileKind};
 use super::record::{TapPacket, TapState};
@@ -54,7 +54,7 @@ struct Input {
     depacketizer: Depacketizer,
     decoder: Vp8Decoder,
     /// The latest decoded picture; `None` until the first keyframe decodes.
-    picture: Option<Picture>,
+    picture: Option<I420>,
     /// The decoder refused a frame: interframes are skipped until a keyframe decodes.
     broken: bool,
 }
@@ -69,7 +69,7 @@ impl Input {
 /// A room's composite (see the module doc).
 pub struct Compositor {
     encoder: Vp8Encoder,
-    canvas: Picture,
+    canvas: I420,
     /// By tap id: the layout's order.
     inputs: BTreeMap<u64, Input>,
     speaker: Option<u64>,
@@ -93,7 +93,7 @@ pub struct Compositor {
 
 /// The small copy: its canvas (the main canvas scaled down), encoder, keyframe state.
 struct Small {
-    canvas: Picture,
+    canvas: I420,
     encoder: Vp8Encoder,
     keyframe_due: bool,
 }
@@ -115,7 +115,7 @@ impl Compositor {
         let encoder = Vp8Encoder::new(width, height, bitrate_kbps, fps)?;
         Ok(Self {
             encoder,
-            canvas: Picture::new(width, height),
+            canvas: canvas(width, height),
             inputs: BTreeMap::new(),
             speaker: None,
             tiles: Vec::new(),
@@ -142,7 +142,7 @@ impl Compositor {
         let fps = (PTS_HZ as i64 / self.frame_ticks.max(1)) as u32;
         self.small = Some(Small {
             encoder: Vp8Encoder::new(width, height, bitrate_kbps, fps)?,
-            canvas: Picture::new(width, height),
+            canvas: canvas(width, height),
             keyframe_due: true,
         });
         Ok(())
@@ -159,17 +159,9 @@ impl Compositor {
             .canvas
             .blit_scaled(&self.canvas, super::canvas::Rect::new(0, 0, w, h));
         small.keyframe_due |= force_keyframe;
-        let picture = I420 {
-            width: w,
-            height: h,
-            y: std::mem::take(&mut small.canvas.y),
-            u: std::mem::take(&mut small.canvas.u),
-            v: std::mem::take(&mut small.canvas.v),
-        };
         let encoded = small
             .encoder
-            .encode(&picture, self.last_pts, small.keyframe_due);
-        (small.canvas.y, small.canvas.u, small.canvas.v) = (picture.y, picture.u, picture.v);
+            .encode(&small.canvas, self.last_pts, small.keyframe_due);
         let Ok(frames) = encoded else {
             self.stats.encode_errors += 1;
             return Vec::new();
@@ -249,7 +241,7 @@ impl Compositor {
                     }
                     if let Some(picture) = picture {
                         self.stats.decoded += 1;
-                        input.picture = Some(into_picture(picture));
+                        input.picture = Some(picture);
                     }
                 }
                 Err(_) => {
@@ -271,17 +263,7 @@ impl Compositor {
         self.last_pts = pts;
         self.pts += self.frame_ticks;
         self.keyframe_due |= force_keyframe;
-        // The canvas lent to the encoder as an I420 (the same packed planes): three moves.
-        let (width, height) = (self.canvas.width, self.canvas.height);
-        let picture = I420 {
-            width,
-            height,
-            y: std::mem::take(&mut self.canvas.y),
-            u: std::mem::take(&mut self.canvas.u),
-            v: std::mem::take(&mut self.canvas.v),
-        };
-        let encoded = self.encoder.encode(&picture, pts, self.keyframe_due);
-        (self.canvas.y, self.canvas.u, self.canvas.v) = (picture.y, picture.u, picture.v);
+        let encoded = self.encoder.encode(&self.canvas, pts, self.keyframe_due);
         let Ok(frames) = encoded else {
             self.stats.encode_errors += 1;
             return Vec::new();
@@ -314,7 +296,7 @@ impl Compositor {
             }));
         let placements = layout(self.canvas.width, self.canvas.height, &self.tiles);
         if placements != self.placements {
-            let (y, u, v) = Picture::BLACK;
+            let (y, u, v) = I420::BLACK;
             self.canvas.fill(y, u, v);
             self.placements = placements;
         }
@@ -330,24 +312,6 @@ impl Compositor {
     }
 }
 
-/// A decoded picture as a canvas source: the same packed planes, moved.
-fn into_picture(picture: I420) -> Picture {
-    let I420 {
-        width,
-        height,
-        y,
-        u,
-        v,
-    } = picture;
-    Picture {
-        width,
-        height,
-        y,
-        u,
-        v,
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -358,7 +322,7 @@ mod tests {
     const RED: Colour = (81, 90, 240);
     const BLUE: Colour = (41, 240, 110);
     const GREEN: Colour = (145, 54, 34);
-    const BLACK: Colour = Picture::BLACK;
+    const BLACK: Colour = I420::BLACK;
 
     const WIDTH: u32 = 640;
     const HEIGHT: u32 = 360;

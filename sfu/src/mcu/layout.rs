@@ -56,7 +56,7 @@ pub struct Placement<Id> {
     /// size (the largest picture's width and height).
     pub cell: Rect,
     /// The picture inside the slot, with the source's aspect ratio, centred: what
-    /// `Picture::blit_scaled` into `cell` draws (the rest of the cell is letterbox).
+    /// `Draw::blit_scaled` into `cell` draws (the rest of the cell is letterbox).
     pub picture: Rect,
 }
 
