@@ -7,8 +7,9 @@ mod common;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use common::{publish_tone, share_at, RtcClient, TestServer};
+use common::{publish_tone, RtcClient, TestServer};
 use serde_json::json;
+use sfu::mcu::mix::share_at;
 use tokio::time::timeout;
 use webrtc::media_stream::track_remote::TrackRemoteEvent;
 

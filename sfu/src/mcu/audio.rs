@@ -265,6 +265,7 @@ fn push_frame(input: &mut Input, frame: [i16; FRAME], stats: &mut MixStats) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::mcu::mix::share_at;
 
     /// A tone's 20 ms frames, Opus-encoded, as an input's packets.
     struct Tone {
@@ -304,21 +305,6 @@ mod tests {
             self.seq = self.seq.wrapping_add(1);
             p
         }
-    }
-
-    /// The energy of `pcm` at `hz` (one DFT bin), relative to the signal's total energy.
-    fn share_at(pcm: &[i16], hz: f64) -> f64 {
-        let (mut re, mut im) = (0.0, 0.0);
-        for (i, &x) in pcm.iter().enumerate() {
-            let w = 2.0 * std::f64::consts::PI * hz * i as f64 / 48_000.0;
-            re += f64::from(x) * w.cos();
-            im += f64::from(x) * w.sin();
-        }
-        let total: f64 = pcm.iter().map(|&x| f64::from(x).powi(2)).sum();
-        if total == 0.0 {
-            return 0.0;
-        }
-        2.0 * (re * re + im * im) / pcm.len() as f64 / total
     }
 
     /// Runs `ticks` ticks with one packet of each tone per tick; the decoded mix of each

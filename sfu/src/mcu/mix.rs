@@ -30,6 +30,22 @@ pub const FADE: usize = 240;
 /// Ticks without a frame after which an input is gone, by default: one second.
 pub const DEFAULT_GONE_AFTER: u32 = 50;
 
+/// The energy of `pcm` (48 kHz mono) at `hz` (one DFT bin), as a share of its total energy:
+/// how much of one tone a listener hears. What the tests of a mix (here and end to end) measure.
+pub fn share_at(pcm: &[i16], hz: f64) -> f64 {
+    let (mut re, mut im) = (0.0, 0.0);
+    for (i, &x) in pcm.iter().enumerate() {
+        let w = 2.0 * std::f64::consts::PI * hz * i as f64 / 48_000.0;
+        re += f64::from(x) * w.cos();
+        im += f64::from(x) * w.sin();
+    }
+    let total: f64 = pcm.iter().map(|&x| f64::from(x).powi(2)).sum();
+    if total == 0.0 {
+        return 0.0;
+    }
+    2.0 * (re * re + im * im) / pcm.len() as f64 / total
+}
+
 /// Mixes inputs keyed by `Id` (a track or a participant), one tick at a time.
 #[derive(Debug)]
 pub struct Mixer<Id> {

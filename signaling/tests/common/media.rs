@@ -83,16 +83,12 @@ impl SyntheticTrack {
 
     /// Sends (once negotiated) until the returned task is aborted.
     pub async fn start(self) -> tokio::task::JoinHandle<()> {
-        use webrtc::media_stream::track_local::TrackLocal;
-
-        let pt = negotiated_pt(&self.sender).await;
-        let SyntheticTrack {
-            track, ssrc, video, ..
-        } = self;
+        let video = self.video;
+        let mut writer = self.writer().await;
         tokio::spawn(async move {
             let (period, step) = if video { (33, 3000) } else { (20, 960) };
             let mut ticker = tokio::time::interval(Duration::from_millis(period));
-            let (mut seq, mut ts) = (rand::random::<u16>(), rand::random::<u32>());
+            let mut ts = rand::random::<u32>();
             loop {
                 ticker.tick().await;
                 let mut payload = if video {
@@ -104,27 +100,63 @@ impl SyntheticTrack {
                     vec![0xfc]
                 };
                 payload.extend(std::iter::repeat_n(0xcd, if video { 300 } else { 80 }));
-                let written = track
-                    .write_rtp(rtc::rtp::Packet {
-                        header: rtc::rtp::header::Header {
-                            version: 2,
-                            marker: true,
-                            payload_type: pt,
-                            sequence_number: seq,
-                            timestamp: ts,
-                            ssrc,
-                            ..Default::default()
-                        },
-                        payload: payload.into(),
-                    })
-                    .await;
-                if written.is_err() {
+                if !writer.write(ts, true, payload.into()).await {
                     return;
                 }
-                seq = seq.wrapping_add(1);
                 ts = ts.wrapping_add(step);
             }
         })
+    }
+
+    /// The track's RTP writer, once negotiated.
+    async fn writer(self) -> RtpWriter {
+        let pt = negotiated_pt(&self.sender).await;
+        RtpWriter {
+            track: self.track,
+            pt,
+            ssrc: self.ssrc,
+            seq: rand::random(),
+        }
+    }
+}
+
+/// Writes a negotiated track's packets: its payload type, its SSRC, the next sequence number.
+struct RtpWriter {
+    track: Arc<webrtc::media_stream::track_local::static_rtp::TrackLocalStaticRTP>,
+    pt: u8,
+    ssrc: u32,
+    seq: u16,
+}
+
+impl RtpWriter {
+    /// Adds a track of `kind` to `publisher` and negotiates it.
+    async fn publish(publisher: &RtcClient, kind: RtpCodecKind, timeout: Duration) -> RtpWriter {
+        let synthetic = SyntheticTrack::add(&publisher.pc, &publisher.name, kind).await;
+        publisher.publish(timeout).await;
+        synthetic.writer().await
+    }
+
+    /// Sends one packet; false once the track is gone.
+    async fn write(&mut self, timestamp: u32, marker: bool, payload: bytes::Bytes) -> bool {
+        use webrtc::media_stream::track_local::TrackLocal;
+
+        let written = self
+            .track
+            .write_rtp(rtc::rtp::Packet {
+                header: rtc::rtp::header::Header {
+                    version: 2,
+                    marker,
+                    payload_type: self.pt,
+                    sequence_number: self.seq,
+                    timestamp,
+                    ssrc: self.ssrc,
+                    ..Default::default()
+                },
+                payload,
+            })
+            .await;
+        self.seq = self.seq.wrapping_add(1);
+        written.is_ok()
     }
 }
 
@@ -135,18 +167,13 @@ pub async fn publish_tone(
     hz: f64,
     timeout: Duration,
 ) -> tokio::task::JoinHandle<()> {
-    use webrtc::media_stream::track_local::TrackLocal;
-
-    let synthetic = SyntheticTrack::add(&publisher.pc, &publisher.name, RtpCodecKind::Audio).await;
-    publisher.publish(timeout).await;
-    let pt = negotiated_pt(&synthetic.sender).await;
-    let SyntheticTrack { track, ssrc, .. } = synthetic;
+    let mut writer = RtpWriter::publish(publisher, RtpCodecKind::Audio, timeout).await;
     tokio::spawn(async move {
         let mut encoder =
             codecs::OpusEncoder::new(codecs::Channels::Mono, codecs::Application::Audio)
                 .expect("an Opus encoder");
         let mut ticker = tokio::time::interval(Duration::from_millis(20));
-        let (mut seq, mut ts) = (rand::random::<u16>(), rand::random::<u32>());
+        let mut ts = rand::random::<u32>();
         let mut n = 0usize;
         loop {
             ticker.tick().await;
@@ -158,23 +185,9 @@ pub async fn publish_tone(
                 .collect();
             n += 960;
             let payload = encoder.encode(&pcm).expect("encoded");
-            let written = track
-                .write_rtp(rtc::rtp::Packet {
-                    header: rtc::rtp::header::Header {
-                        version: 2,
-                        payload_type: pt,
-                        sequence_number: seq,
-                        timestamp: ts,
-                        ssrc,
-                        ..Default::default()
-                    },
-                    payload: payload.into(),
-                })
-                .await;
-            if written.is_err() {
+            if !writer.write(ts, false, payload.into()).await {
                 return;
             }
-            seq = seq.wrapping_add(1);
             ts = ts.wrapping_add(960);
         }
     })
@@ -188,19 +201,14 @@ pub async fn publish_colour(
     yuv: (u8, u8, u8),
     timeout: Duration,
 ) -> tokio::task::JoinHandle<()> {
-    use webrtc::media_stream::track_local::TrackLocal;
-
-    let synthetic = SyntheticTrack::add(&publisher.pc, &publisher.name, RtpCodecKind::Video).await;
-    publisher.publish(timeout).await;
-    let pt = negotiated_pt(&synthetic.sender).await;
-    let SyntheticTrack { track, ssrc, .. } = synthetic;
+    let mut writer = RtpWriter::publish(publisher, RtpCodecKind::Video, timeout).await;
     tokio::spawn(async move {
         let mut encoder = codecs::Vp8Encoder::new(320, 180, 300, 15).expect("a VP8 encoder");
         let mut picture = codecs::I420::new(320, 180);
         picture.fill(yuv.0, yuv.1, yuv.2);
         let mut packetizer = sfu::mcu::packetize::Vp8Packetizer::new(1100);
         let mut ticker = tokio::time::interval(Duration::from_millis(66));
-        let (mut seq, ts0) = (rand::random::<u16>(), rand::random::<u32>());
+        let ts0 = rand::random::<u32>();
         let mut payloads = Vec::new();
         for n in 0i64.. {
             ticker.tick().await;
@@ -211,44 +219,15 @@ pub async fn publish_colour(
                 payloads.clear();
                 packetizer.packetize(&frame.data, &mut payloads);
                 let last = payloads.len().saturating_sub(1);
+                let ts = ts0.wrapping_add((n * 6000) as u32);
                 for (i, payload) in payloads.drain(..).enumerate() {
-                    let written = track
-                        .write_rtp(rtc::rtp::Packet {
-                            header: rtc::rtp::header::Header {
-                                version: 2,
-                                marker: i == last,
-                                payload_type: pt,
-                                sequence_number: seq,
-                                timestamp: ts0.wrapping_add((n * 6000) as u32),
-                                ssrc,
-                                ..Default::default()
-                            },
-                            payload,
-                        })
-                        .await;
-                    if written.is_err() {
+                    if !writer.write(ts, i == last, payload).await {
                         return;
                     }
-                    seq = seq.wrapping_add(1);
                 }
             }
         }
     })
-}
-
-/// The energy of `pcm` (48 kHz) at `hz` (one DFT bin), as a share of its total energy.
-pub fn share_at(pcm: &[i16], hz: f64) -> f64 {
-    let (mut re, mut im) = (0.0, 0.0);
-    for (i, &x) in pcm.iter().enumerate() {
-        let w = 2.0 * std::f64::consts::PI * hz * i as f64 / 48_000.0;
-        re += f64::from(x) * w.cos();
-        im += f64::from(x) * w.sin();
-    }
-    let total: f64 = pcm.iter().map(|&x| f64::from(x).powi(2)).sum();
-    if total == 0.0 {
-        return 0.0;
-    }
-    2.0 * (re * re + im * im) / pcm.len() as f64 / total
 }
 
 /// Counts the RTP packets `client` receives, over all its tracks.
