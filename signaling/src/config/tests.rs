@@ -87,6 +87,9 @@ fn bad_values_name_their_key() {
             &[("FANOUT_DATA_LOSSY_BACKLOG", "100")],
             "data_lossy_backlog",
         ),
+        (&[("FANOUT_RECORDINGS_DIR", "")], "recordings_dir"),
+        // A file, not a directory.
+        (&[("FANOUT_RECORDINGS_DIR", "Cargo.toml")], "recordings_dir"),
     ];
     for (vars, key) in cases {
         let err = load(None, env(vars), &dev()).unwrap_err();

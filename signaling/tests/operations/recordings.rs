@@ -182,6 +182,34 @@ async fn recording_scenario() {
         "recording_not_found",
     );
 
+    // A room nobody has joined yet has nothing to record.
+    let (status, created) = api(
+        Method::POST,
+        format!("{base}/rooms"),
+        Some(&admin),
+        Some(json!({"name": "empty"})),
+    )
+    .await;
+    assert_eq!(status, 201, "{created}");
+    let (status, body) = api(
+        Method::POST,
+        format!("{base}/rooms/empty/recordings"),
+        Some(&admin),
+        Some(json!({})),
+    )
+    .await;
+    refused((status, body.clone()), 500, "recording_failed");
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("nobody")),
+        "{body}"
+    );
+    assert!(
+        std::fs::read_dir(&dir).map_or(true, |mut d| d.next().is_none()),
+        "a refused recording leaves no file"
+    );
+
     // The room, and both tracks.
     let (status, room) = post(json!({})).await;
     assert_eq!(status, 201, "{room}");
