@@ -16,6 +16,8 @@
 //! - `webhooks`: signed lifecycle events POSTed to configured URLs.
 //! - `metrics`: `/metrics` (Prometheus).
 //! - `cluster`: multi-node mode, the Redis directory of nodes and rooms (placement, claims).
+//! - `outbox`: what a client is sent, queued (bounded) to a writer of its own, so a client that
+//!   stops reading holds up nothing else.
 //! - `proxy`: a join for a room on another node, its WebSocket relayed to that node.
 //! - `session`: one client's signaling session, a state machine between the socket and the
 //!   engine.
@@ -39,6 +41,7 @@ pub mod error;
 pub mod forward;
 pub mod ice;
 pub mod metrics;
+pub mod outbox;
 pub mod protocol;
 pub mod proxy;
 pub mod recordings;

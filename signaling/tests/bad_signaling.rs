@@ -1,7 +1,7 @@
 //! Bad input on the signaling socket: each case gets its stable error code, the connection is kept
 //! or closed as docs/protocol.md says, and the server keeps serving everyone else.
 
-use futures_util::SinkExt;
+use futures_util::{SinkExt, StreamExt};
 use serde_json::{json, Value};
 use tokio_tungstenite::connect_async;
 use tokio_tungstenite::tungstenite::Message;
@@ -64,6 +64,12 @@ async fn every_bad_message_gets_its_code_and_the_session_survives_where_it_shoul
     .await;
     expect_error(&mut ws, "invalid_message").await;
     send(&mut ws, r#"{"type":"join","v":1,"room":"r"}"#).await;
+    expect_error(&mut ws, "invalid_message").await;
+    send(
+        &mut ws,
+        r#"{"type":"join","v":1,"room":"r","name":"a","mixed":"bogus"}"#,
+    )
+    .await;
     expect_error(&mut ws, "invalid_message").await;
     ws.send(Message::Binary(vec![1, 2, 3].into()))
         .await
@@ -254,4 +260,73 @@ async fn a_client_that_goes_silent_is_removed_within_five_seconds() {
     assert_eq!(left["type"], "participant_left", "{left}");
     assert_eq!(left["participant_id"], b_id.as_str());
     drop(b);
+}
+
+/// A client that stops reading (a tiny receive window, never drained) must not hold up its own
+/// session: the server still notices it is silent, takes it out of the room and tells the
+/// others, however much it is being sent.
+#[tokio::test]
+async fn a_client_that_stops_reading_is_still_dropped_from_its_room() {
+    use std::time::Duration;
+    let server = TestServer::start().await;
+    let url = server.ws_url.clone();
+    let mut watcher = connect(&url).await;
+    join(&mut watcher, "stall", "watcher").await;
+
+    let addr: std::net::SocketAddr = url
+        .trim_start_matches("ws://")
+        .split('/')
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap();
+    // A small segment size keeps the server's send buffer small too (the kernel sizes it by
+    // segments: on loopback's 64 KiB segments it would hold megabytes).
+    let socket = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+    socket.set_recv_buffer_size(1024).unwrap();
+    socket.set_tcp_mss(536).unwrap();
+    socket.connect(&addr.into()).unwrap();
+    socket.set_nonblocking(true).unwrap();
+    let tcp = tokio::net::TcpStream::from_std(socket.into()).unwrap();
+    let (mut slow, _) = tokio_tungstenite::client_async(url.as_str(), tcp)
+        .await
+        .unwrap();
+    slow.send(Message::Text(
+        json!({"type": "join", "v": 1, "room": "stall", "name": "slow"})
+            .to_string()
+            .into(),
+    ))
+    .await
+    .unwrap();
+    let slow_id = loop {
+        let t = match slow.next().await {
+            Some(Ok(Message::Text(t))) => t,
+            Some(Ok(_)) => continue,
+            other => panic!("no joined: {other:?}"),
+        };
+        let msg: Value = serde_json::from_str(&t).unwrap();
+        if msg["type"] == "joined" {
+            break msg["participant_id"].as_str().unwrap().to_owned();
+        }
+    };
+    // From here on `slow` is never read. Each visitor who comes and goes is two events for it,
+    // ~200 KB in all: far more than its window and the server's socket buffer hold.
+    let name = "v".repeat(128);
+    for _ in 0..400 {
+        let mut visitor = connect(&url).await;
+        join(&mut visitor, "stall", &name).await;
+        let _ = visitor.close(None).await;
+    }
+    // The watcher hears every visitor, and then that `slow` left (it answered no ping).
+    let left = tokio::time::timeout(Duration::from_secs(30), async {
+        loop {
+            let msg = next_json(&mut watcher).await.expect("the watcher's socket");
+            if msg["type"] == "participant_left" && msg["participant_id"] == slow_id.as_str() {
+                return;
+            }
+        }
+    })
+    .await;
+    assert!(left.is_ok(), "the stalled client was never dropped");
+    drop(slow);
 }

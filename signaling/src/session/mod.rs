@@ -21,6 +21,7 @@ use tracing::{debug, info, Instrument};
 use crate::auth::TokenAuthority;
 use crate::drain::Drain;
 use crate::metrics::Metrics;
+use crate::outbox::{self, Outbox};
 use crate::protocol::{
     parse_client_message_limited, ClientMessage, ErrorCode, IceCandidate, Mixed, QualityName,
     RoomMode, ServerMessage, SourceName, PROTOCOL_VERSION,
@@ -151,12 +152,27 @@ enum Flow {
     Proxy(Box<crate::proxy::Upstream>, Utf8Bytes),
 }
 
-pub async fn run<S, R, E>(ctx: SessionContext, origin: Origin, mut sink: S, mut stream: R)
+/// Serves one client's socket (`sink`, `stream`) until it closes. What the session sends goes
+/// through an [`Outbox`] to a writer of its own, so a client that stops reading cannot hold the
+/// session up (see `outbox`).
+pub async fn run<S, R, E>(ctx: SessionContext, origin: Origin, sink: S, stream: R)
 where
     S: Sink<Message> + Unpin,
     R: Stream<Item = Result<Message, E>> + Unpin,
     E: std::fmt::Display,
 {
+    let (outbox, queue) = outbox::outbox(outbox::QUEUE);
+    let writer = outbox::write_out(sink, queue, outbox::SEND_TIMEOUT);
+    tokio::join!(serve(ctx, origin, outbox, stream), writer);
+}
+
+async fn serve<R, E>(ctx: SessionContext, origin: Origin, mut sink: Outbox, mut stream: R)
+where
+    R: Stream<Item = Result<Message, E>> + Unpin,
+    E: std::fmt::Display,
+{
+    let gone = sink.gone();
+    tokio::pin!(gone);
     let mut joined: Option<Joined> = None;
     let opened = Instant::now();
     let mut last_heard = opened;
@@ -208,6 +224,10 @@ where
                         send_error(&ctx, &mut sink, code, message.into()).await
                     }
                 },
+                _ = &mut gone => {
+                    info!("the client stopped reading; closing");
+                    break;
+                }
                 _ = closed(&mut closing) => {
                     send_error(&ctx, &mut sink, ErrorCode::ServerShutdown, "the server is shutting down".into()).await
                 }
