@@ -1,6 +1,6 @@
 //! Garbage on the ICE-TCP port: connections that send a frame length beyond any datagram, a
 //! zero length, random frames, half a frame, or STUN with an unknown ufrag. Each is dropped or
-//! hung up; none binds to anyone; a call between two webrtc-rs peers (on UDP) keeps its media
+//! hung up (at the latest when it is still unbound 10 s after it opened); none binds to anyone; a call between two webrtc-rs peers (on UDP) keeps its media
 //! throughout, and the port keeps accepting.
 
 mod common;
@@ -94,6 +94,16 @@ async fn garbage_on_the_ice_tcp_port_is_dropped_and_calls_keep_their_media() {
         stats.datagrams_unknown_source >= 200,
         "garbage frames are counted as unknown: {}",
         stats.datagrams_unknown_source
+    );
+    // Neither the connection that sent frames nor the one stuck mid-frame was ever bound: both
+    // are hung up at the bind deadline (10 s after they opened).
+    assert!(
+        hung_up(&mut c, Duration::from_secs(15)).await,
+        "an unbound connection that keeps sending frames"
+    );
+    assert!(
+        hung_up(&mut half, Duration::from_secs(15)).await,
+        "an unbound connection stuck in the middle of a frame"
     );
     media.abort();
 }

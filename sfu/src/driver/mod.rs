@@ -260,6 +260,11 @@ impl Driver {
         self.conns.by_addr.remove(&Flow::tcp(peer));
     }
 
+    /// Whether `flow` belongs to a participant (one of its connectivity checks was accepted).
+    pub fn is_bound(&self, flow: Flow) -> bool {
+        self.conns.by_addr.contains_key(&flow)
+    }
+
     /// A command from the engine handle, a signaling session or another driver.
     pub fn handle_command(&mut self, now: Instant, cmd: Command) {
         self.on_command(cmd, now);

@@ -32,6 +32,8 @@ const READ_BATCH: usize = 256;
 /// after every datagram, 5.4–5.8 µs every 16, with a lower latency p99 (docs/benchmarks.md).
 const SETTLE_EVERY: usize = 16;
 const MAX_DATAGRAM: usize = 2048;
+/// How often unbound ICE-TCP connections are checked against their deadline.
+const SWEEP: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// What the engine handle keeps of each driver: its command channel, socket address and load.
 pub(crate) type Spawned = (mpsc::UnboundedSender<Command>, SocketAddr, Load);
@@ -182,7 +184,7 @@ struct Io {
     socket: UdpSocket,
     /// The media socket is IPv6 (dual-stack when bound to `::`).
     v6_socket: bool,
-    tcp_conns: HashMap<SocketAddr, mpsc::Sender<Bytes>>,
+    tcp_conns: HashMap<SocketAddr, tcp::TcpConn>,
     /// Each participant's channel to its signaling session (given with its `Command::Join`).
     sessions: HashMap<ParticipantKey, mpsc::UnboundedSender<Event>>,
 }
@@ -195,7 +197,8 @@ impl Io {
                 .tcp_conns
                 .get(&t.flow.addr)
                 .ok_or(std::io::ErrorKind::NotConnected)?;
-            conn.try_send(Bytes::copy_from_slice(&t.data))
+            conn.writer
+                .try_send(Bytes::copy_from_slice(&t.data))
                 .map_err(|_| std::io::ErrorKind::WouldBlock)?;
             Ok(t.data.len())
         } else {
@@ -277,6 +280,7 @@ async fn run(
     let mut buf = vec![0u8; MAX_DATAGRAM];
     let mut batch = Vec::with_capacity(READ_BATCH);
     let mut crossed = Vec::with_capacity(READ_BATCH);
+    let mut next_sweep = Instant::now();
     loop {
         let deadline = driver.poll_timeout();
         tokio::select! {
@@ -308,8 +312,8 @@ async fn run(
             }
             Some(event) = recv_tcp(&mut tcp_events) => {
                 match event {
-                    tcp::TcpEvent::Opened(peer, writer) => {
-                        io.tcp_conns.insert(peer, writer);
+                    tcp::TcpEvent::Opened(peer, conn) => {
+                        io.tcp_conns.insert(peer, conn);
                     }
                     tcp::TcpEvent::Frame(peer, frame) => {
                         driver.handle_datagram(Instant::now(), Flow::tcp(peer), &frame);
@@ -326,6 +330,15 @@ async fn run(
         let now = Instant::now();
         driver.handle_timeout(now);
         flush(&mut driver, &mut io, now);
+        if now >= next_sweep {
+            next_sweep = now + SWEEP;
+            // Unbound ICE-TCP connections past their deadline are hung up (their reader then
+            // reports them closed).
+            io.tcp_conns.retain(|&peer, conn| {
+                now.saturating_duration_since(conn.opened) < tcp::BIND_TIMEOUT
+                    || driver.is_bound(Flow::tcp(peer))
+            });
+        }
     }
     let now = Instant::now();
     driver.close(now);

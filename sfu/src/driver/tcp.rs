@@ -7,8 +7,10 @@
 //!
 //! The tasks here only move bytes: the accept loop, a reader per connection that turns frames
 //! into [`TcpEvent`]s for the driver, and a writer per connection fed by the driver. Bounded:
-//! connections per driver, frame size, the time a connection may take to send its first frame,
-//! and every queue (a client that does not read loses frames rather than stalling the driver).
+//! connections per driver, frame size, the time a connection may stay unbound ([`BIND_TIMEOUT`]:
+//! the driver hangs up a connection no participant's ICE agent has taken by then, whatever it
+//! sends), and every queue (a client that does not read loses frames rather than stalling the
+//! driver).
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -18,23 +20,34 @@ use std::time::Duration;
 use bytes::Bytes;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, oneshot};
 use tracing::debug;
 
 /// Connections one driver accepts at most at a time.
 pub(super) const MAX_CONNECTIONS: usize = 4096;
 /// The largest frame accepted (a media datagram is smaller).
 const MAX_FRAME: usize = 1500 * 2;
-/// A connection must send its first frame (a connectivity check) within this time.
-const FIRST_FRAME_TIMEOUT: Duration = Duration::from_secs(10);
+/// A connection must be bound to a participant (one of its connectivity checks accepted) within
+/// this time, or the driver hangs up.
+pub(super) const BIND_TIMEOUT: Duration = Duration::from_secs(10);
 /// Frames queued towards one connection.
 pub(super) const WRITE_QUEUE: usize = 1024;
 /// Frames queued from all connections towards the driver.
 pub(super) const EVENT_QUEUE: usize = 4096;
 
+/// The driver's end of one connection.
+pub(super) struct TcpConn {
+    /// Frames for the connection.
+    pub writer: mpsc::Sender<Bytes>,
+    /// Dropping it hangs up.
+    pub _hangup: oneshot::Sender<()>,
+    /// When it was accepted.
+    pub opened: std::time::Instant,
+}
+
 pub(super) enum TcpEvent {
-    /// A connection from `peer`: frames for it go to the sender.
-    Opened(SocketAddr, mpsc::Sender<Bytes>),
+    /// A connection from `peer`.
+    Opened(SocketAddr, TcpConn),
     Frame(SocketAddr, Vec<u8>),
     Closed(SocketAddr),
 }
@@ -73,7 +86,13 @@ pub(super) fn serve(listener: TcpListener, events: mpsc::Sender<TcpEvent>) {
             let peer = SocketAddr::new(peer.ip().to_canonical(), peer.port());
             let (mut read, mut write) = stream.into_split();
             let (out_tx, mut out_rx) = mpsc::channel::<Bytes>(WRITE_QUEUE);
-            if events.send(TcpEvent::Opened(peer, out_tx)).await.is_err() {
+            let (hangup, mut hung_up) = oneshot::channel();
+            let conn = TcpConn {
+                writer: out_tx,
+                _hangup: hangup,
+                opened: std::time::Instant::now(),
+            };
+            if events.send(TcpEvent::Opened(peer, conn)).await.is_err() {
                 return;
             }
             tokio::spawn(async move {
@@ -90,30 +109,14 @@ pub(super) fn serve(listener: TcpListener, events: mpsc::Sender<TcpEvent>) {
             let events = events.clone();
             let open = open.clone();
             tokio::spawn(async move {
-                let mut first = true;
                 loop {
-                    let mut len = [0u8; 2];
-                    let read_len = read.read_exact(&mut len);
-                    let got = if first {
-                        match tokio::time::timeout(FIRST_FRAME_TIMEOUT, read_len).await {
-                            Ok(r) => r,
-                            Err(_) => break,
-                        }
-                    } else {
-                        read_len.await
+                    let frame = tokio::select! {
+                        frame = read_frame(&mut read) => frame,
+                        _ = &mut hung_up => None,
                     };
-                    if got.is_err() {
+                    let Some(frame) = frame else {
                         break;
-                    }
-                    first = false;
-                    let len = usize::from(u16::from_be_bytes(len));
-                    if len == 0 || len > MAX_FRAME {
-                        break; // not RFC 4571 media: hang up
-                    }
-                    let mut frame = vec![0u8; len];
-                    if read.read_exact(&mut frame).await.is_err() {
-                        break;
-                    }
+                    };
                     if events.send(TcpEvent::Frame(peer, frame)).await.is_err() {
                         break;
                     }
@@ -123,4 +126,18 @@ pub(super) fn serve(listener: TcpListener, events: mpsc::Sender<TcpEvent>) {
             });
         }
     });
+}
+
+/// The next RFC 4571 frame; `None` when the connection ends or sends something no media
+/// datagram is (a zero or oversized length).
+async fn read_frame(read: &mut tokio::net::tcp::OwnedReadHalf) -> Option<Vec<u8>> {
+    let mut len = [0u8; 2];
+    read.read_exact(&mut len).await.ok()?;
+    let len = usize::from(u16::from_be_bytes(len));
+    if len == 0 || len > MAX_FRAME {
+        return None; // not RFC 4571 media: hang up
+    }
+    let mut frame = vec![0u8; len];
+    read.read_exact(&mut frame).await.ok()?;
+    Some(frame)
 }
